@@ -1,0 +1,271 @@
+"""Run configuration: one dataclass per concern, a YAML recipe, `--key value` overrides.
+
+Every field of every dataclass below is a config key. It can be set in the recipe given with
+`--config` and on the command line; the command line wins. An unknown key or a value of the
+wrong type is a `ConfigError` (the entry script turns it into exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+DEFAULT_PROMPTS_DIR = str(Path(__file__).resolve().parent / "prompts")
+CANONICAL_COLUMNS = ("id", "category", "instruction", "source_image", "reference_text", "reference_image")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+    """A bad recipe, a bad command-line value or a bad dataset: the user has to fix something."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = field(
+        default="",
+        metadata={"help": "Hub dataset id, local dataset folder, or a .json/.jsonl manifest "
+                          "(image paths relative to the manifest)."},
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split to evaluate (hub or local dataset)."})
+    dataset_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
+    columns: dict = field(
+        default_factory=dict,
+        metadata={"help": "Canonical name -> source column, e.g. id=index,source_image=image. Unnamed canonical "
+                          "columns map to themselves. 'a|b' takes the first non-empty of columns a and b."},
+    )
+    limit: Optional[int] = field(default=None, metadata={"help": "Evaluate only the first N samples."})
+
+    def __post_init__(self):
+        if not self.dataset:
+            raise ConfigError("`dataset` is required (hub id, local folder or .json/.jsonl manifest).")
+        unknown = sorted(set(self.columns) - set(CANONICAL_COLUMNS))
+        if unknown:
+            raise ConfigError(f"`columns` has unknown canonical names {unknown}; known: {list(CANONICAL_COLUMNS)}.")
+        for name, source in self.columns.items():
+            if not isinstance(source, str) or not source:
+                raise ConfigError(f"`columns.{name}` must be a non-empty column name, got {source!r}.")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"`limit` must be >= 1, got {self.limit}.")
+
+
+@dataclass
+class EditorConfig:
+    editor: str = field(default="diffusers", metadata={"help": "Editor backend (see bench_lib.editors.EDITORS)."})
+    editor_model: str = field(
+        default="", metadata={"help": "Diffusers pipeline: hub id or local path; 'tiny:<name>' builds a tiny one."}
+    )
+    editor_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision of the editor."})
+    editor_dtype: str = field(default="bfloat16", metadata={"help": f"One of {DTYPES}."})
+    editor_kwargs: dict = field(
+        default_factory=dict, metadata={"help": "Extra keyword arguments for every pipeline call (JSON or k=v,...)."}
+    )
+    edit_batch_size: int = field(default=1, metadata={"help": "Samples each rank edits between two barriers."})
+
+    def __post_init__(self):
+        if not self.editor_model:
+            raise ConfigError("`editor_model` is required.")
+        _check_dtype("editor_dtype", self.editor_dtype)
+        _check_positive("edit_batch_size", self.edit_batch_size)
+        reserved = {"image", "prompt", "generator"} & set(self.editor_kwargs)
+        if reserved:
+            raise ConfigError(f"`editor_kwargs` may not set {sorted(reserved)}: the harness sets them per sample.")
+
+
+@dataclass
+class JudgeConfig:
+    judge: str = field(default="qwen_vl", metadata={"help": "Judge backend (see bench_lib.judges.JUDGES)."})
+    judge_model: str = field(
+        default="", metadata={"help": "Qwen-VL judge: hub id or local path; 'tiny:<name>' builds a tiny one."}
+    )
+    judge_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision of the judge."})
+    judge_dtype: str = field(default="bfloat16", metadata={"help": f"One of {DTYPES}."})
+    judge_batch_size: int = field(default=8, metadata={"help": "Judge prompts per forward pass."})
+    prompts_dir: str = field(
+        default=DEFAULT_PROMPTS_DIR, metadata={"help": "Folder of rubric files <category>.txt plus default.txt."}
+    )
+
+    def __post_init__(self):
+        if not self.judge_model:
+            raise ConfigError("`judge_model` is required.")
+        _check_dtype("judge_dtype", self.judge_dtype)
+        _check_positive("judge_batch_size", self.judge_batch_size)
+        if not (Path(self.prompts_dir) / "default.txt").is_file():
+            raise ConfigError(f"`prompts_dir` {self.prompts_dir!r} has no default.txt rubric.")
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = field(default="outputs/run", metadata={"help": "Folder for edits, results and reports."})
+    seed: int = field(default=0, metadata={"help": "Base seed; each sample's seed derives from (seed, sample id)."})
+    process_group_timeout: int = field(
+        default=1800, metadata={"help": "Seconds a rank waits at a barrier or gather before the run fails."}
+    )
+
+    def __post_init__(self):
+        _check_positive("process_group_timeout", self.process_group_timeout)
+
+
+@dataclass
+class BenchmarkConfig:
+    data: DataConfig
+    editor: EditorConfig
+    judge: JudgeConfig
+    run: RunConfig
+    recipe: Optional[str] = None  # the YAML file the values came from, for the log and the report
+
+    def to_dict(self) -> dict[str, Any]:
+        flat = {}
+        for part in (self.data, self.editor, self.judge, self.run):
+            flat.update(dataclasses.asdict(part))
+        return flat
+
+
+SECTIONS = {"data": DataConfig, "editor": EditorConfig, "judge": JudgeConfig, "run": RunConfig}
+
+
+def _check_dtype(key: str, value: str) -> None:
+    if value not in DTYPES:
+        raise ConfigError(f"`{key}` must be one of {DTYPES}, got {value!r}.")
+
+
+def _check_positive(key: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"`{key}` must be >= 1, got {value}.")
+
+
+def _fields() -> dict[str, tuple[str, dataclasses.Field, Any]]:
+    """Every config key -> (section, field, resolved type)."""
+    out = {}
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            out[f.name] = (section, f, hints[f.name])
+    return out
+
+
+def _parse_mapping(text: str) -> dict:
+    """`{"a": "b"}` (JSON) or `a=b,c=d`; values of `k=v` pairs are parsed as YAML scalars (4 -> int)."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"invalid JSON object {text!r}: {err}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a JSON object, got {text!r}")
+        return value
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected key=value pairs separated by commas, got {item!r} in {text!r}")
+        out[key.strip()] = yaml.safe_load(value.strip()) if value.strip() else ""
+    return out
+
+
+def _convert(key: str, value: Any, tp: Any) -> Any:
+    """Check or convert one value (from YAML, or a string from the command line) to the field's type."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        tp = args[0]
+    if tp is dict:
+        if isinstance(value, str):
+            return _parse_mapping(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"`{key}` must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(f"`{key}` must be true or false, got {value!r}")
+        return value
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"`{key}` must be a number, got {value!r}")
+        try:
+            converted = tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"`{key}` must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and value != converted:
+            raise ConfigError(f"`{key}` must be an integer, got {value!r}")
+        return converted
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"`{key}` must be a string, got {value!r}")
+        return str(value)
+    if typing.get_origin(tp) is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"`{key}` must be one of {typing.get_args(tp)}, got {value!r}")
+        return value
+    raise AssertionError(f"unsupported config type {tp} for {key}")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit 2 itself; keep one error path
+        raise ConfigError(message)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        description="Edit every sample with an image-editing model, score each edit with a VLM judge, report.",
+        epilog="Every key can also be set in the --config YAML recipe; the command line wins.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--config", help="YAML recipe (default: configs/smoke.yaml, the offline smoke run).")
+    for name, (section, f, _) in _fields().items():
+        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar="VALUE",
+                            help=f"[{section}] {f.metadata.get('help', '')}")
+    return parser
+
+
+def parse_config(argv: Optional[list[str]] = None) -> BenchmarkConfig:
+    """Parse `--config recipe.yaml` plus `--key value` overrides into a validated `BenchmarkConfig`."""
+    cli = vars(build_arg_parser().parse_args(argv))
+    recipe = cli.pop("config", None)
+    recipe_path = Path(recipe) if recipe else DEFAULT_RECIPE
+    values = load_recipe(recipe_path)
+    values.update(cli)
+    return config_from_dict(values, recipe=str(recipe_path))
+
+
+def load_recipe(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"recipe {str(path)!r} does not exist.")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"recipe {str(path)!r} must be a mapping of config keys.")
+    return values
+
+
+def config_from_dict(values: dict[str, Any], *, recipe: Optional[str] = None) -> BenchmarkConfig:
+    """Validate a flat {key: value} mapping (recipe + overrides) into a `BenchmarkConfig`."""
+    known = _fields()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}. Known keys: {sorted(known)}.")
+    per_section: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for key, value in values.items():
+        section, _, tp = known[key]
+        per_section[section][key] = _convert(key, value, tp)
+    try:
+        parts = {section: cls(**per_section[section]) for section, cls in SECTIONS.items()}
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    return BenchmarkConfig(**parts, recipe=recipe)

@@ -1,0 +1,270 @@
+"""Samples: load a dataset (hub id, local folder or JSON/JSONL manifest), map its columns, validate.
+
+Only the small text fields are read up front. Images stay where they are (a file path, encoded bytes,
+or a row of a `datasets.Dataset`) and are decoded by `ImageRef.load()` on the rank that edits or judges
+the sample, so rank 0 never holds the whole benchmark's pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from PIL import Image, ImageOps
+
+from .config import CANONICAL_COLUMNS, ConfigError, DataConfig
+
+REQUIRED_COLUMNS = ("id", "category", "instruction", "source_image")
+IMAGE_COLUMNS = ("source_image", "reference_image")
+TEXT_COLUMNS = tuple(c for c in CANONICAL_COLUMNS if c not in IMAGE_COLUMNS)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with EXIF orientation applied; any transparency is composited on white (not black)."""
+    image = ImageOps.exif_transpose(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode == "I;16" or image.mode.startswith("I;16"):
+        image = image.point(lambda v: v / 256).convert("L")  # 16-bit grey: keep the top 8 bits
+    return image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where one image lives; `load()` decodes it. Exactly one of `path`, `data`, `row` is set."""
+
+    path: Optional[Path] = None
+    data: Optional[bytes] = None
+    dataset: Any = None  # a one-column datasets.Dataset, used with `row`
+    row: Optional[int] = None
+
+    def load(self) -> Image.Image:
+        if self.path is not None:
+            with Image.open(self.path) as image:
+                image.load()
+                return to_rgb(image)
+        if self.data is not None:
+            with Image.open(io.BytesIO(self.data)) as image:
+                image.load()
+                return to_rgb(image)
+        value = self.dataset[self.row][self.dataset.column_names[0]]
+        if isinstance(value, Image.Image):
+            value.load()
+            return to_rgb(value)
+        raise ValueError(f"unsupported image value of type {type(value).__name__}")
+
+    def describe(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        return "<bytes>" if self.data is not None else f"<dataset row {self.row}>"
+
+
+@dataclass(frozen=True)
+class Sample:
+    index: int  # position in dataset order; results are written in this order
+    id: str
+    category: str
+    instruction: str
+    source_image: Optional[ImageRef]
+    reference_text: Optional[str] = None
+    reference_image: Optional[ImageRef] = None
+    problem: Optional[str] = None  # set when the row itself is unusable: the sample is `invalid_input`
+
+
+def load_samples(cfg: DataConfig) -> list[Sample]:
+    """Read, map and validate the dataset. Raises `ConfigError` for problems of the whole dataset."""
+    table = _read_table(cfg)
+    if len(table) == 0:
+        raise ConfigError(f"dataset {cfg.dataset!r} has no samples.")
+    mapping = _resolve_mapping(cfg.columns, table.columns)
+    num_rows = len(table) if cfg.limit is None else min(cfg.limit, len(table))
+    text = {name: table.text_column(sources, num_rows) for name, sources in mapping.items()
+            if name in TEXT_COLUMNS}
+    samples = [
+        _make_sample(i, {name: values[i] for name, values in text.items()},
+                     {name: table.image_ref(sources, i) for name, sources in mapping.items()
+                      if name in IMAGE_COLUMNS})
+        for i in range(num_rows)
+    ]
+    duplicates = sorted(k for k, n in Counter(s.id for s in samples).items() if n > 1)
+    if duplicates:
+        shown = ", ".join(repr(d) for d in duplicates[:20])
+        raise ConfigError(f"dataset has {len(duplicates)} duplicate id(s): {shown}"
+                          + (" ..." if len(duplicates) > 20 else ""))
+    return samples
+
+
+def _resolve_mapping(columns: dict[str, str], available: list[str]) -> dict[str, list[str]]:
+    """Canonical name -> source columns (alternatives, first non-empty wins); checks that they exist."""
+    mapping, missing = {}, []
+    for name in CANONICAL_COLUMNS:
+        sources = columns[name].split("|") if name in columns else [name]
+        absent = [s for s in sources if s not in available]
+        if name in columns and absent:
+            missing.append(f"{name} -> {'|'.join(absent)}")
+        elif name not in columns and absent:
+            if name in REQUIRED_COLUMNS:
+                missing.append(name)
+            continue
+        mapping[name] = sources
+    if missing:
+        raise ConfigError(f"dataset lacks column(s) for: {', '.join(missing)}. Available columns: {available}. "
+                          f"Map them with --columns, e.g. --columns id=index,source_image=image.")
+    return mapping
+
+
+def _first_present(values: list[Any]) -> Any:
+    return next((v for v in values if v is not None and v != ""), None)
+
+
+def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[ImageRef]]) -> Sample:
+    raw_id = text["id"]
+    if raw_id is None or isinstance(raw_id, (dict, list, bool)) or str(raw_id).strip() == "":
+        raise ConfigError(f"row {index} has no usable id ({raw_id!r}); every sample needs a unique id.")
+    problems = []
+    fields = {}
+    for name in ("category", "instruction", "reference_text"):
+        value = text.get(name)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{name} is not text ({type(value).__name__})")
+            value = None
+        fields[name] = value.strip() if isinstance(value, str) else None
+    for name in ("category", "instruction"):
+        if not fields[name] and not any(p.startswith(name) for p in problems):
+            problems.append(f"{name} is empty")
+    if images.get("source_image") is None:
+        problems.append("source_image is missing")
+    return Sample(
+        index=index,
+        id=str(raw_id),
+        category=fields["category"] or "",
+        instruction=fields["instruction"] or "",
+        reference_text=fields["reference_text"] or None,
+        source_image=images.get("source_image"),
+        reference_image=images.get("reference_image"),
+        problem="; ".join(problems) or None,
+    )
+
+
+# --- readers -------------------------------------------------------------------------------------
+
+
+class _ManifestTable:
+    """A JSON list or JSONL file of objects; image paths are relative to the manifest's folder."""
+
+    def __init__(self, path: Path):
+        self.base = path.parent.resolve()
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix == ".jsonl":
+                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            else:
+                rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"manifest {str(path)!r} is not valid JSON: {err}") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ConfigError(f"manifest {str(path)!r} must be a list of objects (JSON) or one object per line (JSONL).")
+        self.rows = rows
+        self.columns = sorted({key for row in rows for key in row})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def text_column(self, sources: list[str], num_rows: int) -> list[Any]:
+        return [_first_present([row.get(s) for s in sources]) for row in self.rows[:num_rows]]
+
+    def image_ref(self, sources: list[str], i: int) -> Optional[ImageRef]:
+        value = _first_present([self.rows[i].get(s) for s in sources])
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            return ImageRef(path=Path(f"<not a path: {value!r}>"))  # fails on load -> invalid_input
+        return ImageRef(path=self.base / value)
+
+
+class _DatasetTable:
+    """A `datasets.Dataset`; text columns are read column-wise, image rows on demand."""
+
+    def __init__(self, dataset, base: Optional[Path]):
+        self.dataset = dataset
+        self.base = base
+        self.columns = list(dataset.column_names)
+        self._image_columns: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def text_column(self, sources: list[str], num_rows: int) -> list[Any]:
+        part = self.dataset.select(range(num_rows)).select_columns(sources)
+        columns = [part[s] for s in sources]  # reads just these columns (no image decoding)
+        return [_first_present(list(values)) for values in zip(*columns)]
+
+    def image_ref(self, sources: list[str], i: int) -> Optional[ImageRef]:
+        for source in sources:
+            column, present, is_image_feature = self._image_column(source)
+            if not present[i]:
+                continue
+            if is_image_feature:
+                return ImageRef(dataset=column, row=i)
+            value = column[i][source]
+            if isinstance(value, str) and self.base is not None:
+                return ImageRef(path=self.base / value)
+            if isinstance(value, dict) and value.get("bytes"):
+                return ImageRef(data=value["bytes"])
+            return ImageRef(path=Path(f"<unsupported image value: {str(value)[:80]!r}>"))
+        return None
+
+    def _image_column(self, source: str):
+        """(one-column dataset, per-row 'has a value', is a datasets.Image column), cached per column."""
+        if source not in self._image_columns:
+            from datasets import Image as ImageFeature
+
+            column = self.dataset.select_columns([source])
+            # Null check on the Arrow column: no image bytes are copied or decoded here.
+            arrow = column.with_format("arrow")[source]
+            present = [v is not None and v != "" for v in arrow.to_pylist()] \
+                if not isinstance(column.features[source], ImageFeature) \
+                else [not null for null in arrow.is_null().to_pylist()]
+            self._image_columns[source] = (column, present, isinstance(column.features[source], ImageFeature))
+        return self._image_columns[source]
+
+
+def _read_table(cfg: DataConfig):
+    path = Path(cfg.dataset)
+    if path.suffix in (".json", ".jsonl"):
+        if not path.is_file():
+            raise ConfigError(f"manifest {cfg.dataset!r} does not exist.")
+        return _ManifestTable(path)
+    import datasets
+
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict):
+                if cfg.dataset_split not in loaded:
+                    raise ConfigError(f"split {cfg.dataset_split!r} not in {cfg.dataset!r}; splits: {list(loaded)}.")
+                loaded = loaded[cfg.dataset_split]
+            return _DatasetTable(loaded, base=path.resolve())
+        return _DatasetTable(_load_dataset(cfg, str(path)), base=path.resolve())
+    if path.exists():
+        raise ConfigError(f"dataset {cfg.dataset!r} is a file but not a .json/.jsonl manifest.")
+    return _DatasetTable(_load_dataset(cfg, cfg.dataset, revision=cfg.dataset_revision), base=None)
+
+
+def _load_dataset(cfg: DataConfig, path: str, revision: Optional[str] = None):
+    import datasets
+
+    try:
+        return datasets.load_dataset(path, split=cfg.dataset_split, revision=revision)
+    except (FileNotFoundError, ValueError) as err:
+        # datasets raises these for an unknown hub id, an unknown split and an unreadable folder
+        raise ConfigError(f"cannot load dataset {path!r} (split {cfg.dataset_split!r}): {err}") from None

@@ -1,0 +1,103 @@
+"""Everything that talks to accelerate: process group, sharding, lockstep barriers, gather.
+
+The editor and judge code never import accelerate; the runner uses this object only.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any, Callable, Optional, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+class Distributed:
+    def __init__(self, *, timeout_s: int):
+        from accelerate import Accelerator, InitProcessGroupKwargs, PartialState
+
+        if PartialState._shared_state and torch.distributed.is_initialized():
+            # A PartialState made earlier has already created the process group with its own
+            # (10 minute) timeout, and ours would be silently ignored.
+            raise RuntimeError("accelerate state was initialised before Distributed(); the timeout would not apply")
+        self.accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))])
+        self.state = self.accelerator.state
+        self._check_process_group()
+
+    @property
+    def rank(self) -> int:
+        return self.state.process_index
+
+    @property
+    def world_size(self) -> int:
+        return self.state.num_processes
+
+    @property
+    def is_main(self) -> bool:
+        return self.state.is_main_process
+
+    @property
+    def is_local_main(self) -> bool:
+        return self.state.is_local_main_process
+
+    @property
+    def device(self) -> torch.device:
+        return self.state.device
+
+    def judge_device_map(self) -> Optional[dict]:
+        """`{"": local index}` on accelerators (never "auto" under data parallelism); None on CPU."""
+        if self.device.type == "cpu":
+            return None
+        return {"": self.state.local_process_index}
+
+    def _check_process_group(self) -> None:
+        """Fail fast with a clear message if the ranks cannot talk, before any model is loaded."""
+        ranks = self.gather([self.rank])
+        if ranks is not None and ranks != list(range(self.world_size)):
+            raise RuntimeError(f"process group check failed: gathered ranks {ranks}, expected {self.world_size}")
+
+    def main_first(self, fn: Callable[[], T], *, local: bool = False) -> T:
+        """Run `fn` on the (local) main process first, then on the others (datasets cache, model builds).
+
+        If `fn` raises on the main process, the others are still released from the barrier and run `fn`
+        themselves (getting the same error) instead of hanging until the timeout.
+        """
+        first = self.is_local_main if local else self.is_main
+        if not first:
+            self.barrier()
+        try:
+            return fn()
+        finally:
+            if first:
+                self.barrier()
+
+    def shard(self, items: list[T]) -> list[T]:
+        """This rank's contiguous block of `items`; no padding (padding duplicates and loses samples)."""
+        with self.state.split_between_processes(items, apply_padding=False) as shard:
+            return list(shard)
+
+    def num_lockstep_batches(self, shard_size: int, batch_size: int) -> int:
+        """Batch iterations every rank runs: the largest shard's, so all ranks meet at every barrier."""
+        largest = max(self.all_gather([shard_size]))
+        return math.ceil(largest / batch_size)
+
+    def barrier(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+    def all_gather(self, items: list[Any]) -> list[Any]:
+        """Concatenation of every rank's `items` (small picklable objects), on every rank."""
+        if self.world_size == 1:
+            return list(items)
+        from accelerate.utils import gather_object
+
+        return gather_object(list(items))
+
+    def gather(self, items: list[Any]) -> Optional[list[Any]]:
+        """Like `all_gather`, but only the main process gets the result (others get None)."""
+        gathered = self.all_gather(items)
+        return gathered if self.is_main else None
+
+    def close(self) -> None:
+        self.accelerator.end_training()

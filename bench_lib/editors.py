@@ -1,0 +1,109 @@
+"""Editor backends: turn (source image, instruction, seed) into an edited image.
+
+One small interface (`Editor`), one registry (`EDITORS`). This module never imports accelerate:
+the runner hands it a device.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import logging
+from typing import Callable, Protocol
+
+import torch
+from PIL import Image
+
+from .config import EditorConfig
+from .tiny import resolve_model
+
+logger = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Editor(Protocol):
+    def edit(self, image: Image.Image, instruction: str, *, seed: int) -> Image.Image: ...
+
+    def close(self) -> None:
+        """Release every reference to model weights so the memory can go to the judge."""
+
+
+def add_multimodal_positions(pipe) -> Callable[[], None] | None:
+    """Make a Qwen-Image-Edit text encoder see the 3-D (MRoPE) positions of the image tokens.
+
+    diffusers' Qwen-Image-Edit pipelines call the Qwen2.5-VL text encoder without the processor's
+    `mm_token_type_ids`; transformers 5 then silently falls back to 1-D text positions and the prompt
+    embeddings (and so the edits) are wrong. A forward pre-hook on the text encoder fills the ids in
+    from `input_ids`, with the processor's own function, whenever the caller left them out; it does
+    nothing once diffusers passes them itself. Returns the hook's remover, or None when `pipe` has no
+    such text encoder.
+    """
+    text_encoder = getattr(pipe, "text_encoder", None)
+    processor = getattr(pipe, "processor", None)
+    if (text_encoder is None or not hasattr(processor, "create_mm_token_type_ids")
+            or "mm_token_type_ids" not in inspect.signature(text_encoder.forward).parameters):
+        return None
+
+    def fill_token_types(module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if kwargs.get("mm_token_type_ids") is None and input_ids is not None:
+            token_types = processor.create_mm_token_type_ids(input_ids)
+            kwargs["mm_token_type_ids"] = torch.tensor(token_types, dtype=torch.int32, device=input_ids.device)
+        return args, kwargs
+
+    return text_encoder.register_forward_pre_hook(fill_token_types, with_kwargs=True).remove
+
+
+class DiffusersEditor:
+    """Any diffusers pipeline called as `pipe(image=..., prompt=..., generator=..., **editor_kwargs)`.
+
+    One sample per call: `QwenImageEditPipeline` sizes every image of a call by the first one and
+    `QwenImageEditPlusPipeline` refuses batches, so batching would change results or fail.
+    """
+
+    def __init__(self, cfg: EditorConfig, *, device: torch.device):
+        from diffusers import DiffusionPipeline
+
+        self.pipe = DiffusionPipeline.from_pretrained(
+            resolve_model(cfg.editor_model),
+            revision=cfg.editor_revision,
+            dtype=TORCH_DTYPES[cfg.editor_dtype],
+            use_safetensors=True,
+        )
+        self.pipe.to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self._remove_hook = add_multimodal_positions(self.pipe)
+        self.kwargs = dict(cfg.editor_kwargs)
+        logger.info("editor %s loaded as %s on %s", cfg.editor_model, type(self.pipe).__name__, device)
+
+    def edit(self, image: Image.Image, instruction: str, *, seed: int) -> Image.Image:
+        # A CPU generator gives the same initial noise on every device type and GPU count.
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        with torch.inference_mode():
+            output = self.pipe(image=image, prompt=instruction, generator=generator, **self.kwargs)
+        return output.images[0]
+
+    def close(self) -> None:
+        if self.pipe is None:
+            return
+        if self._remove_hook is not None:
+            self._remove_hook()
+        self.pipe.remove_all_hooks()  # accelerate offload hooks hold references to the modules
+        self.pipe = self._remove_hook = None
+        free_memory()
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+EDITORS: dict[str, type] = {"diffusers": DiffusersEditor}
+
+
+def load_editor(cfg: EditorConfig, *, device: torch.device) -> Editor:
+    if cfg.editor not in EDITORS:
+        raise ValueError(f"unknown editor backend {cfg.editor!r}; known: {sorted(EDITORS)}")
+    return EDITORS[cfg.editor](cfg, device=device)

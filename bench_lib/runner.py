@@ -1,0 +1,217 @@
+"""The two-stage benchmark run: edit every sample, switch models, judge every edit, report.
+
+```
+rank r of N: load + validate samples ─► own shard (contiguous, no padding)
+  stage 1: same number of batches on every rank: edit → save PNG; barrier after each batch
+  switch:  free the editor completely; load the judge
+  stage 2: score own shard in left-padded batches
+  gather small JSON records ─► rank 0 writes results.jsonl, report.json, report.md
+```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import BenchmarkConfig, ConfigError
+from .data import Sample, load_samples
+from .distributed import Distributed
+from .editors import EDITORS, Editor, free_memory, load_editor
+from .judges import JUDGES, Judge, JudgeRequest, Rubrics, load_judge
+from .report import build_report, render_markdown, timing_summary
+from .store import edit_path, result_row, sample_seed, save_png, write_json, write_results, write_text
+from .tiny import resolve_model
+
+
+@dataclass
+class Outcome:
+    """What happened to one sample on its rank."""
+
+    status: str = "ok"
+    edited_image: Optional[str] = None
+    error: Optional[str] = None
+    score: Optional[float] = None
+    digit_mass: Optional[float] = None
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def check_backends(cfg: BenchmarkConfig) -> None:
+    if cfg.editor.editor not in EDITORS:
+        raise ConfigError(f"unknown editor backend {cfg.editor.editor!r}; known: {sorted(EDITORS)}")
+    if cfg.judge.judge not in JUDGES:
+        raise ConfigError(f"unknown judge backend {cfg.judge.judge!r}; known: {sorted(JUDGES)}")
+
+
+def edit_sample(editor: Editor, sample: Sample, *, seed: int, output_dir: Path, logger) -> Outcome:
+    if sample.problem:
+        return Outcome(status="invalid_input", error=sample.problem)
+    try:
+        source = sample.source_image.load()
+    except Exception as err:  # unreadable input is the sample's failure, not the run's
+        return Outcome(status="invalid_input", error=f"cannot read source image {sample.source_image.describe()}: "
+                                                     f"{_error_text(err)}")
+    try:
+        edited = editor.edit(source, sample.instruction, seed=seed)
+    except Exception as err:
+        if isinstance(err, torch.OutOfMemoryError):
+            free_memory()
+        logger.warning("edit of %r failed:\n%s", sample.id, traceback.format_exc(), main_process_only=False)
+        return Outcome(status="edit_failed", error=_error_text(err))
+    relative = edit_path(sample.id)
+    save_png(edited, output_dir / relative)
+    return Outcome(edited_image=relative)
+
+
+def _judge_request(sample: Sample, outcome: Outcome, output_dir: Path) -> JudgeRequest:
+    return JudgeRequest(
+        category=sample.category,
+        instruction=sample.instruction,
+        source=sample.source_image.load(),
+        edited=_load_png(output_dir / outcome.edited_image),
+        reference_text=sample.reference_text,
+        reference_image=sample.reference_image.load() if sample.reference_image is not None else None,
+    )
+
+
+def _load_png(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome], output_dir: Path, logger) -> None:
+    """Score a batch in one call; if that fails, score its samples one by one to isolate the culprit."""
+    requests, ready = [], []
+    for sample in batch:
+        try:
+            requests.append(_judge_request(sample, outcomes[sample.id], output_dir))
+            ready.append(sample)
+        except Exception as err:
+            outcomes[sample.id].status = "invalid_input"
+            outcomes[sample.id].error = f"cannot read an image for judging: {_error_text(err)}"
+    if not ready:
+        return
+    try:
+        judgements = judge.score(requests)
+    except Exception:
+        if len(ready) == 1:
+            outcomes[ready[0].id].status = "judge_failed"
+            outcomes[ready[0].id].error = traceback.format_exc(limit=1).strip().splitlines()[-1]
+            logger.warning("judging %r failed:\n%s", ready[0].id, traceback.format_exc(), main_process_only=False)
+            return
+        for sample in ready:
+            judge_batch(judge, [sample], outcomes, output_dir, logger)
+        return
+    for sample, judgement in zip(ready, judgements):
+        outcomes[sample.id].score = judgement.score
+        outcomes[sample.id].digit_mass = judgement.digit_mass
+
+
+def run(cfg: BenchmarkConfig) -> Path:
+    """Run the benchmark on every rank; rank 0 writes the outputs. Returns the output folder."""
+    from accelerate.logging import get_logger
+
+    check_backends(cfg)
+    dist = Distributed(timeout_s=cfg.run.process_group_timeout)  # first: its timeout must win
+    logger = get_logger(__name__)
+    started = dt.datetime.now(dt.timezone.utc)
+    output_dir = Path(cfg.run.output_dir)
+    quiet = not dist.is_main
+
+    samples = dist.main_first(lambda: load_samples(cfg.data))
+    rubrics = Rubrics(cfg.judge.prompts_dir)
+    no_rubric = sorted({s.category for s in samples if s.category and rubrics.rubric_name(s.category) == "default"}
+                       - {"default"})
+    if no_rubric:
+        logger.warning("categories without their own rubric use default.txt: %s", no_rubric)
+    shard = dist.shard(samples)
+    logger.info("%d samples on %d process(es); this rank: %d", len(samples), dist.world_size, len(shard),
+                main_process_only=False)
+    if dist.is_main:
+        (output_dir / "edits").mkdir(parents=True, exist_ok=True)
+
+    # Stage 1: edit. Every rank runs the same number of batches so the barriers pair up.
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    dist.main_first(lambda: resolve_model(cfg.editor.editor_model), local=True)
+    editor = load_editor(cfg.editor, device=dist.device)
+    outcomes: dict[str, Outcome] = {}
+    batch_size = cfg.editor.edit_batch_size
+    num_batches = dist.num_lockstep_batches(len(shard), batch_size)
+    for b in tqdm(range(num_batches), desc="edit (batches)", disable=quiet):
+        for sample in shard[b * batch_size:(b + 1) * batch_size]:
+            outcomes[sample.id] = edit_sample(editor, sample, seed=sample_seed(cfg.run.seed, sample.id),
+                                              output_dir=output_dir, logger=logger)
+        dist.barrier()
+    timings["edit"] = time.perf_counter() - t0
+
+    # Switch: the editor must be gone before the judge takes its memory.
+    t0 = time.perf_counter()
+    editor.close()
+    del editor
+    dist.main_first(lambda: resolve_model(cfg.judge.judge_model), local=True)
+    judge = load_judge(cfg.judge, device=dist.device, device_map=dist.judge_device_map())
+    timings["switch"] = time.perf_counter() - t0
+
+    # Stage 2: judge this rank's successful edits.
+    t0 = time.perf_counter()
+    to_judge = [s for s in shard if outcomes[s.id].status == "ok"]
+    jbs = cfg.judge.judge_batch_size
+    for start in tqdm(range(0, len(to_judge), jbs), desc="judge (batches)", disable=quiet):
+        judge_batch(judge, to_judge[start:start + jbs], outcomes, output_dir, logger)
+    judge.close()
+    del judge
+    timings["judge"] = time.perf_counter() - t0
+
+    rows = [_row(s, outcomes[s.id], cfg.run.seed, rubrics) for s in shard]
+    all_rows = dist.gather(rows)
+    all_timings = dist.gather([timings])
+    if dist.is_main:
+        all_rows.sort(key=lambda row: row.pop("_index"))
+        _write_outputs(cfg, output_dir, all_rows, all_timings, world_size=dist.world_size, started=started)
+        logger.info("wrote %s", output_dir / "report.md")
+    dist.barrier()
+    dist.close()
+    return output_dir
+
+
+def _row(sample: Sample, outcome: Outcome, seed: int, rubrics: Rubrics) -> dict[str, Any]:
+    ok = outcome.status == "ok"
+    return {
+        **result_row(sample=sample, status=outcome.status, seed=sample_seed(seed, sample.id),
+                     score=outcome.score if ok else None, edited_image=outcome.edited_image, error=outcome.error),
+        "rubric": rubrics.rubric_name(sample.category) if sample.category else None,
+        "digit_mass": outcome.digit_mass if ok else None,
+        "_index": sample.index,
+    }
+
+
+def _write_outputs(cfg: BenchmarkConfig, output_dir: Path, rows: list[dict], per_rank_timings: list[dict],
+                   *, world_size: int, started: dt.datetime) -> None:
+    meta = {
+        "dataset": cfg.data.dataset,
+        "num_samples": len(rows),
+        "editor_model": cfg.editor.editor_model,
+        "judge_model": cfg.judge.judge_model,
+        "seed": cfg.run.seed,
+        "world_size": world_size,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.to_dict(),
+    }
+    report = build_report(rows, timings=timing_summary(per_rank_timings, len(rows)), meta=meta)
+    write_results(output_dir / "results.jsonl", rows)
+    write_json(output_dir / "report.json", report)
+    write_text(output_dir / "report.md", render_markdown(report))

@@ -1,0 +1,25 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RISEBENCH = ROOT.parent / "shared" / "data" / "risebench"
+
+
+@pytest.fixture(autouse=True)
+def _run_from_repo_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_cache(tmp_path_factory):
+    """Tiny models are built once per test session in a temporary cache, never in the user's home."""
+    path = os.environ.get("BENCH_TEST_TINY_CACHE") or str(tmp_path_factory.mktemp("tiny-cache"))
+    old = os.environ.get("BENCH_TINY_CACHE")
+    os.environ["BENCH_TINY_CACHE"] = path
+    yield Path(path)
+    if old is None:
+        os.environ.pop("BENCH_TINY_CACHE", None)
+    else:
+        os.environ["BENCH_TINY_CACHE"] = old

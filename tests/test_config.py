@@ -1,0 +1,68 @@
+import pytest
+
+from bench_lib.config import DEFAULT_RECIPE, ConfigError, parse_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+BASE = "dataset: d.jsonl\neditor_model: e\njudge_model: j\n"
+
+
+def test_yaml_then_cli_overrides(tmp_path):
+    recipe = write(tmp_path, BASE + "seed: 3\nedit_batch_size: 2\neditor_kwargs: {num_inference_steps: 50}\n")
+    cfg = parse_config(["--config", recipe, "--seed", "7", "--columns", "id=index,source_image=image"])
+    assert cfg.run.seed == 7
+    assert cfg.editor.edit_batch_size == 2
+    assert cfg.editor.editor_kwargs == {"num_inference_steps": 50}
+    assert cfg.data.columns == {"id": "index", "source_image": "image"}
+
+
+def test_mapping_values_from_cli_are_typed(tmp_path):
+    cfg = parse_config(["--config", write(tmp_path, BASE),
+                        "--editor_kwargs", "num_inference_steps=4,true_cfg_scale=4.0,negative_prompt= "])
+    assert cfg.editor.editor_kwargs == {"num_inference_steps": 4, "true_cfg_scale": 4.0, "negative_prompt": ""}
+    cfg = parse_config(["--config", write(tmp_path, BASE), "--editor_kwargs", '{"negative_prompt": " "}'])
+    assert cfg.editor.editor_kwargs == {"negative_prompt": " "}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--no_such_key", "1"], "no_such_key"),
+    (["--seed", "abc"], "seed"),
+    (["--edit_batch_size", "0"], "edit_batch_size"),
+    (["--editor_dtype", "float64"], "editor_dtype"),
+    (["--columns", "identifier=index"], "identifier"),
+    (["--editor_kwargs", "generator=1"], "generator"),
+])
+def test_bad_cli_values_name_the_key(tmp_path, argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(["--config", write(tmp_path, BASE), *argv])
+
+
+def test_unknown_yaml_key(tmp_path):
+    with pytest.raises(ConfigError, match="edit_batchsize"):
+        parse_config(["--config", write(tmp_path, BASE + "edit_batchsize: 2\n")])
+
+
+def test_missing_recipe_and_required_keys(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_config(["--config", str(tmp_path / "nope.yaml")])
+    with pytest.raises(ConfigError, match="dataset"):
+        parse_config(["--config", write(tmp_path, "editor_model: e\njudge_model: j\n")])
+
+
+def test_default_is_the_smoke_recipe():
+    cfg = parse_config([])
+    assert cfg.recipe == str(DEFAULT_RECIPE)
+    assert cfg.editor.editor_model.startswith("tiny:") and cfg.judge.judge_model.startswith("tiny:")
+
+
+def test_shipped_recipes_parse():
+    cfg = parse_config(["--config", "configs/qwen_image_edit.yaml", "--dataset", "org/bench"])
+    assert cfg.editor.editor_model == "Qwen/Qwen-Image-Edit"
+    assert cfg.editor.editor_kwargs == {"num_inference_steps": 50, "true_cfg_scale": 4.0, "negative_prompt": " "}
+    assert cfg.judge.judge_model == "Qwen/Qwen3-VL-8B-Instruct"
+    assert cfg.editor.editor_dtype == cfg.judge.judge_dtype == "bfloat16"

@@ -1,0 +1,141 @@
+import json
+
+import pytest
+from PIL import Image
+
+from bench_lib.config import ConfigError, DataConfig
+from bench_lib.data import ImageRef, load_samples, to_rgb
+from conftest import RISEBENCH
+
+
+def make_rows(tmp_path, n=3):
+    (tmp_path / "img").mkdir(exist_ok=True)
+    rows = []
+    for i in range(n):
+        Image.new("RGB", (20 + i, 10), (i * 40, 0, 0)).save(tmp_path / "img" / f"{i}.png")
+        rows.append({"uid": f"s{i}", "category": "physics", "instruction": f"melt {i}",
+                     "image": f"img/{i}.png", "reference": f"puddle {i}" if i else None})
+    return rows
+
+
+def check(samples, n=3):
+    assert [s.id for s in samples] == [f"s{i}" for i in range(n)]
+    assert [s.index for s in samples] == list(range(n))
+    assert samples[1].reference_text == "puddle 1" and samples[0].reference_text is None
+    assert all(isinstance(s.source_image, ImageRef) for s in samples)  # nothing decoded yet
+    image = samples[2].source_image.load()
+    assert image.mode == "RGB" and image.size == (22, 10) and image.getpixel((0, 0)) == (80, 0, 0)
+
+
+COLUMNS = {"id": "uid", "source_image": "image", "reference_text": "reference"}
+
+
+def test_jsonl_and_json_manifests_resolve_paths_relative_to_the_manifest(tmp_path, monkeypatch):
+    rows = make_rows(tmp_path)
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "m.json").write_text(json.dumps(rows))
+    monkeypatch.chdir("/")
+    for name in ("m.jsonl", "m.json"):
+        check(load_samples(DataConfig(dataset=str(tmp_path / name), columns=COLUMNS)))
+
+
+def test_save_to_disk_folder(tmp_path):
+    import datasets
+
+    rows = make_rows(tmp_path)
+    for r in rows:
+        r["image"] = str(tmp_path / r["image"])
+    ds = datasets.Dataset.from_list(rows).cast_column("image", datasets.Image())
+    ds.save_to_disk(str(tmp_path / "saved"))
+    check(load_samples(DataConfig(dataset=str(tmp_path / "saved"), columns=COLUMNS)))
+    datasets.DatasetDict({"test": ds}).save_to_disk(str(tmp_path / "saved_dict"))
+    check(load_samples(DataConfig(dataset=str(tmp_path / "saved_dict"), dataset_split="test", columns=COLUMNS)))
+    with pytest.raises(ConfigError, match="split 'train'"):
+        load_samples(DataConfig(dataset=str(tmp_path / "saved_dict"), columns=COLUMNS))
+
+
+def test_imagefolder_with_metadata(tmp_path):
+    rows = make_rows(tmp_path)
+    folder = tmp_path / "img"
+    with open(folder / "metadata.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "file_name": r.pop("image").split("/")[1]}) + "\n")
+    cfg = DataConfig(dataset=str(folder), columns={**COLUMNS, "source_image": "image"})
+    check(load_samples(cfg))
+
+
+def test_parquet_folder(tmp_path):
+    import datasets
+
+    rows = make_rows(tmp_path)
+    for r in rows:
+        r["image"] = str(tmp_path / r["image"])
+    ds = datasets.Dataset.from_list(rows).cast_column("image", datasets.Image())
+    (tmp_path / "pq").mkdir()
+    ds.to_parquet(str(tmp_path / "pq" / "train-00000.parquet"))
+    check(load_samples(DataConfig(dataset=str(tmp_path / "pq"), columns=COLUMNS)))
+
+
+@pytest.mark.skipif(not RISEBENCH.is_dir(), reason="../shared/data/risebench is not present in this clone")
+def test_risebench_loads_with_only_a_column_mapping():
+    cfg = DataConfig(dataset=str(RISEBENCH / "data_total.json"), columns={
+        "id": "index", "source_image": "image", "reference_text": "reference|reference_txt",
+        "reference_image": "reference_img"})
+    samples = load_samples(cfg)
+    assert len(samples) == 32 and len({s.id for s in samples}) == 32
+    assert samples[0].id == "temporal_reasoning_1"
+    by_id = {s.id: s for s in samples}
+    assert by_id["logical_reasoning_7"].reference_text.startswith("The first question mark")  # reference_txt
+    assert by_id["logical_reasoning_6"].reference_image is not None and by_id["logical_reasoning_6"].reference_text is None
+    assert all(s.problem is None for s in samples)
+    for s in samples:
+        assert s.source_image.load().mode == "RGB"
+
+
+def test_rgba_composited_on_white_not_black():
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    rgba.putpixel((0, 0), (255, 0, 0, 255))
+    out = to_rgb(rgba)
+    assert out.mode == "RGB" and out.getpixel((1, 1)) == (255, 255, 255) and out.getpixel((0, 0)) == (255, 0, 0)
+    la = Image.new("LA", (2, 2), (0, 0))
+    assert to_rgb(la).getpixel((0, 0)) == (255, 255, 255)
+    p = Image.new("P", (2, 2), 0)
+    p.putpalette([0, 0, 0] * 256)
+    p.info["transparency"] = 0
+    assert to_rgb(p).getpixel((0, 0)) == (255, 255, 255)
+
+
+def manifest(tmp_path, rows):
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_dataset_level_errors(tmp_path):
+    rows = make_rows(tmp_path)
+    with pytest.raises(ConfigError, match="id"):  # uid is not mapped
+        load_samples(DataConfig(dataset=manifest(tmp_path, rows), columns={"source_image": "image"}))
+    with pytest.raises(ConfigError, match="reference_text -> nope"):
+        load_samples(DataConfig(dataset=manifest(tmp_path, rows), columns={**COLUMNS, "reference_text": "nope"}))
+    with pytest.raises(ConfigError, match="duplicate id.*'s1'"):
+        load_samples(DataConfig(dataset=manifest(tmp_path, rows + [rows[1]]), columns=COLUMNS))
+    with pytest.raises(ConfigError, match="no samples"):
+        load_samples(DataConfig(dataset=manifest(tmp_path, []), columns=COLUMNS))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_samples(DataConfig(dataset=str(tmp_path / "missing.jsonl")))
+
+
+def test_row_level_problems_become_invalid_input_not_errors(tmp_path):
+    rows = make_rows(tmp_path)
+    rows[0]["instruction"] = "  "
+    rows[1]["category"] = 5
+    samples = load_samples(DataConfig(dataset=manifest(tmp_path, rows), columns=COLUMNS, limit=2))
+    assert len(samples) == 2
+    assert samples[0].problem == "instruction is empty"
+    assert "category is not text" in samples[1].problem
+
+
+def test_demo_dataset_has_every_category():
+    samples = load_samples(DataConfig(dataset="data/demo/manifest.jsonl"))
+    assert {s.category for s in samples} == {"physics", "environment", "social", "causal", "referential"}
+    assert all(s.problem is None for s in samples)
