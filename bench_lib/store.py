@@ -39,7 +39,7 @@ def safe_stem(sample_id: str) -> str:
     sanitised and given a short hash of the original id, so two ids never share a file.
     """
     cleaned = _UNSAFE.sub("_", sample_id).strip("._")
-    if cleaned == sample_id and len(sample_id) <= _MAX_STEM:
+    if cleaned and cleaned == sample_id and len(sample_id) <= _MAX_STEM:
         return sample_id
     digest = hashlib.sha256(sample_id.encode("utf-8")).hexdigest()[:12]
     return f"{cleaned[:_MAX_STEM] or 'sample'}-{digest}"
