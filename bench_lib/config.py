@@ -40,7 +40,8 @@ class DataConfig:
     columns: dict = field(
         default_factory=dict,
         metadata={"help": "Canonical name -> source column, e.g. id=index,source_image=image. Unnamed canonical "
-                          "columns map to themselves. 'a|b' takes the first non-empty of columns a and b."},
+                          "columns map to themselves. 'a|b' takes the first non-empty of columns a and b. On the "
+                          "command line it updates the recipe's mapping."},
     )
     limit: Optional[int] = field(default=None, metadata={"help": "Evaluate only the first N samples."})
 
@@ -66,7 +67,9 @@ class EditorConfig:
     editor_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision of the editor."})
     editor_dtype: str = field(default="bfloat16", metadata={"help": f"One of {DTYPES}."})
     editor_kwargs: dict = field(
-        default_factory=dict, metadata={"help": "Extra keyword arguments for every pipeline call (JSON or k=v,...)."}
+        default_factory=dict,
+        metadata={"help": "Extra keyword arguments for every pipeline call (JSON or k=v,...). On the command "
+                          "line they update the recipe's mapping; k=null removes a key."},
     )
     edit_batch_size: int = field(default=1, metadata={"help": "Samples each rank edits between two barriers."})
 
@@ -236,7 +239,12 @@ def parse_config(argv: Optional[list[str]] = None) -> BenchmarkConfig:
     recipe = cli.pop("config", None)
     recipe_path = Path(recipe) if recipe else DEFAULT_RECIPE
     values = load_recipe(recipe_path)
-    values.update(cli)
+    for key, value in cli.items():
+        if isinstance(values.get(key), dict) and _fields()[key][2] is dict:
+            # A mapping on the command line updates the recipe's mapping; `key=null` removes a key.
+            merged = {**values[key], **_convert(key, value, dict)}
+            value = {k: v for k, v in merged.items() if v is not None}
+        values[key] = value
     return config_from_dict(values, recipe=str(recipe_path))
 
 

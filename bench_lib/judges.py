@@ -178,14 +178,13 @@ class QwenVLJudge:
         ).to(self.model.device)
         tokenizer = self.processor.tokenizer
         generation = GenerationConfig(
-            max_new_tokens=2, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
+            max_new_tokens=2, do_sample=False, output_logits=True, return_dict_in_generate=True,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         )
+        force_one = _ForceFirstToken(self.digit_ids[1], prompt_length=inputs["input_ids"].shape[1])
         with torch.inference_mode():
-            out = self.model.generate(
-                **inputs, generation_config=generation, output_logits=True, return_dict_in_generate=True,
-                logits_processor=LogitsProcessorList([_ForceFirstToken(self.digit_ids[1], inputs["input_ids"].shape[1])]),
-            )
+            out = self.model.generate(**inputs, generation_config=generation,
+                                      logits_processor=LogitsProcessorList([force_one]))
         scores, masses = expected_score(out.logits[0], out.logits[1], self.digit_ids)
         return [Judgement(score=float(s), digit_mass=float(m)) for s, m in zip(scores.cpu(), masses.cpu())]
 

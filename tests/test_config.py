@@ -66,3 +66,9 @@ def test_shipped_recipes_parse():
     assert cfg.editor.editor_kwargs == {"num_inference_steps": 50, "true_cfg_scale": 4.0, "negative_prompt": " "}
     assert cfg.judge.judge_model == "Qwen/Qwen3-VL-8B-Instruct"
     assert cfg.editor.editor_dtype == cfg.judge.judge_dtype == "bfloat16"
+
+
+def test_cli_mapping_updates_the_recipe_mapping(tmp_path):
+    recipe = write(tmp_path, BASE + "editor_kwargs: {num_inference_steps: 50, true_cfg_scale: 4.0}\n")
+    cfg = parse_config(["--config", recipe, "--editor_kwargs", "num_inference_steps=2,true_cfg_scale=null"])
+    assert cfg.editor.editor_kwargs == {"num_inference_steps": 2}

@@ -1,0 +1,27 @@
+"""Start real `accelerate launch` runs on CPU from tests (N processes talking gloo)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "mp_worker.py"
+TINY_ARGS = ["--editor_kwargs", '{"num_inference_steps": 2, "height": 32, "width": 32}']
+
+
+def accelerate_launch(num_processes: int, args: list[str], *, timeout: float, script: Path = WORKER,
+                      check: bool = True) -> subprocess.CompletedProcess:
+    """`accelerate launch` with N real CPU processes (`--cpu --num_processes N` would start only one)."""
+    if num_processes == 1:
+        launch = ["--cpu", "--num_processes", "1"]
+    else:
+        launch = ["--multi_gpu", "--num_processes", str(num_processes), "--main_process_port", "0"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, str(script), *args]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
+           "BENCH_EXPECT_WORLD_SIZE": str(num_processes), "PYTHONUNBUFFERED": "1"}
+    env.pop("ACCELERATE_CONFIG_FILE", None)
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"launch failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
