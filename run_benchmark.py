@@ -13,13 +13,16 @@ Exit code: 0 the run finished (per-sample failures included), 2 bad config or da
 """
 
 import logging
+import os
 import sys
 
 from bench_lib import ConfigError, parse_config, run
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # Launchers set RANK in every process: only global rank 0 logs progress; all ranks log warnings.
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
     try:
         cfg = parse_config(argv)
         if "--config" not in argv and not any(a.startswith("--config=") for a in argv):

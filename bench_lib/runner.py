@@ -129,6 +129,12 @@ def run(cfg: BenchmarkConfig) -> Path:
     started = dt.datetime.now(dt.timezone.utc)
     output_dir = Path(cfg.run.output_dir)
     quiet = not dist.is_main
+    if quiet:  # one set of progress bars per run, from the main process
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
 
     samples = dist.main_first(lambda: load_samples(cfg.data))
     rubrics = Rubrics(cfg.judge.prompts_dir)

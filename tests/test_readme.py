@@ -1,0 +1,41 @@
+"""The README's offline command, run as written (plus a temporary --output_dir)."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_command(marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- {marker} -->\s*```bash\n(.+?)\n```", text, re.S)
+    assert match, f"README has no command after <!-- {marker} -->"
+    return match.group(1).strip()
+
+
+def test_offline_command_from_readme(tmp_path):
+    command = readme_command("offline-run")
+    assert "accelerate launch" in command and "run_benchmark.py" in command
+    out = tmp_path / "smoke"
+    started = time.monotonic()
+    # As in a shell with the project's virtual environment activated.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", f"{command} --output_dir {shlex.quote(str(out))}"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-8000:]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["categories"]) == {"physics", "environment", "social", "causal", "referential"}
+    assert report["meta"]["world_size"] == 2
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and all(r["status"] == "ok" and 0 <= r["score"] <= 10 for r in rows)
+    assert all((out / r["edited_image"]).is_file() for r in rows)
+    assert "| **overall** |" in (out / "report.md").read_text()
+    assert "running the offline smoke recipe" in result.stderr
+    assert elapsed < 60, f"smoke run took {elapsed:.0f} s"
