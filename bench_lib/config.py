@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -78,9 +79,10 @@ class EditorConfig:
             raise ConfigError("`editor_model` is required.")
         _check_dtype("editor_dtype", self.editor_dtype)
         _check_positive("edit_batch_size", self.edit_batch_size)
-        reserved = {"image", "prompt", "generator"} & set(self.editor_kwargs)
+        reserved = {"image", "prompt", "generator", "output_type", "return_dict"} & set(self.editor_kwargs)
         if reserved:
-            raise ConfigError(f"`editor_kwargs` may not set {sorted(reserved)}: the harness sets them per sample.")
+            raise ConfigError(f"`editor_kwargs` may not set {sorted(reserved)}: the harness sets them "
+                              "(one image, prompt and seeded generator per call; PIL output).")
 
 
 @dataclass
@@ -92,6 +94,11 @@ class JudgeConfig:
     judge_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision of the judge."})
     judge_dtype: str = field(default="bfloat16", metadata={"help": f"One of {DTYPES}."})
     judge_batch_size: int = field(default=8, metadata={"help": "Judge prompts per forward pass."})
+    judge_min_digit_mass: float = field(
+        default=0.5,
+        metadata={"help": "A judgement whose probability of answering with a digit at all is below this is "
+                          "off-format: the sample becomes judge_failed instead of getting a score."},
+    )
     prompts_dir: str = field(
         default=DEFAULT_PROMPTS_DIR, metadata={"help": "Folder of rubric files <category>.txt plus default.txt."}
     )
@@ -101,6 +108,8 @@ class JudgeConfig:
             raise ConfigError("`judge_model` is required.")
         _check_dtype("judge_dtype", self.judge_dtype)
         _check_positive("judge_batch_size", self.judge_batch_size)
+        if not 0.0 <= self.judge_min_digit_mass <= 1.0:
+            raise ConfigError(f"`judge_min_digit_mass` must be in [0, 1], got {self.judge_min_digit_mass}.")
         if not (Path(self.prompts_dir) / "default.txt").is_file():
             raise ConfigError(f"`prompts_dir` {self.prompts_dir!r} has no default.txt rubric.")
 
@@ -145,7 +154,7 @@ def _check_positive(key: str, value: int) -> None:
         raise ConfigError(f"`{key}` must be >= 1, got {value}.")
 
 
-def _fields() -> dict[str, tuple[str, dataclasses.Field, Any]]:
+def config_fields() -> dict[str, tuple[str, dataclasses.Field, Any]]:
     """Every config key -> (section, field, resolved type)."""
     out = {}
     for section, cls in SECTIONS.items():
@@ -155,10 +164,21 @@ def _fields() -> dict[str, tuple[str, dataclasses.Field, Any]]:
     return out
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _scalar(text: str) -> Any:
+    """A command-line `k=v` value: a number, true/false, null, or else the text exactly as given."""
+    word = text.strip()
+    if _NUMBER.fullmatch(word):
+        return int(word) if re.fullmatch(r"[+-]?\d+", word) else float(word)
+    return {"true": True, "false": False, "null": None}.get(word.lower(), text)
+
+
 def _parse_mapping(text: str) -> dict:
-    """`{"a": "b"}` (JSON) or `a=b,c=d`; values of `k=v` pairs are parsed as YAML scalars (4 -> int)."""
-    text = text.strip()
-    if text.startswith("{"):
+    """`{"a": "b"}` (JSON) or `a=b,c=d`. In the second form values are numbers, true/false, null or text
+    kept exactly (`negative_prompt= ` is one space); use JSON for text with commas."""
+    if text.strip().startswith("{"):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as err:
@@ -167,11 +187,14 @@ def _parse_mapping(text: str) -> dict:
             raise ConfigError(f"expected a JSON object, got {text!r}")
         return value
     out = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for item in text.split(","):
+        if not item.strip():
+            continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"expected key=value pairs separated by commas, got {item!r} in {text!r}")
-        out[key.strip()] = yaml.safe_load(value.strip()) if value.strip() else ""
+            raise ConfigError(f"expected key=value pairs separated by commas, got {item!r} in {text!r} "
+                              f"(write values that contain commas as JSON: '{{\"key\": \"a, b\"}}')")
+        out[key.strip()] = _scalar(value)
     return out
 
 
@@ -227,9 +250,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--config", help="YAML recipe (default: configs/smoke.yaml, the offline smoke run).")
-    for name, (section, f, _) in _fields().items():
+    for name, (section, f, _) in config_fields().items():
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        shown = "" if default in ("", None, {}) else f" (default: {default})"
         parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar="VALUE",
-                            help=f"[{section}] {f.metadata.get('help', '')}")
+                            help=f"[{section}] {f.metadata.get('help', '')}{shown}")
     return parser
 
 
@@ -240,7 +265,7 @@ def parse_config(argv: Optional[list[str]] = None) -> BenchmarkConfig:
     recipe_path = Path(recipe) if recipe else DEFAULT_RECIPE
     values = load_recipe(recipe_path)
     for key, value in cli.items():
-        if isinstance(values.get(key), dict) and _fields()[key][2] is dict:
+        if isinstance(values.get(key), dict) and config_fields()[key][2] is dict:
             # A mapping on the command line updates the recipe's mapping; `key=null` removes a key.
             merged = {**values[key], **_convert(key, value, dict)}
             value = {k: v for k, v in merged.items() if v is not None}
@@ -262,7 +287,7 @@ def load_recipe(path: Path) -> dict[str, Any]:
 
 def config_from_dict(values: dict[str, Any], *, recipe: Optional[str] = None) -> BenchmarkConfig:
     """Validate a flat {key: value} mapping (recipe + overrides) into a `BenchmarkConfig`."""
-    known = _fields()
+    known = config_fields()
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown}. Known keys: {sorted(known)}.")

@@ -40,14 +40,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 @dataclass(frozen=True)
 class ImageRef:
-    """Where one image lives; `load()` decodes it. Exactly one of `path`, `data`, `row` is set."""
+    """Where one image lives; `load()` decodes it. One of `path`, `data`, `row` or `problem` is set."""
 
     path: Optional[Path] = None
     data: Optional[bytes] = None
     dataset: Any = None  # a one-column datasets.Dataset, used with `row`
     row: Optional[int] = None
+    problem: Optional[str] = None  # the row's value can't be an image (the sample is invalid_input)
 
     def load(self) -> Image.Image:
+        if self.problem is not None:
+            raise ValueError(self.problem)
         if self.path is not None:
             with Image.open(self.path) as image:
                 image.load()
@@ -63,6 +66,8 @@ class ImageRef:
         raise ValueError(f"unsupported image value of type {type(value).__name__}")
 
     def describe(self) -> str:
+        if self.problem is not None:
+            return f"<{self.problem}>"
         if self.path is not None:
             return str(self.path)
         return "<bytes>" if self.data is not None else f"<dataset row {self.row}>"
@@ -95,6 +100,10 @@ def load_samples(cfg: DataConfig) -> list[Sample]:
                       if name in IMAGE_COLUMNS})
         for i in range(num_rows)
     ]
+    if all(s.problem for s in samples):
+        shown = "; ".join(f"{s.id}: {s.problem}" for s in samples[:3])
+        raise ConfigError(f"none of the {len(samples)} samples is usable ({shown}{' ...' if len(samples) > 3 else ''}). "
+                          "Check the column mapping and the image paths.")
     duplicates = sorted(k for k, n in Counter(s.id for s in samples).items() if n > 1)
     if duplicates:
         shown = ", ".join(repr(d) for d in duplicates[:20])
@@ -141,6 +150,12 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
     for name in ("category", "instruction"):
         if not fields[name] and not any(p.startswith(name) for p in problems):
             problems.append(f"{name} is empty")
+    for name in IMAGE_COLUMNS:
+        ref = images.get(name)
+        if ref is not None and ref.problem is not None:
+            problems.append(f"{name}: {ref.problem}")
+        elif ref is not None and ref.path is not None and not ref.path.is_file():
+            problems.append(f"{name} file not found: {ref.path}")
     if images.get("source_image") is None:
         problems.append("source_image is missing")
     return Sample(
@@ -158,19 +173,27 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
 # --- readers -------------------------------------------------------------------------------------
 
 
+def _json_line(path: Path, number: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"manifest {str(path)!r} line {number} is not valid JSON: {err}") from None
+
+
 class _ManifestTable:
     """A JSON list or JSONL file of objects; image paths are relative to the manifest's folder."""
 
     def __init__(self, path: Path):
         self.base = path.parent.resolve()
         text = path.read_text(encoding="utf-8")
-        try:
-            if path.suffix == ".jsonl":
-                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-            else:
+        if path.suffix == ".jsonl":
+            rows = [_json_line(path, number, line) for number, line in enumerate(text.splitlines(), start=1)
+                    if line.strip()]
+        else:
+            try:
                 rows = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"manifest {str(path)!r} is not valid JSON: {err}") from None
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"manifest {str(path)!r} is not valid JSON: {err}") from None
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ConfigError(f"manifest {str(path)!r} must be a list of objects (JSON) or one object per line (JSONL).")
         self.rows = rows
@@ -187,7 +210,7 @@ class _ManifestTable:
         if value is None:
             return None
         if not isinstance(value, str):
-            return ImageRef(path=Path(f"<not a path: {value!r}>"))  # fails on load -> invalid_input
+            return ImageRef(problem=f"image value is not a path: {value!r}"[:200])
         return ImageRef(path=self.base / value)
 
 
@@ -204,8 +227,16 @@ class _DatasetTable:
         return len(self.dataset)
 
     def text_column(self, sources: list[str], num_rows: int) -> list[Any]:
+        from datasets import ClassLabel
+
         part = self.dataset.select(range(num_rows)).select_columns(sources)
-        columns = [part[s] for s in sources]  # reads just these columns (no image decoding)
+        columns = []
+        for source in sources:  # reads just these columns (no image decoding)
+            values = list(part[source])
+            feature = part.features[source]
+            if isinstance(feature, ClassLabel):  # stored as ints: give the label names
+                values = [None if v is None else feature.int2str(v) for v in values]
+            columns.append(values)
         return [_first_present(list(values)) for values in zip(*columns)]
 
     def image_ref(self, sources: list[str], i: int) -> Optional[ImageRef]:
@@ -220,7 +251,7 @@ class _DatasetTable:
                 return ImageRef(path=self.base / value)
             if isinstance(value, dict) and value.get("bytes"):
                 return ImageRef(data=value["bytes"])
-            return ImageRef(path=Path(f"<unsupported image value: {str(value)[:80]!r}>"))
+            return ImageRef(problem=f"unsupported image value: {str(value)[:80]!r}")
         return None
 
     def _image_column(self, source: str):

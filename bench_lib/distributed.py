@@ -6,6 +6,7 @@ The editor and judge code never import accelerate; the runner uses this object o
 from __future__ import annotations
 
 import math
+import os
 from datetime import timedelta
 from typing import Any, Callable, Optional, TypeVar
 
@@ -24,6 +25,13 @@ class Distributed:
             raise RuntimeError("accelerate state was initialised before Distributed(); the timeout would not apply")
         self.accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))])
         self.state = self.accelerator.state
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched != self.world_size:
+            # e.g. a multi-process CPU launch without ACCELERATE_USE_CPU=1: every process would believe
+            # it is alone and run the whole benchmark into the same output folder.
+            raise RuntimeError(
+                f"the launcher started {launched} processes but this one sees a world of {self.world_size}. "
+                "On a machine without GPUs set ACCELERATE_USE_CPU=1 (see accelerate_configs/cpu.yaml).")
         self._check_process_group()
 
     @property

@@ -35,21 +35,20 @@ def add_multimodal_positions(pipe) -> Callable[[], None] | None:
     diffusers' Qwen-Image-Edit pipelines call the Qwen2.5-VL text encoder without the processor's
     `mm_token_type_ids`; transformers 5 then silently falls back to 1-D text positions and the prompt
     embeddings (and so the edits) are wrong. A forward pre-hook on the text encoder fills the ids in
-    from `input_ids`, with the processor's own function, whenever the caller left them out; it does
-    nothing once diffusers passes them itself. Returns the hook's remover, or None when `pipe` has no
+    from `input_ids` whenever the caller left them out; it does nothing once diffusers passes them itself. Returns the hook's remover, or None when `pipe` has no
     such text encoder.
     """
     text_encoder = getattr(pipe, "text_encoder", None)
-    processor = getattr(pipe, "processor", None)
-    if (text_encoder is None or not hasattr(processor, "create_mm_token_type_ids")
-            or "mm_token_type_ids" not in inspect.signature(text_encoder.forward).parameters):
+    if text_encoder is None or "mm_token_type_ids" not in inspect.signature(text_encoder.forward).parameters:
         return None
+    config = text_encoder.config
 
     def fill_token_types(module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if kwargs.get("mm_token_type_ids") is None and input_ids is not None:
-            token_types = processor.create_mm_token_type_ids(input_ids)
-            kwargs["mm_token_type_ids"] = torch.tensor(token_types, dtype=torch.int32, device=input_ids.device)
+            # What the processor computes: 1 for image tokens, 2 for video tokens, 0 for text.
+            token_types = (input_ids == config.image_token_id).int() + 2 * (input_ids == config.video_token_id).int()
+            kwargs["mm_token_type_ids"] = token_types
         return args, kwargs
 
     return text_encoder.register_forward_pre_hook(fill_token_types, with_kwargs=True).remove

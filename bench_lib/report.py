@@ -6,7 +6,9 @@ import math
 from collections import Counter
 from typing import Any, Optional
 
-STAGES = ("edit", "switch", "judge")
+STAGES = ("load_editor", "edit", "switch", "judge")
+# per-rank counters of the samples a stage processed, for its samples/s
+STAGE_COUNTS = {"edit": "edited", "judge": "judged"}
 
 
 def score_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -20,14 +22,17 @@ def score_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "failed_by_status": dict(sorted(statuses.items()))}
 
 
-def timing_summary(per_rank: list[dict[str, float]], num_samples: int) -> dict[str, Any]:
-    """Wall time of each stage (the slowest rank's: ranks meet at barriers) and samples/s over the dataset."""
+def timing_summary(per_rank: list[dict[str, float]]) -> dict[str, Any]:
+    """Wall time of each stage (the slowest rank's: ranks meet at barriers), and samples/s of the edit and
+    judge stages: samples the stage processed on all ranks over its wall time."""
     out: dict[str, Any] = {}
     for stage in STAGES:
         wall = max(t[stage] for t in per_rank)
         out[f"{stage}_s"] = round(wall, 3)
-        if stage != "switch":
-            out[f"{stage}_samples_per_s"] = round(num_samples / wall, 4) if wall > 0 else None
+        if stage in STAGE_COUNTS:
+            done = sum(t[STAGE_COUNTS[stage]] for t in per_rank)
+            out[f"{stage}_samples"] = done
+            out[f"{stage}_samples_per_s"] = round(done / wall, 4) if wall > 0 and done else None
     out["per_rank"] = [{k: round(v, 3) for k, v in t.items()} for t in per_rank]
     return out
 
@@ -64,9 +69,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for name, stats in [*report["categories"].items(), ("**overall**", report["overall"])]:
         lines.append(f"| {name} | {_fmt(stats['mean'])} | {_fmt(stats['std'])} | {stats['count']} | {stats['failed']} |")
-    lines += ["", "| stage | wall time (s) | samples/s |", "|---|---:|---:|"]
+    lines += ["", "| stage | wall time (s) | samples | samples/s |", "|---|---:|---:|---:|"]
     for stage in STAGES:
-        lines.append(f"| {stage} | {_fmt(timings[f'{stage}_s'], 1)} | {_fmt(timings.get(f'{stage}_samples_per_s'), 3)} |")
+        lines.append(f"| {stage} | {_fmt(timings[f'{stage}_s'], 1)} | {timings.get(f'{stage}_samples', '–')} | "
+                     f"{_fmt(timings.get(f'{stage}_samples_per_s'), 3)} |")
     failures = report["overall"]["failed_by_status"]
     if failures:
         lines += ["", "Failures by status: " + ", ".join(f"`{k}` {v}" for k, v in failures.items())

@@ -12,6 +12,7 @@ rank r of N: load + validate samples ─► own shard (contiguous, no padding)
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 import traceback
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from accelerate.logging import get_logger
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .config import BenchmarkConfig, ConfigError
@@ -28,7 +31,9 @@ from .editors import EDITORS, Editor, free_memory, load_editor
 from .judges import JUDGES, Judge, JudgeRequest, Rubrics, load_judge
 from .report import build_report, render_markdown, timing_summary
 from .store import edit_path, result_row, sample_seed, save_png, write_json, write_results, write_text
-from .tiny import resolve_model
+from .tiny import BUILDERS as TINY_BUILDERS, TINY_PREFIX, resolve_model
+
+logger = get_logger(__name__)  # accelerate's: main process only unless a call says otherwise
 
 
 @dataclass
@@ -47,13 +52,18 @@ def _error_text(err: BaseException) -> str:
 
 
 def check_backends(cfg: BenchmarkConfig) -> None:
+    """Backend and tiny-model names are checked before anything is loaded (a typo is exit code 2)."""
     if cfg.editor.editor not in EDITORS:
         raise ConfigError(f"unknown editor backend {cfg.editor.editor!r}; known: {sorted(EDITORS)}")
     if cfg.judge.judge not in JUDGES:
         raise ConfigError(f"unknown judge backend {cfg.judge.judge!r}; known: {sorted(JUDGES)}")
+    for key, model in (("editor_model", cfg.editor.editor_model), ("judge_model", cfg.judge.judge_model)):
+        if model.startswith(TINY_PREFIX) and model.removeprefix(TINY_PREFIX) not in TINY_BUILDERS:
+            raise ConfigError(f"`{key}`: unknown tiny model {model!r}; known: "
+                              f"{[TINY_PREFIX + name for name in TINY_BUILDERS]}")
 
 
-def edit_sample(editor: Editor, sample: Sample, *, seed: int, output_dir: Path, logger) -> Outcome:
+def edit_sample(editor: Editor, sample: Sample, *, seed: int, output_dir: Path) -> Outcome:
     if sample.problem:
         return Outcome(status="invalid_input", error=sample.problem)
     try:
@@ -61,15 +71,17 @@ def edit_sample(editor: Editor, sample: Sample, *, seed: int, output_dir: Path, 
     except Exception as err:  # unreadable input is the sample's failure, not the run's
         return Outcome(status="invalid_input", error=f"cannot read source image {sample.source_image.describe()}: "
                                                      f"{_error_text(err)}")
+    relative = edit_path(sample.id)
     try:
         edited = editor.edit(source, sample.instruction, seed=seed)
+        if not isinstance(edited, Image.Image):
+            raise TypeError(f"the editor returned {type(edited).__name__}, not a PIL image")
+        save_png(edited, output_dir / relative)
     except Exception as err:
         if isinstance(err, torch.OutOfMemoryError):
             free_memory()
         logger.warning("edit of %r failed:\n%s", sample.id, traceback.format_exc(), main_process_only=False)
         return Outcome(status="edit_failed", error=_error_text(err))
-    relative = edit_path(sample.id)
-    save_png(edited, output_dir / relative)
     return Outcome(edited_image=relative)
 
 
@@ -84,14 +96,13 @@ def _judge_request(sample: Sample, outcome: Outcome, output_dir: Path) -> JudgeR
     )
 
 
-def _load_png(path: Path):
-    from PIL import Image
-
+def _load_png(path: Path) -> Image.Image:
     with Image.open(path) as image:
         return image.convert("RGB")
 
 
-def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome], output_dir: Path, logger) -> None:
+def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome], output_dir: Path, *,
+                min_digit_mass: float) -> None:
     """Score a batch in one call; if that fails, score its samples one by one to isolate the culprit."""
     requests, ready = [], []
     for sample in batch:
@@ -105,27 +116,34 @@ def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome],
         return
     try:
         judgements = judge.score(requests)
-    except Exception:
+    except Exception as err:
+        if isinstance(err, torch.OutOfMemoryError):
+            free_memory()
         if len(ready) == 1:
             outcomes[ready[0].id].status = "judge_failed"
-            outcomes[ready[0].id].error = traceback.format_exc(limit=1).strip().splitlines()[-1]
+            outcomes[ready[0].id].error = _error_text(err)
             logger.warning("judging %r failed:\n%s", ready[0].id, traceback.format_exc(), main_process_only=False)
             return
         for sample in ready:
-            judge_batch(judge, [sample], outcomes, output_dir, logger)
+            judge_batch(judge, [sample], outcomes, output_dir, min_digit_mass=min_digit_mass)
         return
     for sample, judgement in zip(ready, judgements):
-        outcomes[sample.id].score = judgement.score
-        outcomes[sample.id].digit_mass = judgement.digit_mass
+        outcome = outcomes[sample.id]
+        outcome.digit_mass = judgement.digit_mass if math.isfinite(judgement.digit_mass) else None
+        if not (math.isfinite(judgement.score) and math.isfinite(judgement.digit_mass)):
+            outcome.status, outcome.error = "judge_failed", "the judge's logits are not finite (NaN/inf)"
+        elif judgement.digit_mass < min_digit_mass:
+            outcome.status = "judge_failed"
+            outcome.error = (f"the judge answered off-format: P(digit) = {judgement.digit_mass:.3g} "
+                             f"< judge_min_digit_mass {min_digit_mass}")
+        else:
+            outcome.score = judgement.score
 
 
 def run(cfg: BenchmarkConfig) -> Path:
     """Run the benchmark on every rank; rank 0 writes the outputs. Returns the output folder."""
-    from accelerate.logging import get_logger
-
     check_backends(cfg)
     dist = Distributed(timeout_s=cfg.run.process_group_timeout)  # first: its timeout must win
-    logger = get_logger(__name__)
     started = dt.datetime.now(dt.timezone.utc)
     output_dir = Path(cfg.run.output_dir)
     quiet = not dist.is_main
@@ -142,6 +160,10 @@ def run(cfg: BenchmarkConfig) -> Path:
                        - {"default"})
     if no_rubric:
         logger.warning("categories without their own rubric use default.txt: %s", no_rubric)
+    invalid = [s for s in samples if s.problem]
+    if invalid:
+        logger.warning("%d of %d samples are invalid_input and will not be edited, e.g. %r: %s",
+                       len(invalid), len(samples), invalid[0].id, invalid[0].problem)
     shard = dist.shard(samples)
     logger.info("%d samples on %d process(es); this rank: %d", len(samples), dist.world_size, len(shard),
                 main_process_only=False)
@@ -153,15 +175,18 @@ def run(cfg: BenchmarkConfig) -> Path:
     t0 = time.perf_counter()
     dist.main_first(lambda: resolve_model(cfg.editor.editor_model), local=True)
     editor = load_editor(cfg.editor, device=dist.device)
+    timings["load_editor"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     outcomes: dict[str, Outcome] = {}
     batch_size = cfg.editor.edit_batch_size
     num_batches = dist.num_lockstep_batches(len(shard), batch_size)
     for b in tqdm(range(num_batches), desc="edit (batches)", disable=quiet):
         for sample in shard[b * batch_size:(b + 1) * batch_size]:
             outcomes[sample.id] = edit_sample(editor, sample, seed=sample_seed(cfg.run.seed, sample.id),
-                                              output_dir=output_dir, logger=logger)
+                                              output_dir=output_dir)
         dist.barrier()
     timings["edit"] = time.perf_counter() - t0
+    timings["edited"] = sum(o.status != "invalid_input" for o in outcomes.values())
 
     # Switch: the editor must be gone before the judge takes its memory.
     t0 = time.perf_counter()
@@ -176,10 +201,12 @@ def run(cfg: BenchmarkConfig) -> Path:
     to_judge = [s for s in shard if outcomes[s.id].status == "ok"]
     jbs = cfg.judge.judge_batch_size
     for start in tqdm(range(0, len(to_judge), jbs), desc="judge (batches)", disable=quiet):
-        judge_batch(judge, to_judge[start:start + jbs], outcomes, output_dir, logger)
+        judge_batch(judge, to_judge[start:start + jbs], outcomes, output_dir,
+                    min_digit_mass=cfg.judge.judge_min_digit_mass)
     judge.close()
     del judge
     timings["judge"] = time.perf_counter() - t0
+    timings["judged"] = len(to_judge)
 
     rows = [_row(s, outcomes[s.id], cfg.run.seed, rubrics) for s in shard]
     all_rows = dist.gather(rows)
@@ -217,7 +244,7 @@ def _write_outputs(cfg: BenchmarkConfig, output_dir: Path, rows: list[dict], per
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": cfg.to_dict(),
     }
-    report = build_report(rows, timings=timing_summary(per_rank_timings, len(rows)), meta=meta)
+    report = build_report(rows, timings=timing_summary(per_rank_timings), meta=meta)
     write_results(output_dir / "results.jsonl", rows)
     write_json(output_dir / "report.json", report)
     write_text(output_dir / "report.md", render_markdown(report))

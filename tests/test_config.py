@@ -22,9 +22,12 @@ def test_yaml_then_cli_overrides(tmp_path):
 
 
 def test_mapping_values_from_cli_are_typed(tmp_path):
-    cfg = parse_config(["--config", write(tmp_path, BASE),
-                        "--editor_kwargs", "num_inference_steps=4,true_cfg_scale=4.0,negative_prompt= "])
-    assert cfg.editor.editor_kwargs == {"num_inference_steps": 4, "true_cfg_scale": 4.0, "negative_prompt": ""}
+    cfg = parse_config(["--config", write(tmp_path, BASE), "--editor_kwargs",
+                        "num_inference_steps=4, true_cfg_scale=4.0,guidance=1e-3,flag=true,negative_prompt= "])
+    assert cfg.editor.editor_kwargs == {"num_inference_steps": 4, "true_cfg_scale": 4.0, "guidance": 0.001,
+                                        "flag": True, "negative_prompt": " "}  # text kept exactly: one space
+    cfg = parse_config(["--config", write(tmp_path, BASE), "--editor_kwargs", "negative_prompt=no"])
+    assert cfg.editor.editor_kwargs == {"negative_prompt": "no"}  # not YAML's boolean
     cfg = parse_config(["--config", write(tmp_path, BASE), "--editor_kwargs", '{"negative_prompt": " "}'])
     assert cfg.editor.editor_kwargs == {"negative_prompt": " "}
 
@@ -36,6 +39,8 @@ def test_mapping_values_from_cli_are_typed(tmp_path):
     (["--editor_dtype", "float64"], "editor_dtype"),
     (["--columns", "identifier=index"], "identifier"),
     (["--editor_kwargs", "generator=1"], "generator"),
+    (["--editor_kwargs", "output_type=np"], "output_type"),
+    (["--editor_kwargs", "negative_prompt=blurry, lowres"], "JSON"),
 ])
 def test_bad_cli_values_name_the_key(tmp_path, argv, message):
     with pytest.raises(ConfigError, match=message):

@@ -129,13 +129,53 @@ def test_row_level_problems_become_invalid_input_not_errors(tmp_path):
     rows = make_rows(tmp_path)
     rows[0]["instruction"] = "  "
     rows[1]["category"] = 5
-    samples = load_samples(DataConfig(dataset=manifest(tmp_path, rows), columns=COLUMNS, limit=2))
-    assert len(samples) == 2
+    samples = load_samples(DataConfig(dataset=manifest(tmp_path, rows), columns=COLUMNS))
+    assert len(samples) == 3
     assert samples[0].problem == "instruction is empty"
     assert "category is not text" in samples[1].problem
+    assert samples[2].problem is None
+    assert len(load_samples(DataConfig(dataset=manifest(tmp_path, rows), columns=COLUMNS, limit=3))) == 3
 
 
 def test_demo_dataset_has_every_category():
     samples = load_samples(DataConfig(dataset="data/demo/manifest.jsonl"))
     assert {s.category for s in samples} == {"physics", "environment", "social", "causal", "referential"}
     assert all(s.problem is None for s in samples)
+
+
+def test_missing_image_files_and_bad_values_are_row_problems(tmp_path):
+    rows = make_rows(tmp_path)
+    rows[0]["image"] = "img/nope.png"
+    rows[1]["image"] = 5
+    samples = load_samples(DataConfig(dataset=manifest(tmp_path, rows), columns=COLUMNS))
+    assert "source_image file not found" in samples[0].problem
+    assert "not a path" in samples[1].problem
+    assert samples[2].problem is None
+
+
+def test_no_usable_sample_is_a_dataset_error(tmp_path):
+    rows = make_rows(tmp_path)
+    for r in rows:
+        r["image"] = "images_typo/" + r["image"]
+    with pytest.raises(ConfigError, match="none of the 3 samples is usable.*file not found"):
+        load_samples(DataConfig(dataset=manifest(tmp_path, rows), columns=COLUMNS))
+
+
+def test_jsonl_errors_name_the_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"id": 1}\n\n{"id": 2\n')
+    with pytest.raises(ConfigError, match="line 3"):
+        load_samples(DataConfig(dataset=str(path)))
+
+
+def test_class_label_categories_become_names(tmp_path):
+    import datasets
+
+    rows = make_rows(tmp_path)
+    for r in rows:
+        r["image"] = str(tmp_path / r["image"])
+    ds = datasets.Dataset.from_list(rows).cast_column("image", datasets.Image())
+    ds = ds.cast_column("category", datasets.ClassLabel(names=["causal", "physics"]))
+    ds.save_to_disk(str(tmp_path / "saved"))
+    samples = load_samples(DataConfig(dataset=str(tmp_path / "saved"), columns=COLUMNS))
+    assert [s.category for s in samples] == ["physics"] * 3 and all(s.problem is None for s in samples)

@@ -52,8 +52,8 @@ def test_seven_samples_same_results_on_1_2_3_processes(tmp_path):
     one = run(tmp_path, "p1", 1, manifest, "--edit_batch_size", "1", "--judge_batch_size", "1")
     assert [r["id"] for r in one[1]] == ids and all(r["status"] == "ok" for r in one[1])
     assert one[2]["meta"]["world_size"] == 1
-    # 2 ranks: shards of 4 and 3, batches of 2 -> the smaller rank runs an empty last batch.
-    two = run(tmp_path, "p2", 2, manifest, "--edit_batch_size", "2", "--judge_batch_size", "2")
+    # 2 ranks: shards of 4 and 3, batches of 3 -> rank 1 runs an empty second batch (and its barrier).
+    two = run(tmp_path, "p2", 2, manifest, "--edit_batch_size", "3", "--judge_batch_size", "2")
     # 3 ranks: shards 3, 2, 2 with a barrier after every sample; a short timeout turns a hang into a failure.
     three = run(tmp_path, "p3", 3, manifest, "--edit_batch_size", "1", "--judge_batch_size", "4",
                 "--process_group_timeout", "90")

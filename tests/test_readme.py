@@ -39,3 +39,11 @@ def test_offline_command_from_readme(tmp_path):
     assert "| **overall** |" in (out / "report.md").read_text()
     assert "running the offline smoke recipe" in result.stderr
     assert elapsed < 60, f"smoke run took {elapsed:.0f} s"
+
+
+def test_every_config_key_is_documented():
+    from bench_lib.config import config_fields
+
+    text = (ROOT / "README.md").read_text()
+    missing = [key for key in config_fields() if f"| `{key}` |" not in text]
+    assert not missing, f"config keys missing from the README's table: {missing}"

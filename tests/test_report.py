@@ -23,9 +23,10 @@ def test_failures_never_enter_the_mean():
 
 def test_report_and_markdown():
     rows = [row("physics", "ok", 4.0), row("social", "ok", 6.0), row("social", "edit_failed")]
-    timings = timing_summary([{"edit": 10.0, "switch": 1.0, "judge": 2.0},
-                              {"edit": 12.0, "switch": 1.5, "judge": 1.0}], num_samples=3)
-    assert timings["edit_s"] == 12.0 and timings["edit_samples_per_s"] == 0.25 and timings["judge_s"] == 2.0
+    timings = timing_summary([{"load_editor": 3.0, "edit": 10.0, "edited": 2, "switch": 1.0, "judge": 2.0, "judged": 2},
+                              {"load_editor": 3.0, "edit": 12.0, "edited": 1, "switch": 1.5, "judge": 1.0, "judged": 0}])
+    assert timings["edit_s"] == 12.0 and timings["edit_samples"] == 3 and timings["edit_samples_per_s"] == 0.25
+    assert timings["judge_s"] == 2.0 and timings["judge_samples_per_s"] == 1.0 and timings["switch_s"] == 1.5
     meta = {"dataset": "d", "num_samples": 3, "editor_model": "e", "judge_model": "j", "world_size": 2, "seed": 0}
     report = build_report(rows, timings=timings, meta=meta)
     assert set(report["categories"]) == {"physics", "social"}
@@ -33,4 +34,4 @@ def test_report_and_markdown():
     md = render_markdown(report)
     assert "| physics | 4.00 | – | 1 | 0 |" in md
     assert "| social | 6.00 | – | 1 | 1 |" in md
-    assert "| edit | 12.0 | 0.250 |" in md
+    assert "| edit | 12.0 | 3 | 0.250 |" in md and "| switch | 1.5 | – | – |" in md

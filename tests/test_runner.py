@@ -1,0 +1,112 @@
+"""The run loop in one process: failures are recorded per sample, the editor is gone before the judge loads."""
+
+import gc
+import json
+import weakref
+
+import pytest
+from PIL import Image
+
+import bench_lib.runner as runner
+from bench_lib import config_from_dict
+from bench_lib.config import ConfigError
+from bench_lib.judges import Judgement
+from bench_lib.store import read_results
+
+SMOKE = {"editor_model": "tiny:qwen-image-edit", "editor_dtype": "float32", "judge_model": "tiny:qwen3-vl",
+         "judge_dtype": "float32", "judge_min_digit_mass": 0.0,
+         "editor_kwargs": {"num_inference_steps": 2, "height": 32, "width": 32}}
+
+
+def test_failures_are_per_sample_and_the_editor_is_freed_before_the_judge(tmp_path, monkeypatch):
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "a.png")
+    rows = [{"id": "ok", "category": "physics", "instruction": "melt it", "source_image": "a.png"},
+            {"id": "missing", "category": "physics", "instruction": "melt it", "source_image": "nope.png"},
+            {"id": "boom", "category": "causal", "instruction": "pop it", "source_image": "a.png"},
+            {"id": "empty", "category": "social", "instruction": "", "source_image": "a.png"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    pipeline_refs, freed_at_judge_load = [], []
+    load_editor, load_judge = runner.load_editor, runner.load_judge
+
+    def spy_load_editor(cfg, *, device):
+        editor = load_editor(cfg, device=device)
+        pipeline_refs.append(weakref.ref(editor.pipe))
+        real_edit = editor.edit
+
+        def edit(image, instruction, *, seed):
+            if instruction == "pop it":
+                raise RuntimeError("injected editor failure")
+            return real_edit(image, instruction, seed=seed)
+
+        editor.edit = edit
+        return editor
+
+    def spy_load_judge(cfg, **kwargs):
+        gc.collect()
+        freed_at_judge_load.append(pipeline_refs[0]() is None)
+        return load_judge(cfg, **kwargs)
+
+    monkeypatch.setattr(runner, "load_editor", spy_load_editor)
+    monkeypatch.setattr(runner, "load_judge", spy_load_judge)
+    out = tmp_path / "out"
+    runner.run(config_from_dict({**SMOKE, "dataset": str(tmp_path / "m.jsonl"), "output_dir": str(out)}))
+
+    assert freed_at_judge_load == [True]
+    results = {r["id"]: r for r in read_results(out / "results.jsonl")}
+    assert list(results) == ["ok", "missing", "boom", "empty"]
+    assert results["ok"]["status"] == "ok" and 0 <= results["ok"]["score"] <= 10
+    assert results["missing"]["status"] == "invalid_input" and "file not found" in results["missing"]["error"]
+    assert results["boom"]["status"] == "edit_failed" and "injected editor failure" in results["boom"]["error"]
+    assert results["empty"]["status"] == "invalid_input" and results["empty"]["error"] == "instruction is empty"
+    for row in results.values():
+        if row["status"] != "ok":
+            assert row["score"] is None
+    report = json.loads((out / "report.json").read_text())
+    assert report["overall"]["count"] == 1 and report["overall"]["failed"] == 3
+    assert report["overall"]["failed_by_status"] == {"edit_failed": 1, "invalid_input": 2}
+    assert report["timings"]["edit_samples"] == 2 and report["timings"]["judge_samples"] == 1
+
+
+class ScriptedJudge:
+    """A test double behind the Judge interface: returns prepared judgements, records batch sizes."""
+
+    def __init__(self, judgements):
+        self.judgements = judgements
+        self.calls = []
+
+    def score(self, requests):
+        self.calls.append(len(requests))
+        if len(requests) > 1 and any(r.instruction == "crash" for r in requests):
+            raise RuntimeError("batch failed")
+        if requests[0].instruction == "crash":
+            raise RuntimeError("this sample breaks the judge")
+        return [self.judgements[r.instruction] for r in requests]
+
+
+def test_judge_outputs_that_are_not_scores_become_judge_failed(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "edit.png")
+    from bench_lib.data import ImageRef, Sample
+
+    samples = [Sample(index=i, id=name, category="physics", instruction=name,
+                      source_image=ImageRef(path=tmp_path / "edit.png")) for i, name in
+               enumerate(["good", "nan", "offformat", "crash"])]
+    outcomes = {s.id: runner.Outcome(edited_image="edit.png") for s in samples}
+    judge = ScriptedJudge({"good": Judgement(7.5, 0.9), "nan": Judgement(float("nan"), float("nan")),
+                           "offformat": Judgement(3.0, 0.1)})
+    from accelerate import PartialState
+
+    PartialState()  # accelerate's logger needs the (single-process) state
+    runner.judge_batch(judge, samples, outcomes, tmp_path, min_digit_mass=0.5)
+    assert judge.calls == [4, 1, 1, 1, 1]  # the failing batch is retried one sample at a time
+    assert (outcomes["good"].status, outcomes["good"].score) == ("ok", 7.5)
+    assert outcomes["nan"].status == "judge_failed" and "not finite" in outcomes["nan"].error
+    assert outcomes["offformat"].status == "judge_failed" and "off-format" in outcomes["offformat"].error
+    assert outcomes["crash"].status == "judge_failed" and "breaks the judge" in outcomes["crash"].error
+    assert all(outcomes[k].score is None for k in ("nan", "offformat", "crash"))
+
+
+def test_unknown_tiny_model_is_a_config_error():
+    cfg = config_from_dict({**SMOKE, "dataset": "x.jsonl", "editor_model": "tiny:nope"})
+    with pytest.raises(ConfigError, match="tiny:nope"):
+        runner.check_backends(cfg)
