@@ -1,0 +1,26 @@
+"""Exit codes of the entry script: 2 for a bad config or dataset, found before any model loads."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "run_benchmark.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_unknown_key_exits_2_naming_it():
+    result = run_cli("--edit_batchsize", "2")
+    assert result.returncode == 2 and "edit_batchsize" in result.stderr
+
+
+def test_bad_dataset_exits_2_before_any_model_loads(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"id": "a", "category": "physics", "instruction": "x", "image": "a.png"}\n')
+    result = run_cli("--dataset", str(tmp_path / "m.jsonl"), "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "source_image" in result.stderr and "--columns" in result.stderr
+    assert "loaded" not in result.stderr  # neither editor nor judge was loaded
+    assert not (tmp_path / "out" / "results.jsonl").exists()
