@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import yaml
 
@@ -132,7 +132,7 @@ class BenchmarkConfig:
     editor: EditorConfig
     judge: JudgeConfig
     run: RunConfig
-    recipe: Optional[str] = None  # the YAML file the values came from, for the log and the report
+    recipe: Optional[str] = None  # the YAML file the values came from, for the log and report.json
 
     def to_dict(self) -> dict[str, Any]:
         flat = {}
@@ -231,10 +231,6 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"`{key}` must be a string, got {value!r}")
         return str(value)
-    if typing.get_origin(tp) is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"`{key}` must be one of {typing.get_args(tp)}, got {value!r}")
-        return value
     raise AssertionError(f"unsupported config type {tp} for {key}")
 
 
@@ -265,11 +261,18 @@ def parse_config(argv: Optional[list[str]] = None) -> BenchmarkConfig:
     recipe_path = Path(recipe) if recipe else DEFAULT_RECIPE
     values = load_recipe(recipe_path)
     for key, value in cli.items():
-        if isinstance(values.get(key), dict) and config_fields()[key][2] is dict:
+        if config_fields()[key][2] is dict:
             # A mapping on the command line updates the recipe's mapping; `key=null` removes a key.
-            merged = {**values[key], **_convert(key, value, dict)}
+            recipe_mapping = values.get(key) if isinstance(values.get(key), dict) else {}
+            merged = {**recipe_mapping, **_convert(key, value, dict)}
             value = {k: v for k, v in merged.items() if v is not None}
         values[key] = value
+    if recipe is None:
+        real = [k for k in ("editor_model", "judge_model") if not str(values.get(k, "")).startswith("tiny:")]
+        if real:
+            # The smoke recipe's settings (2 steps, 64 px, fp32, no off-format check) would silently apply.
+            raise ConfigError(f"{', '.join(real)} set without --config: the default recipe is the offline smoke "
+                              "run for tiny models. Pass a recipe, e.g. --config configs/qwen_image_edit.yaml.")
     return config_from_dict(values, recipe=str(recipe_path))
 
 

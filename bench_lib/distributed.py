@@ -5,7 +5,6 @@ The editor and judge code never import accelerate; the runner uses this object o
 
 from __future__ import annotations
 
-import math
 import os
 from datetime import timedelta
 from typing import Any, Callable, Optional, TypeVar
@@ -86,10 +85,9 @@ class Distributed:
         with self.state.split_between_processes(items, apply_padding=False) as shard:
             return list(shard)
 
-    def num_lockstep_batches(self, shard_size: int, batch_size: int) -> int:
-        """Batch iterations every rank runs: the largest shard's, so all ranks meet at every barrier."""
-        largest = max(self.all_gather([shard_size]))
-        return math.ceil(largest / batch_size)
+    def shard_sizes(self, shard_size: int) -> list[int]:
+        """Every rank's shard size, on every rank."""
+        return self.all_gather([shard_size])
 
     def barrier(self) -> None:
         self.accelerator.wait_for_everyone()

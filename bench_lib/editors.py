@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 import torch
 from PIL import Image
 
-from .config import EditorConfig
+from .config import ConfigError, EditorConfig
 from .tiny import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,30 @@ class DiffusersEditor:
     One sample per call: `QwenImageEditPipeline` sizes every image of a call by the first one and
     `QwenImageEditPlusPipeline` refuses batches, so batching would change results or fail.
     """
+
+    @staticmethod
+    def check(cfg: EditorConfig) -> None:
+        """Before any weights load: the pipeline exists and accepts every `editor_kwargs` key."""
+        import diffusers
+
+        try:
+            index = diffusers.DiffusionPipeline.load_config(resolve_model(cfg.editor_model),
+                                                            revision=cfg.editor_revision)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"`editor_model` {cfg.editor_model!r} is not a diffusers pipeline: {err}") from None
+        pipeline_cls = getattr(diffusers, index.get("_class_name", ""), None)
+        if pipeline_cls is None:
+            return  # a custom pipeline class: its call signature is only known after loading
+        params = inspect.signature(pipeline_cls.__call__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        missing = [name for name in ("image", "prompt", "generator") if name not in params]
+        unknown = sorted(set(cfg.editor_kwargs) - set(params))
+        if missing or unknown:
+            raise ConfigError(
+                f"{pipeline_cls.__name__} " + (f"does not take {missing}; " if missing else "")
+                + (f"has no argument(s) {unknown} from `editor_kwargs`; " if unknown else "")
+                + f"it takes: {sorted(p for p in params if p != 'self')}")
 
     def __init__(self, cfg: EditorConfig, *, device: torch.device):
         from diffusers import DiffusionPipeline

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from transformers import LogitsProcessor
 
-from .config import JudgeConfig
+from .config import ConfigError, JudgeConfig
 from .editors import TORCH_DTYPES, free_memory
 from .tiny import resolve_model
 
@@ -142,6 +142,16 @@ class _ForceFirstToken(LogitsProcessor):
 
 class QwenVLJudge:
     """Qwen3-VL (or Qwen2.5-VL) through `AutoModelForImageTextToText` + `AutoProcessor`, left-padded."""
+
+    @staticmethod
+    def check(cfg: JudgeConfig) -> None:
+        """Before any weights load (and before the edit stage): the judge model exists."""
+        from transformers import AutoConfig
+
+        try:
+            AutoConfig.from_pretrained(resolve_model(cfg.judge_model), revision=cfg.judge_revision)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"`judge_model` {cfg.judge_model!r} cannot be loaded: {err}") from None
 
     def __init__(self, cfg: JudgeConfig, *, device: torch.device, device_map: Optional[dict] = None):
         from transformers import AutoModelForImageTextToText, AutoProcessor

@@ -56,7 +56,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Benchmark report",
         "",
-        f"- dataset: `{meta['dataset']}` ({meta['num_samples']} samples)",
+        f"- dataset: `{meta['dataset']}` ({meta['num_samples']} samples"
+        + (f", the first {meta['limit']} rows" if meta.get("limit") else "") + ")",
         f"- editor: `{meta['editor_model']}`",
         f"- judge: `{meta['judge_model']}`",
         f"- processes: {meta['world_size']}, seed: {meta['seed']}",

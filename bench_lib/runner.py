@@ -15,6 +15,7 @@ import datetime as dt
 import math
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -31,7 +32,7 @@ from .editors import EDITORS, Editor, free_memory, load_editor
 from .judges import JUDGES, Judge, JudgeRequest, Rubrics, load_judge
 from .report import build_report, render_markdown, timing_summary
 from .store import edit_path, result_row, sample_seed, save_png, write_json, write_results, write_text
-from .tiny import BUILDERS as TINY_BUILDERS, TINY_PREFIX, resolve_model
+from .tiny import BUILDERS as TINY_BUILDERS, TINY_PREFIX
 
 logger = get_logger(__name__)  # accelerate's: main process only unless a call says otherwise
 
@@ -49,6 +50,13 @@ class Outcome:
 
 def _error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
+
+
+def check_models(cfg: BenchmarkConfig) -> None:
+    """Before the edit stage: both models exist and the editor takes `editor_kwargs` (downloads only
+    small config files; builds tiny models on first use). A typo is exit code 2, not a lost edit stage."""
+    EDITORS[cfg.editor.editor].check(cfg.editor)
+    JUDGES[cfg.judge.judge].check(cfg.judge)
 
 
 def check_backends(cfg: BenchmarkConfig) -> None:
@@ -155,6 +163,7 @@ def run(cfg: BenchmarkConfig) -> Path:
         transformers.utils.logging.disable_progress_bar()
 
     samples = dist.main_first(lambda: load_samples(cfg.data))
+    dist.main_first(lambda: check_models(cfg), local=True)
     rubrics = Rubrics(cfg.judge.prompts_dir)
     no_rubric = sorted({s.category for s in samples if s.category and rubrics.rubric_name(s.category) == "default"}
                        - {"default"})
@@ -165,21 +174,22 @@ def run(cfg: BenchmarkConfig) -> Path:
         logger.warning("%d of %d samples are invalid_input and will not be edited, e.g. %r: %s",
                        len(invalid), len(samples), invalid[0].id, invalid[0].problem)
     shard = dist.shard(samples)
-    logger.info("%d samples on %d process(es); this rank: %d", len(samples), dist.world_size, len(shard),
-                main_process_only=False)
+    shard_sizes = dist.shard_sizes(len(shard))
+    # Every rank runs the largest shard's number of batches, so all ranks meet at every barrier.
+    batch_size = cfg.editor.edit_batch_size
+    num_batches = math.ceil(max(shard_sizes) / batch_size)
+    logger.info("%d samples on %d process(es), shards %s; %d edit batches of up to %d per rank",
+                len(samples), dist.world_size, shard_sizes, num_batches, batch_size)
     if dist.is_main:
         (output_dir / "edits").mkdir(parents=True, exist_ok=True)
 
-    # Stage 1: edit. Every rank runs the same number of batches so the barriers pair up.
+    # Stage 1: edit, one sample per pipeline call; a barrier after every batch.
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    dist.main_first(lambda: resolve_model(cfg.editor.editor_model), local=True)
     editor = load_editor(cfg.editor, device=dist.device)
     timings["load_editor"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     outcomes: dict[str, Outcome] = {}
-    batch_size = cfg.editor.edit_batch_size
-    num_batches = dist.num_lockstep_batches(len(shard), batch_size)
     for b in tqdm(range(num_batches), desc="edit (batches)", disable=quiet):
         for sample in shard[b * batch_size:(b + 1) * batch_size]:
             outcomes[sample.id] = edit_sample(editor, sample, seed=sample_seed(cfg.run.seed, sample.id),
@@ -192,7 +202,6 @@ def run(cfg: BenchmarkConfig) -> Path:
     t0 = time.perf_counter()
     editor.close()
     del editor
-    dist.main_first(lambda: resolve_model(cfg.judge.judge_model), local=True)
     judge = load_judge(cfg.judge, device=dist.device, device_map=dist.judge_device_map())
     timings["switch"] = time.perf_counter() - t0
 
@@ -214,7 +223,9 @@ def run(cfg: BenchmarkConfig) -> Path:
     if dist.is_main:
         all_rows.sort(key=lambda row: row.pop("_index"))
         _write_outputs(cfg, output_dir, all_rows, all_timings, world_size=dist.world_size, started=started)
-        logger.info("wrote %s", output_dir / "report.md")
+        statuses = Counter(row["status"] for row in all_rows)
+        log = logger.info if statuses["ok"] == len(all_rows) else logger.warning
+        log("statuses: %s; wrote %s", dict(statuses), output_dir / "report.md")
     dist.barrier()
     dist.close()
     return output_dir
@@ -226,7 +237,7 @@ def _row(sample: Sample, outcome: Outcome, seed: int, rubrics: Rubrics) -> dict[
         **result_row(sample=sample, status=outcome.status, seed=sample_seed(seed, sample.id),
                      score=outcome.score if ok else None, edited_image=outcome.edited_image, error=outcome.error),
         "rubric": rubrics.rubric_name(sample.category) if sample.category else None,
-        "digit_mass": outcome.digit_mass if ok else None,
+        "digit_mass": outcome.digit_mass,  # also kept when an off-format judgement is judge_failed
         "_index": sample.index,
     }
 
@@ -238,6 +249,8 @@ def _write_outputs(cfg: BenchmarkConfig, output_dir: Path, rows: list[dict], per
         "num_samples": len(rows),
         "editor_model": cfg.editor.editor_model,
         "judge_model": cfg.judge.judge_model,
+        "limit": cfg.data.limit,
+        "recipe": cfg.recipe,
         "seed": cfg.run.seed,
         "world_size": world_size,
         "started": started.isoformat(timespec="seconds"),

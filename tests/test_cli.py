@@ -24,3 +24,13 @@ def test_bad_dataset_exits_2_before_any_model_loads(tmp_path):
     assert "source_image" in result.stderr and "--columns" in result.stderr
     assert "loaded" not in result.stderr  # neither editor nor judge was loaded
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_missing_model_and_unknown_pipeline_argument_exit_2_before_editing(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("--limit", "1", "--output_dir", str(out), "--editor_kwargs", "num_inference_step=2")
+    assert result.returncode == 2 and "num_inference_step" in result.stderr and "num_inference_steps" in result.stderr
+    result = run_cli("--config", "configs/smoke.yaml", "--limit", "1", "--output_dir", str(out),
+                     "--judge_model", str(tmp_path / "no-such-judge"))
+    assert result.returncode == 2 and "no-such-judge" in result.stderr
+    assert not any(out.glob("edits/*.png"))  # nothing was edited before the error

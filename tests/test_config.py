@@ -77,3 +77,14 @@ def test_cli_mapping_updates_the_recipe_mapping(tmp_path):
     recipe = write(tmp_path, BASE + "editor_kwargs: {num_inference_steps: 50, true_cfg_scale: 4.0}\n")
     cfg = parse_config(["--config", recipe, "--editor_kwargs", "num_inference_steps=2,true_cfg_scale=null"])
     assert cfg.editor.editor_kwargs == {"num_inference_steps": 2}
+
+
+def test_null_removes_a_mapping_key_even_without_a_recipe_mapping(tmp_path):
+    cfg = parse_config(["--config", write(tmp_path, BASE), "--columns", "id=index,reference_image=null"])
+    assert cfg.data.columns == {"id": "index"}
+
+
+def test_real_models_need_a_recipe():
+    with pytest.raises(ConfigError, match="--config configs/qwen_image_edit.yaml"):
+        parse_config(["--dataset", "d.jsonl", "--editor_model", "Qwen/Qwen-Image-Edit"])
+    assert parse_config(["--dataset", "d.jsonl"]).data.dataset == "d.jsonl"  # tiny models: fine

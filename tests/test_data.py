@@ -59,7 +59,8 @@ def test_imagefolder_with_metadata(tmp_path):
     folder = tmp_path / "img"
     with open(folder / "metadata.jsonl", "w") as f:
         for r in rows:
-            f.write(json.dumps({**r, "file_name": r.pop("image").split("/")[1]}) + "\n")
+            file_name = r.pop("image").split("/")[1]
+            f.write(json.dumps({**r, "file_name": file_name}) + "\n")
     cfg = DataConfig(dataset=str(folder), columns={**COLUMNS, "source_image": "image"})
     check(load_samples(cfg))
 

@@ -43,6 +43,7 @@ def assert_same_results(run_a, run_b):
         assert {k: v for k, v in a.items() if k not in ("score", "digit_mass")} == \
                {k: v for k, v in b.items() if k not in ("score", "digit_mass")}
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+        assert a["digit_mass"] == pytest.approx(b["digit_mass"], rel=1e-3)
         assert (out_a / a["edited_image"]).read_bytes() == (out_b / b["edited_image"]).read_bytes()
 
 
