@@ -23,6 +23,7 @@ DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yam
 DEFAULT_PROMPTS_DIR = str(Path(__file__).resolve().parent / "prompts")
 CANONICAL_COLUMNS = ("id", "category", "instruction", "source_image", "reference_text", "reference_image")
 DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,10 @@ class DataConfig:
                           "command line it updates the recipe's mapping."},
     )
     limit: Optional[int] = field(default=None, metadata={"help": "Evaluate only the first N samples."})
+    max_image_pixels: int = field(
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        metadata={"help": "Images with more pixels are invalid_input, never decoded (decompression bombs)."},
+    )
 
     def __post_init__(self):
         if not self.dataset:
@@ -57,6 +62,7 @@ class DataConfig:
                 raise ConfigError(f"`columns.{name}` must be a non-empty column name, got {source!r}.")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"`limit` must be >= 1, got {self.limit}.")
+        _check_positive("max_image_pixels", self.max_image_pixels)
 
 
 @dataclass

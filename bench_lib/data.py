@@ -7,35 +7,56 @@ the sample, so rank 0 never holds the whole benchmark's pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from PIL import Image, ImageOps
 
-from .config import CANONICAL_COLUMNS, ConfigError, DataConfig
+from .config import CANONICAL_COLUMNS, DEFAULT_MAX_IMAGE_PIXELS, ConfigError, DataConfig
 
 REQUIRED_COLUMNS = ("id", "category", "instruction", "source_image")
 IMAGE_COLUMNS = ("source_image", "reference_image")
 TEXT_COLUMNS = tuple(c for c in CANONICAL_COLUMNS if c not in IMAGE_COLUMNS)
 
 
+MIN_IMAGE_SIDE = 8  # smaller images are invalid_input: nothing meaningful to edit or judge
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB with EXIF orientation applied; any transparency is composited on white (not black)."""
     image = ImageOps.exif_transpose(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
+        image.mode in ("P", "L", "RGB") and "transparency" in image.info
     )
     if has_alpha:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
-    if image.mode == "I;16" or image.mode.startswith("I;16"):
-        image = image.point(lambda v: v / 256).convert("L")  # 16-bit grey: keep the top 8 bits
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16/32-bit integer or float grey: PIL's convert would clip to 0..255; scale 16-bit to 8-bit instead.
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I"):
+            values = values / 257.0
+        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), mode="L")
     return image.convert("RGB")
+
+
+def decode(image: Image.Image, *, max_pixels: int) -> Image.Image:
+    """Check the size from the header, then decode: a decompression bomb is never decoded."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ValueError(f"image is {width}x{height} = {width * height} pixels, over max_image_pixels ({max_pixels})")
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ValueError(f"image is {width}x{height}, smaller than {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
+    image.load()
+    return to_rgb(image)
 
 
 @dataclass(frozen=True)
@@ -47,23 +68,18 @@ class ImageRef:
     dataset: Any = None  # a one-column datasets.Dataset, used with `row`
     row: Optional[int] = None
     problem: Optional[str] = None  # the row's value can't be an image (the sample is invalid_input)
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def load(self) -> Image.Image:
         if self.problem is not None:
             raise ValueError(self.problem)
-        if self.path is not None:
-            with Image.open(self.path) as image:
-                image.load()
-                return to_rgb(image)
-        if self.data is not None:
-            with Image.open(io.BytesIO(self.data)) as image:
-                image.load()
-                return to_rgb(image)
-        value = self.dataset[self.row][self.dataset.column_names[0]]
-        if isinstance(value, Image.Image):
-            value.load()
-            return to_rgb(value)
-        raise ValueError(f"unsupported image value of type {type(value).__name__}")
+        if self.path is None and self.data is None:
+            value = self.dataset[self.row][self.dataset.column_names[0]]
+            if not isinstance(value, Image.Image):
+                raise ValueError(f"unsupported image value of type {type(value).__name__}")
+            return decode(value, max_pixels=self.max_pixels)
+        with Image.open(self.path if self.path is not None else io.BytesIO(self.data)) as image:
+            return decode(image, max_pixels=self.max_pixels)
 
     def describe(self) -> str:
         if self.problem is not None:
@@ -96,20 +112,24 @@ def load_samples(cfg: DataConfig) -> list[Sample]:
             if name in TEXT_COLUMNS}
     samples = [
         _make_sample(i, {name: values[i] for name, values in text.items()},
-                     {name: table.image_ref(sources, i) for name, sources in mapping.items()
-                      if name in IMAGE_COLUMNS})
+                     {name: _capped(table.image_ref(sources, i), cfg.max_image_pixels)
+                      for name, sources in mapping.items() if name in IMAGE_COLUMNS})
         for i in range(num_rows)
     ]
-    if all(s.problem for s in samples):
-        shown = "; ".join(f"{s.id}: {s.problem}" for s in samples[:3])
-        raise ConfigError(f"none of the {len(samples)} samples is usable ({shown}{' ...' if len(samples) > 3 else ''}). "
-                          "Check the column mapping and the image paths.")
     duplicates = sorted(k for k, n in Counter(s.id for s in samples).items() if n > 1)
     if duplicates:
         shown = ", ".join(repr(d) for d in duplicates[:20])
         raise ConfigError(f"dataset has {len(duplicates)} duplicate id(s): {shown}"
                           + (" ..." if len(duplicates) > 20 else ""))
+    if all(s.problem for s in samples):
+        shown = "; ".join(f"{s.id}: {s.problem}" for s in samples[:3])
+        raise ConfigError(f"none of the {len(samples)} samples is usable ({shown}{' ...' if len(samples) > 3 else ''}). "
+                          "Check the column mapping and the image paths.")
     return samples
+
+
+def _capped(ref: Optional[ImageRef], max_pixels: int) -> Optional[ImageRef]:
+    return None if ref is None else dataclasses.replace(ref, max_pixels=max_pixels)
 
 
 def _resolve_mapping(columns: dict[str, str], available: list[str]) -> dict[str, list[str]]:
@@ -180,6 +200,15 @@ def _json_line(path: Path, number: int, line: str) -> Any:
         raise ConfigError(f"manifest {str(path)!r} line {number} is not valid JSON: {err}") from None
 
 
+def file_ref(base: Path, value: str) -> ImageRef:
+    """An image path taken from the data, relative to `base`. Absolute paths and paths that leave `base`
+    are refused without being opened: the data must not choose which files the harness reads."""
+    normal = os.path.normpath(value)
+    if "\x00" in value or os.path.isabs(value) or normal == ".." or normal.startswith(".." + os.sep):
+        return ImageRef(problem=f"image path {value[:200]!r} is absolute or leaves the dataset's folder")
+    return ImageRef(path=base / normal)
+
+
 class _ManifestTable:
     """A JSON list or JSONL file of objects; image paths are relative to the manifest's folder."""
 
@@ -211,7 +240,7 @@ class _ManifestTable:
             return None
         if not isinstance(value, str):
             return ImageRef(problem=f"image value is not a path: {value!r}"[:200])
-        return ImageRef(path=self.base / value)
+        return file_ref(self.base, value)
 
 
 class _DatasetTable:
@@ -248,7 +277,7 @@ class _DatasetTable:
                 return ImageRef(dataset=column, row=i)
             value = column[i][source]
             if isinstance(value, str) and self.base is not None:
-                return ImageRef(path=self.base / value)
+                return file_ref(self.base, value)
             if isinstance(value, dict) and value.get("bytes"):
                 return ImageRef(data=value["bytes"])
             return ImageRef(problem=f"unsupported image value: {str(value)[:80]!r}")

@@ -23,6 +23,7 @@ from PIL import Image
 STATUSES = ("ok", "invalid_input", "edit_failed", "judge_failed")
 EDITS_DIR = "edits"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_KEEP = re.compile(r"[a-z0-9._-]+")
 _MAX_STEM = 96
 
 
@@ -35,12 +36,14 @@ def sample_seed(seed: int, sample_id: str) -> int:
 def safe_stem(sample_id: str) -> str:
     """A file name stem for a sample id, safe on every filesystem and unique per id.
 
-    Ids made of [A-Za-z0-9._-] that fit are kept as they are (``causal_reasoning_3``). Anything else is
-    sanitised and given a short hash of the original id, so two ids never share a file.
+    Ids made only of [a-z0-9._-] that fit are kept as they are (``causal_reasoning_3``). Any other id is
+    sanitised and gets a short hash of the original, so two ids never share a file, not even on a
+    case-insensitive filesystem ("Cup" and "cup"). The name depends on the id alone, never on the rest
+    of the dataset, so it is the same in every run.
     """
-    cleaned = _UNSAFE.sub("_", sample_id).strip("._")
-    if cleaned and cleaned == sample_id and len(sample_id) <= _MAX_STEM:
+    if _KEEP.fullmatch(sample_id) and not sample_id.startswith(".") and len(sample_id) <= _MAX_STEM:
         return sample_id
+    cleaned = _UNSAFE.sub("_", sample_id).strip("._").lower()
     digest = hashlib.sha256(sample_id.encode("utf-8")).hexdigest()[:12]
     return f"{cleaned[:_MAX_STEM] or 'sample'}-{digest}"
 

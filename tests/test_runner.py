@@ -15,7 +15,7 @@ from bench_lib.store import read_results
 
 SMOKE = {"editor_model": "tiny:qwen-image-edit", "editor_dtype": "float32", "judge_model": "tiny:qwen3-vl",
          "judge_dtype": "float32", "judge_min_digit_mass": 0.0,
-         "editor_kwargs": {"num_inference_steps": 2, "height": 32, "width": 32}}
+         "editor_kwargs": {"num_inference_steps": 2, "height": 32, "width": 32, "true_cfg_scale": 1.0}}
 
 
 def test_failures_are_per_sample_and_the_editor_is_freed_before_the_judge(tmp_path, monkeypatch):
