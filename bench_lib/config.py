@@ -124,6 +124,10 @@ class JudgeConfig:
 class RunConfig:
     output_dir: str = field(default="outputs/run", metadata={"help": "Folder for edits, results and reports."})
     seed: int = field(default=0, metadata={"help": "Base seed; each sample's seed derives from (seed, sample id)."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Let model repositories run their own Python code. Off: only library classes load."},
+    )
     process_group_timeout: int = field(
         default=1800, metadata={"help": "Seconds a rank waits at a barrier or gather before the run fails."}
     )

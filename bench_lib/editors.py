@@ -9,8 +9,10 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -22,8 +24,14 @@ logger = logging.getLogger(__name__)
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+@dataclass
+class EditResult:
+    image: Image.Image
+    flags: list[str] = field(default_factory=list)  # suspicious output, e.g. "non_finite" (NaN/inf pixels)
+
+
 class Editor(Protocol):
-    def edit(self, image: Image.Image, instruction: str, *, seed: int) -> Image.Image: ...
+    def edit(self, image: Image.Image, instruction: str, *, seed: int) -> EditResult: ...
 
     def close(self) -> None:
         """Release every reference to model weights so the memory can go to the judge."""
@@ -62,7 +70,7 @@ class DiffusersEditor:
     """
 
     @staticmethod
-    def check(cfg: EditorConfig) -> None:
+    def check(cfg: EditorConfig, *, trust_remote_code: bool = False) -> None:
         """Before any weights load: the pipeline exists and accepts every `editor_kwargs` key."""
         import diffusers
 
@@ -85,27 +93,38 @@ class DiffusersEditor:
                 + (f"has no argument(s) {unknown} from `editor_kwargs`; " if unknown else "")
                 + f"it takes: {sorted(p for p in params if p != 'self')}")
 
-    def __init__(self, cfg: EditorConfig, *, device: torch.device):
+    def __init__(self, cfg: EditorConfig, *, device: torch.device, trust_remote_code: bool = False):
         from diffusers import DiffusionPipeline
 
         self.pipe = DiffusionPipeline.from_pretrained(
             resolve_model(cfg.editor_model),
             revision=cfg.editor_revision,
             dtype=TORCH_DTYPES[cfg.editor_dtype],
-            use_safetensors=True,
+            use_safetensors=True,  # never unpickle weights
+            trust_remote_code=trust_remote_code,
         )
         self.pipe.to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self._remove_hook = add_multimodal_positions(self.pipe)
         self.kwargs = dict(cfg.editor_kwargs)
+        # Float output lets us see NaN/inf pixels (the fp16 black-image failure) before they become bytes;
+        # converting it ourselves with the pipeline's own numpy_to_pil gives the same pixels as "pil".
+        if "output_type" in inspect.signature(self.pipe.__call__).parameters:
+            self.kwargs["output_type"] = "np"
         logger.info("editor %s loaded as %s on %s", cfg.editor_model, type(self.pipe).__name__, device)
 
-    def edit(self, image: Image.Image, instruction: str, *, seed: int) -> Image.Image:
+    def edit(self, image: Image.Image, instruction: str, *, seed: int) -> EditResult:
         # A CPU generator gives the same initial noise on every device type and GPU count.
         generator = torch.Generator(device="cpu").manual_seed(seed)
         with torch.inference_mode():
-            output = self.pipe(image=image, prompt=instruction, generator=generator, **self.kwargs)
-        return output.images[0]
+            images = self.pipe(image=image, prompt=instruction, generator=generator, **self.kwargs).images
+        if not isinstance(images, np.ndarray):
+            return EditResult(image=images[0])
+        array = images[:1]
+        if np.isfinite(array).all():
+            return EditResult(image=self.pipe.numpy_to_pil(array)[0])
+        clean = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
+        return EditResult(image=self.pipe.numpy_to_pil(clean)[0], flags=["non_finite"])
 
     def close(self) -> None:
         if self.pipe is None:
@@ -126,7 +145,7 @@ def free_memory() -> None:
 EDITORS: dict[str, type] = {"diffusers": DiffusersEditor}
 
 
-def load_editor(cfg: EditorConfig, *, device: torch.device) -> Editor:
+def load_editor(cfg: EditorConfig, *, device: torch.device, trust_remote_code: bool = False) -> Editor:
     if cfg.editor not in EDITORS:
         raise ValueError(f"unknown editor backend {cfg.editor!r}; known: {sorted(EDITORS)}")
-    return EDITORS[cfg.editor](cfg, device=device)
+    return EDITORS[cfg.editor](cfg, device=device, trust_remote_code=trust_remote_code)

@@ -144,24 +144,27 @@ class QwenVLJudge:
     """Qwen3-VL (or Qwen2.5-VL) through `AutoModelForImageTextToText` + `AutoProcessor`, left-padded."""
 
     @staticmethod
-    def check(cfg: JudgeConfig) -> None:
+    def check(cfg: JudgeConfig, *, trust_remote_code: bool = False) -> None:
         """Before any weights load (and before the edit stage): the judge model exists."""
         from transformers import AutoConfig
 
         try:
-            AutoConfig.from_pretrained(resolve_model(cfg.judge_model), revision=cfg.judge_revision)
+            AutoConfig.from_pretrained(resolve_model(cfg.judge_model), revision=cfg.judge_revision,
+                                       trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as err:
             raise ConfigError(f"`judge_model` {cfg.judge_model!r} cannot be loaded: {err}") from None
 
-    def __init__(self, cfg: JudgeConfig, *, device: torch.device, device_map: Optional[dict] = None):
+    def __init__(self, cfg: JudgeConfig, *, device: torch.device, device_map: Optional[dict] = None,
+                 trust_remote_code: bool = False):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         path = resolve_model(cfg.judge_model)
-        self.processor = AutoProcessor.from_pretrained(path, revision=cfg.judge_revision)
+        self.processor = AutoProcessor.from_pretrained(path, revision=cfg.judge_revision,
+                                                       trust_remote_code=trust_remote_code)
         self.processor.tokenizer.padding_side = "left"
         self.model = AutoModelForImageTextToText.from_pretrained(
             path, revision=cfg.judge_revision, dtype=TORCH_DTYPES[cfg.judge_dtype],
-            device_map=device_map, use_safetensors=True,
+            device_map=device_map, use_safetensors=True, trust_remote_code=trust_remote_code,
         ).eval()
         if device_map is None:
             self.model.to(device)
@@ -206,7 +209,8 @@ class QwenVLJudge:
 JUDGES: dict[str, type] = {"qwen_vl": QwenVLJudge}
 
 
-def load_judge(cfg: JudgeConfig, *, device: torch.device, device_map: Optional[dict] = None) -> Judge:
+def load_judge(cfg: JudgeConfig, *, device: torch.device, device_map: Optional[dict] = None,
+               trust_remote_code: bool = False) -> Judge:
     if cfg.judge not in JUDGES:
         raise ValueError(f"unknown judge backend {cfg.judge!r}; known: {sorted(JUDGES)}")
-    return JUDGES[cfg.judge](cfg, device=device, device_map=device_map)
+    return JUDGES[cfg.judge](cfg, device=device, device_map=device_map, trust_remote_code=trust_remote_code)

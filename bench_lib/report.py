@@ -12,14 +12,17 @@ STAGE_COUNTS = {"edit": "edited", "judge": "judged"}
 
 
 def score_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """mean, std (sample standard deviation, n-1; null below 2 scores), count (scored), failed (status != ok)."""
+    """mean, std (sample standard deviation, n-1; null below 2 scores), count (scored), failed (status != ok),
+    flagged (rows with a suspicious edit: NaN/inf pixels or a constant image; they are still scored)."""
     scores = [r["score"] for r in rows if r["status"] == "ok"]
     count = len(scores)
     mean = sum(scores) / count if count else None
     std = math.sqrt(sum((s - mean) ** 2 for s in scores) / (count - 1)) if count >= 2 else None
     statuses = Counter(r["status"] for r in rows if r["status"] != "ok")
+    flags = Counter(flag for r in rows for flag in r.get("flags") or [])
     return {"mean": mean, "std": std, "count": count, "failed": sum(statuses.values()),
-            "failed_by_status": dict(sorted(statuses.items()))}
+            "failed_by_status": dict(sorted(statuses.items())),
+            "flagged": sum(bool(r.get("flags")) for r in rows), "flags": dict(sorted(flags.items()))}
 
 
 def timing_summary(per_rank: list[dict[str, float]]) -> dict[str, Any]:
@@ -63,13 +66,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- processes: {meta['world_size']}, seed: {meta['seed']}",
         "",
         "Scores are 0-10 (the judge's expected score). `std` is the sample standard deviation; `count` is the "
-        "number of scored samples; `failed` counts samples whose status is not `ok` (never in a mean).",
+        "number of scored samples; `failed` counts samples whose status is not `ok` (never in a mean); "
+        "`flagged` counts edits with NaN/inf pixels or a single colour (still scored: look at them).",
         "",
-        "| category | mean | std | count | failed |",
-        "|---|---:|---:|---:|---:|",
+        "| category | mean | std | count | failed | flagged |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, stats in [*report["categories"].items(), ("**overall**", report["overall"])]:
-        lines.append(f"| {name} | {_fmt(stats['mean'])} | {_fmt(stats['std'])} | {stats['count']} | {stats['failed']} |")
+        lines.append(f"| {name} | {_fmt(stats['mean'])} | {_fmt(stats['std'])} | {stats['count']} | "
+                     f"{stats['failed']} | {stats['flagged']} |")
     lines += ["", "| stage | wall time (s) | samples | samples/s |", "|---|---:|---:|---:|"]
     for stage in STAGES:
         lines.append(f"| {stage} | {_fmt(timings[f'{stage}_s'], 1)} | {timings.get(f'{stage}_samples', '–')} | "

@@ -16,7 +16,7 @@ import math
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -46,6 +46,7 @@ class Outcome:
     error: Optional[str] = None
     score: Optional[float] = None
     digit_mass: Optional[float] = None
+    flags: list[str] = field(default_factory=list)  # suspicious edit output; the sample is still judged
 
 
 def _error_text(err: BaseException) -> str:
@@ -55,8 +56,8 @@ def _error_text(err: BaseException) -> str:
 def check_models(cfg: BenchmarkConfig) -> None:
     """Before the edit stage: both models exist and the editor takes `editor_kwargs` (downloads only
     small config files; builds tiny models on first use). A typo is exit code 2, not a lost edit stage."""
-    EDITORS[cfg.editor.editor].check(cfg.editor)
-    JUDGES[cfg.judge.judge].check(cfg.judge)
+    EDITORS[cfg.editor.editor].check(cfg.editor, trust_remote_code=cfg.run.trust_remote_code)
+    JUDGES[cfg.judge.judge].check(cfg.judge, trust_remote_code=cfg.run.trust_remote_code)
 
 
 def check_backends(cfg: BenchmarkConfig) -> None:
@@ -81,16 +82,19 @@ def edit_sample(editor: Editor, sample: Sample, *, seed: int, output_dir: Path) 
                                                      f"{_error_text(err)}")
     relative = edit_path(sample.id)
     try:
-        edited = editor.edit(source, sample.instruction, seed=seed)
-        if not isinstance(edited, Image.Image):
-            raise TypeError(f"the editor returned {type(edited).__name__}, not a PIL image")
-        save_png(edited, output_dir / relative)
+        result = editor.edit(source, sample.instruction, seed=seed)
+        if not isinstance(result.image, Image.Image):
+            raise TypeError(f"the editor returned {type(result.image).__name__}, not a PIL image")
+        flags = list(result.flags)
+        if all(low == high for low, high in result.image.getextrema()):
+            flags.append("constant_image")  # one colour everywhere: the edit almost surely failed
+        save_png(result.image, output_dir / relative)
     except Exception as err:
         if isinstance(err, torch.OutOfMemoryError):
             free_memory()
         logger.warning("edit of %r failed:\n%s", sample.id, traceback.format_exc(), main_process_only=False)
         return Outcome(status="edit_failed", error=_error_text(err))
-    return Outcome(edited_image=relative)
+    return Outcome(edited_image=relative, flags=flags)
 
 
 def _judge_request(sample: Sample, outcome: Outcome, output_dir: Path) -> JudgeRequest:
@@ -186,7 +190,7 @@ def run(cfg: BenchmarkConfig) -> Path:
     # Stage 1: edit, one sample per pipeline call; a barrier after every batch.
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    editor = load_editor(cfg.editor, device=dist.device)
+    editor = load_editor(cfg.editor, device=dist.device, trust_remote_code=cfg.run.trust_remote_code)
     timings["load_editor"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     outcomes: dict[str, Outcome] = {}
@@ -202,7 +206,8 @@ def run(cfg: BenchmarkConfig) -> Path:
     t0 = time.perf_counter()
     editor.close()
     del editor
-    judge = load_judge(cfg.judge, device=dist.device, device_map=dist.judge_device_map())
+    judge = load_judge(cfg.judge, device=dist.device, device_map=dist.judge_device_map(),
+                       trust_remote_code=cfg.run.trust_remote_code)
     timings["switch"] = time.perf_counter() - t0
 
     # Stage 2: judge this rank's successful edits.
@@ -238,6 +243,7 @@ def _row(sample: Sample, outcome: Outcome, seed: int, rubrics: Rubrics) -> dict[
                      score=outcome.score if ok else None, edited_image=outcome.edited_image, error=outcome.error),
         "rubric": rubrics.rubric_name(sample.category) if sample.category else None,
         "digit_mass": outcome.digit_mass,  # also kept when an off-format judgement is judge_failed
+        "flags": outcome.flags,
         "_index": sample.index,
     }
 

@@ -60,8 +60,10 @@ def test_harness_edit_is_bitwise_the_direct_pipeline_call():
     seed = sample_seed(0, sample.id)
     source = sample.source_image.load()
     editor = DiffusersEditor(editor_config(), device=torch.device("cpu"))
-    ours = editor.edit(source, sample.instruction, seed=seed)
+    result = editor.edit(source, sample.instruction, seed=seed)
     editor.close()
+    ours = result.image
+    assert result.flags == []
 
     pipe = load_pipe()
     add_multimodal_positions(pipe)
@@ -81,7 +83,7 @@ def test_edit_plus_pipeline_works_and_gets_token_types():
     seen = []
     editor.pipe.text_encoder.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs.get("mm_token_type_ids")), with_kwargs=True)
-    out = editor.edit(Image.new("RGB", (60, 40), "blue"), "make it red", seed=1)
+    out = editor.edit(Image.new("RGB", (60, 40), "blue"), "make it red", seed=1).image
     assert out.size == (32, 32)
     assert seen and all(t is not None and (t == 1).any() for t in seen)  # image tokens are marked
     editor.close()
@@ -96,3 +98,21 @@ def test_close_frees_the_pipeline():
     del editor
     gc.collect()
     assert pipe_ref() is None and transformer_ref() is None
+
+
+def test_non_finite_output_is_flagged(monkeypatch):
+    import numpy as np
+
+    editor = DiffusersEditor(editor_config(), device=torch.device("cpu"))
+    real_call = type(editor.pipe).__call__
+
+    def nan_call(pipe, *args, **kwargs):
+        out = real_call(pipe, *args, **kwargs)
+        assert kwargs["output_type"] == "np"
+        out.images[0, :2] = np.nan
+        return out
+
+    monkeypatch.setattr(type(editor.pipe), "__call__", nan_call)
+    result = editor.edit(Image.new("RGB", (40, 40), "white"), "add a cat", seed=0)
+    assert result.flags == ["non_finite"] and result.image.size == (32, 32)
+    editor.close()

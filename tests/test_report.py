@@ -32,6 +32,13 @@ def test_report_and_markdown():
     assert set(report["categories"]) == {"physics", "social"}
     assert report["overall"]["count"] == 2 and report["overall"]["failed"] == 1
     md = render_markdown(report)
-    assert "| physics | 4.00 | – | 1 | 0 |" in md
-    assert "| social | 6.00 | – | 1 | 1 |" in md
+    assert "| physics | 4.00 | – | 1 | 0 | 0 |" in md
+    assert "| social | 6.00 | – | 1 | 1 | 0 |" in md
     assert "| edit | 12.0 | 3 | 0.250 |" in md and "| switch | 1.5 | – | – |" in md
+
+
+def test_flagged_rows_are_counted_but_still_scored():
+    rows = [row("physics", "ok", 4.0), row("physics", "ok", 6.0)]
+    rows[0]["flags"] = ["constant_image"]
+    stats = score_stats(rows)
+    assert stats["flagged"] == 1 and stats["flags"] == {"constant_image": 1} and stats["count"] == 2

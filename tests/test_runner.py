@@ -10,6 +10,7 @@ from PIL import Image
 import bench_lib.runner as runner
 from bench_lib import config_from_dict
 from bench_lib.config import ConfigError
+from bench_lib.editors import EditResult
 from bench_lib.judges import Judgement
 from bench_lib.store import read_results
 
@@ -23,20 +24,23 @@ def test_failures_are_per_sample_and_the_editor_is_freed_before_the_judge(tmp_pa
     rows = [{"id": "ok", "category": "physics", "instruction": "melt it", "source_image": "a.png"},
             {"id": "missing", "category": "physics", "instruction": "melt it", "source_image": "nope.png"},
             {"id": "boom", "category": "causal", "instruction": "pop it", "source_image": "a.png"},
-            {"id": "empty", "category": "social", "instruction": "", "source_image": "a.png"}]
+            {"id": "empty", "category": "social", "instruction": "", "source_image": "a.png"},
+            {"id": "flat", "category": "social", "instruction": "paint it grey", "source_image": "a.png"}]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     pipeline_refs, freed_at_judge_load = [], []
     load_editor, load_judge = runner.load_editor, runner.load_judge
 
-    def spy_load_editor(cfg, *, device):
-        editor = load_editor(cfg, device=device)
+    def spy_load_editor(cfg, **kwargs):
+        editor = load_editor(cfg, **kwargs)
         pipeline_refs.append(weakref.ref(editor.pipe))
         real_edit = editor.edit
 
         def edit(image, instruction, *, seed):
             if instruction == "pop it":
                 raise RuntimeError("injected editor failure")
+            if instruction == "paint it grey":
+                return EditResult(Image.new("RGB", (32, 32), (128, 128, 128)))
             return real_edit(image, instruction, seed=seed)
 
         editor.edit = edit
@@ -54,8 +58,10 @@ def test_failures_are_per_sample_and_the_editor_is_freed_before_the_judge(tmp_pa
 
     assert freed_at_judge_load == [True]
     results = {r["id"]: r for r in read_results(out / "results.jsonl")}
-    assert list(results) == ["ok", "missing", "boom", "empty"]
+    assert list(results) == ["ok", "missing", "boom", "empty", "flat"]
+    assert results["flat"]["status"] == "ok" and results["flat"]["flags"] == ["constant_image"]
     assert results["ok"]["status"] == "ok" and 0 <= results["ok"]["score"] <= 10
+    assert results["ok"]["flags"] == []
     assert results["missing"]["status"] == "invalid_input" and "file not found" in results["missing"]["error"]
     assert results["boom"]["status"] == "edit_failed" and "injected editor failure" in results["boom"]["error"]
     assert results["empty"]["status"] == "invalid_input" and results["empty"]["error"] == "instruction is empty"
@@ -63,9 +69,10 @@ def test_failures_are_per_sample_and_the_editor_is_freed_before_the_judge(tmp_pa
         if row["status"] != "ok":
             assert row["score"] is None
     report = json.loads((out / "report.json").read_text())
-    assert report["overall"]["count"] == 1 and report["overall"]["failed"] == 3
+    assert report["overall"]["count"] == 2 and report["overall"]["failed"] == 3
+    assert report["overall"]["flagged"] == 1 and report["categories"]["social"]["flags"] == {"constant_image": 1}
     assert report["overall"]["failed_by_status"] == {"edit_failed": 1, "invalid_input": 2}
-    assert report["timings"]["edit_samples"] == 2 and report["timings"]["judge_samples"] == 1
+    assert report["timings"]["edit_samples"] == 3 and report["timings"]["judge_samples"] == 2
 
 
 class ScriptedJudge:
