@@ -124,6 +124,11 @@ class JudgeConfig:
 class RunConfig:
     output_dir: str = field(default="outputs/run", metadata={"help": "Folder for edits, results and reports."})
     seed: int = field(default=0, metadata={"help": "Base seed; each sample's seed derives from (seed, sample id)."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Discard what output_dir holds (edits, records, results) and start over, instead "
+                          "of resuming a run with the same settings."},
+    )
     trust_remote_code: bool = field(
         default=False,
         metadata={"help": "Let model repositories run their own Python code. Off: only library classes load."},
@@ -256,10 +261,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--config", help="YAML recipe (default: configs/smoke.yaml, the offline smoke run).")
-    for name, (section, f, _) in config_fields().items():
+    for name, (section, f, tp) in config_fields().items():
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         shown = "" if default in ("", None, {}) else f" (default: {default})"
-        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar="VALUE",
+        flag = {"nargs": "?", "const": "true"} if tp is bool else {}  # `--overwrite` alone means true
+        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar="VALUE", **flag,
                             help=f"[{section}] {f.metadata.get('help', '')}{shown}")
     return parser
 

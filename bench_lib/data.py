@@ -8,6 +8,7 @@ the sample, so rank 0 never holds the whole benchmark's pixels.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -103,6 +104,12 @@ class Sample:
 
 def load_samples(cfg: DataConfig) -> list[Sample]:
     """Read, map and validate the dataset. Raises `ConfigError` for problems of the whole dataset."""
+    return load_benchmark(cfg)[0]
+
+
+def load_benchmark(cfg: DataConfig) -> tuple[list[Sample], str]:
+    """`load_samples`, plus an identity of the dataset's content (a manifest's hash, a dataset's
+    fingerprint) so a resumed run can tell that its data changed."""
     table = _read_table(cfg)
     if len(table) == 0:
         raise ConfigError(f"dataset {cfg.dataset!r} has no samples.")
@@ -125,7 +132,7 @@ def load_samples(cfg: DataConfig) -> list[Sample]:
         shown = "; ".join(f"{s.id}: {s.problem}" for s in samples[:3])
         raise ConfigError(f"none of the {len(samples)} samples is usable ({shown}{' ...' if len(samples) > 3 else ''}). "
                           "Check the column mapping and the image paths.")
-    return samples
+    return samples, table.identity
 
 
 def _capped(ref: Optional[ImageRef], max_pixels: int) -> Optional[ImageRef]:
@@ -227,6 +234,7 @@ class _ManifestTable:
             raise ConfigError(f"manifest {str(path)!r} must be a list of objects (JSON) or one object per line (JSONL).")
         self.rows = rows
         self.columns = sorted({key for row in rows for key in row})
+        self.identity = "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -250,6 +258,7 @@ class _DatasetTable:
         self.dataset = dataset
         self.base = base
         self.columns = list(dataset.column_names)
+        self.identity = f"datasets:{dataset._fingerprint}"  # datasets' own hash of the data and its transforms
         self._image_columns: dict[str, Any] = {}
 
     def __len__(self) -> int:

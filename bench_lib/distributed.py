@@ -80,6 +80,21 @@ class Distributed:
             if first:
                 self.barrier()
 
+    def on_main(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the main process only; every rank gets its result, or raises its `ConfigError`."""
+        from .config import ConfigError
+
+        outcome: list[tuple[Any, Optional[str]]] = []
+        if self.is_main:
+            try:
+                outcome = [(fn(), None)]
+            except ConfigError as err:
+                outcome = [(None, str(err))]
+        result, error = self.all_gather(outcome)[0]
+        if error is not None:
+            raise ConfigError(error)
+        return result
+
     def shard(self, items: list[T]) -> list[T]:
         """This rank's contiguous block of `items`; no padding (padding duplicates and loses samples)."""
         with self.state.split_between_processes(items, apply_padding=False) as shard:

@@ -8,6 +8,7 @@ after a forced "1" gives P("0" | "1"), which separates 1 from 10. This module ne
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,10 @@ class Rubrics:
         self.templates = {p.stem: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.txt"))}
         if DEFAULT_RUBRIC not in self.templates:
             raise ValueError(f"{folder} has no {DEFAULT_RUBRIC}.txt rubric")
+
+    def hashes(self) -> dict[str, str]:
+        """sha256 of every rubric's text: a changed rubric changes scores (and the run's fingerprint)."""
+        return {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in self.templates.items()}
 
     def rubric_name(self, category: str) -> str:
         name = category.strip().lower()

@@ -1,10 +1,11 @@
 """The two-stage benchmark run: edit every sample, switch models, judge every edit, report.
 
 ```
-rank r of N: load + validate samples ─► own shard (contiguous, no padding)
-  stage 1: same number of batches on every rank: edit → save PNG; barrier after each batch
+rank r of N: load + validate samples; read the records of earlier attempts (resume)
+  stage 1: own shard of the samples without a usable edit (contiguous, no padding); the same number of
+           batches on every rank: edit → save PNG → append records; barrier after each batch
   switch:  free the editor completely; load the judge
-  stage 2: score own shard in left-padded batches
+  stage 2: own shard of the ok edits without an ok judgement, in left-padded batches → append records
   gather small JSON records ─► rank 0 writes results.jsonl, report.json, report.md
 ```
 """
@@ -12,6 +13,7 @@ rank r of N: load + validate samples ─► own shard (contiguous, no padding)
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import math
 import time
 import traceback
@@ -26,15 +28,18 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .config import BenchmarkConfig, ConfigError
-from .data import Sample, load_samples
+from .data import Sample, load_benchmark
 from .distributed import Distributed
 from .editors import EDITORS, Editor, free_memory, load_editor
 from .judges import JUDGES, Judge, JudgeRequest, Rubrics, load_judge
 from .report import build_report, render_markdown, timing_summary
-from .store import edit_path, result_row, sample_seed, save_png, write_json, write_results, write_text
+from .store import (RunFolder, edit_path, result_row, sample_seed, save_png, write_json, write_results,
+                    write_text)
 from .tiny import BUILDERS as TINY_BUILDERS, TINY_PREFIX
 
 logger = get_logger(__name__)  # accelerate's: main process only unless a call says otherwise
+SCORING_VERSION = 1  # bump when a change to the harness changes scores: old run folders then refuse to resume
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # the run can't write: stop every rank
 
 
 @dataclass
@@ -90,6 +95,8 @@ def edit_sample(editor: Editor, sample: Sample, *, seed: int, output_dir: Path) 
             flags.append("constant_image")  # one colour everywhere: the edit almost surely failed
         save_png(result.image, output_dir / relative)
     except Exception as err:
+        if isinstance(err, OSError) and err.errno in FATAL_ERRNOS:
+            raise
         if isinstance(err, torch.OutOfMemoryError):
             free_memory()
         logger.warning("edit of %r failed:\n%s", sample.id, traceback.format_exc(), main_process_only=False)
@@ -152,23 +159,67 @@ def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome],
             outcome.score = judgement.score
 
 
+def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubrics) -> dict[str, Any]:
+    """Everything a result depends on. Not in it: limit, batch sizes, process count, output folder, timeout."""
+    keys = ("dataset", "dataset_split", "dataset_revision", "columns", "max_image_pixels", "editor", "editor_model",
+            "editor_revision", "editor_dtype", "editor_kwargs", "seed", "judge", "judge_model", "judge_revision",
+            "judge_dtype", "judge_min_digit_mass")
+    flat = cfg.to_dict()
+    return {**{k: flat[k] for k in keys}, "dataset_content": dataset_identity,
+            "rubrics": rubrics.hashes(), "scoring": SCORING_VERSION}
+
+
 def run(cfg: BenchmarkConfig) -> Path:
-    """Run the benchmark on every rank; rank 0 writes the outputs. Returns the output folder."""
+    """Run (or resume) the benchmark on every rank; rank 0 writes the outputs. Returns the output folder."""
     check_backends(cfg)
     dist = Distributed(timeout_s=cfg.run.process_group_timeout)  # first: its timeout must win
     started = dt.datetime.now(dt.timezone.utc)
-    output_dir = Path(cfg.run.output_dir)
-    quiet = not dist.is_main
-    if quiet:  # one set of progress bars per run, from the main process
+    if not dist.is_main:  # one set of progress bars per run, from the main process
         import diffusers
         import transformers
 
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
 
-    samples = dist.main_first(lambda: load_samples(cfg.data))
+    samples, dataset_identity = dist.main_first(lambda: load_benchmark(cfg.data))
     dist.main_first(lambda: check_models(cfg), local=True)
     rubrics = Rubrics(cfg.judge.prompts_dir)
+    _log_input_problems(samples, rubrics)
+    folder = RunFolder(Path(cfg.run.output_dir))
+    fingerprint = run_fingerprint(cfg, dataset_identity, rubrics)
+    attempt = dist.on_main(lambda: folder.prepare(fingerprint, overwrite=cfg.run.overwrite))
+    edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
+    timings: dict[str, float] = {}
+
+    # Stage 1: edit what has no usable edit yet (a resumed run skips the rest).
+    to_edit = [s for s in samples if not folder.edit_is_reusable(edits.get(s.id))]
+    new_edits = edit_stage(cfg, dist, to_edit, folder, attempt, timings)
+    for record in dist.all_gather(new_edits):
+        edits[record["id"]] = record
+        judgements.pop(record["id"], None)  # a new image needs a new judgement
+
+    # Stage 2: judge every ok edit without an ok judgement.
+    to_judge = [s for s in samples if edits[s.id]["status"] == "ok"
+                and judgements.get(s.id, {}).get("status") != "ok"]
+    new_judgements = judge_stage(cfg, dist, to_judge, edits, folder, attempt, timings)
+    all_new_judgements = dist.gather(new_judgements)
+    all_timings = dist.gather([timings])
+    if dist.is_main:
+        judgements.update({r["id"]: r for r in all_new_judgements})
+        rows = [_row(s, edits[s.id], judgements.get(s.id), cfg.run.seed, rubrics) for s in samples]
+        resumed = {"attempt": attempt, "reused_edits": len(samples) - len(to_edit),
+                   "reused_judgements": sum(edits[s.id]["status"] == "ok" for s in samples) - len(to_judge)}
+        _write_outputs(cfg, folder.root, rows, all_timings, world_size=dist.world_size, started=started,
+                       resumed=resumed)
+        statuses = Counter(row["status"] for row in rows)
+        log = logger.info if statuses["ok"] == len(rows) else logger.warning
+        log("statuses: %s; wrote %s", dict(statuses), folder.root / "report.md")
+    dist.barrier()
+    dist.close()
+    return folder.root
+
+
+def _log_input_problems(samples: list[Sample], rubrics: Rubrics) -> None:
     no_rubric = sorted({s.category for s in samples if s.category and rubrics.rubric_name(s.category) == "default"}
                        - {"default"})
     if no_rubric:
@@ -177,79 +228,103 @@ def run(cfg: BenchmarkConfig) -> Path:
     if invalid:
         logger.warning("%d of %d samples are invalid_input and will not be edited, e.g. %r: %s",
                        len(invalid), len(samples), invalid[0].id, invalid[0].problem)
-    shard = dist.shard(samples)
+
+
+def edit_stage(cfg: BenchmarkConfig, dist: Distributed, to_edit: list[Sample], folder: RunFolder, attempt: int,
+               timings: dict[str, float]) -> list[dict[str, Any]]:
+    """Edit this rank's share of `to_edit` in lockstep batches; returns (and records) its edit records."""
+    shard = dist.shard(to_edit)
     shard_sizes = dist.shard_sizes(len(shard))
-    # Every rank runs the largest shard's number of batches, so all ranks meet at every barrier.
     batch_size = cfg.editor.edit_batch_size
+    # Every rank runs the largest shard's number of batches, so all ranks meet at every barrier.
     num_batches = math.ceil(max(shard_sizes) / batch_size)
-    logger.info("%d samples on %d process(es), shards %s; %d edit batches of up to %d per rank",
-                len(samples), dist.world_size, shard_sizes, num_batches, batch_size)
-    if dist.is_main:
-        (output_dir / "edits").mkdir(parents=True, exist_ok=True)
-
-    # Stage 1: edit, one sample per pipeline call; a barrier after every batch.
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    editor = load_editor(cfg.editor, device=dist.device, trust_remote_code=cfg.run.trust_remote_code)
-    timings["load_editor"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    outcomes: dict[str, Outcome] = {}
-    for b in tqdm(range(num_batches), desc="edit (batches)", disable=quiet):
+    logger.info("editing %d samples on %d process(es), shards %s; %d batches of up to %d per rank",
+                len(to_edit), dist.world_size, shard_sizes, num_batches, batch_size)
+    writer = folder.record_writer(attempt, "edit", dist.rank)
+    records: list[dict[str, Any]] = []
+    editor: Optional[Editor] = None
+    timings["load_editor"] = 0.0
+    started = time.perf_counter()
+    for b in tqdm(range(num_batches), desc="edit (batches)", disable=not dist.is_main):
+        batch_records = []
         for sample in shard[b * batch_size:(b + 1) * batch_size]:
-            outcomes[sample.id] = edit_sample(editor, sample, seed=sample_seed(cfg.run.seed, sample.id),
-                                              output_dir=output_dir)
+            if editor is None and not sample.problem:  # load only on a rank that has something to edit
+                t0 = time.perf_counter()
+                editor = load_editor(cfg.editor, device=dist.device, trust_remote_code=cfg.run.trust_remote_code)
+                timings["load_editor"] += time.perf_counter() - t0
+            outcome = edit_sample(editor, sample, seed=sample_seed(cfg.run.seed, sample.id), output_dir=folder.root)
+            batch_records.append(_edit_record(sample.id, outcome, folder.root))
+        writer.write(batch_records)  # on disk before the barrier: a crash after it loses nothing
+        records += batch_records
         dist.barrier()
-    timings["edit"] = time.perf_counter() - t0
-    timings["edited"] = sum(o.status != "invalid_input" for o in outcomes.values())
+    timings["edit"] = time.perf_counter() - started - timings["load_editor"]
+    timings["edited"] = sum(r["status"] != "invalid_input" for r in records)
 
-    # Switch: the editor must be gone before the judge takes its memory.
+    # The editor must be gone before the judge takes its memory.
     t0 = time.perf_counter()
-    editor.close()
-    del editor
-    judge = load_judge(cfg.judge, device=dist.device, device_map=dist.judge_device_map(),
-                       trust_remote_code=cfg.run.trust_remote_code)
+    if editor is not None:
+        editor.close()
+        del editor
     timings["switch"] = time.perf_counter() - t0
+    return records
 
-    # Stage 2: judge this rank's successful edits.
+
+def judge_stage(cfg: BenchmarkConfig, dist: Distributed, to_judge: list[Sample], edits: dict[str, dict],
+                folder: RunFolder, attempt: int, timings: dict[str, float]) -> list[dict[str, Any]]:
+    """Judge this rank's share of `to_judge` in left-padded batches; returns (and records) judge records."""
+    shard = dist.shard(to_judge)
+    writer = folder.record_writer(attempt, "judge", dist.rank)
+    records: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    to_judge = [s for s in shard if outcomes[s.id].status == "ok"]
-    jbs = cfg.judge.judge_batch_size
-    for start in tqdm(range(0, len(to_judge), jbs), desc="judge (batches)", disable=quiet):
-        judge_batch(judge, to_judge[start:start + jbs], outcomes, output_dir,
-                    min_digit_mass=cfg.judge.judge_min_digit_mass)
-    judge.close()
-    del judge
+    judge = None
+    if shard:  # load only on a rank that has something to judge
+        judge = load_judge(cfg.judge, device=dist.device, device_map=dist.judge_device_map(),
+                           trust_remote_code=cfg.run.trust_remote_code)
+    timings["switch"] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    batch_size = cfg.judge.judge_batch_size
+    for start in tqdm(range(0, len(shard), batch_size), desc="judge (batches)", disable=not dist.is_main):
+        batch = shard[start:start + batch_size]
+        outcomes = {s.id: Outcome(edited_image=edits[s.id]["edited_image"]) for s in batch}
+        judge_batch(judge, batch, outcomes, folder.root, min_digit_mass=cfg.judge.judge_min_digit_mass)
+        batch_records = [{"id": s.id, "status": outcomes[s.id].status, "score": outcomes[s.id].score,
+                          "digit_mass": outcomes[s.id].digit_mass, "error": outcomes[s.id].error} for s in batch]
+        writer.write(batch_records)
+        records += batch_records
+    if judge is not None:
+        judge.close()
+        del judge
     timings["judge"] = time.perf_counter() - t0
-    timings["judged"] = len(to_judge)
-
-    rows = [_row(s, outcomes[s.id], cfg.run.seed, rubrics) for s in shard]
-    all_rows = dist.gather(rows)
-    all_timings = dist.gather([timings])
-    if dist.is_main:
-        all_rows.sort(key=lambda row: row.pop("_index"))
-        _write_outputs(cfg, output_dir, all_rows, all_timings, world_size=dist.world_size, started=started)
-        statuses = Counter(row["status"] for row in all_rows)
-        log = logger.info if statuses["ok"] == len(all_rows) else logger.warning
-        log("statuses: %s; wrote %s", dict(statuses), output_dir / "report.md")
-    dist.barrier()
-    dist.close()
-    return output_dir
+    timings["judged"] = len(shard)
+    return records
 
 
-def _row(sample: Sample, outcome: Outcome, seed: int, rubrics: Rubrics) -> dict[str, Any]:
-    ok = outcome.status == "ok"
+def _edit_record(sample_id: str, outcome: Outcome, output_dir: Path) -> dict[str, Any]:
+    record = {"id": sample_id, "status": outcome.status, "edited_image": outcome.edited_image,
+              "error": outcome.error, "flags": outcome.flags}
+    if outcome.status == "ok":
+        record["size"] = (output_dir / outcome.edited_image).stat().st_size
+    return record
+
+
+def _row(sample: Sample, edit: dict, judgement: Optional[dict], seed: int, rubrics: Rubrics) -> dict[str, Any]:
+    status, error, score, digit_mass = edit["status"], edit["error"], None, None
+    if status == "ok":
+        assert judgement is not None, sample.id  # every ok edit was judged (or failed) by now
+        status, error, score, digit_mass = (judgement["status"], judgement["error"], judgement["score"],
+                                            judgement["digit_mass"])
     return {
-        **result_row(sample=sample, status=outcome.status, seed=sample_seed(seed, sample.id),
-                     score=outcome.score if ok else None, edited_image=outcome.edited_image, error=outcome.error),
+        **result_row(sample=sample, status=status, seed=sample_seed(seed, sample.id),
+                     score=score if status == "ok" else None, edited_image=edit["edited_image"], error=error),
         "rubric": rubrics.rubric_name(sample.category) if sample.category else None,
-        "digit_mass": outcome.digit_mass,  # also kept when an off-format judgement is judge_failed
-        "flags": outcome.flags,
-        "_index": sample.index,
+        "digit_mass": digit_mass,  # also kept when an off-format judgement is judge_failed
+        "flags": edit.get("flags") or [],
     }
 
 
 def _write_outputs(cfg: BenchmarkConfig, output_dir: Path, rows: list[dict], per_rank_timings: list[dict],
-                   *, world_size: int, started: dt.datetime) -> None:
+                   *, world_size: int, started: dt.datetime, resumed: dict[str, int]) -> None:
     meta = {
         "dataset": cfg.data.dataset,
         "num_samples": len(rows),
@@ -259,6 +334,7 @@ def _write_outputs(cfg: BenchmarkConfig, output_dir: Path, rows: list[dict], per
         "recipe": cfg.recipe,
         "seed": cfg.run.seed,
         "world_size": world_size,
+        **resumed,
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": cfg.to_dict(),

@@ -20,6 +20,8 @@ from typing import Any, Iterable, Optional
 
 from PIL import Image
 
+from .config import ConfigError
+
 STATUSES = ("ok", "invalid_input", "edit_failed", "judge_failed")
 EDITS_DIR = "edits"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -103,3 +105,119 @@ def result_row(*, sample, status: str, seed: int, score: Optional[float] = None,
         "seed": seed,
         **extra,
     }
+
+
+# --- resume -------------------------------------------------------------------------------------
+#
+# <output_dir>/run.json                                what the results depend on, and the attempt count
+# <output_dir>/records/attempt-0002.edit.rank-00001.jsonl   append-only, one line per sample, fsync'd per batch
+# <output_dir>/records/attempt-0002.judge.rank-00001.jsonl
+#
+# Records are keyed by sample id, never by rank, so a run can resume with any number of processes.
+
+RUN_FILE = "run.json"
+RECORDS_DIR = "records"
+_OWNED = (RUN_FILE, RECORDS_DIR, EDITS_DIR, "results.jsonl", "report.json", "report.md")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class RunFolder:
+    def __init__(self, output_dir: Path):
+        self.root = Path(output_dir)
+
+    def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool) -> int:
+        """Main process only: check that the folder belongs to this run, start the next attempt.
+
+        Returns the attempt number (1 for a fresh run). Raises `ConfigError` naming what differs when the
+        folder holds a run with another fingerprint, unless `overwrite` clears it first.
+        """
+        run_file = self.root / RUN_FILE
+        previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else None
+        if overwrite:
+            self.clear()
+            previous = None
+        elif previous is None and any((self.root / name).exists() for name in _OWNED):
+            raise ConfigError(f"{self.root} holds results but no {RUN_FILE}: refusing to mix runs. "
+                             "Use another output_dir, or --overwrite to discard them.")
+        elif previous is not None and previous["fingerprint"] != fingerprint:
+            old, new = previous["fingerprint"], fingerprint
+            differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ)
+            raise ConfigError(f"{self.root} holds a run with different settings ({details[:2000]}). "
+                             "Resume with the same settings, use another output_dir, or --overwrite to start over.")
+        attempt = 1 if previous is None else previous["attempts"] + 1
+        write_json(run_file, {"fingerprint": fingerprint, "attempts": attempt})
+        return attempt
+
+    def clear(self) -> None:
+        import shutil
+
+        for name in _OWNED:
+            path = self.root / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    def read_records(self) -> tuple[dict[str, dict], dict[str, dict]]:
+        """The latest edit and judge record of every sample id from earlier attempts.
+
+        A judge record older than the sample's latest edit record is dropped: it judged another image.
+        A torn last line (a process killed while writing) is skipped.
+        """
+        edits: dict[str, dict] = {}
+        judgements: dict[str, dict] = {}
+        folder = self.root / RECORDS_DIR
+        attempts = sorted({p.name.split(".")[0] for p in folder.glob("attempt-*.jsonl")})
+        for attempt in attempts:
+            for path in sorted(folder.glob(f"{attempt}.edit.*.jsonl")):
+                for record in _read_jsonl(path):
+                    edits[record["id"]] = record
+                    judgements.pop(record["id"], None)
+            for path in sorted(folder.glob(f"{attempt}.judge.*.jsonl")):
+                for record in _read_jsonl(path):
+                    judgements[record["id"]] = record
+        return edits, judgements
+
+    def edit_is_reusable(self, record: Optional[dict]) -> bool:
+        """An ok edit whose PNG is on disk with the recorded size (PNGs are renamed into place whole)."""
+        if not record or record["status"] != "ok":
+            return False
+        path = self.root / record["edited_image"]
+        return path.is_file() and path.stat().st_size == record["size"]
+
+    def record_writer(self, attempt: int, stage: str, rank: int) -> "RecordWriter":
+        return RecordWriter(self.root / RECORDS_DIR / f"attempt-{attempt:04d}.{stage}.rank-{rank:05d}.jsonl")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    records = []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines) - 1:  # only the last line can be torn by a kill
+                raise ValueError(f"{path} line {number + 1} is corrupt") from None
+    return records
+
+
+class RecordWriter:
+    """Append-only JSONL; `write` returns once the lines are on disk (flush + fsync)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())

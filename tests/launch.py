@@ -11,7 +11,7 @@ TINY_ARGS = ["--editor_kwargs", '{"num_inference_steps": 2, "height": 32, "width
 
 
 def accelerate_launch(num_processes: int, args: list[str], *, timeout: float, script: Path = WORKER,
-                      check: bool = True) -> subprocess.CompletedProcess:
+                      check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """`accelerate launch` with N real CPU processes (`--cpu --num_processes N` would start only one)."""
     # An explicit config file, so a developer's accelerate default_config.yaml can't change the launch.
     if num_processes == 1:
@@ -21,7 +21,7 @@ def accelerate_launch(num_processes: int, args: list[str], *, timeout: float, sc
                   str(num_processes), "--main_process_port", "0"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, str(script), *args]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
-           "BENCH_EXPECT_WORLD_SIZE": str(num_processes), "PYTHONUNBUFFERED": "1"}
+           "BENCH_EXPECT_WORLD_SIZE": str(num_processes), "PYTHONUNBUFFERED": "1", **(env or {})}
     env.pop("ACCELERATE_CONFIG_FILE", None)
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:

@@ -88,3 +88,11 @@ def test_real_models_need_a_recipe():
     with pytest.raises(ConfigError, match="--config configs/qwen_image_edit.yaml"):
         parse_config(["--dataset", "d.jsonl", "--editor_model", "Qwen/Qwen-Image-Edit"])
     assert parse_config(["--dataset", "d.jsonl"]).data.dataset == "d.jsonl"  # tiny models: fine
+
+
+def test_boolean_flags(tmp_path):
+    assert parse_config(["--config", write(tmp_path, BASE), "--overwrite"]).run.overwrite is True
+    assert parse_config(["--config", write(tmp_path, BASE), "--overwrite", "false"]).run.overwrite is False
+    assert parse_config(["--config", write(tmp_path, BASE)]).run.trust_remote_code is False
+    with pytest.raises(ConfigError, match="overwrite"):
+        parse_config(["--config", write(tmp_path, BASE), "--overwrite", "maybe"])

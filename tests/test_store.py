@@ -24,3 +24,48 @@ def test_safe_names():
     assert safe_stem("a/b") != safe_stem("a_b")  # would collide after plain sanitising
     assert safe_stem("cup") == "cup" and safe_stem("Cup").startswith("cup-")
     assert edit_path("a/b").startswith("edits/") and edit_path("a/b").count("/") == 1
+
+
+def test_run_folder_resume_rules(tmp_path):
+    import pytest
+
+    from bench_lib.config import ConfigError
+    from bench_lib.store import RunFolder
+
+    folder = RunFolder(tmp_path / "out")
+    fp = {"seed": 0, "editor_model": "e"}
+    assert folder.prepare(fp, overwrite=False) == 1
+    assert folder.prepare(fp, overwrite=False) == 2
+    with pytest.raises(ConfigError, match="seed: 0 -> 1"):
+        folder.prepare({**fp, "seed": 1}, overwrite=False)
+    writer = folder.record_writer(2, "edit", 0)
+    (tmp_path / "out" / "edits").mkdir()
+    (tmp_path / "out" / "edits" / "a.png").write_bytes(b"12345")
+    writer.write([{"id": "a", "status": "ok", "edited_image": "edits/a.png", "error": None, "flags": [], "size": 5},
+                  {"id": "b", "status": "edit_failed", "edited_image": None, "error": "x", "flags": []}])
+    folder.record_writer(2, "judge", 1).write([{"id": "a", "status": "ok", "score": 5.0}])
+    with open(writer.path, "a") as f:
+        f.write('{"id": "c", "sta')  # torn by a kill
+    edits, judgements = folder.read_records()
+    assert set(edits) == {"a", "b"} and set(judgements) == {"a"}
+    assert folder.edit_is_reusable(edits["a"]) and not folder.edit_is_reusable(edits["b"])
+    (tmp_path / "out" / "edits" / "a.png").write_bytes(b"123")  # not the recorded file
+    assert not folder.edit_is_reusable(edits["a"])
+    # a newer edit record makes the older judgement stale
+    folder.record_writer(3, "edit", 0).write([{"id": "a", "status": "edit_failed", "edited_image": None,
+                                               "error": "oom", "flags": []}])
+    edits, judgements = folder.read_records()
+    assert edits["a"]["status"] == "edit_failed" and judgements == {}
+    assert RunFolder(tmp_path / "out").prepare({**fp, "seed": 1}, overwrite=True) == 1
+    assert not (tmp_path / "out" / "records").exists() and not (tmp_path / "out" / "edits").exists()
+
+
+def test_a_folder_with_results_but_no_run_file_is_refused(tmp_path):
+    import pytest
+
+    from bench_lib.config import ConfigError
+    from bench_lib.store import RunFolder
+
+    (tmp_path / "results.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match="--overwrite"):
+        RunFolder(tmp_path).prepare({"seed": 0}, overwrite=False)
