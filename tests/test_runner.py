@@ -5,6 +5,7 @@ import json
 import weakref
 
 import pytest
+import torch
 from PIL import Image
 
 import bench_lib.runner as runner
@@ -25,7 +26,8 @@ def test_failures_are_per_sample_and_the_editor_is_freed_before_the_judge(tmp_pa
             {"id": "missing", "category": "physics", "instruction": "melt it", "source_image": "nope.png"},
             {"id": "boom", "category": "causal", "instruction": "pop it", "source_image": "a.png"},
             {"id": "empty", "category": "social", "instruction": "", "source_image": "a.png"},
-            {"id": "flat", "category": "social", "instruction": "paint it grey", "source_image": "a.png"}]
+            {"id": "flat", "category": "social", "instruction": "paint it grey", "source_image": "a.png"},
+            {"id": "oom", "category": "causal", "instruction": "grow it", "source_image": "a.png"}]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     pipeline_refs, freed_at_judge_load = [], []
@@ -39,6 +41,8 @@ def test_failures_are_per_sample_and_the_editor_is_freed_before_the_judge(tmp_pa
         def edit(image, instruction, *, seed):
             if instruction == "pop it":
                 raise RuntimeError("injected editor failure")
+            if instruction == "grow it":
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
             if instruction == "paint it grey":
                 return EditResult(Image.new("RGB", (32, 32), (128, 128, 128)))
             return real_edit(image, instruction, seed=seed)
@@ -58,7 +62,8 @@ def test_failures_are_per_sample_and_the_editor_is_freed_before_the_judge(tmp_pa
 
     assert freed_at_judge_load == [True]
     results = {r["id"]: r for r in read_results(out / "results.jsonl")}
-    assert list(results) == ["ok", "missing", "boom", "empty", "flat"]
+    assert list(results) == ["ok", "missing", "boom", "empty", "flat", "oom"]
+    assert results["oom"]["status"] == "edit_failed" and "out of memory" in results["oom"]["error"]
     assert results["flat"]["status"] == "ok" and results["flat"]["flags"] == ["constant_image"]
     assert results["ok"]["status"] == "ok" and 0 <= results["ok"]["score"] <= 10
     assert results["ok"]["flags"] == []
@@ -69,10 +74,10 @@ def test_failures_are_per_sample_and_the_editor_is_freed_before_the_judge(tmp_pa
         if row["status"] != "ok":
             assert row["score"] is None
     report = json.loads((out / "report.json").read_text())
-    assert report["overall"]["count"] == 2 and report["overall"]["failed"] == 3
+    assert report["overall"]["count"] == 2 and report["overall"]["failed"] == 4
     assert report["overall"]["flagged"] == 1 and report["categories"]["social"]["flags"] == {"constant_image": 1}
-    assert report["overall"]["failed_by_status"] == {"edit_failed": 1, "invalid_input": 2}
-    assert report["timings"]["edit_samples"] == 3 and report["timings"]["judge_samples"] == 2
+    assert report["overall"]["failed_by_status"] == {"edit_failed": 2, "invalid_input": 2}
+    assert report["timings"]["edit_samples"] == 4 and report["timings"]["judge_samples"] == 2
 
 
 class ScriptedJudge:
@@ -117,3 +122,24 @@ def test_unknown_tiny_model_is_a_config_error():
     cfg = config_from_dict({**SMOKE, "dataset": "x.jsonl", "editor_model": "tiny:nope"})
     with pytest.raises(ConfigError, match="tiny:nope"):
         runner.check_backends(cfg)
+
+
+def test_a_full_disk_is_fatal_not_a_sample_failure(tmp_path, monkeypatch):
+    import errno
+
+    from bench_lib.data import ImageRef, Sample
+    from bench_lib.editors import EditResult
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    sample = Sample(index=0, id="a", category="c", instruction="x", source_image=ImageRef(path=tmp_path / "a.png"))
+
+    class Editor:
+        def edit(self, image, instruction, *, seed):
+            return EditResult(Image.new("RGB", (8, 8), "red"))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runner, "save_png", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        runner.edit_sample(Editor(), sample, seed=0, output_dir=tmp_path)
