@@ -28,6 +28,8 @@ TEXT_COLUMNS = tuple(c for c in CANONICAL_COLUMNS if c not in IMAGE_COLUMNS)
 
 
 MIN_IMAGE_SIDE = 8  # smaller images are invalid_input: nothing meaningful to edit or judge
+# Formats PIL may open; others (EPS runs Ghostscript, for one) are refused.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -70,16 +72,22 @@ class ImageRef:
     row: Optional[int] = None
     problem: Optional[str] = None  # the row's value can't be an image (the sample is invalid_input)
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    roots: tuple[Path, ...] = ()  # with `row`: folders a path-only image value may point into
 
     def load(self) -> Image.Image:
         if self.problem is not None:
             raise ValueError(self.problem)
         if self.path is None and self.data is None:
+            # An undecoded datasets.Image value: {"bytes": ..., "path": ...}; we decode it (with the cap).
             value = self.dataset[self.row][self.dataset.column_names[0]]
-            if not isinstance(value, Image.Image):
-                raise ValueError(f"unsupported image value of type {type(value).__name__}")
-            return decode(value, max_pixels=self.max_pixels)
-        with Image.open(self.path if self.path is not None else io.BytesIO(self.data)) as image:
+            if isinstance(value, dict) and value.get("bytes"):
+                return ImageRef(data=value["bytes"], max_pixels=self.max_pixels).load()
+            # Image files of an imagefolder: only inside the dataset's folder or datasets' download cache.
+            path = Path(value["path"]) if isinstance(value, dict) and value.get("path") else None
+            if path is None or not any(path.resolve().is_relative_to(root) for root in self.roots):
+                raise ValueError(f"the dataset's image has no bytes and its path is not inside the dataset: {path}")
+            return ImageRef(path=path, max_pixels=self.max_pixels).load()
+        with Image.open(self.path if self.path is not None else io.BytesIO(self.data), formats=IMAGE_FORMATS) as image:
             return decode(image, max_pixels=self.max_pixels)
 
     def describe(self) -> str:
@@ -162,9 +170,19 @@ def _first_present(values: list[Any]) -> Any:
     return next((v for v in values if v is not None and v != ""), None)
 
 
+def _is_utf8(text: str) -> bool:
+    """False for strings JSON can carry but UTF-8 can't (lone surrogates such as "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[ImageRef]]) -> Sample:
     raw_id = text["id"]
-    if raw_id is None or isinstance(raw_id, (dict, list, bool)) or str(raw_id).strip() == "":
+    if raw_id is None or isinstance(raw_id, (dict, list, bool)) or str(raw_id).strip() == "" \
+            or not _is_utf8(str(raw_id)):
         raise ConfigError(f"row {index} has no usable id ({raw_id!r}); every sample needs a unique id.")
     problems = []
     fields = {}
@@ -172,6 +190,9 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
         value = text.get(name)
         if value is not None and not isinstance(value, str):
             problems.append(f"{name} is not text ({type(value).__name__})")
+            value = None
+        elif value is not None and not _is_utf8(value):
+            problems.append(f"{name} is not valid Unicode text")
             value = None
         fields[name] = value.strip() if isinstance(value, str) else None
     for name in ("category", "instruction"):
@@ -211,8 +232,14 @@ def file_ref(base: Path, value: str) -> ImageRef:
     """An image path taken from the data, relative to `base`. Absolute paths and paths that leave `base`
     are refused without being opened: the data must not choose which files the harness reads."""
     normal = os.path.normpath(value)
+    refused = ImageRef(problem=f"image path {value[:200]!r} is absolute or leaves the dataset's folder")
     if "\x00" in value or os.path.isabs(value) or normal == ".." or normal.startswith(".." + os.sep):
-        return ImageRef(problem=f"image path {value[:200]!r} is absolute or leaves the dataset's folder")
+        return refused
+    try:  # resolving reads symlinks (it opens no file): a link out of the folder is refused too
+        if not (base / normal).resolve().is_relative_to(base.resolve()):
+            return refused
+    except (OSError, RuntimeError, ValueError):
+        return refused
     return ImageRef(path=base / normal)
 
 
@@ -259,6 +286,10 @@ class _DatasetTable:
         self.base = base
         self.columns = list(dataset.column_names)
         self.identity = f"datasets:{dataset._fingerprint}"  # datasets' own hash of the data and its transforms
+        import datasets
+
+        caches = (datasets.config.HF_DATASETS_CACHE, datasets.config.HF_CACHE_HOME)
+        self.roots = tuple(Path(p).resolve() for p in ([base] if base is not None else caches))
         self._image_columns: dict[str, Any] = {}
 
     def __len__(self) -> int:
@@ -283,7 +314,7 @@ class _DatasetTable:
             if not present[i]:
                 continue
             if is_image_feature:
-                return ImageRef(dataset=column, row=i)
+                return ImageRef(dataset=column, row=i, roots=self.roots)  # `column` is cast to decode=False
             value = column[i][source]
             if isinstance(value, str) and self.base is not None:
                 return file_ref(self.base, value)
@@ -298,12 +329,14 @@ class _DatasetTable:
             from datasets import Image as ImageFeature
 
             column = self.dataset.select_columns([source])
+            is_image = isinstance(column.features[source], ImageFeature)
             # Null check on the Arrow column: no image bytes are copied or decoded here.
             arrow = column.with_format("arrow")[source]
-            present = [v is not None and v != "" for v in arrow.to_pylist()] \
-                if not isinstance(column.features[source], ImageFeature) \
-                else [not null for null in arrow.is_null().to_pylist()]
-            self._image_columns[source] = (column, present, isinstance(column.features[source], ImageFeature))
+            present = [not null for null in arrow.is_null().to_pylist()] if is_image \
+                else [v is not None and v != "" for v in arrow.to_pylist()]
+            if is_image:  # datasets would decode (fully) on row access, before our pixel cap could say no
+                column = column.cast_column(source, ImageFeature(decode=False))
+            self._image_columns[source] = (column, present, is_image)
         return self._image_columns[source]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import json
 import math
 import time
 import traceback
@@ -33,7 +34,7 @@ from .distributed import Distributed
 from .editors import EDITORS, Editor, free_memory, load_editor
 from .judges import JUDGES, Judge, JudgeRequest, Rubrics, load_judge
 from .report import build_report, render_markdown, timing_summary
-from .store import (RunFolder, edit_path, result_row, sample_seed, save_png, write_json, write_results,
+from .store import (RUN_FILE, RunFolder, edit_path, result_row, sample_seed, save_png, write_json, write_results,
                     write_text)
 from .tiny import BUILDERS as TINY_BUILDERS, TINY_PREFIX
 
@@ -86,6 +87,7 @@ def edit_sample(editor: Editor, sample: Sample, *, seed: int, output_dir: Path) 
         return Outcome(status="invalid_input", error=f"cannot read source image {sample.source_image.describe()}: "
                                                      f"{_error_text(err)}")
     relative = edit_path(sample.id)
+    failure = None
     try:
         result = editor.edit(source, sample.instruction, seed=seed)
         if not isinstance(result.image, Image.Image):
@@ -95,13 +97,22 @@ def edit_sample(editor: Editor, sample: Sample, *, seed: int, output_dir: Path) 
             flags.append("constant_image")  # one colour everywhere: the edit almost surely failed
         save_png(result.image, output_dir / relative)
     except Exception as err:
-        if isinstance(err, OSError) and err.errno in FATAL_ERRNOS:
+        if _is_fatal(err):
             raise
-        if isinstance(err, torch.OutOfMemoryError):
-            free_memory()
         logger.warning("edit of %r failed:\n%s", sample.id, traceback.format_exc(), main_process_only=False)
-        return Outcome(status="edit_failed", error=_error_text(err))
+        failure = _error_text(err)
+    if failure is not None:
+        free_memory()  # outside the except block: its traceback no longer pins the failed call's tensors
+        return Outcome(status="edit_failed", error=failure)
     return Outcome(edited_image=relative, flags=flags)
+
+
+def _is_fatal(err: BaseException) -> bool:
+    """Errors after which no later sample can succeed: the run stops instead of failing every sample."""
+    if isinstance(err, OSError) and err.errno in FATAL_ERRNOS:
+        return True  # the output folder can't be written
+    # A CUDA error other than out-of-memory (illegal address, device-side assert) breaks the context.
+    return isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError) and "CUDA error" in str(err)
 
 
 def _judge_request(sample: Sample, outcome: Outcome, output_dir: Path) -> JudgeRequest:
@@ -133,17 +144,21 @@ def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome],
             outcomes[sample.id].error = f"cannot read an image for judging: {_error_text(err)}"
     if not ready:
         return
+    failure = None
     try:
         judgements = judge.score(requests)
     except Exception as err:
-        if isinstance(err, torch.OutOfMemoryError):
-            free_memory()
+        if _is_fatal(err):
+            raise
+        logger.warning("judging %s failed:\n%s", [s.id for s in ready], traceback.format_exc(),
+                       main_process_only=False)
+        failure = _error_text(err)
+    if failure is not None:
+        free_memory()  # outside the except block, so the failed batch's tensors can go
         if len(ready) == 1:
-            outcomes[ready[0].id].status = "judge_failed"
-            outcomes[ready[0].id].error = _error_text(err)
-            logger.warning("judging %r failed:\n%s", ready[0].id, traceback.format_exc(), main_process_only=False)
+            outcomes[ready[0].id].status, outcomes[ready[0].id].error = "judge_failed", failure
             return
-        for sample in ready:
+        for sample in ready:  # one at a time, so only the culprit fails
             judge_batch(judge, [sample], outcomes, output_dir, min_digit_mass=min_digit_mass)
         return
     for sample, judgement in zip(ready, judgements):
@@ -161,12 +176,19 @@ def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome],
 
 def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubrics) -> dict[str, Any]:
     """Everything a result depends on. Not in it: limit, batch sizes, process count, output folder, timeout."""
-    keys = ("dataset", "dataset_split", "dataset_revision", "columns", "max_image_pixels", "editor", "editor_model",
-            "editor_revision", "editor_dtype", "editor_kwargs", "seed", "judge", "judge_model", "judge_revision",
-            "judge_dtype", "judge_min_digit_mass")
+    keys = ("dataset_split", "max_image_pixels", "editor", "editor_model", "editor_revision", "editor_dtype",
+            "editor_kwargs", "seed", "judge", "judge_model", "judge_revision", "judge_dtype", "judge_min_digit_mass")
     flat = cfg.to_dict()
-    return {**{k: flat[k] for k in keys}, "dataset_content": dataset_identity,
+    # The data is identified by its content, not by how it was named (a relative or absolute path).
+    columns = {k: v for k, v in cfg.data.columns.items() if k != v}
+    return {**{k: flat[k] for k in keys}, "dataset_content": dataset_identity, "columns": columns,
             "rubrics": rubrics.hashes(), "scoring": SCORING_VERSION}
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    return {name: metadata.version(name) for name in ("torch", "diffusers", "transformers", "accelerate", "datasets")}
 
 
 def run(cfg: BenchmarkConfig) -> Path:
@@ -187,12 +209,14 @@ def run(cfg: BenchmarkConfig) -> Path:
     _log_input_problems(samples, rubrics)
     folder = RunFolder(Path(cfg.run.output_dir))
     fingerprint = run_fingerprint(cfg, dataset_identity, rubrics)
-    attempt = dist.on_main(lambda: folder.prepare(fingerprint, overwrite=cfg.run.overwrite))
-    edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
+    # The main process reads the folder and shares one plan, so every rank (every node, whatever its
+    # filesystem cache shows) works from the same records.
+    attempt, edits, judgements, reusable = dist.on_main(lambda: _plan(folder, fingerprint, samples, cfg.run.overwrite))
+    _check_shared_folder(dist, folder, attempt)
     timings: dict[str, float] = {}
 
     # Stage 1: edit what has no usable edit yet (a resumed run skips the rest).
-    to_edit = [s for s in samples if not folder.edit_is_reusable(edits.get(s.id))]
+    to_edit = [s for s in samples if s.id not in reusable]
     new_edits = edit_stage(cfg, dist, to_edit, folder, attempt, timings)
     for record in dist.all_gather(new_edits):
         edits[record["id"]] = record
@@ -217,6 +241,36 @@ def run(cfg: BenchmarkConfig) -> Path:
     dist.barrier()
     dist.close()
     return folder.root
+
+
+def _plan(folder: RunFolder, fingerprint: dict, samples: list[Sample], overwrite: bool):
+    """Start the next attempt; return it with the earlier records and the ids whose edits can be reused."""
+    versions = library_versions()
+    changed = folder.versions_changed(versions) if not overwrite else {}
+    if changed:
+        logger.warning("library versions differ from the previous attempt's, so redone edits may differ "
+                       "slightly from kept ones: %s", changed)
+    attempt = folder.prepare(fingerprint, overwrite=overwrite, versions=versions)
+    edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
+    reusable = {s.id for s in samples if folder.edit_is_reusable(edits.get(s.id))}
+    return attempt, edits, judgements, reusable
+
+
+def _check_shared_folder(dist: Distributed, folder: RunFolder, attempt: int, wait_s: float = 10.0) -> None:
+    """Every rank must see the run file the main process just wrote: outputs need one shared folder."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            seen = json.loads((folder.root / RUN_FILE).read_text(encoding="utf-8")).get("attempts") == attempt
+        except (OSError, json.JSONDecodeError):
+            seen = False
+        if seen or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    blind = [rank for rank, ok in enumerate(dist.all_gather([seen])) if not ok]
+    if blind:
+        raise ConfigError(f"rank(s) {blind} can't see {folder.root / RUN_FILE}: output_dir must be one folder "
+                          "that every process (every node) shares.")
 
 
 def _log_input_problems(samples: list[Sample], rubrics: Rubrics) -> None:

@@ -26,12 +26,13 @@ STATUSES = ("ok", "invalid_input", "edit_failed", "judge_failed")
 EDITS_DIR = "edits"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _KEEP = re.compile(r"[a-z0-9._-]+")
+_HASHED = re.compile(r"-[0-9a-f]{12}$")
 _MAX_STEM = 96
 
 
 def sample_seed(seed: int, sample_id: str) -> int:
     """The generator seed of one sample: a function of (seed, id) only, never of rank or batch position."""
-    digest = hashlib.sha256(f"{seed}\x00{sample_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\x00{sample_id}".encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
@@ -43,10 +44,11 @@ def safe_stem(sample_id: str) -> str:
     case-insensitive filesystem ("Cup" and "cup"). The name depends on the id alone, never on the rest
     of the dataset, so it is the same in every run.
     """
-    if _KEEP.fullmatch(sample_id) and not sample_id.startswith(".") and len(sample_id) <= _MAX_STEM:
+    if (_KEEP.fullmatch(sample_id) and not sample_id.startswith(".") and len(sample_id) <= _MAX_STEM
+            and not _HASHED.search(sample_id)):  # never the shape of a hashed name: those can't collide
         return sample_id
     cleaned = _UNSAFE.sub("_", sample_id).strip("._").lower()
-    digest = hashlib.sha256(sample_id.encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha256(sample_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{cleaned[:_MAX_STEM] or 'sample'}-{digest}"
 
 
@@ -64,9 +66,18 @@ def _atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a power loss
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_png(image: Image.Image, path: Path) -> None:
@@ -128,29 +139,55 @@ class RunFolder:
     def __init__(self, output_dir: Path):
         self.root = Path(output_dir)
 
-    def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool) -> int:
+    def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool, versions: Optional[dict] = None) -> int:
         """Main process only: check that the folder belongs to this run, start the next attempt.
 
         Returns the attempt number (1 for a fresh run). Raises `ConfigError` naming what differs when the
         folder holds a run with another fingerprint, unless `overwrite` clears it first.
         """
         run_file = self.root / RUN_FILE
-        previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else None
         if overwrite:
             self.clear()
-            previous = None
-        elif previous is None and any((self.root / name).exists() for name in _OWNED):
+        previous = self._read_run_file()
+        if previous is None and any((self.root / name).exists() for name in _OWNED):
             raise ConfigError(f"{self.root} holds results but no {RUN_FILE}: refusing to mix runs. "
-                             "Use another output_dir, or --overwrite to discard them.")
-        elif previous is not None and previous["fingerprint"] != fingerprint:
+                              "Use another output_dir, or --overwrite to discard them.")
+        if previous is not None and previous["fingerprint"] != fingerprint:
             old, new = previous["fingerprint"], fingerprint
             differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ)
             raise ConfigError(f"{self.root} holds a run with different settings ({details[:2000]}). "
-                             "Resume with the same settings, use another output_dir, or --overwrite to start over.")
-        attempt = 1 if previous is None else previous["attempts"] + 1
-        write_json(run_file, {"fingerprint": fingerprint, "attempts": attempt})
+                              "Resume with the same settings, use another output_dir, or --overwrite to start over.")
+        # Counting from the records too: a run.json rolled back by a crash can't reuse an attempt number.
+        attempt = 1 + max([previous["attempts"] if previous else 0, *self._attempts_on_disk()])
+        for stale in (self.root / EDITS_DIR).glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink()
+        write_json(run_file, {"fingerprint": fingerprint, "attempts": attempt, "versions": versions})
         return attempt
+
+    def _read_run_file(self) -> Optional[dict[str, Any]]:
+        path = self.root / RUN_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and isinstance(data.get("fingerprint"), dict) and \
+                    isinstance(data.get("attempts"), int):
+                return data
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+        raise ConfigError(f"{path} is not this harness's run file (unreadable or foreign). "
+                          "Use another output_dir, or --overwrite to discard the folder's results.")
+
+    def _attempts_on_disk(self) -> list[int]:
+        return [int(p.name.split(".")[0].removeprefix("attempt-"))
+                for p in (self.root / RECORDS_DIR).glob("attempt-*.jsonl")]
+
+    def versions_changed(self, versions: dict[str, str]) -> dict[str, tuple]:
+        """Library versions that differ from the previous attempt's (edits may differ slightly)."""
+        previous = self._read_run_file() or {}
+        old = previous.get("versions") or {}
+        return {k: (old.get(k), v) for k, v in versions.items() if old and old.get(k) != v}
 
     def clear(self) -> None:
         import shutil
@@ -166,7 +203,7 @@ class RunFolder:
         """The latest edit and judge record of every sample id from earlier attempts.
 
         A judge record older than the sample's latest edit record is dropped: it judged another image.
-        A torn last line (a process killed while writing) is skipped.
+        Lines torn by a kill are skipped (their samples are redone).
         """
         edits: dict[str, dict] = {}
         judgements: dict[str, dict] = {}
@@ -194,16 +231,16 @@ class RunFolder:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """Records of one file. A line that doesn't parse (torn by a kill or a crash) is skipped: its sample
+    simply has no record and is redone."""
     records = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for number, line in enumerate(lines):
-        if not line.strip():
-            continue
+    for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line) if line.strip() else None
         except json.JSONDecodeError:
-            if number < len(lines) - 1:  # only the last line can be torn by a kill
-                raise ValueError(f"{path} line {number + 1} is corrupt") from None
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("id"), str):
+            records.append(record)
     return records
 
 

@@ -69,12 +69,26 @@ def test_parquet_folder(tmp_path):
     import datasets
 
     rows = make_rows(tmp_path)
-    for r in rows:
-        r["image"] = str(tmp_path / r["image"])
+    for r in rows:  # as on the hub: image bytes embedded in the parquet file
+        r["image"] = {"bytes": (tmp_path / r["image"]).read_bytes(), "path": None}
     ds = datasets.Dataset.from_list(rows).cast_column("image", datasets.Image())
     (tmp_path / "pq").mkdir()
     ds.to_parquet(str(tmp_path / "pq" / "train-00000.parquet"))
     check(load_samples(DataConfig(dataset=str(tmp_path / "pq"), columns=COLUMNS)))
+
+
+def test_dataset_image_paths_outside_the_dataset_are_not_opened(tmp_path):
+    import datasets
+
+    rows = make_rows(tmp_path)
+    for r in rows:  # path-only image values pointing outside the dataset's folder
+        r["image"] = {"bytes": None, "path": str(tmp_path / r["image"])}
+    ds = datasets.Dataset.from_list(rows).cast_column("image", datasets.Image())
+    (tmp_path / "pq").mkdir()
+    ds.to_parquet(str(tmp_path / "pq" / "train-00000.parquet"))
+    samples = load_samples(DataConfig(dataset=str(tmp_path / "pq"), columns=COLUMNS))
+    with pytest.raises(ValueError, match="not inside the dataset"):
+        samples[0].source_image.load()
 
 
 @pytest.mark.skipif(not RISEBENCH.is_dir(), reason="../shared/data/risebench is not present in this clone")

@@ -142,3 +142,38 @@ def test_hostile_ids_and_fields_end_to_end(tmp_path):
         assert path.parent == (out / "edits").resolve() and path.is_file()
     report = json.loads((out / "report.json").read_text())
     assert report["overall"]["failed_by_status"] == {"invalid_input": 8}
+
+
+def test_an_id_shaped_like_a_hashed_name_gets_its_own_hash():
+    from bench_lib.store import safe_stem
+
+    hashed = safe_stem("Cup")
+    assert safe_stem(hashed) != hashed  # so the literal id can't take the file of "Cup"
+
+
+def test_lone_surrogates(tmp_path):
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    (tmp_path / "m.json").write_text('[{"id": "ok", "category": "c", "instruction": "x", "source_image": "a.png"},'
+                                     ' {"id": "bad_text", "category": "c", "instruction": "\\ud800", '
+                                     '"source_image": "a.png"}]')
+    samples = load_samples(DataConfig(dataset=str(tmp_path / "m.json")))
+    assert samples[0].problem is None and "not valid Unicode" in samples[1].problem
+    (tmp_path / "m2.json").write_text('[{"id": "\\ud800", "category": "c", "instruction": "x", "source_image": "a.png"}]')
+    with pytest.raises(ConfigError, match="no usable id"):
+        load_samples(DataConfig(dataset=str(tmp_path / "m2.json")))
+
+
+def test_a_symlink_out_of_the_dataset_folder_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (16, 16)).save(outside / "secret.png")
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (16, 16)).save(data / "ok.png")
+    (data / "link").symlink_to(outside)
+    rows = [{"id": "a", "category": "c", "instruction": "x", "source_image": "link/secret.png"},
+            {"id": "b", "category": "c", "instruction": "x", "source_image": "ok.png"}]
+    (data / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = load_samples(DataConfig(dataset=str(data / "m.jsonl")))
+    assert "leaves the dataset's folder" in samples[0].problem and samples[0].source_image.path is None
+    assert samples[1].problem is None

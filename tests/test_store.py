@@ -69,3 +69,19 @@ def test_a_folder_with_results_but_no_run_file_is_refused(tmp_path):
     (tmp_path / "results.jsonl").write_text("{}\n")
     with pytest.raises(ConfigError, match="--overwrite"):
         RunFolder(tmp_path).prepare({"seed": 0}, overwrite=False)
+
+
+def test_overwrite_and_rollback_of_the_run_file(tmp_path):
+    import pytest
+
+    from bench_lib.config import ConfigError
+    from bench_lib.store import RunFolder
+
+    folder = RunFolder(tmp_path)
+    (tmp_path / "run.json").write_text('{"fingerpr')  # torn, or written by another tool
+    with pytest.raises(ConfigError, match="not this harness's run file"):
+        folder.prepare({"seed": 0}, overwrite=False)
+    assert folder.prepare({"seed": 0}, overwrite=True) == 1
+    folder.record_writer(1, "edit", 0).write([{"id": "a", "status": "edit_failed"}])
+    folder.record_writer(4, "edit", 0).write([{"id": "a", "status": "edit_failed"}])
+    assert folder.prepare({"seed": 0}, overwrite=False) == 5  # never reuses an attempt number on disk
