@@ -67,7 +67,11 @@ class DataConfig:
 
 @dataclass
 class EditorConfig:
-    editor: str = field(default="diffusers", metadata={"help": "Editor backend (see bench_lib.editors.EDITORS)."})
+    editor: str = field(
+        default="diffusers",
+        metadata={"help": "Editor backend: diffusers, or the baselines identity (returns the source) and blank "
+                          "(uniform grey)."},
+    )
     editor_model: str = field(
         default="", metadata={"help": "Diffusers pipeline: hub id or local path; 'tiny:<name>' builds a tiny one."}
     )
@@ -81,7 +85,7 @@ class EditorConfig:
     edit_batch_size: int = field(default=1, metadata={"help": "Samples each rank edits between two barriers."})
 
     def __post_init__(self):
-        if not self.editor_model:
+        if not self.editor_model and self.editor == "diffusers":
             raise ConfigError("`editor_model` is required.")
         _check_dtype("editor_dtype", self.editor_dtype)
         _check_positive("edit_batch_size", self.edit_batch_size)
@@ -100,6 +104,10 @@ class JudgeConfig:
     judge_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision of the judge."})
     judge_dtype: str = field(default="bfloat16", metadata={"help": f"One of {DTYPES}."})
     judge_batch_size: int = field(default=8, metadata={"help": "Judge prompts per forward pass."})
+    judge_max_pixels: int = field(
+        default=512 * 512,
+        metadata={"help": "Images larger than this are downscaled (aspect kept) before the judge sees them."},
+    )
     judge_min_digit_mass: float = field(
         default=0.5,
         metadata={"help": "A judgement whose probability of answering with a digit at all is below this is "
@@ -114,6 +122,7 @@ class JudgeConfig:
             raise ConfigError("`judge_model` is required.")
         _check_dtype("judge_dtype", self.judge_dtype)
         _check_positive("judge_batch_size", self.judge_batch_size)
+        _check_positive("judge_max_pixels", self.judge_max_pixels)
         if not 0.0 <= self.judge_min_digit_mass <= 1.0:
             raise ConfigError(f"`judge_min_digit_mass` must be in [0, 1], got {self.judge_min_digit_mass}.")
         if not (Path(self.prompts_dir) / "default.txt").is_file():

@@ -142,7 +142,36 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-EDITORS: dict[str, type] = {"diffusers": DiffusersEditor}
+class _Baseline:
+    """Sanity baselines: they need no model, so a run with them costs only the judge."""
+
+    @staticmethod
+    def check(cfg: EditorConfig, *, trust_remote_code: bool = False) -> None:
+        pass
+
+    def __init__(self, cfg: EditorConfig, *, device: torch.device, trust_remote_code: bool = False):
+        if cfg.editor_kwargs:
+            logger.warning("editor %r ignores editor_kwargs %s", cfg.editor, sorted(cfg.editor_kwargs))
+
+    def close(self) -> None:
+        pass
+
+
+class IdentityEditor(_Baseline):
+    """Returns the source unchanged: a judge that rewards doing nothing gives this a high score."""
+
+    def edit(self, image: Image.Image, instruction: str, *, seed: int) -> EditResult:
+        return EditResult(image=image.copy())
+
+
+class BlankEditor(_Baseline):
+    """Returns a uniform grey image of the source's size: any judge should score it near 0."""
+
+    def edit(self, image: Image.Image, instruction: str, *, seed: int) -> EditResult:
+        return EditResult(image=Image.new("RGB", image.size, (128, 128, 128)))
+
+
+EDITORS: dict[str, type] = {"diffusers": DiffusersEditor, "identity": IdentityEditor, "blank": BlankEditor}
 
 
 def load_editor(cfg: EditorConfig, *, device: torch.device, trust_remote_code: bool = False) -> Editor:

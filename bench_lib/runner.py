@@ -115,15 +115,26 @@ def _is_fatal(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError) and "CUDA error" in str(err)
 
 
-def _judge_request(sample: Sample, outcome: Outcome, output_dir: Path) -> JudgeRequest:
+def _judge_request(sample: Sample, outcome: Outcome, output_dir: Path, max_pixels: int) -> JudgeRequest:
+    reference = sample.reference_image.load() if sample.reference_image is not None else None
     return JudgeRequest(
         category=sample.category,
         instruction=sample.instruction,
-        source=sample.source_image.load(),
-        edited=_load_png(output_dir / outcome.edited_image),
+        source=fit_pixels(sample.source_image.load(), max_pixels),
+        edited=fit_pixels(_load_png(output_dir / outcome.edited_image), max_pixels),
         reference_text=sample.reference_text,
-        reference_image=sample.reference_image.load() if sample.reference_image is not None else None,
+        reference_image=fit_pixels(reference, max_pixels) if reference is not None else None,
     )
+
+
+def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
+    """Downscale (aspect kept, high-quality filter) to at most `max_pixels`; smaller images are unchanged."""
+    width, height = image.size
+    if width * height <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def _load_png(path: Path) -> Image.Image:
@@ -132,12 +143,12 @@ def _load_png(path: Path) -> Image.Image:
 
 
 def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome], output_dir: Path, *,
-                min_digit_mass: float) -> None:
+                min_digit_mass: float, max_pixels: int) -> None:
     """Score a batch in one call; if that fails, score its samples one by one to isolate the culprit."""
     requests, ready = [], []
     for sample in batch:
         try:
-            requests.append(_judge_request(sample, outcomes[sample.id], output_dir))
+            requests.append(_judge_request(sample, outcomes[sample.id], output_dir, max_pixels))
             ready.append(sample)
         except Exception as err:
             outcomes[sample.id].status = "invalid_input"
@@ -159,7 +170,7 @@ def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome],
             outcomes[ready[0].id].status, outcomes[ready[0].id].error = "judge_failed", failure
             return
         for sample in ready:  # one at a time, so only the culprit fails
-            judge_batch(judge, [sample], outcomes, output_dir, min_digit_mass=min_digit_mass)
+            judge_batch(judge, [sample], outcomes, output_dir, min_digit_mass=min_digit_mass, max_pixels=max_pixels)
         return
     for sample, judgement in zip(ready, judgements):
         outcome = outcomes[sample.id]
@@ -177,7 +188,8 @@ def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome],
 def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubrics) -> dict[str, Any]:
     """Everything a result depends on. Not in it: limit, batch sizes, process count, output folder, timeout."""
     keys = ("dataset_split", "max_image_pixels", "editor", "editor_model", "editor_revision", "editor_dtype",
-            "editor_kwargs", "seed", "judge", "judge_model", "judge_revision", "judge_dtype", "judge_min_digit_mass")
+            "editor_kwargs", "seed", "judge", "judge_model", "judge_revision", "judge_dtype", "judge_max_pixels",
+            "judge_min_digit_mass")
     flat = cfg.to_dict()
     # The data is identified by its content, not by how it was named (a relative or absolute path).
     columns = {k: v for k, v in cfg.data.columns.items() if k != v}
@@ -341,7 +353,8 @@ def judge_stage(cfg: BenchmarkConfig, dist: Distributed, to_judge: list[Sample],
     for start in tqdm(range(0, len(shard), batch_size), desc="judge (batches)", disable=not dist.is_main):
         batch = shard[start:start + batch_size]
         outcomes = {s.id: Outcome(edited_image=edits[s.id]["edited_image"]) for s in batch}
-        judge_batch(judge, batch, outcomes, folder.root, min_digit_mass=cfg.judge.judge_min_digit_mass)
+        judge_batch(judge, batch, outcomes, folder.root, min_digit_mass=cfg.judge.judge_min_digit_mass,
+                    max_pixels=cfg.judge.judge_max_pixels)
         batch_records = [{"id": s.id, "status": outcomes[s.id].status, "score": outcomes[s.id].score,
                           "digit_mass": outcomes[s.id].digit_mass, "error": outcomes[s.id].error} for s in batch]
         writer.write(batch_records)

@@ -109,7 +109,7 @@ def test_judge_outputs_that_are_not_scores_become_judge_failed(tmp_path):
     from accelerate import PartialState
 
     PartialState()  # accelerate's logger needs the (single-process) state
-    runner.judge_batch(judge, samples, outcomes, tmp_path, min_digit_mass=0.5)
+    runner.judge_batch(judge, samples, outcomes, tmp_path, min_digit_mass=0.5, max_pixels=512 * 512)
     assert judge.calls == [4, 1, 1, 1, 1]  # the failing batch is retried one sample at a time
     assert (outcomes["good"].status, outcomes["good"].score) == ("ok", 7.5)
     assert outcomes["nan"].status == "judge_failed" and "not finite" in outcomes["nan"].error
@@ -143,3 +143,28 @@ def test_a_full_disk_is_fatal_not_a_sample_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "save_png", full_disk)
     with pytest.raises(OSError, match="No space left"):
         runner.edit_sample(Editor(), sample, seed=0, output_dir=tmp_path)
+
+
+@pytest.mark.parametrize("editor", ["identity", "blank"])
+def test_sanity_baseline_editors(tmp_path, editor):
+    from bench_lib.data import DataConfig, load_samples
+
+    out = tmp_path / editor
+    cfg = {**SMOKE, "dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "limit": 2, "editor": editor,
+           "editor_model": "", "editor_kwargs": {}}
+    runner.run(config_from_dict(cfg))
+    rows = read_results(out / "results.jsonl")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    source = load_samples(DataConfig(dataset="data/demo/manifest.jsonl", limit=1))[0].source_image.load()
+    with Image.open(out / rows[0]["edited_image"]) as edited:
+        if editor == "identity":
+            assert edited.convert("RGB").tobytes() == source.tobytes() and rows[0]["flags"] == []
+        else:
+            assert edited.size == source.size and rows[0]["flags"] == ["constant_image"]
+
+
+def test_fit_pixels_keeps_aspect_and_small_images():
+    small = Image.new("RGB", (100, 50))
+    assert runner.fit_pixels(small, 512 * 512) is small
+    big = runner.fit_pixels(Image.new("RGB", (2000, 1000)), 512 * 512)
+    assert big.size[0] * big.size[1] <= 512 * 512 and abs(big.size[0] / big.size[1] - 2.0) < 0.01
