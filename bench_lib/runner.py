@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import json
 import math
 import time
 import traceback
@@ -272,10 +271,7 @@ def _check_shared_folder(dist: Distributed, folder: RunFolder, attempt: int, wai
     """Every rank must see the run file the main process just wrote: outputs need one shared folder."""
     deadline = time.monotonic() + wait_s
     while True:
-        try:
-            seen = json.loads((folder.root / RUN_FILE).read_text(encoding="utf-8")).get("attempts") == attempt
-        except (OSError, json.JSONDecodeError):
-            seen = False
+        seen = folder.recorded_attempt() == attempt
         if seen or time.monotonic() > deadline:
             break
         time.sleep(0.5)

@@ -131,10 +131,6 @@ RECORDS_DIR = "records"
 _OWNED = (RUN_FILE, RECORDS_DIR, EDITS_DIR, "results.jsonl", "report.json", "report.md")
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 class RunFolder:
     def __init__(self, output_dir: Path):
         self.root = Path(output_dir)
@@ -179,9 +175,18 @@ class RunFolder:
         raise ConfigError(f"{path} is not this harness's run file (unreadable or foreign). "
                           "Use another output_dir, or --overwrite to discard the folder's results.")
 
+    def recorded_attempt(self) -> Optional[int]:
+        """The attempt number in run.json as this process sees it; None if absent or not readable (yet)."""
+        try:
+            previous = self._read_run_file()
+        except (ConfigError, OSError):
+            return None
+        return previous["attempts"] if previous else None
+
     def _attempts_on_disk(self) -> list[int]:
-        return [int(p.name.split(".")[0].removeprefix("attempt-"))
-                for p in (self.root / RECORDS_DIR).glob("attempt-*.jsonl")]
+        """Attempt numbers that have record files, in order."""
+        return sorted({int(p.name.split(".")[0].removeprefix("attempt-"))
+                       for p in (self.root / RECORDS_DIR).glob("attempt-*.jsonl")})
 
     def versions_changed(self, versions: dict[str, str]) -> dict[str, tuple]:
         """Library versions that differ from the previous attempt's (edits may differ slightly)."""
@@ -208,13 +213,12 @@ class RunFolder:
         edits: dict[str, dict] = {}
         judgements: dict[str, dict] = {}
         folder = self.root / RECORDS_DIR
-        attempts = sorted({p.name.split(".")[0] for p in folder.glob("attempt-*.jsonl")})
-        for attempt in attempts:
-            for path in sorted(folder.glob(f"{attempt}.edit.*.jsonl")):
+        for attempt in self._attempts_on_disk():
+            for path in sorted(folder.glob(f"attempt-{attempt:04d}.edit.*.jsonl")):
                 for record in _read_jsonl(path):
                     edits[record["id"]] = record
                     judgements.pop(record["id"], None)
-            for path in sorted(folder.glob(f"{attempt}.judge.*.jsonl")):
+            for path in sorted(folder.glob(f"attempt-{attempt:04d}.judge.*.jsonl")):
                 for record in _read_jsonl(path):
                     judgements[record["id"]] = record
         return edits, judgements

@@ -35,7 +35,7 @@ from diffusers import (
     QwenImageTransformer2DModel,
 )
 from filelock import FileLock
-from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
 from transformers import (
     GenerationConfig,

@@ -1,7 +1,6 @@
 import gc
 import weakref
 
-import pytest
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
