@@ -21,7 +21,12 @@ import yaml
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 DEFAULT_PROMPTS_DIR = str(Path(__file__).resolve().parent / "prompts")
-CANONICAL_COLUMNS = ("id", "category", "instruction", "source_image", "reference_text", "reference_image")
+CANONICAL_COLUMNS = ("id", "category", "instruction", "source_image", "reference_text", "reference_image",
+                     "human_score")
+SUBSCORES = ("instruction", "consistency", "quality")  # what the judge rates, each 0-10
+JUDGE_MODES = ("logits", "generate")
+SCORE_FORMULAS = ("viescore", "mean", "min", "instruction")
+BASELINES = ("identity", "blank")
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
@@ -83,16 +88,28 @@ class EditorConfig:
                           "line they update the recipe's mapping; k=null removes a key."},
     )
     edit_batch_size: int = field(default=1, metadata={"help": "Samples each rank edits between two barriers."})
+    baselines: str = field(
+        default="",
+        metadata={"help": "Sanity baselines judged beside the editor in the same run, comma-separated: identity "
+                          "(the source unchanged), blank (uniform grey). They cost only judge time; the report "
+                          "shows their scores next to the editor's, so a judge that rewards doing nothing shows."},
+    )
 
     def __post_init__(self):
         if not self.editor_model and self.editor == "diffusers":
             raise ConfigError("`editor_model` is required.")
         _check_dtype("editor_dtype", self.editor_dtype)
         _check_positive("edit_batch_size", self.edit_batch_size)
+        unknown = sorted(set(self.baseline_names()) - set(BASELINES))
+        if unknown:
+            raise ConfigError(f"`baselines` has unknown names {unknown}; known: {list(BASELINES)}.")
         reserved = {"image", "prompt", "generator", "output_type", "return_dict"} & set(self.editor_kwargs)
         if reserved:
             raise ConfigError(f"`editor_kwargs` may not set {sorted(reserved)}: the harness sets them "
                               "(one image, prompt and seeded generator per call; PIL output).")
+
+    def baseline_names(self) -> list[str]:
+        return list(dict.fromkeys(name.strip() for name in self.baselines.split(",") if name.strip()))
 
 
 @dataclass
@@ -103,7 +120,16 @@ class JudgeConfig:
     )
     judge_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision of the judge."})
     judge_dtype: str = field(default="bfloat16", metadata={"help": f"One of {DTYPES}."})
+    judge_mode: str = field(
+        default="logits",
+        metadata={"help": "logits: each sub-score is the expected value of the judge's next-token distribution "
+                          "over 0-10 (one batched forward per sub-score, fast). generate: the judge writes a short "
+                          "rationale and a JSON object of sub-scores (greedy, batched)."},
+    )
     judge_batch_size: int = field(default=8, metadata={"help": "Judge prompts per forward pass."})
+    judge_max_new_tokens: int = field(
+        default=256, metadata={"help": "generate mode: the most tokens the judge may write per answer."}
+    )
     judge_max_pixels: int = field(
         default=512 * 512,
         metadata={"help": "Images larger than this are downscaled (aspect kept) before the judge sees them."},
@@ -113,6 +139,18 @@ class JudgeConfig:
         metadata={"help": "A judgement whose probability of answering with a digit at all is below this is "
                           "off-format: the sample becomes judge_failed instead of getting a score."},
     )
+    score_formula: str = field(
+        default="viescore",
+        metadata={"help": "How `score` combines the sub-scores I (instruction), C (consistency), Q (quality): "
+                          "viescore = sqrt(min(I, C) * Q); mean = weighted mean with score_weights; min = "
+                          "min(I, C, Q); instruction = I. Applied when results are written, so changing it on a "
+                          "resume re-scores without re-judging."},
+    )
+    score_weights: dict = field(
+        default_factory=lambda: {"instruction": 1.0, "consistency": 1.0, "quality": 1.0},
+        metadata={"help": "Weights of the `mean` score formula (k=v,...; a sub-score not named weighs 1; "
+                          "normalised to sum 1)."},
+    )
     prompts_dir: str = field(
         default=DEFAULT_PROMPTS_DIR, metadata={"help": "Folder of rubric files <category>.txt plus default.txt."}
     )
@@ -121,7 +159,20 @@ class JudgeConfig:
         if not self.judge_model:
             raise ConfigError("`judge_model` is required.")
         _check_dtype("judge_dtype", self.judge_dtype)
+        if self.judge_mode not in JUDGE_MODES:
+            raise ConfigError(f"`judge_mode` must be one of {list(JUDGE_MODES)}, got {self.judge_mode!r}.")
         _check_positive("judge_batch_size", self.judge_batch_size)
+        _check_positive("judge_max_new_tokens", self.judge_max_new_tokens)
+        if self.score_formula not in SCORE_FORMULAS:
+            raise ConfigError(f"`score_formula` must be one of {list(SCORE_FORMULAS)}, got {self.score_formula!r}.")
+        unknown = sorted(set(self.score_weights) - set(SUBSCORES))
+        if unknown:
+            raise ConfigError(f"`score_weights` has unknown sub-scores {unknown}; known: {list(SUBSCORES)}.")
+        weights = {k: self.score_weights.get(k, 1.0) for k in SUBSCORES}  # a sub-score not named weighs 1
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights.values()) \
+                or sum(weights.values()) <= 0:
+            raise ConfigError(f"`score_weights` must be numbers >= 0 with a positive sum, got {self.score_weights}.")
+        self.score_weights = {k: float(w) for k, w in weights.items()}
         _check_positive("judge_max_pixels", self.judge_max_pixels)
         if not 0.0 <= self.judge_min_digit_mass <= 1.0:
             raise ConfigError(f"`judge_min_digit_mass` must be in [0, 1], got {self.judge_min_digit_mass}.")

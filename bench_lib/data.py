@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -78,17 +79,29 @@ class ImageRef:
         if self.problem is not None:
             raise ValueError(self.problem)
         if self.path is None and self.data is None:
-            # An undecoded datasets.Image value: {"bytes": ..., "path": ...}; we decode it (with the cap).
-            value = self.dataset[self.row][self.dataset.column_names[0]]
-            if isinstance(value, dict) and value.get("bytes"):
-                return ImageRef(data=value["bytes"], max_pixels=self.max_pixels).load()
-            # Image files of an imagefolder: only inside the dataset's folder or datasets' download cache.
-            path = Path(value["path"]) if isinstance(value, dict) and value.get("path") else None
-            if path is None or not any(path.resolve().is_relative_to(root) for root in self.roots):
-                raise ValueError(f"the dataset's image has no bytes and its path is not inside the dataset: {path}")
-            return ImageRef(path=path, max_pixels=self.max_pixels).load()
+            return self._resolved().load()
         with Image.open(self.path if self.path is not None else io.BytesIO(self.data), formats=IMAGE_FORMATS) as image:
             return decode(image, max_pixels=self.max_pixels)
+
+    def size(self) -> tuple[int, int]:
+        """(width, height) from the image's header, without decoding its pixels."""
+        if self.problem is not None:
+            raise ValueError(self.problem)
+        if self.path is None and self.data is None:
+            return self._resolved().size()
+        with Image.open(self.path if self.path is not None else io.BytesIO(self.data), formats=IMAGE_FORMATS) as image:
+            return image.size
+
+    def _resolved(self) -> "ImageRef":
+        """An undecoded datasets.Image value {"bytes": ..., "path": ...} as a bytes or path reference."""
+        value = self.dataset[self.row][self.dataset.column_names[0]]
+        if isinstance(value, dict) and value.get("bytes"):
+            return ImageRef(data=value["bytes"], max_pixels=self.max_pixels)
+        # Image files of an imagefolder: only inside the dataset's folder or datasets' download cache.
+        path = Path(value["path"]) if isinstance(value, dict) and value.get("path") else None
+        if path is None or not any(path.resolve().is_relative_to(root) for root in self.roots):
+            raise ValueError(f"the dataset's image has no bytes and its path is not inside the dataset: {path}")
+        return ImageRef(path=path, max_pixels=self.max_pixels)
 
     def describe(self) -> str:
         if self.problem is not None:
@@ -107,6 +120,7 @@ class Sample:
     source_image: Optional[ImageRef]
     reference_text: Optional[str] = None
     reference_image: Optional[ImageRef] = None
+    human_score: Optional[float] = None  # a person's rating of a correct edit, for meta-evaluating the judge
     problem: Optional[str] = None  # set when the row itself is unusable: the sample is `invalid_input`
 
 
@@ -207,6 +221,7 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
     if images.get("source_image") is None:
         problems.append("source_image is missing")
     return Sample(
+        human_score=_human_score(index, text.get("human_score")),
         index=index,
         id=str(raw_id),
         category=fields["category"] or "",
@@ -216,6 +231,24 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
         reference_image=images.get("reference_image"),
         problem="; ".join(problems) or None,
     )
+
+
+def _human_score(index: int, value: Any) -> Optional[float]:
+    """A number (or numeric text) or empty. Anything else is the dataset's error, not a sample's: the
+    mapping probably points at the wrong column, and a guessed human score would corrupt the meta-evaluation."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None or not math.isfinite(number):
+        raise ConfigError(f"row {index}: human_score {value!r} is not a finite number.")
+    return number
 
 
 # --- readers -------------------------------------------------------------------------------------

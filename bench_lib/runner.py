@@ -12,6 +12,7 @@ rank r of N: load + validate samples; read the records of earlier attempts (resu
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import errno
 import math
@@ -20,7 +21,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from accelerate.logging import get_logger
@@ -31,14 +32,15 @@ from .config import BenchmarkConfig, ConfigError
 from .data import Sample, load_benchmark
 from .distributed import Distributed
 from .editors import EDITORS, Editor, free_memory, load_editor
-from .judges import JUDGES, Judge, JudgeRequest, Rubrics, load_judge
+from .judges import JUDGES, Judge, Judgement, JudgeRequest, Rubrics, load_judge
 from .report import build_report, render_markdown, timing_summary
+from .scoring import FORMULA_TEXT, combine
 from .store import (RUN_FILE, RunFolder, edit_path, result_row, sample_seed, save_png, write_json, write_results,
                     write_text)
 from .tiny import BUILDERS as TINY_BUILDERS, TINY_PREFIX
 
 logger = get_logger(__name__)  # accelerate's: main process only unless a call says otherwise
-SCORING_VERSION = 1  # bump when a change to the harness changes scores: old run folders then refuse to resume
+SCORING_VERSION = 2  # bump when a change to the harness changes scores: old run folders then refuse to resume
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # the run can't write: stop every rank
 
 
@@ -49,9 +51,8 @@ class Outcome:
     status: str = "ok"
     edited_image: Optional[str] = None
     error: Optional[str] = None
-    score: Optional[float] = None
-    digit_mass: Optional[float] = None
     flags: list[str] = field(default_factory=list)  # suspicious edit output; the sample is still judged
+    judgement: Optional[Judgement] = None
 
 
 def _error_text(err: BaseException) -> str:
@@ -114,13 +115,13 @@ def _is_fatal(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError) and "CUDA error" in str(err)
 
 
-def _judge_request(sample: Sample, outcome: Outcome, output_dir: Path, max_pixels: int) -> JudgeRequest:
+def _judge_request(sample: Sample, edited: Image.Image, max_pixels: int) -> JudgeRequest:
     reference = sample.reference_image.load() if sample.reference_image is not None else None
     return JudgeRequest(
         category=sample.category,
         instruction=sample.instruction,
         source=fit_pixels(sample.source_image.load(), max_pixels),
-        edited=fit_pixels(_load_png(output_dir / outcome.edited_image), max_pixels),
+        edited=fit_pixels(edited, max_pixels),
         reference_text=sample.reference_text,
         reference_image=fit_pixels(reference, max_pixels) if reference is not None else None,
     )
@@ -141,13 +142,13 @@ def _load_png(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome], output_dir: Path, *,
-                min_digit_mass: float, max_pixels: int) -> None:
+def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome],
+                load_edited: Callable[[Sample], Image.Image], *, max_pixels: int) -> None:
     """Score a batch in one call; if that fails, score its samples one by one to isolate the culprit."""
     requests, ready = [], []
     for sample in batch:
         try:
-            requests.append(_judge_request(sample, outcomes[sample.id], output_dir, max_pixels))
+            requests.append(_judge_request(sample, load_edited(sample), max_pixels))
             ready.append(sample)
         except Exception as err:
             outcomes[sample.id].status = "invalid_input"
@@ -169,31 +170,79 @@ def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome],
             outcomes[ready[0].id].status, outcomes[ready[0].id].error = "judge_failed", failure
             return
         for sample in ready:  # one at a time, so only the culprit fails
-            judge_batch(judge, [sample], outcomes, output_dir, min_digit_mass=min_digit_mass, max_pixels=max_pixels)
+            judge_batch(judge, [sample], outcomes, load_edited, max_pixels=max_pixels)
         return
     for sample, judgement in zip(ready, judgements):
         outcome = outcomes[sample.id]
-        outcome.digit_mass = judgement.digit_mass if math.isfinite(judgement.digit_mass) else None
-        if not (math.isfinite(judgement.score) and math.isfinite(judgement.digit_mass)):
-            outcome.status, outcome.error = "judge_failed", "the judge's logits are not finite (NaN/inf)"
-        elif judgement.digit_mass < min_digit_mass:
-            outcome.status = "judge_failed"
-            outcome.error = (f"the judge answered off-format: P(digit) = {judgement.digit_mass:.3g} "
-                             f"< judge_min_digit_mass {min_digit_mass}")
-        else:
-            outcome.score = judgement.score
+        outcome.judgement = judgement
+        if judgement.error is not None:  # unparseable twice, or NaN/inf: never a score
+            outcome.status, outcome.error = "judge_failed", judgement.error
+
+
+def length_batches(lengths: list[float], batch_size: int) -> list[list[int]]:
+    """Batches of indices, with items of similar length together (less left padding, less wasted compute).
+    Ties keep their original order, so the batching is deterministic."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def judge_length(sample: Sample, edited_size: tuple[int, int], rubrics: Rubrics, max_pixels: int) -> float:
+    """An estimate of the judge prompt's length in tokens, from image headers and text lengths: a vision
+    token per 32x32 pixels (Qwen3-VL; 28x28 for Qwen2.5-VL), a text token per ~4 characters."""
+    sizes = [ref.size() for ref in (sample.source_image, sample.reference_image) if ref is not None]
+    pixels = sum(min(width * height, max_pixels) for width, height in [*sizes, edited_size])
+    text = len(rubrics.templates[rubrics.rubric_name(sample.category)]) + len(sample.instruction) \
+        + len(sample.reference_text or "")
+    return pixels / 1024 + text / 4
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+@dataclass
+class JudgeJob:
+    """Images of one kind to judge: the editor's edits, or a sanity baseline's (computed from the source)."""
+
+    name: str  # "editor" or a baseline's name
+    samples: list[Sample]
+    load_edited: Callable[[Sample], Image.Image]
+    edited_size: Callable[[Sample], tuple[int, int]]
+
+    @property
+    def record_kind(self) -> str:
+        return "judge" if self.name == EDITOR_JOB else f"baseline-{self.name}"
+
+
+EDITOR_JOB = "editor"
+
+
+def judge_jobs(cfg: BenchmarkConfig, folder: RunFolder, to_judge: list[Sample], edits: dict[str, dict],
+               baselines: dict[str, list[Sample]]) -> list[JudgeJob]:
+    jobs = [JudgeJob(EDITOR_JOB, to_judge, lambda s: _load_png(folder.root / edits[s.id]["edited_image"]),
+                     lambda s: _png_size(folder.root / edits[s.id]["edited_image"]))]
+    for name, samples in baselines.items():
+        editor = EDITORS[name](dataclasses.replace(cfg.editor, editor=name, editor_kwargs={}), device=torch.device("cpu"))
+        jobs.append(JudgeJob(name, samples, lambda s, e=editor: e.edit(s.source_image.load(), s.instruction, seed=0).image,
+                             lambda s: s.source_image.size()))  # both baselines keep the source's size
+    return jobs
 
 
 def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubrics) -> dict[str, Any]:
-    """Everything a result depends on. Not in it: limit, batch sizes, process count, output folder, timeout."""
+    """Everything a result depends on. Not in it: limit, batch sizes, process count, output folder, timeout,
+    and the score formula (applied to the recorded sub-scores when results are written)."""
     keys = ("dataset_split", "max_image_pixels", "editor", "editor_model", "editor_revision", "editor_dtype",
             "editor_kwargs", "seed", "judge", "judge_model", "judge_revision", "judge_dtype", "judge_max_pixels",
-            "judge_min_digit_mass")
+            "judge_min_digit_mass", "judge_mode")
     flat = cfg.to_dict()
     # The data is identified by its content, not by how it was named (a relative or absolute path).
     columns = {k: v for k, v in cfg.data.columns.items() if k != v}
-    return {**{k: flat[k] for k in keys}, "dataset_content": dataset_identity, "columns": columns,
-            "rubrics": rubrics.hashes(), "scoring": SCORING_VERSION}
+    fingerprint = {**{k: flat[k] for k in keys}, "dataset_content": dataset_identity, "columns": columns,
+                   "rubrics": rubrics.hashes(), "scoring": SCORING_VERSION}
+    if cfg.judge.judge_mode == "generate":  # the answer's length limit only matters when the judge writes
+        fingerprint["judge_max_new_tokens"] = cfg.judge.judge_max_new_tokens
+    return fingerprint
 
 
 def library_versions() -> dict[str, str]:
@@ -222,7 +271,9 @@ def run(cfg: BenchmarkConfig) -> Path:
     fingerprint = run_fingerprint(cfg, dataset_identity, rubrics)
     # The main process reads the folder and shares one plan, so every rank (every node, whatever its
     # filesystem cache shows) works from the same records.
-    attempt, edits, judgements, reusable = dist.on_main(lambda: _plan(folder, fingerprint, samples, cfg.run.overwrite))
+    baseline_names = cfg.editor.baseline_names()
+    attempt, edits, judgements, reusable, baseline_records = dist.on_main(
+        lambda: _plan(folder, fingerprint, samples, cfg.run.overwrite, baseline_names))
     _check_shared_folder(dist, folder, attempt)
     timings: dict[str, float] = {}
 
@@ -233,19 +284,27 @@ def run(cfg: BenchmarkConfig) -> Path:
         edits[record["id"]] = record
         judgements.pop(record["id"], None)  # a new image needs a new judgement
 
-    # Stage 2: judge every ok edit without an ok judgement.
+    # Stage 2: judge every ok edit without an ok judgement (and the sanity baselines' images, if asked).
     to_judge = [s for s in samples if edits[s.id]["status"] == "ok"
                 and judgements.get(s.id, {}).get("status") != "ok"]
-    new_judgements = judge_stage(cfg, dist, to_judge, edits, folder, attempt, timings)
-    all_new_judgements = dist.gather(new_judgements)
+    baselines_to_judge = {name: [s for s in samples if not s.problem
+                                 and baseline_records[name].get(s.id, {}).get("status") != "ok"]
+                          for name in baseline_names}
+    jobs = judge_jobs(cfg, folder, to_judge, edits, baselines_to_judge)
+    new_judgements = judge_stage(cfg, dist, jobs, folder, attempt, timings)
+    gathered = {job.name: dist.gather(new_judgements[job.name]) for job in jobs}  # same order on every rank
     all_timings = dist.gather([timings])
     if dist.is_main:
-        judgements.update({r["id"]: r for r in all_new_judgements})
-        rows = [_row(s, edits[s.id], judgements.get(s.id), cfg.run.seed, rubrics) for s in samples]
+        judgements.update({r["id"]: r for r in gathered[EDITOR_JOB]})
+        rows = [_row(s, edits[s.id], judgements.get(s.id), cfg, rubrics) for s in samples]
+        baseline_rows = {}
+        for name in baseline_names:
+            baseline_records[name].update({r["id"]: r for r in gathered[name]})
+            baseline_rows[name] = [_baseline_row(s, baseline_records[name].get(s.id), cfg, rubrics) for s in samples]
         resumed = {"attempt": attempt, "reused_edits": len(samples) - len(to_edit),
                    "reused_judgements": sum(edits[s.id]["status"] == "ok" for s in samples) - len(to_judge)}
         _write_outputs(cfg, folder.root, rows, all_timings, world_size=dist.world_size, started=started,
-                       resumed=resumed)
+                       resumed=resumed, baseline_rows=baseline_rows)
         statuses = Counter(row["status"] for row in rows)
         log = logger.info if statuses["ok"] == len(rows) else logger.warning
         log("statuses: %s; wrote %s", dict(statuses), folder.root / "report.md")
@@ -254,8 +313,9 @@ def run(cfg: BenchmarkConfig) -> Path:
     return folder.root
 
 
-def _plan(folder: RunFolder, fingerprint: dict, samples: list[Sample], overwrite: bool):
-    """Start the next attempt; return it with the earlier records and the ids whose edits can be reused."""
+def _plan(folder: RunFolder, fingerprint: dict, samples: list[Sample], overwrite: bool, baseline_names: list[str]):
+    """Start the next attempt; return it with the earlier records, the ids whose edits can be reused, and
+    the earlier judgements of each sanity baseline."""
     versions = library_versions()
     changed = folder.versions_changed(versions) if not overwrite else {}
     if changed:
@@ -264,7 +324,8 @@ def _plan(folder: RunFolder, fingerprint: dict, samples: list[Sample], overwrite
     attempt = folder.prepare(fingerprint, overwrite=overwrite, versions=versions)
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
     reusable = {s.id for s in samples if folder.edit_is_reusable(edits.get(s.id))}
-    return attempt, edits, judgements, reusable
+    baselines = {name: folder.read_baseline_records(name) for name in baseline_names}
+    return attempt, edits, judgements, reusable, baselines
 
 
 def _check_shared_folder(dist: Distributed, folder: RunFolder, attempt: int, wait_s: float = 10.0) -> None:
@@ -331,36 +392,49 @@ def edit_stage(cfg: BenchmarkConfig, dist: Distributed, to_edit: list[Sample], f
     return records
 
 
-def judge_stage(cfg: BenchmarkConfig, dist: Distributed, to_judge: list[Sample], edits: dict[str, dict],
-                folder: RunFolder, attempt: int, timings: dict[str, float]) -> list[dict[str, Any]]:
-    """Judge this rank's share of `to_judge` in left-padded batches; returns (and records) judge records."""
-    shard = dist.shard(to_judge)
-    writer = folder.record_writer(attempt, "judge", dist.rank)
-    records: list[dict[str, Any]] = []
+def judge_stage(cfg: BenchmarkConfig, dist: Distributed, jobs: list[JudgeJob], folder: RunFolder, attempt: int,
+                timings: dict[str, float]) -> dict[str, list[dict[str, Any]]]:
+    """Judge this rank's share of every job in left-padded batches of similar length; returns (and records)
+    the judge records of each job, in dataset order."""
+    shards = {job.name: dist.shard(job.samples) for job in jobs}
     t0 = time.perf_counter()
     judge = None
-    if shard:  # load only on a rank that has something to judge
+    if any(shards.values()):  # load only on a rank that has something to judge
         judge = load_judge(cfg.judge, device=dist.device, device_map=dist.judge_device_map(),
                            trust_remote_code=cfg.run.trust_remote_code)
     timings["switch"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    batch_size = cfg.judge.judge_batch_size
-    for start in tqdm(range(0, len(shard), batch_size), desc="judge (batches)", disable=not dist.is_main):
-        batch = shard[start:start + batch_size]
-        outcomes = {s.id: Outcome(edited_image=edits[s.id]["edited_image"]) for s in batch}
-        judge_batch(judge, batch, outcomes, folder.root, min_digit_mass=cfg.judge.judge_min_digit_mass,
-                    max_pixels=cfg.judge.judge_max_pixels)
-        batch_records = [{"id": s.id, "status": outcomes[s.id].status, "score": outcomes[s.id].score,
-                          "digit_mass": outcomes[s.id].digit_mass, "error": outcomes[s.id].error} for s in batch]
-        writer.write(batch_records)
-        records += batch_records
+    rubrics = Rubrics(cfg.judge.prompts_dir)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        shard = shards[job.name]
+        writer = folder.record_writer(attempt, job.record_kind, dist.rank)
+        records: list[dict[str, Any]] = []
+        lengths = [_safe_length(s, job, rubrics, cfg.judge.judge_max_pixels) for s in shard]
+        for batch_indices in tqdm(length_batches(lengths, cfg.judge.judge_batch_size),
+                                  desc=f"judge {job.name} (batches)", disable=not dist.is_main):
+            batch = [shard[i] for i in batch_indices]
+            outcomes = {s.id: Outcome() for s in batch}
+            judge_batch(judge, batch, outcomes, job.load_edited, max_pixels=cfg.judge.judge_max_pixels)
+            batch_records = [_judge_record(s.id, outcomes[s.id]) for s in batch]
+            writer.write(batch_records)
+            records += batch_records
+        position = {s.id: i for i, s in enumerate(shard)}
+        out[job.name] = sorted(records, key=lambda r: position[r["id"]])  # back to dataset order
     if judge is not None:
         judge.close()
         del judge
     timings["judge"] = time.perf_counter() - t0
-    timings["judged"] = len(shard)
-    return records
+    timings["judged"] = sum(len(shard) for shard in shards.values())
+    return out
+
+
+def _safe_length(sample: Sample, job: JudgeJob, rubrics: Rubrics, max_pixels: int) -> float:
+    try:
+        return judge_length(sample, job.edited_size(sample), rubrics, max_pixels)
+    except Exception:  # an unreadable image fails when the sample is judged, with its own error
+        return 0.0
 
 
 def _edit_record(sample_id: str, outcome: Outcome, output_dir: Path) -> dict[str, Any]:
@@ -371,28 +445,63 @@ def _edit_record(sample_id: str, outcome: Outcome, output_dir: Path) -> dict[str
     return record
 
 
-def _row(sample: Sample, edit: dict, judgement: Optional[dict], seed: int, rubrics: Rubrics) -> dict[str, Any]:
-    status, error, score, digit_mass = edit["status"], edit["error"], None, None
+def _judge_record(sample_id: str, outcome: Outcome) -> dict[str, Any]:
+    judgement = outcome.judgement or Judgement()  # None: the judge never answered (an exception or bad input)
+    return {"id": sample_id, "status": outcome.status, "error": outcome.error,
+            "subscores": judgement.subscores, "rationale": judgement.rationale,
+            "parse": judgement.parse if outcome.judgement is not None else None,
+            "raw": judgement.raw, "digit_mass": judgement.digit_mass}
+
+
+def _row(sample: Sample, edit: dict, judgement: Optional[dict], cfg: BenchmarkConfig,
+         rubrics: Rubrics) -> dict[str, Any]:
+    status, error = edit["status"], edit["error"]
+    judged: dict[str, Any] = {}
     if status == "ok":
         assert judgement is not None, sample.id  # every ok edit was judged (or failed) by now
-        status, error, score, digit_mass = (judgement["status"], judgement["error"], judgement["score"],
-                                            judgement["digit_mass"])
+        status, error, judged = judgement["status"], judgement["error"], judgement
+    subscores = judged.get("subscores") if status == "ok" else None
+    score = combine(subscores, cfg.judge.score_formula, cfg.judge.score_weights) if subscores else None
+    rubric = rubrics.rubric_name(sample.category) if sample.category else None
     return {
-        **result_row(sample=sample, status=status, seed=sample_seed(seed, sample.id),
-                     score=score if status == "ok" else None, edited_image=edit["edited_image"], error=error),
-        "rubric": rubrics.rubric_name(sample.category) if sample.category else None,
-        "digit_mass": digit_mass,  # also kept when an off-format judgement is judge_failed
+        **result_row(sample=sample, status=status, seed=sample_seed(cfg.run.seed, sample.id), score=score,
+                     edited_image=edit["edited_image"], error=error),
+        "subscores": subscores,
+        "rationale": judged.get("rationale"),
+        "judge_parse": judged.get("parse"),  # ok | reasked | failed; null when the sample was not judged
+        "judge_raw": judged.get("raw") or [],  # answers that did not parse: kept, never scored
+        "digit_mass": judged.get("digit_mass"),  # logits mode; also kept when an off-format answer failed
+        "rubric": rubric,
+        "rubric_sha256": rubrics.hashes()[rubric] if rubric else None,
+        "human_score": sample.human_score,
         "flags": edit.get("flags") or [],
     }
 
 
+def _baseline_row(sample: Sample, judgement: Optional[dict], cfg: BenchmarkConfig,
+                  rubrics: Rubrics) -> dict[str, Any]:
+    """A sanity baseline's result for one sample: the same scoring as the editor's rows."""
+    if sample.problem or judgement is None:
+        judgement = {"status": "invalid_input", "error": sample.problem or "not judged"}
+    subscores = judgement.get("subscores") if judgement["status"] == "ok" else None
+    return {"id": sample.id, "category": sample.category, "status": judgement["status"],
+            "score": combine(subscores, cfg.judge.score_formula, cfg.judge.score_weights) if subscores else None,
+            "subscores": subscores, "judge_parse": judgement.get("parse"), "error": judgement.get("error"),
+            "rationale": judgement.get("rationale"), "judge_raw": judgement.get("raw") or []}
+
+
 def _write_outputs(cfg: BenchmarkConfig, output_dir: Path, rows: list[dict], per_rank_timings: list[dict],
-                   *, world_size: int, started: dt.datetime, resumed: dict[str, int]) -> None:
+                   *, world_size: int, started: dt.datetime, resumed: dict[str, int],
+                   baseline_rows: dict[str, list[dict]]) -> None:
     meta = {
         "dataset": cfg.data.dataset,
         "num_samples": len(rows),
         "editor_model": cfg.editor.editor_model,
         "judge_model": cfg.judge.judge_model,
+        "judge_mode": cfg.judge.judge_mode,
+        "score_formula": cfg.judge.score_formula,
+        "score_formula_text": FORMULA_TEXT[cfg.judge.score_formula],
+        "score_weights": cfg.judge.score_weights if cfg.judge.score_formula == "mean" else None,
         "limit": cfg.data.limit,
         "recipe": cfg.recipe,
         "seed": cfg.run.seed,
@@ -402,7 +511,12 @@ def _write_outputs(cfg: BenchmarkConfig, output_dir: Path, rows: list[dict], per
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": cfg.to_dict(),
     }
-    report = build_report(rows, timings=timing_summary(per_rank_timings), meta=meta)
+    report = build_report(rows, timings=timing_summary(per_rank_timings), meta=meta, baselines=baseline_rows)
     write_results(output_dir / "results.jsonl", rows)
+    for name, brows in baseline_rows.items():
+        write_results(output_dir / "baselines" / f"{name}.jsonl", brows)
+    for stale in (output_dir / "baselines").glob("*.jsonl"):  # baselines an earlier attempt asked for
+        if stale.stem not in baseline_rows:
+            stale.unlink()
     write_json(output_dir / "report.json", report)
     write_text(output_dir / "report.md", render_markdown(report))

@@ -223,6 +223,15 @@ class RunFolder:
                     judgements[record["id"]] = record
         return edits, judgements
 
+    def read_baseline_records(self, name: str) -> dict[str, dict]:
+        """The latest judge record of every sample id for sanity baseline `name` (its "edit" is computed from
+        the source, so no edit record can make it stale)."""
+        records: dict[str, dict] = {}
+        for attempt in self._attempts_on_disk():
+            for path in sorted((self.root / RECORDS_DIR).glob(f"attempt-{attempt:04d}.baseline-{name}.*.jsonl")):
+                records.update((record["id"], record) for record in _read_jsonl(path))
+        return records
+
     def edit_is_reusable(self, record: Optional[dict]) -> bool:
         """An ok edit whose PNG is on disk with the recorded size (PNGs are renamed into place whole)."""
         if not record or record["status"] != "ok":

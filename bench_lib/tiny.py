@@ -10,7 +10,8 @@ code paths as a real run; only the widths are tiny and the weights random (so th
 There is no hub to fetch a tokenizer from, so `build_tokenizer` trains a small byte-level BPE with Qwen2's
 pre-tokenizer (numbers split into single digits, as in the real one) and adds the real Qwen special tokens.
 
-Names: `tiny:qwen-image-edit`, `tiny:qwen-image-edit-plus` (editors, ~4 MB) and `tiny:qwen3-vl` (judge, ~1 MB).
+Names: `tiny:qwen-image-edit`, `tiny:qwen-image-edit-plus` (editors, ~4 MB), and the judges (~1 MB)
+`tiny:qwen3-vl` (the default), `tiny:qwen3-vl-moe` and `tiny:qwen2.5-vl`.
 Cache: `$BENCH_TINY_CACHE`, else `~/.cache/bench_lib/tiny`, with one `<name>-<BUILD_VERSION>/` folder per model.
 Builders are deterministic: the same call saves bitwise-identical files.
 """
@@ -45,8 +46,11 @@ from transformers import (
     Qwen2VLImageProcessor,
     Qwen2VLProcessor,
     Qwen2VLVideoProcessor,
+    Qwen2_5_VLProcessor,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
+    Qwen3VLMoeConfig,
+    Qwen3VLMoeForConditionalGeneration,
     Qwen3VLProcessor,
     Qwen3VLVideoProcessor,
 )
@@ -142,6 +146,12 @@ JUDGE_CHAT_TEMPLATE = (
     "{{- '<|im_end|>\\n' }}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+# Qwen2.5-VL's template differs in one way that matters: a default system prompt when there is none.
+QWEN2_5_VL_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}" + JUDGE_CHAT_TEMPLATE
 )
 
 
@@ -247,20 +257,19 @@ def _editor_text_encoder_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
     )
 
 
-def build_judge(path: Path) -> None:
-    """Save a tiny Qwen3-VL judge (model, processor, generation config) to `path`.
+def build_judge(path: Path, *, moe: bool = False) -> None:
+    """Save a tiny Qwen3-VL judge (dense, or MoE with `moe=True`; model, processor, generation config).
 
     `initializer_range=0.2` instead of the default 0.02: with small weights the random judge emits the same
     token for every input, which would make tests that compare outputs across inputs vacuous.
     """
     tokenizer = build_tokenizer()
     with _seeded():
-        model = Qwen3VLForConditionalGeneration(_judge_config(tokenizer))
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.pad_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
-    )
+        if moe:
+            model = Qwen3VLMoeForConditionalGeneration(_judge_config(tokenizer, moe=True))
+        else:
+            model = Qwen3VLForConditionalGeneration(_judge_config(tokenizer))
+    model.generation_config = _judge_generation_config(tokenizer)
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(
             patch_size=16,
@@ -277,24 +286,61 @@ def build_judge(path: Path) -> None:
     processor.save_pretrained(path)
 
 
-def _judge_config(tokenizer: Qwen2Tokenizer) -> Qwen3VLConfig:
-    return Qwen3VLConfig(
-        text_config={
-            "vocab_size": _padded_vocab_size(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 16,
-            "rope_parameters": {
-                "rope_type": "default",
-                "mrope_section": [4, 2, 2],
-                "mrope_interleaved": True,
-                "rope_theta": 5e6,
-            },
-            "initializer_range": 0.2,
+def build_qwen2_5_vl_judge(path: Path) -> None:
+    """Save a tiny Qwen2.5-VL judge: the previous generation's class, processor (patch 14) and chat template."""
+    tokenizer = build_tokenizer()
+    config = _editor_text_encoder_config(tokenizer)
+    config.text_config.hidden_size = 64
+    config.text_config.intermediate_size = 128
+    config.text_config.num_attention_heads = 4
+    config.text_config.num_key_value_heads = 2
+    config.text_config.rope_parameters = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
+    config.text_config.initializer_range = 0.2
+    config.vision_config.out_hidden_size = 64
+    config.vision_config.initializer_range = 0.2
+    config.initializer_range = 0.2
+    with _seeded():
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config = _judge_generation_config(tokenizer)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
+    )
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+
+
+def _judge_generation_config(tokenizer: Qwen2Tokenizer) -> GenerationConfig:
+    return GenerationConfig(
+        bos_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
+    )
+
+
+def _judge_config(tokenizer: Qwen2Tokenizer, *, moe: bool = False) -> Qwen3VLConfig | Qwen3VLMoeConfig:
+    text = {
+        "vocab_size": _padded_vocab_size(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "rope_parameters": {
+            "rope_type": "default",
+            "mrope_section": [4, 2, 2],
+            "mrope_interleaved": True,
+            "rope_theta": 5e6,
         },
+        "initializer_range": 0.2,
+    }
+    if moe:  # 4 experts, 2 per token, every layer sparse
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
+    return (Qwen3VLMoeConfig if moe else Qwen3VLConfig)(
+        text_config=text,
         vision_config={
             "depth": 2,
             "hidden_size": 32,
@@ -338,6 +384,8 @@ BUILDERS = {
     "qwen-image-edit": build_editor,
     "qwen-image-edit-plus": partial(build_editor, pipeline_cls=QwenImageEditPlusPipeline),
     "qwen3-vl": build_judge,
+    "qwen3-vl-moe": partial(build_judge, moe=True),
+    "qwen2.5-vl": build_qwen2_5_vl_judge,
 }
 
 

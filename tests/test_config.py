@@ -41,6 +41,13 @@ def test_mapping_values_from_cli_are_typed(tmp_path):
     (["--editor_kwargs", "generator=1"], "generator"),
     (["--editor_kwargs", "output_type=np"], "output_type"),
     (["--editor_kwargs", "negative_prompt=blurry, lowres"], "JSON"),
+    (["--judge_mode", "sample"], "judge_mode"),
+    (["--judge_max_new_tokens", "0"], "judge_max_new_tokens"),
+    (["--score_formula", "median"], "score_formula"),
+    (["--score_weights", "overall=1"], "score_weights"),
+    (["--score_weights", "instruction=-1"], "score_weights"),
+    (["--score_weights", "instruction=0,consistency=0,quality=0"], "score_weights"),
+    (["--baselines", "identity,noop"], "baselines"),
 ])
 def test_bad_cli_values_name_the_key(tmp_path, argv, message):
     with pytest.raises(ConfigError, match=message):
@@ -96,3 +103,10 @@ def test_boolean_flags(tmp_path):
     assert parse_config(["--config", write(tmp_path, BASE)]).run.trust_remote_code is False
     with pytest.raises(ConfigError, match="overwrite"):
         parse_config(["--config", write(tmp_path, BASE), "--overwrite", "maybe"])
+
+
+def test_score_weights_not_named_weigh_one_and_baselines_are_a_list(tmp_path):
+    cfg = parse_config(["--config", write(tmp_path, BASE), "--score_weights", "quality=3",
+                        "--baselines", " blank, identity,blank"])
+    assert cfg.judge.score_weights == {"instruction": 1.0, "consistency": 1.0, "quality": 3.0}
+    assert cfg.editor.baseline_names() == ["blank", "identity"]

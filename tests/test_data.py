@@ -194,3 +194,24 @@ def test_class_label_categories_become_names(tmp_path):
     ds.save_to_disk(str(tmp_path / "saved"))
     samples = load_samples(DataConfig(dataset=str(tmp_path / "saved"), columns=COLUMNS))
     assert [s.category for s in samples] == ["physics"] * 3 and all(s.problem is None for s in samples)
+
+
+def test_human_scores_are_numbers_or_empty(tmp_path):
+    rows = make_rows(tmp_path, n=4)
+    for row, rating in zip(rows, [4, "3.5", None, ""]):
+        row["rating"] = rating
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl"), columns={**COLUMNS, "human_score": "rating"}))
+    assert [s.human_score for s in samples] == [4.0, 3.5, None, None]
+    assert load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl"), columns=COLUMNS))[0].human_score is None
+    for bad in ("good", True, float("nan"), {"a": 1}):
+        rows[1]["rating"] = bad
+        (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with pytest.raises(ConfigError, match="row 1: human_score"):
+            load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl"), columns={**COLUMNS, "human_score": "rating"}))
+
+
+def test_image_size_is_read_from_the_header(tmp_path):
+    Image.new("RGB", (30, 12)).save(tmp_path / "a.png")
+    assert ImageRef(path=tmp_path / "a.png").size() == (30, 12)
+    assert ImageRef(data=(tmp_path / "a.png").read_bytes()).size() == (30, 12)

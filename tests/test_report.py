@@ -5,8 +5,11 @@ import pytest
 from bench_lib.report import build_report, render_markdown, score_stats, timing_summary
 
 
-def row(cat, status, score=None):
-    return {"id": f"{cat}-{status}-{score}", "category": cat, "status": status, "score": score}
+def row(cat, status, score=None, human=None, parse=None):
+    subscores = None if score is None else {"instruction": score, "consistency": score + 1, "quality": 10.0}
+    judged = status in ("ok", "judge_failed")
+    return {"id": f"{cat}-{status}-{score}-{human}", "category": cat, "status": status, "score": score,
+            "subscores": subscores, "judge_parse": parse or ("ok" if judged else None), "human_score": human}
 
 
 def test_failures_never_enter_the_mean():
@@ -27,13 +30,15 @@ def test_report_and_markdown():
                               {"load_editor": 3.0, "edit": 12.0, "edited": 1, "switch": 1.5, "judge": 1.0, "judged": 0}])
     assert timings["edit_s"] == 12.0 and timings["edit_samples"] == 3 and timings["edit_samples_per_s"] == 0.25
     assert timings["judge_s"] == 2.0 and timings["judge_samples_per_s"] == 1.0 and timings["switch_s"] == 1.5
-    meta = {"dataset": "d", "num_samples": 3, "editor_model": "e", "judge_model": "j", "world_size": 2, "seed": 0}
+    meta = {"dataset": "d", "num_samples": 3, "editor_model": "e", "judge_model": "j", "world_size": 2, "seed": 0,
+            "judge_mode": "logits", "score_formula": "viescore", "score_formula_text": "sqrt(min(I, C) * Q)"}
     report = build_report(rows, timings=timings, meta=meta)
     assert set(report["categories"]) == {"physics", "social"}
     assert report["overall"]["count"] == 2 and report["overall"]["failed"] == 1
     md = render_markdown(report)
-    assert "| physics | 4.00 | – | 1 | 0 | 0 |" in md
-    assert "| social | 6.00 | – | 1 | 1 | 0 |" in md
+    assert "| physics | 4.00 | – | 4.00 | 5.00 | 10.00 | 1 | 0 | 0 | 0% |" in md
+    assert "| social | 6.00 | – | 6.00 | 7.00 | 10.00 | 1 | 1 | 0 | 0% |" in md
+    assert report["human_agreement"] is None and "Spearman" not in md
     assert "| edit | 12.0 | 3 | 0.250 |" in md and "| switch | 1.5 | – | – |" in md
 
 
@@ -42,3 +47,37 @@ def test_flagged_rows_are_counted_but_still_scored():
     rows[0]["flags"] = ["constant_image"]
     stats = score_stats(rows)
     assert stats["flagged"] == 1 and stats["flags"] == {"constant_image": 1} and stats["count"] == 2
+
+
+def test_subscore_means_and_parse_failures_per_category():
+    rows = [row("physics", "ok", 4.0), row("physics", "ok", 8.0, parse="reasked"),
+            row("physics", "judge_failed", parse="failed"), row("physics", "edit_failed"),
+            row("social", "judge_failed", parse="failed")]
+    physics = score_stats(rows[:4])
+    assert physics["subscores"] == {"instruction": 6.0, "consistency": 7.0, "quality": 10.0}
+    assert physics["judged"] == 3 and physics["reasked"] == 1 and physics["parse_failed"] == 1
+    assert physics["parse_failure_rate"] == pytest.approx(1 / 3)
+    social = score_stats(rows[4:])
+    assert social["parse_failure_rate"] == 1.0 and social["subscores"]["instruction"] is None
+    assert score_stats(rows[3:4])["parse_failure_rate"] is None  # nothing judged: no rate, not 0%
+
+
+def test_human_agreement_per_category_and_overall():
+    # physics: judge and human agree in order; social: reversed; failures and rows without a human score skipped
+    rows = [row("physics", "ok", s, human=h) for s, h in [(1.0, 2.0), (2.0, 3.0), (3.0, 5.0)]]
+    rows += [row("social", "ok", s, human=h) for s, h in [(1.0, 9.0), (4.0, 8.0), (6.0, 1.0)]]
+    rows += [row("social", "judge_failed", human=0.0), row("social", "ok", 5.0)]
+    meta = {"dataset": "d", "num_samples": len(rows), "editor_model": "e", "judge_model": "j", "world_size": 1,
+            "seed": 0, "judge_mode": "logits", "score_formula": "viescore", "score_formula_text": "x"}
+    report = build_report(rows, timings=timing_summary([{"load_editor": 0, "edit": 1, "edited": 1, "switch": 0,
+                                                          "judge": 1, "judged": 1}]), meta=meta)
+    agreement = report["human_agreement"]
+    assert agreement["categories"]["physics"] == {"n": 3, "spearman": pytest.approx(1.0),
+                                                  "kendall_tau_b": pytest.approx(1.0)}
+    assert agreement["categories"]["social"]["n"] == 3
+    assert agreement["categories"]["social"]["spearman"] == pytest.approx(-1.0)
+    # overall, 6 pairs: judge 1,2,3,1,4,6 vs human 2,3,5,9,8,1: 6 concordant, 8 discordant, 1 tied in judge only
+    assert agreement["overall"]["n"] == 6
+    assert agreement["overall"]["kendall_tau_b"] == pytest.approx(-2 / (15 * 14) ** 0.5)
+    md = render_markdown(report)
+    assert "| physics | 3 | 1.000 | 1.000 |" in md and "| social | 3 | -1.000 | -1.000 |" in md

@@ -96,26 +96,74 @@ class ScriptedJudge:
         return [self.judgements[r.instruction] for r in requests]
 
 
-def test_judge_outputs_that_are_not_scores_become_judge_failed(tmp_path):
+def test_judge_failures_become_judge_failed_and_keep_what_the_judge_said(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "edit.png")
     from bench_lib.data import ImageRef, Sample
 
     samples = [Sample(index=i, id=name, category="physics", instruction=name,
                       source_image=ImageRef(path=tmp_path / "edit.png")) for i, name in
-               enumerate(["good", "nan", "offformat", "crash"])]
+               enumerate(["good", "unparsed", "crash"])]
     outcomes = {s.id: runner.Outcome(edited_image="edit.png") for s in samples}
-    judge = ScriptedJudge({"good": Judgement(7.5, 0.9), "nan": Judgement(float("nan"), float("nan")),
-                           "offformat": Judgement(3.0, 0.1)})
+    good = Judgement(subscores={"instruction": 7.0, "consistency": 8.0, "quality": 9.0}, rationale="fine")
+    unparsed = Judgement(error="the judge's answer did not parse twice: x", parse="failed", raw=["a", "b"])
+    judge = ScriptedJudge({"good": good, "unparsed": unparsed})
     from accelerate import PartialState
 
     PartialState()  # accelerate's logger needs the (single-process) state
-    runner.judge_batch(judge, samples, outcomes, tmp_path, min_digit_mass=0.5, max_pixels=512 * 512)
-    assert judge.calls == [4, 1, 1, 1, 1]  # the failing batch is retried one sample at a time
-    assert (outcomes["good"].status, outcomes["good"].score) == ("ok", 7.5)
-    assert outcomes["nan"].status == "judge_failed" and "not finite" in outcomes["nan"].error
-    assert outcomes["offformat"].status == "judge_failed" and "off-format" in outcomes["offformat"].error
+    runner.judge_batch(judge, samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=512 * 512)
+    assert judge.calls == [3, 1, 1, 1]  # the failing batch is retried one sample at a time
+    assert outcomes["good"].status == "ok" and outcomes["good"].judgement is good
+    assert outcomes["unparsed"].status == "judge_failed" and "did not parse" in outcomes["unparsed"].error
     assert outcomes["crash"].status == "judge_failed" and "breaks the judge" in outcomes["crash"].error
-    assert all(outcomes[k].score is None for k in ("nan", "offformat", "crash"))
+    record = runner._judge_record("unparsed", outcomes["unparsed"])
+    assert record["raw"] == ["a", "b"] and record["parse"] == "failed" and record["subscores"] is None
+    assert runner._judge_record("crash", outcomes["crash"])["parse"] is None  # never answered
+
+
+def test_length_batches_group_similar_lengths_and_cover_every_item_once():
+    lengths = [50.0, 10.0, 30.0, 10.0, 90.0, 20.0, 40.0]
+    batches = runner.length_batches(lengths, 3)
+    assert batches == [[1, 3, 5], [2, 6, 0], [4]]  # sorted by length, ties in original order
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert runner.length_batches([], 4) == []
+
+
+def test_generate_mode_end_to_end_with_the_random_judge(tmp_path):
+    """The random tiny judge writes noise: every answer fails to parse, is asked again, fails again, and
+    becomes judge_failed with both raw answers kept; nothing enters a mean."""
+    out = tmp_path / "gen"
+    cfg = {**SMOKE, "dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "limit": 3, "editor": "identity",
+           "editor_model": "", "editor_kwargs": {}, "judge_mode": "generate", "judge_max_new_tokens": 8,
+           "judge_batch_size": 2}
+    runner.run(config_from_dict(cfg))
+    rows = read_results(out / "results.jsonl")
+    assert [r["id"] for r in rows] == ["physics_01", "physics_02", "environment_01"]  # dataset order
+    for r in rows:
+        assert r["status"] == "judge_failed" and r["score"] is None and r["subscores"] is None
+        assert r["judge_parse"] == "failed" and len(r["judge_raw"]) == 2 and all(r["judge_raw"])
+        assert "did not parse twice" in r["error"] and r["digit_mass"] is None
+        assert len(r["rubric_sha256"]) == 64
+    report = json.loads((out / "report.json").read_text())
+    assert report["overall"]["mean"] is None and report["overall"]["parse_failure_rate"] == 1.0
+    assert report["categories"]["physics"]["parse_failed"] == 2
+    assert "| **overall** | – | – | – | – | – | 0 | 3 | 0 | 100% |" in (out / "report.md").read_text()
+
+
+def test_changing_the_score_formula_rescores_without_rejudging(tmp_path):
+    out = tmp_path / "formula"
+    cfg = {**SMOKE, "dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "limit": 2, "editor": "blank",
+           "editor_model": "", "editor_kwargs": {}}
+    runner.run(config_from_dict(cfg))
+    first = read_results(out / "results.jsonl")
+    runner.run(config_from_dict({**cfg, "score_formula": "mean", "score_weights": {"quality": 2}}))
+    second = read_results(out / "results.jsonl")
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["reused_judgements"] == 2 and report["meta"]["score_formula"] == "mean"
+    for a, b in zip(first, second):
+        assert a["subscores"] == b["subscores"]
+        sub = b["subscores"]
+        assert a["score"] == pytest.approx((min(sub["instruction"], sub["consistency"]) * sub["quality"]) ** 0.5)
+        assert b["score"] == pytest.approx((sub["instruction"] + sub["consistency"] + 2 * sub["quality"]) / 4)
 
 
 def test_unknown_tiny_model_is_a_config_error():
@@ -146,21 +194,39 @@ def test_a_full_disk_is_fatal_not_a_sample_failure(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("editor", ["identity", "blank"])
-def test_sanity_baseline_editors(tmp_path, editor):
+def test_sanity_baseline_editors_and_in_run_baselines_agree(tmp_path, editor):
+    """The baselines run as editors, and judged beside an editor in the same run (`baselines`). The in-run
+    baseline of the same name judges the same pixels, so it must get the same scores."""
     from bench_lib.data import DataConfig, load_samples
 
     out = tmp_path / editor
-    cfg = {**SMOKE, "dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "limit": 2, "editor": editor,
-           "editor_model": "", "editor_kwargs": {}}
+    cfg = {**SMOKE, "dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "limit": 3, "editor": editor,
+           "editor_model": "", "editor_kwargs": {}, "baselines": "identity,blank", "judge_batch_size": 2}
     runner.run(config_from_dict(cfg))
     rows = read_results(out / "results.jsonl")
-    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert [r["status"] for r in rows] == ["ok"] * 3
     source = load_samples(DataConfig(dataset="data/demo/manifest.jsonl", limit=1))[0].source_image.load()
     with Image.open(out / rows[0]["edited_image"]) as edited:
         if editor == "identity":
             assert edited.convert("RGB").tobytes() == source.tobytes() and rows[0]["flags"] == []
         else:
             assert edited.size == source.size and rows[0]["flags"] == ["constant_image"]
+    same = read_results(out / "baselines" / f"{editor}.jsonl")
+    other = read_results(out / "baselines" / f"{'blank' if editor == 'identity' else 'identity'}.jsonl")
+    assert [r["id"] for r in same] == [r["id"] for r in rows] and all(r["status"] == "ok" for r in same + other)
+    for row, base, different in zip(rows, same, other):
+        assert base["subscores"] == pytest.approx(row["subscores"], abs=1e-4)
+        assert base["score"] == pytest.approx(row["score"], abs=1e-4)
+        assert abs(different["subscores"]["consistency"] - row["subscores"]["consistency"]) > 1e-3
+    report = json.loads((out / "report.json").read_text())
+    assert report["baselines"][editor]["overall"]["mean"] == pytest.approx(report["overall"]["mean"], abs=1e-4)
+    assert set(report["categories"]) == set(report["baselines"]["blank"]["categories"])
+    assert "| category | editor | identity | blank |" in (out / "report.md").read_text()
+    # a resume without blank keeps the identity judgements and drops blank's outputs
+    runner.run(config_from_dict({**cfg, "baselines": "identity"}))
+    assert not (out / "baselines" / "blank.jsonl").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["baselines"]) == ["identity"] and report["timings"]["judge_samples"] == 0
 
 
 def test_fit_pixels_keeps_aspect_and_small_images():
@@ -168,3 +234,25 @@ def test_fit_pixels_keeps_aspect_and_small_images():
     assert runner.fit_pixels(small, 512 * 512) is small
     big = runner.fit_pixels(Image.new("RGB", (2000, 1000)), 512 * 512)
     assert big.size[0] * big.size[1] <= 512 * 512 and abs(big.size[0] / big.size[1] - 2.0) < 0.01
+
+
+def test_human_scores_reach_the_report(tmp_path):
+    import shutil
+
+    demo = [json.loads(line) for line in open("data/demo/manifest.jsonl")][:4]
+    for i, row in enumerate(demo):
+        for key in ("source_image", "reference_image"):
+            if row.get(key):
+                (tmp_path / row[key]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(f"data/demo/{row[key]}", tmp_path / row[key])
+        row["rating"] = [1, 2, None, 4][i]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in demo))
+    out = tmp_path / "out"
+    cfg = {**SMOKE, "dataset": str(tmp_path / "m.jsonl"), "output_dir": str(out), "editor": "identity",
+           "editor_model": "", "editor_kwargs": {}, "columns": {"human_score": "rating"}}
+    runner.run(config_from_dict(cfg))
+    rows = read_results(out / "results.jsonl")
+    assert [r["human_score"] for r in rows] == [1.0, 2.0, None, 4.0]
+    agreement = json.loads((out / "report.json").read_text())["human_agreement"]
+    assert agreement["overall"]["n"] == 3 and agreement["categories"]["physics"]["n"] == 2
+    assert "Spearman" in (out / "report.md").read_text()

@@ -1,7 +1,9 @@
 import torch
 import pytest
 
-from bench_lib.judges import DEFAULT_RUBRIC, JudgeRequest, Rubrics, expected_score, reference_block
+from bench_lib.judges import (DEFAULT_RUBRIC, AnswerFormatError, JudgeRequest, Rubrics, expected_score, parse_answer,
+                              reference_block)
+from bench_lib.scoring import average_ranks, combine, kendall_tau_b, spearman
 
 DIGITS = list(range(10, 20))  # token ids of "0".."9" in a made-up vocabulary of 32
 NON_DIGIT = 3
@@ -48,7 +50,9 @@ def test_rubric_selection_per_category(tmp_path):
     assert rubrics.rubric_name("temporal_reasoning") == DEFAULT_RUBRIC
     for text in rubrics.templates.values():
         assert "{instruction}" in text and "{reference}" in text
-        assert text.strip().endswith("Answer with a single integer from 0 to 10 and nothing else.")
+        for criterion in ("INSTRUCTION:", "CONSISTENCY:", "QUALITY:"):  # each sub-score has its own scale
+            block = text.split(criterion, 1)[1]
+            assert "0 = " in block and "10 = " in block
     from PIL import Image
     img = Image.new("RGB", (4, 4))
     request = JudgeRequest(category="causal", instruction="Pop the {balloon}", source=img, edited=img,
@@ -62,3 +66,70 @@ def test_reference_block_variants():
     assert "third image" in reference_block(None, True)
     assert "melted" in reference_block("melted", False) and "third image" not in reference_block("melted", False)
     assert "No reference" in reference_block(None, False)
+
+
+def test_score_formulas():
+    sub = {"instruction": 9.0, "consistency": 4.0, "quality": 1.0}
+    assert combine(sub, "viescore") == pytest.approx(2.0)  # sqrt(min(9, 4) * 1)
+    assert combine(sub, "mean") == pytest.approx(14 / 3)
+    assert combine(sub, "mean", {"instruction": 2.0, "consistency": 1.0, "quality": 1.0}) == pytest.approx(23 / 4)
+    assert combine(sub, "min") == 1.0 and combine(sub, "instruction") == 9.0
+    do_nothing = {"instruction": 0.0, "consistency": 10.0, "quality": 10.0}
+    blank = {"instruction": 0.5, "consistency": 0.0, "quality": 2.0}
+    assert combine(do_nothing, "viescore") == 0.0 and combine(blank, "viescore") == 0.0
+    with pytest.raises(ValueError):
+        combine(sub, "median")
+
+
+def test_rank_correlations_on_known_values():
+    x = [1, 2, 3, 4, 5]
+    assert spearman(x, [10, 20, 30, 40, 50]) == pytest.approx(1.0)
+    assert spearman(x, [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert kendall_tau_b(x, [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert average_ranks([3, 1, 3, 2]) == [3.5, 1.0, 3.5, 2.0]
+    # one swapped pair out of 10: tau = (9 - 1) / 10; rho = 1 - 6 * 2 / (5 * 24)
+    y = [1, 2, 3, 5, 4]
+    assert kendall_tau_b(x, y) == pytest.approx(0.8)
+    assert spearman(x, y) == pytest.approx(0.9)
+    # ties: x = [1, 1, 2, 3], y = [1, 2, 2, 3]: C = 4, D = 0, tied only in x 1, only in y 1 -> tau_b = 4 / 5
+    assert kendall_tau_b([1, 1, 2, 3], [1, 2, 2, 3]) == pytest.approx(0.8)
+    # spearman with ties = pearson of average ranks [1.5, 1.5, 3, 4] and [1, 2.5, 2.5, 4]
+    assert spearman([1, 1, 2, 3], [1, 2, 2, 3]) == pytest.approx(3.75 / 4.5)  # sxy / sqrt(sxx * syy)
+    assert spearman([1, 1, 1], [1, 2, 3]) is None and kendall_tau_b([1, 1, 1], [1, 2, 3]) is None
+    assert spearman([1], [2]) is None
+
+
+GOOD = '{"instruction": 7, "consistency": 10, "quality": 3}'
+
+
+@pytest.mark.parametrize("text, rationale", [
+    (GOOD, ""),
+    (f"The ice is now water.\n{GOOD}", "The ice is now water."),
+    (f"Melted, but the cup changed {{colour}}.\n```json\n{GOOD}\n```\n", "Melted, but the cup changed {colour}."),
+    ('{"instruction":0,"consistency":0,"quality":10}', ""),
+])
+def test_parse_answer_accepts_a_final_json_object(text, rationale):
+    scores, got_rationale = parse_answer(text)
+    assert got_rationale == rationale
+    assert sorted(scores) == ["consistency", "instruction", "quality"]
+    assert all(isinstance(v, int) and 0 <= v <= 10 for v in scores.values())
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "does not end"),
+    ("Score: 7", "does not end"),
+    (f"{GOOD} I am sure.", "does not end"),
+    ('{"instruction": 7, "consistency": 10}', "expected exactly"),
+    ('{"instruction": 7, "consistency": 10, "quality": 3, "overall": 6}', "expected exactly"),
+    ('{"instruction": 11, "consistency": 10, "quality": 3}', "instruction is 11"),
+    ('{"instruction": 7.5, "consistency": 10, "quality": 3}', "instruction is 7.5"),
+    ('{"instruction": "7", "consistency": 10, "quality": 3}', "instruction is '7'"),
+    ('{"instruction": true, "consistency": 10, "quality": 3}', "instruction is True"),
+    ('{"instruction": -1, "consistency": 10, "quality": 3}', "instruction is -1"),
+    ('{"instruction": 7, "consistency": 10, "quality": 3', "does not end"),
+    ("[7, 10, 3]", "does not end"),
+    ("{'instruction': 7, 'consistency': 10, 'quality': 3}", "valid JSON"),
+])
+def test_parse_answer_is_strict(text, message):
+    with pytest.raises(AnswerFormatError, match=message):
+        parse_answer(text)

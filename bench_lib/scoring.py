@@ -1,0 +1,99 @@
+"""Numbers from judgements: the score formula over sub-scores, and rank agreement with human scores."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+from .config import SUBSCORES
+
+FORMULA_TEXT = {
+    "viescore": "sqrt(min(I, C) * Q)",
+    "mean": "weighted mean of I, C, Q",
+    "min": "min(I, C, Q)",
+    "instruction": "I",
+}
+
+
+def combine(subscores: dict[str, float], formula: str, weights: Optional[dict[str, float]] = None) -> float:
+    """`score` (0-10) from the sub-scores instruction (I), consistency (C) and quality (Q).
+
+    viescore is VIEScore's overall score (also GEdit-Bench's): the geometric mean of semantic consistency,
+    min(instruction, consistency), and perceptual quality. It is 0 whenever the instruction was not carried
+    out or the scene was destroyed, so doing nothing and returning a blank image both score near 0.
+    """
+    i, c, q = (subscores[name] for name in SUBSCORES)
+    if formula == "viescore":
+        return math.sqrt(max(min(i, c), 0.0) * max(q, 0.0))
+    if formula == "mean":
+        weights = weights or {name: 1.0 for name in SUBSCORES}
+        total = sum(weights[name] for name in SUBSCORES)
+        return sum(weights[name] * subscores[name] for name in SUBSCORES) / total
+    if formula == "min":
+        return min(i, c, q)
+    if formula == "instruction":
+        return i
+    raise ValueError(f"unknown score formula {formula!r}; known: {sorted(FORMULA_TEXT)}")
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """Ranks 1..n; tied values share the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
+    n = len(x)
+    if n < 2:
+        return None
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx == 0 or syy == 0:
+        return None  # a constant side: correlation is undefined, not 0
+    return sxy / math.sqrt(sxx * syy)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
+    """Spearman's rho: Pearson's r of the average ranks (ties handled). None below 2 pairs or if a side is constant."""
+    return pearson(average_ranks(x), average_ranks(y))
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
+    """Kendall's tau-b (adjusted for ties), by counting pairs: O(n^2), fine for benchmark sizes."""
+    n = len(x)
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    if denominator == 0:
+        return None
+    return (concordant - discordant) / denominator
+
+
+def agreement(pairs: list[tuple[float, float]]) -> dict[str, Optional[float]]:
+    """Rank agreement between judge scores and human scores, given as (judge, human) pairs."""
+    judge = [p[0] for p in pairs]
+    human = [p[1] for p in pairs]
+    return {"n": len(pairs), "spearman": spearman(judge, human), "kendall_tau_b": kendall_tau_b(judge, human)}
