@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -169,7 +170,8 @@ class JudgeConfig:
         if unknown:
             raise ConfigError(f"`score_weights` has unknown sub-scores {unknown}; known: {list(SUBSCORES)}.")
         weights = {k: self.score_weights.get(k, 1.0) for k in SUBSCORES}  # a sub-score not named weighs 1
-        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights.values()) \
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                   for w in weights.values()) \
                 or sum(weights.values()) <= 0:
             raise ConfigError(f"`score_weights` must be numbers >= 0 with a positive sum, got {self.score_weights}.")
         self.score_weights = {k: float(w) for k, w in weights.items()}
@@ -183,6 +185,11 @@ class JudgeConfig:
 @dataclass
 class RunConfig:
     output_dir: str = field(default="outputs/run", metadata={"help": "Folder for edits, results and reports."})
+    gallery: bool = field(
+        default=True,
+        metadata={"help": "Write gallery.html: every sample's source, edit and reference thumbnails with its "
+                          "scores, filterable by category and status (one self-contained file)."},
+    )
     seed: int = field(default=0, metadata={"help": "Base seed; each sample's seed derives from (seed, sample id)."})
     overwrite: bool = field(
         default=False,

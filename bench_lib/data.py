@@ -234,9 +234,10 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
 
 
 def _human_score(index: int, value: Any) -> Optional[float]:
-    """A number (or numeric text) or empty. Anything else is the dataset's error, not a sample's: the
+    """A number (or numeric text) or empty (None, "", NaN). Anything else is the dataset's error, not a sample's: the
     mapping probably points at the wrong column, and a guessed human score would corrupt the meta-evaluation."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if value is None or (isinstance(value, str) and not value.strip()) \
+            or (isinstance(value, float) and math.isnan(value)):  # pandas/Parquet write a missing rating as NaN
         return None
     number = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -74,7 +74,7 @@ class Judgement:
 
     subscores: Optional[dict[str, float]] = None
     error: Optional[str] = None
-    parse: str = "ok"  # ok | reasked (the first answer did not parse, the second did) | failed
+    parse: Optional[str] = "ok"  # ok | reasked (first answer unparsed, second parsed) | failed; None: NaN logits
     raw: list[str] = field(default_factory=list)  # the answers that did not parse, in order
     rationale: Optional[str] = None  # generate mode
     digit_mass: Optional[dict[str, float]] = None  # logits mode: P(the answer is a digit) per sub-score
@@ -304,14 +304,14 @@ class QwenVLJudge:
         judgements = [Judgement(subscores={}, digit_mass={}) for _ in requests]
         for name in SUBSCORES:
             scores, masses, first = self._ask(prefix, cache, f"{QUESTIONS[name]} {ANSWER_FORMAT}{tail}")
-            off = [i for i, m in enumerate(masses) if not m >= self.cfg.judge_min_digit_mass]
+            off = [i for i, m in enumerate(masses) if self._off_format(m)]
             if off:  # one re-ask for the whole batch (cheap: the prefix is cached); used only where needed
                 for i in off:
                     judgements[i].raw.append(f"{name}: {self._top_tokens(first[i])}")
                 scores2, masses2, first2 = self._ask(prefix, cache, f"{QUESTIONS[name]} {STRICT_ANSWER_FORMAT}{tail}")
                 for i in off:
                     scores[i], masses[i] = scores2[i], masses2[i]
-                    if not masses2[i] >= self.cfg.judge_min_digit_mass:
+                    if self._off_format(masses2[i]):
                         judgements[i].raw.append(f"{name} (re-asked): {self._top_tokens(first2[i])}")
             for i, judgement in enumerate(judgements):
                 judgement.digit_mass[name] = masses[i] if math.isfinite(masses[i]) else None
@@ -322,12 +322,17 @@ class QwenVLJudge:
             self._finish_logits(judgement)
         return judgements
 
+    def _off_format(self, digit_mass: float) -> bool:
+        """No probability on digits at all is off-format whatever the threshold: its score would be a 0."""
+        return not (digit_mass >= self.cfg.judge_min_digit_mass and digit_mass > 0.0)
+
     def _finish_logits(self, judgement: Judgement) -> None:
         masses = judgement.digit_mass
         if not all(math.isfinite(v) for v in judgement.subscores.values()) or None in masses.values():
             judgement.error = "the judge's logits are not finite (NaN/inf)"
+            judgement.parse = None  # not a format problem: the report counts it under judge_failed only
         else:
-            low = {k: round(v, 4) for k, v in masses.items() if not v >= self.cfg.judge_min_digit_mass}
+            low = {k: float(f"{v:.4g}") for k, v in masses.items() if self._off_format(v)}
             if low:
                 judgement.parse = "failed"
                 judgement.error = (f"the judge answered off-format twice: P(digit) {low} < judge_min_digit_mass "
@@ -351,7 +356,7 @@ class QwenVLJudge:
     def _ask(self, prefix, cache, suffix_text: str) -> tuple[list[float], list[float], torch.Tensor]:
         """One question after the cached prefix: expected scores, digit masses, and the first-token logits.
         The cache is cut back to the prefix afterwards, ready for the next question."""
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import LogitsProcessorList
 
         prefix_length = prefix["input_ids"].shape[1]
         batch = prefix["input_ids"].shape[0]
@@ -363,10 +368,8 @@ class QwenVLJudge:
         }
         if "mm_token_type_ids" in prefix:
             inputs["mm_token_type_ids"] = torch.cat([prefix["mm_token_type_ids"], torch.zeros_like(suffix)], dim=1)
-        generation = GenerationConfig(
-            max_new_tokens=2, do_sample=False, output_logits=True, return_dict_in_generate=True,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=None,
-        )
+        generation = self._greedy(max_new_tokens=2, output_logits=True, return_dict_in_generate=True,
+                                  eos_token_id=self.model.generation_config.eos_token_id)
         force_one = _ForceFirstToken(self.digit_ids[1], prompt_length=inputs["input_ids"].shape[1])
         out = self.model.generate(**inputs, **{self._cache_kwarg: cache}, generation_config=generation,
                                   logits_processor=LogitsProcessorList([force_one]))
@@ -408,21 +411,27 @@ class QwenVLJudge:
 
     def generate_text(self, requests: list[JudgeRequest], instructions: str, **generate_kwargs) -> list[str]:
         """Greedy, left-padded batched generation; returns only the new text of each answer."""
-        from transformers import GenerationConfig
-
         conversations = [build_messages(r, self.rubrics.render(r), instructions) for r in requests]
         inputs = self.processor.apply_chat_template(
             conversations, add_generation_prompt=True, tokenize=True, return_dict=True,
             return_tensors="pt", processor_kwargs={"padding": True},
         ).to(self.model.device)
-        generation = GenerationConfig(
-            max_new_tokens=self.cfg.judge_max_new_tokens, do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.model.generation_config.eos_token_id,
-            **generate_kwargs,
-        )
+        generation = self._greedy(max_new_tokens=self.cfg.judge_max_new_tokens,
+                                  eos_token_id=self.model.generation_config.eos_token_id, **generate_kwargs)
         sequences = self.model.generate(**inputs, generation_config=generation)
         new_tokens = sequences[:, inputs["input_ids"].shape[1]:]
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def _greedy(self, **kwargs):
+        """Plain greedy decoding, whatever the checkpoint's generation_config says: transformers fills every
+        field left unset from it, and a shipped repetition penalty or beam count would change the scores."""
+        from transformers import GenerationConfig
+
+        settings = dict(do_sample=False, num_beams=1, num_return_sequences=1, repetition_penalty=1.0,
+                        encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
+                        suppress_tokens=[], begin_suppress_tokens=[], renormalize_logits=False,
+                        pad_token_id=self.tokenizer.pad_token_id)
+        return GenerationConfig(**{**settings, **kwargs})
 
     def close(self) -> None:
         self.model = None

@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any, Optional
 
 from .config import SUBSCORES
-from .scoring import agreement
+from .scoring import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, agreement, bootstrap_ci, bootstrap_macro_ci
 
 STAGES = ("load_editor", "edit", "switch", "judge")
 # per-rank counters of the samples a stage processed, for its samples/s
@@ -15,7 +15,8 @@ STAGE_COUNTS = {"edit": "edited", "judge": "judged"}
 
 
 def score_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """mean, std (sample standard deviation, n-1; null below 2 scores), count (scored), failed (status != ok),
+    """mean, ci95 (95% bootstrap interval of the mean; null below 2 scores), std (sample standard deviation,
+    n-1; null below 2 scores), count (scored), failed (status != ok),
     flagged (rows with a suspicious edit: NaN/inf pixels or a constant image; they are still scored),
     subscores (the mean of each sub-score over the scored rows), judge parse counts over the judged rows."""
     scored = [r for r in rows if r["status"] == "ok"]
@@ -27,7 +28,9 @@ def score_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     flags = Counter(flag for r in rows for flag in r.get("flags") or [])
     parses = Counter(r.get("judge_parse") for r in rows if r.get("judge_parse"))
     judged = sum(parses.values())
-    return {"mean": mean, "std": std, "count": count, "failed": sum(statuses.values()),
+    ci = bootstrap_ci(scores)
+    return {"mean": mean, "ci95": list(ci) if ci else None, "std": std, "count": count,
+            "failed": sum(statuses.values()),
             "failed_by_status": dict(sorted(statuses.items())),
             "flagged": sum(bool(r.get("flags")) for r in rows), "flags": dict(sorted(flags.items())),
             "subscores": {name: (sum(r["subscores"][name] for r in scored) / count if count else None)
@@ -50,8 +53,9 @@ def human_agreement(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
 
 
 def timing_summary(per_rank: list[dict[str, float]]) -> dict[str, Any]:
-    """Wall time of each stage (the slowest rank's: ranks meet at barriers), and samples/s of the edit and
-    judge stages: samples the stage processed on all ranks over its wall time."""
+    """Wall time of each stage (the slowest rank's: ranks meet at barriers), samples/s of the edit and judge
+    stages (samples the stage processed on all ranks over its wall time), and per rank: edit s/image, the
+    time it waited at the edit stage's barriers, the model switch, judge s/sample."""
     out: dict[str, Any] = {}
     for stage in STAGES:
         wall = max(t[stage] for t in per_rank)
@@ -60,22 +64,37 @@ def timing_summary(per_rank: list[dict[str, float]]) -> dict[str, Any]:
             done = sum(t[STAGE_COUNTS[stage]] for t in per_rank)
             out[f"{stage}_samples"] = done
             out[f"{stage}_samples_per_s"] = round(done / wall, 4) if wall > 0 and done else None
-    out["per_rank"] = [{k: round(v, 3) for k, v in t.items()} for t in per_rank]
+    out["per_rank"] = [{**{k: round(v, 3) for k, v in t.items()},
+                        "edit_s_per_image": (round((t["edit"] - t.get("barrier_wait", 0.0)) / t["edited"], 4)
+                                             if t.get("edited") else None),
+                        "judge_s_per_sample": round(t["judge"] / t["judged"], 4) if t.get("judged") else None}
+                       for t in per_rank]
     return out
 
 
 def build_report(rows: list[dict[str, Any]], *, timings: dict[str, Any], meta: dict[str, Any],
-                 baselines: Optional[dict[str, list[dict[str, Any]]]] = None) -> dict[str, Any]:
+                 baselines: Optional[dict[str, list[dict[str, Any]]]] = None,
+                 provenance: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     categories = sorted({r["category"] for r in rows})
+    overall = score_stats(rows)
+    scored = {c: [r["score"] for r in rows if r["category"] == c and r["status"] == "ok"] for c in categories}
+    means = [sum(v) / len(v) for v in scored.values() if v]
+    overall["macro_mean"] = sum(means) / len(means) if means and len(means) == len(categories) else None
+    macro_ci = bootstrap_macro_ci(scored) if overall["macro_mean"] is not None else None
+    overall["macro_ci95"] = list(macro_ci) if macro_ci else None
     return {
+        "overall": overall,
+        "categories": {c: score_stats([r for r in rows if r["category"] == c]) for c in categories},
+        "uncertainty": {"method": "percentile bootstrap of the mean", "level": 0.95,
+                        "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED,
+                        "macro": "resampled within each category"},
         "baselines": {name: {"overall": score_stats(brows),
                              "categories": {c: score_stats([r for r in brows if r["category"] == c]) for c in categories}}
                       for name, brows in (baselines or {}).items()},
-        "overall": score_stats(rows),
-        "categories": {c: score_stats([r for r in rows if r["category"] == c]) for c in categories},
         "human_agreement": human_agreement(rows),
         "timings": timings,
         "meta": meta,
+        "provenance": provenance,
     }
 
 
@@ -83,8 +102,12 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    meta, timings = report["meta"], report["timings"]
+def _ci(ci: Optional[list[float]]) -> str:
+    return "–" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None) -> str:
+    meta, timings, overall = report["meta"], report["timings"], report["overall"]
     lines = [
         "# Benchmark report",
         "",
@@ -96,27 +119,34 @@ def render_markdown(report: dict[str, Any]) -> str:
         "consistency (C) and quality (Q)",
         f"- processes: {meta['world_size']}, seed: {meta['seed']}",
         "",
-        "Scores are 0-10. `std` is the sample standard deviation; `count` is the number of scored samples; "
-        "`failed` counts samples whose status is not `ok` (never in a mean); `flagged` counts edits with NaN/inf "
-        "pixels or a single colour (still scored: look at them); `unparsed` is the share of judged samples whose "
-        "answer did not parse even when asked again (they are `judge_failed`).",
+        "Scores are 0-10. `95% CI` is a percentile bootstrap interval of the mean "
+        f"({report['uncertainty']['resamples']} resamples, seed {report['uncertainty']['seed']}); `std` is the "
+        "sample standard deviation; `count` is the number of scored samples; `failed` counts samples whose "
+        "status is not `ok` (never in a mean); `flagged` counts edits with NaN/inf pixels or a single colour "
+        "(still scored: look at them); `unparsed` is the share of judged samples whose answer did not parse "
+        "even when asked again (they are `judge_failed`).",
         "",
-        "| category | score | std | I | C | Q | count | failed | flagged | unparsed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| category | score | 95% CI | std | I | C | Q | count | failed | flagged | unparsed |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, stats in [*report["categories"].items(), ("**overall**", report["overall"])]:
+    for name, stats in [*report["categories"].items(), ("**overall**", overall)]:
         sub = stats["subscores"]
         rate = stats["parse_failure_rate"]
-        lines.append(f"| {name} | {_fmt(stats['mean'])} | {_fmt(stats['std'])} | {_fmt(sub['instruction'])} | "
-                     f"{_fmt(sub['consistency'])} | {_fmt(sub['quality'])} | {stats['count']} | {stats['failed']} | "
-                     f"{stats['flagged']} | {'–' if rate is None else f'{100 * rate:.0f}%'} |")
+        lines.append(f"| {name} | {_fmt(stats['mean'])} | {_ci(stats['ci95'])} | {_fmt(stats['std'])} | "
+                     f"{_fmt(sub['instruction'])} | {_fmt(sub['consistency'])} | {_fmt(sub['quality'])} | "
+                     f"{stats['count']} | {stats['failed']} | {stats['flagged']} | "
+                     f"{'–' if rate is None else f'{100 * rate:.0f}%'} |")
+    lines += ["", f"Overall is the micro mean (every scored sample weighs the same). The macro mean (every "
+              f"category weighs the same) is {_fmt(overall['macro_mean'])}, 95% CI {_ci(overall['macro_ci95'])}."]
+    if chart:
+        lines += ["", f"![Mean score per category with 95% confidence intervals]({chart})"]
     baselines = report.get("baselines") or {}
     if baselines:
         names = list(baselines)
         lines += ["", "Sanity baselines, judged by the same judge: identity returns the source unchanged, blank a "
                   "uniform grey image. A trustworthy judge scores both far below a real editor.", "",
                   "| category | editor | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
-        for name, stats in [*report["categories"].items(), ("**overall**", report["overall"])]:
+        for name, stats in [*report["categories"].items(), ("**overall**", overall)]:
             key = None if name == "**overall**" else name
             cells = [_fmt((baselines[b]["overall"] if key is None else baselines[b]["categories"][key])["mean"])
                      for b in names]
@@ -133,8 +163,86 @@ def render_markdown(report: dict[str, Any]) -> str:
     for stage in STAGES:
         lines.append(f"| {stage} | {_fmt(timings[f'{stage}_s'], 1)} | {timings.get(f'{stage}_samples', '–')} | "
                      f"{_fmt(timings.get(f'{stage}_samples_per_s'), 3)} |")
-    failures = report["overall"]["failed_by_status"]
+    lines += ["", "Per rank (this attempt): edit seconds per image (barrier waits excluded), seconds spent waiting "
+              "for other ranks at the edit stage's barriers, model switch, judge seconds per sample.", "",
+              "| rank | edited | edit s/image | barrier wait (s) | switch (s) | judged | judge s/sample |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for rank, t in enumerate(timings["per_rank"]):
+        lines.append(f"| {rank} | {t.get('edited', 0)} | {_fmt(t['edit_s_per_image'], 3)} | "
+                     f"{_fmt(t.get('barrier_wait'), 1)} | {_fmt(t.get('switch'), 1)} | {t.get('judged', 0)} | "
+                     f"{_fmt(t['judge_s_per_sample'], 3)} |")
+    failures = overall["failed_by_status"]
     if failures:
         lines += ["", "Failures by status: " + ", ".join(f"`{k}` {v}" for k, v in failures.items())
                   + " (see `error` in results.jsonl)."]
+    provenance = report.get("provenance")
+    if provenance:
+        harness = provenance["harness"]
+        models = provenance["models"]
+        lines += ["", "Provenance (full details in report.json): harness commit "
+                  f"`{harness.get('commit') or 'unknown'}`{' (uncommitted changes)' if harness.get('dirty') else ''}; "
+                  + "; ".join(f"{role} `{m['id']}` at `{m.get('resolved_revision') or m.get('config_sha256') or 'unresolved'}`"
+                              for role, m in models.items())
+                  + f"; devices: {', '.join(sorted(set(provenance['devices'])))}."]
     return "\n".join(lines) + "\n"
+
+
+# --- chart ---------------------------------------------------------------------------------------
+
+CHART_FILE = "report_chart.png"
+CHART_WIDTH, LABEL_WIDTH, AXIS_MARGIN, ROW_HEIGHT, TOP = 900, 220, 40, 34, 56
+BAR_COLOUR, OVERALL_COLOUR, WHISKER_COLOUR = (76, 114, 176), (221, 132, 82), (30, 30, 30)
+
+
+def chart_rows(report: dict[str, Any]) -> list[tuple[str, Optional[float], Optional[list[float]]]]:
+    """(label, mean, ci95) per bar: the categories, then the overall (micro) mean."""
+    rows = [(name, stats["mean"], stats["ci95"]) for name, stats in report["categories"].items()]
+    return rows + [("overall", report["overall"]["mean"], report["overall"]["ci95"])]
+
+
+def chart_x(value: float) -> int:
+    """The x pixel of a score from 0 to 10."""
+    return LABEL_WIDTH + round(value / 10 * (CHART_WIDTH - LABEL_WIDTH - AXIS_MARGIN))
+
+
+def bar_box(index: int, mean: float) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of bar `index`."""
+    top = TOP + index * ROW_HEIGHT + 6
+    return chart_x(0), top, chart_x(mean), top + ROW_HEIGHT - 12
+
+
+def write_chart(path, report: dict[str, Any]) -> bool:
+    """A PNG bar chart of the mean score per category and overall, with 95% CI whiskers (drawn with Pillow,
+    no plotting library). Returns False, writing nothing, when no category has a score."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from .store import save_png
+
+    rows = chart_rows(report)
+    if all(mean is None for _, mean, _ in rows):
+        return False
+    height = TOP + len(rows) * ROW_HEIGHT + 36
+    image = Image.new("RGB", (CHART_WIDTH, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=14)
+    draw.text((LABEL_WIDTH, 12), "Mean score per category, 0-10 (whiskers: 95% bootstrap CI)", fill="black", font=font)
+    bottom = TOP + len(rows) * ROW_HEIGHT
+    for tick in range(11):
+        x = chart_x(tick)
+        draw.line([(x, TOP - 4), (x, bottom)], fill=(225, 225, 225) if tick else (120, 120, 120))
+        draw.text((x - 4, bottom + 6), str(tick), fill="black", font=font)
+    for i, (label, mean, ci) in enumerate(rows):
+        y_mid = TOP + i * ROW_HEIGHT + ROW_HEIGHT // 2
+        text = label if len(label) <= 26 else label[:25] + "…"
+        draw.text((8, y_mid - 8), text, fill="black", font=font)
+        if mean is None:
+            draw.text((chart_x(0) + 6, y_mid - 8), "no score", fill=(120, 120, 120), font=font)
+            continue
+        draw.rectangle(bar_box(i, mean), fill=OVERALL_COLOUR if label == "overall" and i == len(rows) - 1 else BAR_COLOUR)
+        if ci is not None:
+            low, high = chart_x(max(ci[0], 0.0)), chart_x(min(ci[1], 10.0))
+            draw.line([(low, y_mid), (high, y_mid)], fill=WHISKER_COLOUR, width=2)
+            for x in (low, high):
+                draw.line([(x, y_mid - 7), (x, y_mid + 7)], fill=WHISKER_COLOUR, width=2)
+    save_png(image, path)
+    return True

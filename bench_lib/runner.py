@@ -33,7 +33,9 @@ from .data import Sample, load_benchmark
 from .distributed import Distributed
 from .editors import EDITORS, Editor, free_memory, load_editor
 from .judges import JUDGES, Judge, Judgement, JudgeRequest, Rubrics, load_judge
-from .report import build_report, render_markdown, timing_summary
+from .gallery import GALLERY_FILE, write_gallery
+from .provenance import collect as collect_provenance, device_name, harness_commit, package_versions
+from .report import CHART_FILE, build_report, render_markdown, timing_summary, write_chart
 from .scoring import FORMULA_TEXT, combine
 from .store import (RUN_FILE, RunFolder, edit_path, result_row, sample_seed, save_png, write_json, write_results,
                     write_text)
@@ -158,6 +160,8 @@ def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome],
     failure = None
     try:
         judgements = judge.score(requests)
+        if len(judgements) != len(ready):  # a judge backend bug: never pair judgements with the wrong samples
+            raise RuntimeError(f"the judge returned {len(judgements)} judgements for {len(requests)} requests")
     except Exception as err:
         if _is_fatal(err):
             raise
@@ -175,6 +179,8 @@ def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome],
     for sample, judgement in zip(ready, judgements):
         outcome = outcomes[sample.id]
         outcome.judgement = judgement
+        if judgement.error is None and not judgement.subscores:
+            judgement.error = "the judge returned no sub-scores"
         if judgement.error is not None:  # unparseable twice, or NaN/inf: never a score
             outcome.status, outcome.error = "judge_failed", judgement.error
 
@@ -245,12 +251,6 @@ def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubric
     return fingerprint
 
 
-def library_versions() -> dict[str, str]:
-    import importlib.metadata as metadata
-
-    return {name: metadata.version(name) for name in ("torch", "diffusers", "transformers", "accelerate", "datasets")}
-
-
 def run(cfg: BenchmarkConfig) -> Path:
     """Run (or resume) the benchmark on every rank; rank 0 writes the outputs. Returns the output folder."""
     check_backends(cfg)
@@ -273,7 +273,7 @@ def run(cfg: BenchmarkConfig) -> Path:
     # filesystem cache shows) works from the same records.
     baseline_names = cfg.editor.baseline_names()
     attempt, edits, judgements, reusable, baseline_records = dist.on_main(
-        lambda: _plan(folder, fingerprint, samples, cfg.run.overwrite, baseline_names))
+        lambda: _plan(folder, fingerprint, samples, cfg.run.overwrite, baseline_names, dist.world_size))
     _check_shared_folder(dist, folder, attempt)
     timings: dict[str, float] = {}
 
@@ -293,7 +293,7 @@ def run(cfg: BenchmarkConfig) -> Path:
     jobs = judge_jobs(cfg, folder, to_judge, edits, baselines_to_judge)
     new_judgements = judge_stage(cfg, dist, jobs, folder, attempt, timings)
     gathered = {job.name: dist.gather(new_judgements[job.name]) for job in jobs}  # same order on every rank
-    all_timings = dist.gather([timings])
+    per_rank = dist.gather([{"timings": timings, "device": device_name(dist.device)}])
     if dist.is_main:
         judgements.update({r["id"]: r for r in gathered[EDITOR_JOB]})
         rows = [_row(s, edits[s.id], judgements.get(s.id), cfg, rubrics) for s in samples]
@@ -303,8 +303,8 @@ def run(cfg: BenchmarkConfig) -> Path:
             baseline_rows[name] = [_baseline_row(s, baseline_records[name].get(s.id), cfg, rubrics) for s in samples]
         resumed = {"attempt": attempt, "reused_edits": len(samples) - len(to_edit),
                    "reused_judgements": sum(edits[s.id]["status"] == "ok" for s in samples) - len(to_judge)}
-        _write_outputs(cfg, folder.root, rows, all_timings, world_size=dist.world_size, started=started,
-                       resumed=resumed, baseline_rows=baseline_rows)
+        _write_outputs(cfg, folder, rows, per_rank, world_size=dist.world_size, started=started,
+                       resumed=resumed, baseline_rows=baseline_rows, samples=samples, rubrics=rubrics)
         statuses = Counter(row["status"] for row in rows)
         log = logger.info if statuses["ok"] == len(rows) else logger.warning
         log("statuses: %s; wrote %s", dict(statuses), folder.root / "report.md")
@@ -313,15 +313,18 @@ def run(cfg: BenchmarkConfig) -> Path:
     return folder.root
 
 
-def _plan(folder: RunFolder, fingerprint: dict, samples: list[Sample], overwrite: bool, baseline_names: list[str]):
+def _plan(folder: RunFolder, fingerprint: dict, samples: list[Sample], overwrite: bool, baseline_names: list[str],
+          world_size: int):
     """Start the next attempt; return it with the earlier records, the ids whose edits can be reused, and
     the earlier judgements of each sanity baseline."""
-    versions = library_versions()
+    versions = package_versions()
     changed = folder.versions_changed(versions) if not overwrite else {}
     if changed:
         logger.warning("library versions differ from the previous attempt's, so redone edits may differ "
                        "slightly from kept ones: %s", changed)
-    attempt = folder.prepare(fingerprint, overwrite=overwrite, versions=versions)
+    info = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "world_size": world_size,
+            "harness": harness_commit()}
+    attempt = folder.prepare(fingerprint, overwrite=overwrite, versions=versions, info=info)
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
     reusable = {s.id for s in samples if folder.edit_is_reusable(edits.get(s.id))}
     baselines = {name: folder.read_baseline_records(name) for name in baseline_names}
@@ -366,7 +369,7 @@ def edit_stage(cfg: BenchmarkConfig, dist: Distributed, to_edit: list[Sample], f
     writer = folder.record_writer(attempt, "edit", dist.rank)
     records: list[dict[str, Any]] = []
     editor: Optional[Editor] = None
-    timings["load_editor"] = 0.0
+    timings["load_editor"] = timings["barrier_wait"] = 0.0
     started = time.perf_counter()
     for b in tqdm(range(num_batches), desc="edit (batches)", disable=not dist.is_main):
         batch_records = []
@@ -376,10 +379,12 @@ def edit_stage(cfg: BenchmarkConfig, dist: Distributed, to_edit: list[Sample], f
                 editor = load_editor(cfg.editor, device=dist.device, trust_remote_code=cfg.run.trust_remote_code)
                 timings["load_editor"] += time.perf_counter() - t0
             outcome = edit_sample(editor, sample, seed=sample_seed(cfg.run.seed, sample.id), output_dir=folder.root)
-            batch_records.append(_edit_record(sample.id, outcome, folder.root))
+            batch_records.append({**_edit_record(sample.id, outcome, folder.root), "attempt": attempt})
         writer.write(batch_records)  # on disk before the barrier: a crash after it loses nothing
         records += batch_records
+        t0 = time.perf_counter()
         dist.barrier()
+        timings["barrier_wait"] += time.perf_counter() - t0
     timings["edit"] = time.perf_counter() - started - timings["load_editor"]
     timings["edited"] = sum(r["status"] != "invalid_input" for r in records)
 
@@ -417,7 +422,7 @@ def judge_stage(cfg: BenchmarkConfig, dist: Distributed, jobs: list[JudgeJob], f
             batch = [shard[i] for i in batch_indices]
             outcomes = {s.id: Outcome() for s in batch}
             judge_batch(judge, batch, outcomes, job.load_edited, max_pixels=cfg.judge.judge_max_pixels)
-            batch_records = [_judge_record(s.id, outcomes[s.id]) for s in batch]
+            batch_records = [{**_judge_record(s.id, outcomes[s.id]), "attempt": attempt} for s in batch]
             writer.write(batch_records)
             records += batch_records
         position = {s.id: i for i, s in enumerate(shard)}
@@ -475,6 +480,7 @@ def _row(sample: Sample, edit: dict, judgement: Optional[dict], cfg: BenchmarkCo
         "rubric_sha256": rubrics.hashes()[rubric] if rubric else None,
         "human_score": sample.human_score,
         "flags": edit.get("flags") or [],
+        "attempts": {"edit": edit.get("attempt"), "judge": judged.get("attempt")},  # see run.json "history"
     }
 
 
@@ -487,16 +493,20 @@ def _baseline_row(sample: Sample, judgement: Optional[dict], cfg: BenchmarkConfi
     return {"id": sample.id, "category": sample.category, "status": judgement["status"],
             "score": combine(subscores, cfg.judge.score_formula, cfg.judge.score_weights) if subscores else None,
             "subscores": subscores, "judge_parse": judgement.get("parse"), "error": judgement.get("error"),
-            "rationale": judgement.get("rationale"), "judge_raw": judgement.get("raw") or []}
+            "rationale": judgement.get("rationale"), "judge_raw": judgement.get("raw") or [],
+            "rubric_sha256": rubrics.hashes().get(rubrics.rubric_name(sample.category)) if sample.category else None,
+            "attempts": {"judge": judgement.get("attempt")}}
 
 
-def _write_outputs(cfg: BenchmarkConfig, output_dir: Path, rows: list[dict], per_rank_timings: list[dict],
+def _write_outputs(cfg: BenchmarkConfig, folder: RunFolder, rows: list[dict], per_rank: list[dict],
                    *, world_size: int, started: dt.datetime, resumed: dict[str, int],
-                   baseline_rows: dict[str, list[dict]]) -> None:
+                   baseline_rows: dict[str, list[dict]], samples: list[Sample], rubrics: Rubrics) -> None:
+    output_dir = folder.root
+    finished = dt.datetime.now(dt.timezone.utc)
     meta = {
         "dataset": cfg.data.dataset,
         "num_samples": len(rows),
-        "editor_model": cfg.editor.editor_model,
+        "editor_model": cfg.editor.editor_model if cfg.editor.editor == "diffusers" else f"baseline:{cfg.editor.editor}",
         "judge_model": cfg.judge.judge_model,
         "judge_mode": cfg.judge.judge_mode,
         "score_formula": cfg.judge.score_formula,
@@ -508,10 +518,14 @@ def _write_outputs(cfg: BenchmarkConfig, output_dir: Path, rows: list[dict], per
         "world_size": world_size,
         **resumed,
         "started": started.isoformat(timespec="seconds"),
-        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
         "config": cfg.to_dict(),
     }
-    report = build_report(rows, timings=timing_summary(per_rank_timings), meta=meta, baselines=baseline_rows)
+    provenance = collect_provenance(cfg, rubric_hashes=rubrics.hashes(), devices=[r["device"] for r in per_rank])
+    provenance.update(started=meta["started"], finished=meta["finished"], fingerprint=folder.fingerprint(),
+                      attempts=folder.history())
+    report = build_report(rows, timings=timing_summary([r["timings"] for r in per_rank]), meta=meta,
+                          baselines=baseline_rows, provenance=provenance)
     write_results(output_dir / "results.jsonl", rows)
     for name, brows in baseline_rows.items():
         write_results(output_dir / "baselines" / f"{name}.jsonl", brows)
@@ -519,4 +533,7 @@ def _write_outputs(cfg: BenchmarkConfig, output_dir: Path, rows: list[dict], per
         if stale.stem not in baseline_rows:
             stale.unlink()
     write_json(output_dir / "report.json", report)
-    write_text(output_dir / "report.md", render_markdown(report))
+    chart = write_chart(output_dir / CHART_FILE, report)
+    write_text(output_dir / "report.md", render_markdown(report, chart=CHART_FILE if chart else None))
+    if cfg.run.gallery:
+        write_gallery(output_dir / GALLERY_FILE, rows, samples, report)

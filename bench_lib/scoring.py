@@ -1,9 +1,12 @@
-"""Numbers from judgements: the score formula over sub-scores, and rank agreement with human scores."""
+"""Numbers from judgements: the score formula over sub-scores, rank agreement with human scores, and
+bootstrap confidence intervals and paired tests for reports and run comparisons."""
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
+
+import numpy as np
 
 from .config import SUBSCORES
 
@@ -97,3 +100,70 @@ def agreement(pairs: list[tuple[float, float]]) -> dict[str, Optional[float]]:
     judge = [p[0] for p in pairs]
     human = [p[1] for p in pairs]
     return {"n": len(pairs), "spearman": spearman(judge, human), "kendall_tau_b": kendall_tau_b(judge, human)}
+
+
+# --- uncertainty ---------------------------------------------------------------------------------
+
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95
+
+
+def _percentile_interval(stats: np.ndarray) -> tuple[float, float]:
+    low, high = np.quantile(stats, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return float(low), float(high)
+
+
+def _resampled_means(values: np.ndarray, rng: np.random.Generator, resamples: int, chunk: int = 1000) -> np.ndarray:
+    """Means of `resamples` bootstrap resamples (with replacement, same size), drawn in chunks to bound memory."""
+    out = []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        out.append(values[rng.integers(0, len(values), size=(size, len(values)))].mean(axis=1))
+    return np.concatenate(out)
+
+
+def bootstrap_ci(values: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> Optional[tuple[float, float]]:
+    """95% percentile-bootstrap interval of the mean (fixed seed: the same data give the same interval).
+    None below 2 values: one sample says nothing about its own uncertainty."""
+    if len(values) < 2:
+        return None
+    return _percentile_interval(_resampled_means(np.asarray(values, dtype=np.float64),
+                                                 np.random.default_rng(seed), resamples))
+
+
+def bootstrap_macro_ci(groups: dict[str, Sequence[float]], *, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED) -> Optional[tuple[float, float]]:
+    """95% interval of the macro mean (the mean of the group means), resampling within each group
+    (a stratified bootstrap). None when a group has fewer than 2 values."""
+    groups = {k: v for k, v in groups.items()}
+    if not groups or any(len(v) < 2 for v in groups.values()):
+        return None
+    rng = np.random.default_rng(seed)
+    per_group = [_resampled_means(np.asarray(v, dtype=np.float64), rng, resamples) for _, v in sorted(groups.items())]
+    return _percentile_interval(np.mean(per_group, axis=0))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    """Mean of b - a over paired samples, its 95% paired-bootstrap interval (resampling the pairs), and
+    the two-sided p-value of a paired permutation test (random sign flips of the differences; the
+    observed one counts as a permutation, so p is never 0)."""
+    d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    n = len(d)
+    out: dict[str, Any] = {"n": n, "mean_a": float(np.mean(a)) if n else None,
+                           "mean_b": float(np.mean(b)) if n else None,
+                           "difference": float(d.mean()) if n else None, "ci": None, "p_value": None}
+    if n < 2:
+        return out
+    rng = np.random.default_rng(seed)
+    out["ci"] = _percentile_interval(_resampled_means(d, rng, resamples))
+    observed = abs(d.mean())
+    extreme = 0
+    for start in range(0, resamples, 1000):
+        size = min(1000, resamples - start)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(size, n))
+        extreme += int((np.abs((signs * d).mean(axis=1)) >= observed - 1e-12).sum())
+    out["p_value"] = (1 + extreme) / (1 + resamples)
+    return out

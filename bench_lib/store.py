@@ -57,10 +57,20 @@ def edit_path(sample_id: str) -> str:
     return f"{EDITS_DIR}/{safe_stem(sample_id)}.png"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once at import: os.umask can only be read by setting it
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the permissions open() would give
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -128,14 +138,16 @@ def result_row(*, sample, status: str, seed: int, score: Optional[float] = None,
 
 RUN_FILE = "run.json"
 RECORDS_DIR = "records"
-_OWNED = (RUN_FILE, RECORDS_DIR, EDITS_DIR, "results.jsonl", "report.json", "report.md")
+_OWNED = (RUN_FILE, RECORDS_DIR, EDITS_DIR, "results.jsonl", "report.json", "report.md", "baselines", "gallery.html",
+          "report_chart.png")
 
 
 class RunFolder:
     def __init__(self, output_dir: Path):
         self.root = Path(output_dir)
 
-    def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool, versions: Optional[dict] = None) -> int:
+    def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool, versions: Optional[dict] = None,
+                info: Optional[dict] = None) -> int:
         """Main process only: check that the folder belongs to this run, start the next attempt.
 
         Returns the attempt number (1 for a fresh run). Raises `ConfigError` naming what differs when the
@@ -158,8 +170,21 @@ class RunFolder:
         attempt = 1 + max([previous["attempts"] if previous else 0, *self._attempts_on_disk()])
         for stale in (self.root / EDITS_DIR).glob(".*.tmp"):  # left by a process killed mid-write
             stale.unlink()
-        write_json(run_file, {"fingerprint": fingerprint, "attempts": attempt, "versions": versions})
+        history = [h for h in (previous or {}).get("history") or [] if isinstance(h, dict)]
+        history.append({"attempt": attempt, "versions": versions, **(info or {})})
+        write_json(run_file, {"fingerprint": fingerprint, "attempts": attempt, "versions": versions,
+                              "history": history})
         return attempt
+
+    def fingerprint(self) -> Optional[dict[str, Any]]:
+        data = self._read_run_file()
+        return data["fingerprint"] if data else None
+
+    def history(self) -> list[dict[str, Any]]:
+        """One entry per attempt: when it started, on how many processes, with which harness commit and
+        library versions (row `attempts` point here: a resumed run's rows can come from several)."""
+        data = self._read_run_file()
+        return list(data.get("history") or []) if data else []
 
     def _read_run_file(self) -> Optional[dict[str, Any]]:
         path = self.root / RUN_FILE

@@ -198,13 +198,15 @@ def test_class_label_categories_become_names(tmp_path):
 
 def test_human_scores_are_numbers_or_empty(tmp_path):
     rows = make_rows(tmp_path, n=4)
-    for row, rating in zip(rows, [4, "3.5", None, ""]):
+    rows += make_rows(tmp_path, n=5)[4:]
+    rows[4]["uid"] = "s4"
+    for row, rating in zip(rows, [4, "3.5", None, "", float("nan")]):
         row["rating"] = rating
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     samples = load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl"), columns={**COLUMNS, "human_score": "rating"}))
-    assert [s.human_score for s in samples] == [4.0, 3.5, None, None]
+    assert [s.human_score for s in samples] == [4.0, 3.5, None, None, None]  # NaN: pandas' "missing"
     assert load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl"), columns=COLUMNS))[0].human_score is None
-    for bad in ("good", True, float("nan"), {"a": 1}):
+    for bad in ("good", True, float("inf"), "nan", {"a": 1}):
         rows[1]["rating"] = bad
         (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         with pytest.raises(ConfigError, match="row 1: human_score"):

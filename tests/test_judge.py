@@ -147,3 +147,25 @@ def test_parse_policy_with_crafted_answers(judge, monkeypatch):
     assert second.parse == "reasked" and second.subscores["instruction"] == 2.0
     assert second.raw == ["I think it is fine."] and second.error is None
     assert third.parse == "failed" and third.subscores is None and third.raw == ["Score: 7", "still not JSON"]
+
+
+def test_checkpoint_generation_settings_do_not_change_the_judge(judge):
+    """transformers fills unset generation fields from the checkpoint's generation_config; a shipped
+    repetition penalty, beam count or n-gram block must not reach the judge's greedy decoding."""
+    batch = requests()[:2]
+    plain_text = judge.generate_text(batch, "Describe the edit.")
+    plain_scores = judge.score(batch)
+    shipped = judge.model.generation_config
+    saved = (shipped.repetition_penalty, shipped.num_beams, shipped.no_repeat_ngram_size)
+    shipped.repetition_penalty, shipped.num_beams, shipped.no_repeat_ngram_size = 1.5, 3, 2
+    try:
+        assert judge.generate_text(batch, "Describe the edit.") == plain_text
+        for a, b in zip(judge.score(batch), plain_scores):
+            assert a.subscores == pytest.approx(b.subscores, abs=1e-6)
+    finally:
+        shipped.repetition_penalty, shipped.num_beams, shipped.no_repeat_ngram_size = saved
+
+
+def test_no_probability_on_digits_is_off_format_even_with_a_zero_threshold(judge):
+    assert judge.cfg.judge_min_digit_mass == 0.0
+    assert judge._off_format(0.0) and judge._off_format(float("nan")) and not judge._off_format(1e-9)

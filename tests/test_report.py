@@ -36,8 +36,8 @@ def test_report_and_markdown():
     assert set(report["categories"]) == {"physics", "social"}
     assert report["overall"]["count"] == 2 and report["overall"]["failed"] == 1
     md = render_markdown(report)
-    assert "| physics | 4.00 | – | 4.00 | 5.00 | 10.00 | 1 | 0 | 0 | 0% |" in md
-    assert "| social | 6.00 | – | 6.00 | 7.00 | 10.00 | 1 | 1 | 0 | 0% |" in md
+    assert "| physics | 4.00 | – | – | 4.00 | 5.00 | 10.00 | 1 | 0 | 0 | 0% |" in md
+    assert "| social | 6.00 | – | – | 6.00 | 7.00 | 10.00 | 1 | 1 | 0 | 0% |" in md
     assert report["human_agreement"] is None and "Spearman" not in md
     assert "| edit | 12.0 | 3 | 0.250 |" in md and "| switch | 1.5 | – | – |" in md
 
@@ -81,3 +81,51 @@ def test_human_agreement_per_category_and_overall():
     assert agreement["overall"]["kendall_tau_b"] == pytest.approx(-2 / (15 * 14) ** 0.5)
     md = render_markdown(report)
     assert "| physics | 3 | 1.000 | 1.000 |" in md and "| social | 3 | -1.000 | -1.000 |" in md
+
+
+def test_confidence_intervals_and_micro_macro_means():
+    rows = [row("physics", "ok", s) for s in (2.0, 4.0, 6.0)] + [row("social", "ok", 8.0), row("social", "ok", 8.0)]
+    timings = timing_summary([{"load_editor": 1, "edit": 10, "edited": 3, "barrier_wait": 4.0, "switch": 1,
+                               "judge": 2, "judged": 4},
+                              {"load_editor": 1, "edit": 10, "edited": 2, "barrier_wait": 0.0, "switch": 1,
+                               "judge": 2, "judged": 0}])
+    assert timings["per_rank"][0]["edit_s_per_image"] == 2.0  # (10 - 4 s waiting) / 3 images
+    assert timings["per_rank"][0]["judge_s_per_sample"] == 0.5 and timings["per_rank"][1]["judge_s_per_sample"] is None
+    meta = {"dataset": "d", "num_samples": 5, "editor_model": "e", "judge_model": "j", "world_size": 2, "seed": 0,
+            "judge_mode": "logits", "score_formula": "viescore", "score_formula_text": "x"}
+    report = build_report(rows, timings=timings, meta=meta)
+    physics, social, overall = report["categories"]["physics"], report["categories"]["social"], report["overall"]
+    assert physics["ci95"][0] < 4.0 < physics["ci95"][1] and social["ci95"] == [8.0, 8.0]
+    assert overall["mean"] == pytest.approx(28 / 5) and overall["macro_mean"] == pytest.approx(6.0)
+    assert overall["macro_ci95"][0] < 6.0 < overall["macro_ci95"][1]
+    assert report["uncertainty"]["resamples"] == 10_000
+    md = render_markdown(report, chart="report_chart.png")
+    assert "| social | 8.00 | [8.00, 8.00] |" in md and "macro mean (every category weighs the same) is 6.00" in md
+    assert "![Mean score per category with 95% confidence intervals](report_chart.png)" in md
+    assert "| 0 | 3 | 2.000 | 4.0 | 1.0 | 4 | 0.500 |" in md
+
+
+def test_chart_bars_are_drawn_to_scale(tmp_path):
+    from PIL import Image
+
+    from bench_lib.report import BAR_COLOUR, OVERALL_COLOUR, bar_box, chart_x, write_chart
+
+    rows = [row("causal", "ok", 2.0), row("causal", "ok", 2.0), row("physics", "ok", 7.5), row("physics", "ok", 7.5),
+            row("social", "edit_failed")]
+    meta = {"dataset": "d", "num_samples": 5, "editor_model": "e", "judge_model": "j", "world_size": 1, "seed": 0,
+            "judge_mode": "logits", "score_formula": "viescore", "score_formula_text": "x"}
+    report = build_report(rows, timings=timing_summary([{"load_editor": 0, "edit": 1, "edited": 1, "switch": 0,
+                                                          "judge": 1, "judged": 1}]), meta=meta)
+    assert write_chart(tmp_path / "c.png", report)
+    image = Image.open(tmp_path / "c.png").convert("RGB")
+    assert report["overall"]["mean"] == 4.75
+    for index, mean, colour in [(0, 2.0, BAR_COLOUR), (1, 7.5, BAR_COLOUR), (3, 4.75, OVERALL_COLOUR)]:
+        left, top, right, bottom = bar_box(index, mean)
+        assert right == chart_x(mean) and chart_x(10) - chart_x(0) == 2 * (chart_x(5) - chart_x(0))
+        y = top + 2  # above the whisker line
+        assert image.getpixel(((left + right) // 2, y)) == colour and image.getpixel((right - 2, y)) == colour
+        assert image.getpixel((right + 3, y)) != colour  # the bar ends at its mean
+    left, top, _, _ = bar_box(2, 0.0)  # social: no score, no bar
+    assert image.getpixel((left + 20, top + 2)) not in (BAR_COLOUR, OVERALL_COLOUR)
+    empty = build_report([row("x", "edit_failed")], timings=report["timings"], meta=meta)
+    assert not write_chart(tmp_path / "none.png", empty) and not (tmp_path / "none.png").exists()

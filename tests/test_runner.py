@@ -120,6 +120,26 @@ def test_judge_failures_become_judge_failed_and_keep_what_the_judge_said(tmp_pat
     assert runner._judge_record("crash", outcomes["crash"])["parse"] is None  # never answered
 
 
+def test_a_judge_that_returns_too_few_or_empty_judgements_fails_those_samples(tmp_path):
+    from accelerate import PartialState
+
+    from bench_lib.data import ImageRef, Sample
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "edit.png")
+    samples = [Sample(index=i, id=f"s{i}", category="physics", instruction="x",
+                      source_image=ImageRef(path=tmp_path / "edit.png")) for i in range(2)]
+
+    class ShortJudge:
+        def score(self, requests):
+            return [Judgement()]  # one empty judgement, whatever the batch
+
+    PartialState()
+    outcomes = {s.id: runner.Outcome() for s in samples}
+    runner.judge_batch(ShortJudge(), samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=64)
+    assert [outcomes[s.id].status for s in samples] == ["judge_failed"] * 2
+    assert all("no sub-scores" in outcomes[s.id].error for s in samples)  # after the one-by-one retry
+
+
 def test_length_batches_group_similar_lengths_and_cover_every_item_once():
     lengths = [50.0, 10.0, 30.0, 10.0, 90.0, 20.0, 40.0]
     batches = runner.length_batches(lengths, 3)
@@ -146,7 +166,7 @@ def test_generate_mode_end_to_end_with_the_random_judge(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["overall"]["mean"] is None and report["overall"]["parse_failure_rate"] == 1.0
     assert report["categories"]["physics"]["parse_failed"] == 2
-    assert "| **overall** | – | – | – | – | – | 0 | 3 | 0 | 100% |" in (out / "report.md").read_text()
+    assert "| **overall** | – | – | – | – | – | – | 0 | 3 | 0 | 100% |" in (out / "report.md").read_text()
 
 
 def test_changing_the_score_formula_rescores_without_rejudging(tmp_path):

@@ -1,0 +1,93 @@
+"""Provenance: enough to reproduce a number months later (models at resolved revisions, package versions,
+the harness's commit, devices). Recorded in report.json and run.json; small per-sample facts go on rows."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as metadata
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .tiny import TINY_PREFIX, resolve_model
+
+PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "datasets", "huggingface_hub",
+            "tokenizers", "safetensors", "pillow", "numpy")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def package_versions() -> dict[str, Optional[str]]:
+    versions: dict[str, Optional[str]] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["torch"] = torch.__version__  # with its build tag (+cu130, +cpu): the metadata version drops it
+    versions["cuda"] = torch.version.cuda
+    return versions
+
+
+def harness_commit(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The git commit of the harness's own checkout (not of the folder the run was started from), and
+    whether tracked files differ from it. Nulls outside a git checkout (an installed copy)."""
+    def git(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def config_files_sha256(folder: Path) -> str:
+    """sha256 over the JSON/text config files of a local model folder (paths and contents; weights are not
+    read, their index and configs are). Changes when the model's configuration or tokenizer changes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".txt", ".model")
+                       and not p.name.startswith(".")):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def model_source(name_or_path: str, revision: Optional[str], marker: str,
+                 cache_dir: Optional[str] = None) -> dict[str, Any]:
+    """Where a model came from. A local folder (tiny models included) is identified by a hash of its config
+    files; a hub id by the commit its cached files resolve to (after `from_pretrained` or the pre-flight
+    check downloaded `marker`), or null if it is not in the local hub cache."""
+    local = Path(resolve_model(name_or_path)) if name_or_path.startswith(TINY_PREFIX) else Path(name_or_path)
+    out: dict[str, Any] = {"id": name_or_path, "requested_revision": revision}
+    if local.is_dir():
+        out.update(source="local", path=str(local.resolve()), config_sha256=config_files_sha256(local))
+        return out
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name_or_path, marker, revision=revision, cache_dir=cache_dir)
+    parts = Path(cached).parts if isinstance(cached, str) else ()
+    commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
+    out.update(source="hub", resolved_revision=commit)
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def collect(cfg, *, rubric_hashes: dict[str, str], devices: list[str]) -> dict[str, Any]:
+    """The run's provenance (main process): everything but the start and end time, which the caller adds."""
+    models = {"editor": model_source(cfg.editor.editor_model, cfg.editor.editor_revision, "model_index.json")
+              if cfg.editor.editor == "diffusers" else {"id": f"baseline:{cfg.editor.editor}"},
+              "judge": model_source(cfg.judge.judge_model, cfg.judge.judge_revision, "config.json")}
+    return {"harness": harness_commit(), "packages": package_versions(), "models": models,
+            "editor_kwargs": cfg.editor.editor_kwargs, "seed": cfg.run.seed, "rubrics": rubric_hashes,
+            "world_size": len(devices), "devices": devices, "command": sys.argv}

@@ -1,0 +1,77 @@
+"""scripts/compare_runs.py on synthetic runs with a planted difference, with none, and not comparable."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import compare_runs  # noqa: E402
+
+FINGERPRINT = {"dataset_content": "sha256:abc", "dataset_split": "train", "columns": {}, "scoring": 2,
+               "rubrics": {"default": "r1", "physics": "r2"}, "judge_model": "j", "judge_mode": "logits"}
+
+
+def make_run(folder: Path, scores: dict[str, float], *, fingerprint=None, failed=(), formula="viescore"):
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"fingerprint": fingerprint or FINGERPRINT, "attempts": 1}))
+    rows = [{"id": i, "category": "physics" if n % 2 else "social",
+             "status": "judge_failed" if i in failed else "ok", "score": None if i in failed else s}
+            for n, (i, s) in enumerate(scores.items())]
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "report.json").write_text(json.dumps({"meta": {"score_formula": formula, "score_weights": None}}))
+    return folder
+
+
+def scores(rng, n=80, shift=0.0, noise=0.5, base=None):
+    base = rng.uniform(2, 8, size=n) if base is None else base
+    return base, {f"s{i}": float(v + shift + rng.normal(0, noise)) for i, v in enumerate(base)}
+
+
+def test_planted_difference_is_found_and_its_absence_is_not(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    base, a = scores(rng, noise=0.0)
+    _, planted = scores(rng, shift=0.6, base=base)
+    _, unchanged = scores(rng, base=base)
+    run_a = make_run(tmp_path / "a", a, failed={"s3"})
+    assert compare_runs.main([str(run_a), str(make_run(tmp_path / "b", planted)), "--json", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["scored"] == {"a": 79, "b": 80, "both": 79}  # s3 failed in A: not a pair
+    overall = result["overall"]
+    assert overall["n"] == 79 and overall["difference"] == pytest.approx(0.6, abs=0.15)
+    assert overall["ci"][0] > 0 and overall["p_value"] < 0.001
+    for category in ("physics", "social"):
+        assert result["categories"][category]["ci"][0] > 0
+    table = capsys.readouterr().out
+    assert "| category | n | mean A | mean B | B - A | 95% CI | p |" in table and "| **overall** | 79 |" in table
+
+    none = compare_runs.compare(compare_runs.load_run(run_a), compare_runs.load_run(make_run(tmp_path / "c", unchanged)))
+    assert none["overall"]["ci"][0] < 0 < none["overall"]["ci"][1] and none["overall"]["p_value"] > 0.05
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"dataset_content": "sha256:other"}, "dataset_content"),
+    ({"rubrics": {"default": "r1", "physics": "edited"}}, "rubrics"),
+    ({"columns": {"id": "index"}}, "columns"),
+])
+def test_runs_on_other_data_or_rubrics_are_refused(tmp_path, capsys, change, message):
+    data = {"s0": 1.0, "s1": 2.0}
+    run_a = make_run(tmp_path / "a", data)
+    run_b = make_run(tmp_path / "b", data, fingerprint={**FINGERPRINT, **change})
+    assert compare_runs.main([str(run_a), str(run_b)]) == 2
+    err = capsys.readouterr().err
+    assert "not comparable" in err and message in err
+
+
+def test_other_score_formula_is_refused_and_another_judge_is_a_warning(tmp_path, capsys):
+    data = {f"s{i}": float(i) for i in range(6)}
+    run_a = make_run(tmp_path / "a", data)
+    assert compare_runs.main([str(run_a), str(make_run(tmp_path / "b", data, formula="mean"))]) == 2
+    assert "score_formula" in capsys.readouterr().err
+    other_judge = make_run(tmp_path / "c", data, fingerprint={**FINGERPRINT, "judge_model": "k"})
+    assert compare_runs.main([str(run_a), str(other_judge)]) == 0
+    assert "Warning: judge_model differs" in capsys.readouterr().out
+    assert compare_runs.main([str(run_a), str(tmp_path / "missing")]) == 2
+    assert "not a finished run" in capsys.readouterr().err
