@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -72,14 +73,14 @@ def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sa
 def render_gallery(items: list[dict[str, Any]], report: dict[str, Any]) -> str:
     meta = report["meta"]
     title = f"{meta['editor_model']} on {meta['dataset']}"
+    summary = (f"{len(items)} samples · judge {meta['judge_model']} ({meta['judge_mode']}) · score "
+               f"{meta['score_formula']} · overall mean "
+               + ("–" if report["overall"]["mean"] is None else f"{report['overall']['mean']:.2f}"))
     # "<" escaped so no text in the data can close the script element
-    data = json.dumps(items, ensure_ascii=False).replace("<", "\\u003c")
-    return (PAGE.replace("{{title}}", html.escape(title))
-            .replace("{{summary}}", html.escape(
-                f"{len(items)} samples · judge {meta['judge_model']} ({meta['judge_mode']}) · score "
-                f"{meta['score_formula']} · overall mean "
-                + ("–" if report["overall"]["mean"] is None else f"{report['overall']['mean']:.2f}")))
-            .replace("{{data}}", data))
+    values = {"title": html.escape(title), "summary": html.escape(summary),
+              "data": json.dumps(items, ensure_ascii=False).replace("<", "\\u003c")}
+    # one pass: a value that happens to contain "{{data}}" is never substituted again
+    return re.sub(r"\{\{(title|summary|data)\}\}", lambda m: values[m.group(1)], PAGE)
 
 
 def write_gallery(path: Path, rows: list[dict[str, Any]], samples: list[Sample], report: dict[str, Any]) -> None:
@@ -180,7 +181,8 @@ function render() {
   if (sort === "score-desc") shown.sort((a, b) => key(b) - key(a) || a.position - b.position);
   if (sort === "score-asc") shown.sort((a, b) => (a.score === null) - (b.score === null) || key(a) - key(b) || a.position - b.position);
   const cards = document.getElementById("cards");
-  cards.replaceChildren(...shown.map(card));
+  cards.replaceChildren();
+  for (const item of shown) cards.appendChild(card(item));  // no spread: fine for any number of samples
   document.getElementById("shown").textContent = shown.length;
   const hash = new URLSearchParams();
   if (category) hash.set("category", category); if (status) hash.set("status", status);

@@ -18,6 +18,7 @@ from .tiny import TINY_PREFIX, resolve_model
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "datasets", "huggingface_hub",
             "tokenizers", "safetensors", "pillow", "numpy")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+HARNESS_PATHS = ("bench_lib", "scripts", "run_benchmark.py", "configs", "accelerate_configs", "requirements.txt")
 
 
 def package_versions() -> dict[str, Optional[str]]:
@@ -34,7 +35,8 @@ def package_versions() -> dict[str, Optional[str]]:
 
 def harness_commit(root: Path = REPO_ROOT) -> dict[str, Any]:
     """The git commit of the harness's own checkout (not of the folder the run was started from), and
-    whether tracked files differ from it. Nulls outside a git checkout (an installed copy)."""
+    whether its code differs from it (modified tracked files, or new files in the harness's folders).
+    Nulls outside a git checkout (an installed copy)."""
     def git(*args: str) -> Optional[str]:
         try:
             done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
@@ -43,30 +45,54 @@ def harness_commit(root: Path = REPO_ROOT) -> dict[str, Any]:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    status = git("status", "--porcelain", "--", *HARNESS_PATHS) if commit else None
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
+CONFIG_SUFFIXES = (".json", ".txt", ".model", ".jinja")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+SAMPLE_BYTES, SAMPLES = 1 << 20, 16
+
+
 def config_files_sha256(folder: Path) -> str:
-    """sha256 over the JSON/text config files of a local model folder (paths and contents; weights are not
-    read, their index and configs are). Changes when the model's configuration or tokenizer changes."""
+    """sha256 over the config and tokenizer files of a local model folder (paths and contents)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".txt", ".model")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in CONFIG_SUFFIXES
                        and not p.name.startswith(".")):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
+def weights_sha256(folder: Path) -> str:
+    """sha256 over every weight file's path and size, and its bytes: all of a file up to 16 MiB, else 16
+    evenly spaced 1 MiB samples. Two checkpoints of one architecture (a base model and its fine-tune)
+    share their configs but not their weights: this tells them apart without reading tens of GB."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
+        with open(path, "rb") as f:
+            if size <= SAMPLES * SAMPLE_BYTES:
+                digest.update(f.read())
+                continue
+            for i in range(SAMPLES):
+                f.seek((size - SAMPLE_BYTES) * i // (SAMPLES - 1))
+                digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
 def model_source(name_or_path: str, revision: Optional[str], marker: str,
                  cache_dir: Optional[str] = None) -> dict[str, Any]:
-    """Where a model came from. A local folder (tiny models included) is identified by a hash of its config
-    files; a hub id by the commit its cached files resolve to (after `from_pretrained` or the pre-flight
-    check downloaded `marker`), or null if it is not in the local hub cache."""
+    """Where a model came from. A local folder (tiny models included) is identified by hashes of its config
+    files and of its weights (sampled, see `weights_sha256`); a hub id by the commit its cached files
+    resolve to (after the pre-flight check downloaded `marker`), or null if it is not in the local hub
+    cache. Called when an attempt starts, so a branch that moves later can't change what is recorded."""
     local = Path(resolve_model(name_or_path)) if name_or_path.startswith(TINY_PREFIX) else Path(name_or_path)
     out: dict[str, Any] = {"id": name_or_path, "requested_revision": revision}
     if local.is_dir():
-        out.update(source="local", path=str(local.resolve()), config_sha256=config_files_sha256(local))
+        out.update(source="local", path=str(local.resolve()), config_sha256=config_files_sha256(local),
+                   weights_sha256=weights_sha256(local))
         return out
     from huggingface_hub import try_to_load_from_cache
 
@@ -83,11 +109,15 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def collect(cfg, *, rubric_hashes: dict[str, str], devices: list[str]) -> dict[str, Any]:
+def models(cfg) -> dict[str, Any]:
+    """Both models' sources (main process, when an attempt starts: after the pre-flight check)."""
+    editor = (model_source(cfg.editor.editor_model, cfg.editor.editor_revision, "model_index.json")
+              if cfg.editor.editor == "diffusers" else {"id": f"baseline:{cfg.editor.editor}"})
+    return {"editor": editor, "judge": model_source(cfg.judge.judge_model, cfg.judge.judge_revision, "config.json")}
+
+
+def collect(cfg, *, rubric_hashes: dict[str, str], devices: list[str], models: dict[str, Any]) -> dict[str, Any]:
     """The run's provenance (main process): everything but the start and end time, which the caller adds."""
-    models = {"editor": model_source(cfg.editor.editor_model, cfg.editor.editor_revision, "model_index.json")
-              if cfg.editor.editor == "diffusers" else {"id": f"baseline:{cfg.editor.editor}"},
-              "judge": model_source(cfg.judge.judge_model, cfg.judge.judge_revision, "config.json")}
     return {"harness": harness_commit(), "packages": package_versions(), "models": models,
             "editor_kwargs": cfg.editor.editor_kwargs, "seed": cfg.run.seed, "rubrics": rubric_hashes,
             "world_size": len(devices), "devices": devices, "command": sys.argv}

@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import errno
 import math
+import os
 import time
 import traceback
 from collections import Counter
@@ -34,7 +35,8 @@ from .distributed import Distributed
 from .editors import EDITORS, Editor, free_memory, load_editor
 from .judges import JUDGES, Judge, Judgement, JudgeRequest, Rubrics, load_judge
 from .gallery import GALLERY_FILE, write_gallery
-from .provenance import collect as collect_provenance, device_name, harness_commit, package_versions
+from .provenance import (collect as collect_provenance, device_name, harness_commit, models as model_provenance,
+                         package_versions)
 from .report import CHART_FILE, build_report, render_markdown, timing_summary, write_chart
 from .scoring import FORMULA_TEXT, combine
 from .store import (RUN_FILE, RunFolder, edit_path, result_row, sample_seed, save_png, write_json, write_results,
@@ -255,6 +257,10 @@ def run(cfg: BenchmarkConfig) -> Path:
     """Run (or resume) the benchmark on every rank; rank 0 writes the outputs. Returns the output folder."""
     check_backends(cfg)
     dist = Distributed(timeout_s=cfg.run.process_group_timeout)  # first: its timeout must win
+    if cfg.run.overwrite and _slurm_restarts() > 0:
+        # A requeued SLURM job reruns the same command: `overwrite` would wipe what its first start did.
+        logger.warning("SLURM restart %d of this job: resuming the run; `overwrite` is ignored", _slurm_restarts())
+        cfg.run.overwrite = False
     started = dt.datetime.now(dt.timezone.utc)
     if not dist.is_main:  # one set of progress bars per run, from the main process
         import diffusers
@@ -273,7 +279,7 @@ def run(cfg: BenchmarkConfig) -> Path:
     # filesystem cache shows) works from the same records.
     baseline_names = cfg.editor.baseline_names()
     attempt, edits, judgements, reusable, baseline_records = dist.on_main(
-        lambda: _plan(folder, fingerprint, samples, cfg.run.overwrite, baseline_names, dist.world_size))
+        lambda: _plan(cfg, folder, fingerprint, samples, cfg.run.overwrite, baseline_names, dist.world_size))
     _check_shared_folder(dist, folder, attempt)
     timings: dict[str, float] = {}
 
@@ -313,8 +319,13 @@ def run(cfg: BenchmarkConfig) -> Path:
     return folder.root
 
 
-def _plan(folder: RunFolder, fingerprint: dict, samples: list[Sample], overwrite: bool, baseline_names: list[str],
-          world_size: int):
+def _slurm_restarts() -> int:
+    value = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return int(value) if value.isdigit() else 0
+
+
+def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: list[Sample], overwrite: bool,
+          baseline_names: list[str], world_size: int):
     """Start the next attempt; return it with the earlier records, the ids whose edits can be reused, and
     the earlier judgements of each sanity baseline."""
     versions = package_versions()
@@ -323,7 +334,7 @@ def _plan(folder: RunFolder, fingerprint: dict, samples: list[Sample], overwrite
         logger.warning("library versions differ from the previous attempt's, so redone edits may differ "
                        "slightly from kept ones: %s", changed)
     info = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "world_size": world_size,
-            "harness": harness_commit()}
+            "harness": harness_commit(), "models": model_provenance(cfg)}
     attempt = folder.prepare(fingerprint, overwrite=overwrite, versions=versions, info=info)
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
     reusable = {s.id for s in samples if folder.edit_is_reusable(edits.get(s.id))}
@@ -521,9 +532,11 @@ def _write_outputs(cfg: BenchmarkConfig, folder: RunFolder, rows: list[dict], pe
         "finished": finished.isoformat(timespec="seconds"),
         "config": cfg.to_dict(),
     }
-    provenance = collect_provenance(cfg, rubric_hashes=rubrics.hashes(), devices=[r["device"] for r in per_rank])
+    history = folder.history()
+    provenance = collect_provenance(cfg, rubric_hashes=rubrics.hashes(), devices=[r["device"] for r in per_rank],
+                                    models=history[-1]["models"])  # as resolved when this attempt started
     provenance.update(started=meta["started"], finished=meta["finished"], fingerprint=folder.fingerprint(),
-                      attempts=folder.history())
+                      attempts=history)
     report = build_report(rows, timings=timing_summary([r["timings"] for r in per_rank]), meta=meta,
                           baselines=baseline_rows, provenance=provenance)
     write_results(output_dir / "results.jsonl", rows)
@@ -533,7 +546,18 @@ def _write_outputs(cfg: BenchmarkConfig, folder: RunFolder, rows: list[dict], pe
         if stale.stem not in baseline_rows:
             stale.unlink()
     write_json(output_dir / "report.json", report)
-    chart = write_chart(output_dir / CHART_FILE, report)
+    chart = _optional_output("the chart", lambda: write_chart(output_dir / CHART_FILE, report))
     write_text(output_dir / "report.md", render_markdown(report, chart=CHART_FILE if chart else None))
     if cfg.run.gallery:
-        write_gallery(output_dir / GALLERY_FILE, rows, samples, report)
+        _optional_output("the gallery", lambda: write_gallery(output_dir / GALLERY_FILE, rows, samples, report))
+
+
+def _optional_output(name: str, write: Callable[[], Any]) -> Any:
+    """The chart and the gallery are views of results already written: if one fails (a Pillow without
+    FreeType, memory), say so loudly and finish the run rather than stop rank 0 before the final barrier."""
+    try:
+        return write()
+    except Exception:
+        logger.error("could not write %s (results.jsonl and report.json are complete):\n%s", name,
+                     traceback.format_exc())
+        return None

@@ -217,7 +217,7 @@ class RunFolder:
         """Library versions that differ from the previous attempt's (edits may differ slightly)."""
         previous = self._read_run_file() or {}
         old = previous.get("versions") or {}
-        return {k: (old.get(k), v) for k, v in versions.items() if old and old.get(k) != v}
+        return {k: (old[k], v) for k, v in versions.items() if k in old and old[k] != v}  # keys both recorded
 
     def clear(self) -> None:
         import shutil

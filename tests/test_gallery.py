@@ -18,9 +18,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt install chromium)")
 
 
-def chromium(*args: str) -> str:
+def _chromium(*args: str, profile: str) -> str:
     done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--user-data-dir=/tmp/bench-chromium-profile", *args],
+                           f"--user-data-dir={profile}", *args],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -52,7 +52,10 @@ def gallery_run(tmp_path_factory):
 
 
 @needs_chromium
-def test_gallery_renders_every_sample_and_filters_in_chromium(gallery_run):
+def test_gallery_renders_every_sample_and_filters_in_chromium(gallery_run, tmp_path):
+    def chromium(*args):
+        return _chromium(*args, profile=str(tmp_path / "profile"))
+
     rows = read_results(gallery_run / "results.jsonl")
     page = (gallery_run / "gallery.html").as_uri()
     everything = chromium("--dump-dom", page)
@@ -80,3 +83,6 @@ def test_gallery_is_self_contained_and_escapes_its_data(gallery_run):
     assert text.count("data:image/jpeg;base64,") >= 4 + 4 + 1  # sources, edits, the one reference image
     report = json.loads((gallery_run / "report.json").read_text())
     assert "melt \\u003c/script> it" in render_gallery([{"instruction": "melt </script> it"}], report)
+    report["meta"]["dataset"] = "weird {{data}} name"  # a placeholder in a value is not substituted again
+    page = render_gallery([{"instruction": "x"}], report)
+    assert "weird {{data}} name" in page and page.count('"instruction": "x"') == 1

@@ -18,8 +18,10 @@ def test_local_models_are_identified_by_their_config_files(tmp_path):
     source = provenance.model_source(str(folder), None, "config.json")
     assert source["source"] == "local" and source["path"] == str(folder.resolve())
     first = source["config_sha256"]
-    (folder / "model.safetensors").write_bytes(b"other weights")
-    assert provenance.model_source(str(folder), None, "config.json")["config_sha256"] == first
+    weights = source["weights_sha256"]
+    (folder / "model.safetensors").write_bytes(b"other weights")  # a fine-tune: same configs, other weights
+    changed = provenance.model_source(str(folder), None, "config.json")
+    assert changed["config_sha256"] == first and changed["weights_sha256"] != weights
     (folder / "sub" / "config.json").write_text('{"b": 3}')
     assert provenance.model_source(str(folder), None, "config.json")["config_sha256"] != first
     tiny = provenance.model_source("tiny:qwen3-vl", None, "config.json")
@@ -80,3 +82,18 @@ def test_a_run_records_its_provenance(tmp_path):
     blank = read_results(out / "baselines" / "blank.jsonl")
     assert [r["attempts"]["judge"] for r in blank] == [1, 1, 2]
     assert rows[0]["rubric_sha256"] == prov["rubrics"]["physics"] == blank[0]["rubric_sha256"]
+
+
+def test_large_weight_files_are_sampled_across_their_length(tmp_path, monkeypatch):
+    monkeypatch.setattr(provenance, "SAMPLE_BYTES", 4)
+    monkeypatch.setattr(provenance, "SAMPLES", 3)  # files over 12 bytes: 3 samples of 4 bytes
+    data = bytearray(range(100))
+    (tmp_path / "w.safetensors").write_bytes(bytes(data))
+    before = provenance.weights_sha256(tmp_path)
+    data[50] ^= 1  # inside the middle sample, (100 - 4) * 1 // 2 = 48 .. 52
+    (tmp_path / "w.safetensors").write_bytes(bytes(data))
+    assert provenance.weights_sha256(tmp_path) != before
+    data[20] ^= 1  # between samples: not read (the price of not reading tens of GB)
+    middle = provenance.weights_sha256(tmp_path)
+    (tmp_path / "w.safetensors").write_bytes(bytes(data))
+    assert provenance.weights_sha256(tmp_path) == middle

@@ -276,3 +276,17 @@ def test_human_scores_reach_the_report(tmp_path):
     agreement = json.loads((out / "report.json").read_text())["human_agreement"]
     assert agreement["overall"]["n"] == 3 and agreement["categories"]["physics"]["n"] == 2
     assert "Spearman" in (out / "report.md").read_text()
+
+
+def test_a_requeued_slurm_job_resumes_even_with_overwrite(tmp_path, monkeypatch):
+    out = tmp_path / "requeue"
+    cfg = {**SMOKE, "dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "limit": 2, "editor": "identity",
+           "editor_model": "", "editor_kwargs": {}, "overwrite": True}
+    runner.run(config_from_dict(cfg))
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    runner.run(config_from_dict(cfg))
+    meta = json.loads((out / "report.json").read_text())["meta"]
+    assert meta["attempt"] == 2 and meta["reused_edits"] == 2 and meta["reused_judgements"] == 2
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # a first start: --overwrite does start over
+    runner.run(config_from_dict(cfg))
+    assert json.loads((out / "report.json").read_text())["meta"]["attempt"] == 1

@@ -180,3 +180,6 @@ def test_paired_difference_planted_and_absent():
     same = paired_difference(a, a)
     assert same["difference"] == 0 and same["ci"] == (0.0, 0.0) and same["p_value"] == 1.0
     assert paired_difference([1.0], [2.0])["p_value"] is None
+    exact = paired_difference([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])  # 3 pairs: 8 sign patterns, 2 as extreme
+    assert exact["p_value"] == 0.25 and exact["p_value_method"] == "exact"
+    assert planted["p_value_method"] == "monte carlo" and planted["p_value"] >= 1 / 10_001

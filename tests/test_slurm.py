@@ -124,11 +124,14 @@ def test_single_node_and_cpu_switch_and_requeue(tmp_path):
                                 BENCH_SLURM_CPU="1", SLURM_RESTART_COUNT="1")
     argv = nodes["0"]["argv"]
     assert done.returncode == 0 and nodes["0"]["use_cpu"] == "1" and argv[argv.index("--num_processes") + 1] == "2"
-    assert argv[-2:] == ["--limit", "3"] and "--overwrite" not in argv  # a requeued job resumes, never wipes
-    assert "resuming, --overwrite dropped" in done.stderr
-    _, nodes, done = launch_dry(tmp_path / "none", SBATCH, [], SLURM_JOB_ID="7", SLURM_JOB_NUM_NODES="1",
-                                SLURM_JOB_NODELIST="n1", CUDA_VISIBLE_DEVICES="")
-    assert done.returncode == 2 and "no GPU in this allocation" in done.stderr and not nodes
+    assert argv[-3:] == ["--overwrite", "--limit", "3"]  # unchanged: the harness itself resumes a requeued job
+    for visible in ("", "NoDevFiles"):  # a job given no GPU (old SLURM writes NoDevFiles): an error, no CPU run
+        _, nodes, done = launch_dry(tmp_path / f"none{visible}", SBATCH, [], SLURM_JOB_ID="7", SLURM_JOB_NUM_NODES="1",
+                                    SLURM_JOB_NODELIST="n1", CUDA_VISIBLE_DEVICES=visible)
+        assert done.returncode == 2 and "no GPU in this allocation" in done.stderr and not nodes
+    _, nodes, done = launch_dry(tmp_path / "visible", SBATCH, [], SLURM_JOB_ID="7", SLURM_JOB_NUM_NODES="1",
+                                SLURM_JOB_NODELIST="n1", CUDA_VISIBLE_DEVICES="0,1,2")
+    assert done.returncode == 0 and nodes["0"]["argv"][nodes["0"]["argv"].index("--num_processes") + 1] == "3"
 
 
 # --- two machines on one host -------------------------------------------------------------------------
@@ -208,7 +211,7 @@ def test_sbatch_scripts_escape_the_rank_and_pass_arguments_through():
     text = LAUNCHER.read_text()
     inner = next(line for line in text.splitlines() if line.strip().startswith("INNER='exec accelerate") and "--machine_rank" in line)
     assert '--machine_rank "$SLURM_NODEID"' in inner  # inside single quotes: expanded per node by srun's shell
-    assert "srun --kill-on-bad-exit=1" in text and 'bash -c "$INNER" bash "${ARGS[@]}"' in text
+    assert "srun --kill-on-bad-exit=1" in text and 'bash -c "$INNER" bash "$@")' in text
     for script in (SBATCH, MULTINODE):
         body = script.read_text()
         assert "#SBATCH --requeue" in body and 'launch.sh" "$@"' in body

@@ -15,10 +15,28 @@ ROOT="${BENCH_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}"
 cd "$ROOT"
 NNODES="${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}"
 
-count_gpus() {  # GPUs SLURM gave this node: SLURM_GPUS_ON_NODE, else the visible devices, else nvidia-smi
+count_gpus() {  # GPUs SLURM gave this node: SLURM_GPUS_ON_NODE, else the devices it made visible
     if [ -n "${SLURM_GPUS_ON_NODE:-}" ]; then echo "$SLURM_GPUS_ON_NODE"; return; fi
-    if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .; return; fi
-    nvidia-smi --list-gpus 2>/dev/null | grep -c . || echo 0
+    local visible="${CUDA_VISIBLE_DEVICES:-}"
+    if [ -n "$visible" ]; then
+        # indices or GPU UUIDs; anything else (old SLURM's "NoDevFiles" for a job without GPUs) is none
+        local device='([0-9]+|GPU-[0-9a-fA-F-]+|MIG-[0-9A-Za-z/-]+)'
+        local pattern="^${device}(,${device})*\$"
+        if [[ "$visible" =~ $pattern ]]; then
+            echo "$visible" | tr ',' '\n' | grep -c .
+        else
+            echo 0
+        fi
+        return
+    fi
+    # Outside a SLURM job only: inside one, an unrestricted node would show GPUs the job was not given.
+    if [ -z "${SLURM_JOB_ID:-}" ]; then
+        local n
+        n=$(nvidia-smi --list-gpus 2>/dev/null | grep -c .) || true
+        echo "${n:-0}"
+        return
+    fi
+    echo 0
 }
 if [ "${BENCH_SLURM_CPU:-0}" = 1 ]; then
     PER_NODE="${BENCH_PROCS_PER_NODE:-${SLURM_NTASKS_PER_NODE:-1}}"
@@ -32,22 +50,9 @@ if ! [ "$PER_NODE" -ge 1 ] 2>/dev/null; then
     exit 2
 fi
 
-# A requeued job (preemption, node failure) continues where it stopped: the run folder resumes by itself.
-# Only --overwrite would wipe that progress, so it is dropped on a restart (the first start already cleared).
-ARGS=()
-skip_value=0
-for arg in "$@"; do
-    if [ "$skip_value" = 1 ]; then
-        skip_value=0
-        case "$arg" in true|false|1|0|yes|no) continue ;; esac
-    fi
-    if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] && [ "$arg" = --overwrite ]; then
-        echo "launch.sh: restart ${SLURM_RESTART_COUNT} of job ${SLURM_JOB_ID:-?}: resuming, --overwrite dropped" >&2
-        skip_value=1
-        continue
-    fi
-    ARGS+=("$arg")
-done
+# A requeued job (preemption, node failure) runs this again with the same arguments and continues where
+# it stopped: the run folder resumes by itself. SLURM_RESTART_COUNT reaches the workers, and the harness
+# then ignores `overwrite` (however it was set), which would wipe the progress the first start made.
 
 # The main process's node and a port derived from the job id (two jobs sharing a node don't collide).
 MAIN_NODE="${BENCH_MAIN_IP:-$(scontrol show hostnames "${SLURM_JOB_NODELIST:-$(hostname)}" | head -n 1)}"
@@ -70,9 +75,16 @@ export BENCH_LAUNCH_CONFIG="$CONFIG" BENCH_NNODES="$NNODES" BENCH_MAIN_NODE="$MA
 unset ACCELERATE_CONFIG_FILE
 
 # --kill-on-bad-exit: when one node's launcher fails, the step ends on every node instead of hanging.
-# One task per node holding all of the node's CPUs (the launcher's processes share them).
-CMD=(srun --kill-on-bad-exit=1 --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1
-     --cpus-per-task="${SLURM_CPUS_ON_NODE:-1}" bash -c "$INNER" bash "${ARGS[@]}")
+# One task per node holding the CPUs the job has on each node (the launcher's processes share them).
+if [ -n "${SLURM_CPUS_PER_TASK:-}" ] && [ -n "${SLURM_NTASKS_PER_NODE:-}" ]; then
+    CPUS_PER_TASK="${SLURM_CPUS_PER_TASK%%(*}"   # "2(x3)" -> 2
+    TASKS_PER_NODE="${SLURM_NTASKS_PER_NODE%%(*}"
+    CPUS=$(( CPUS_PER_TASK * TASKS_PER_NODE ))
+else
+    CPUS="${SLURM_CPUS_ON_NODE:-1}"
+fi
+CMD=(srun --kill-on-bad-exit=1 --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 --cpus-per-task="$CPUS"
+     bash -c "$INNER" bash "$@")
 echo "launch.sh: $NNODES node(s) x $PER_NODE process(es), main node $MAIN_NODE:$PORT" >&2
 if [ "${BENCH_SLURM_DRY_RUN:-0}" = 1 ]; then
     printf '%q\n' "${CMD[@]}"
