@@ -5,8 +5,10 @@ rank r of N: load + validate samples; read the records of earlier attempts (resu
   stage 1: own shard of the samples without a usable edit (contiguous, no padding); the same number of
            batches on every rank: edit → save PNG → append records; barrier after each batch
   switch:  free the editor completely; load the judge
-  stage 2: own shard of the ok edits without an ok judgement, in left-padded batches → append records
-  gather small JSON records ─► rank 0 writes results.jsonl, report.json, report.md
+  stage 2: own shard of the ok edits without an ok judgement (then of each sanity baseline's images),
+           in left-padded batches of similar prompt length → append records
+  gather small JSON records ─► rank 0 writes results.jsonl, baselines/, report.json, report.md, the
+           chart and gallery.html
 ```
 """
 
