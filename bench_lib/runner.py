@@ -299,7 +299,9 @@ def run(cfg: BenchmarkConfig) -> Path:
                                  and baseline_records[name].get(s.id, {}).get("status") != "ok"]
                           for name in baseline_names}
     jobs = judge_jobs(cfg, folder, to_judge, edits, baselines_to_judge)
-    new_judgements = judge_stage(cfg, dist, jobs, folder, attempt, timings)
+    plan = dist.on_main(lambda: plan_judge_batches(jobs, rubrics, batch_size=cfg.judge.judge_batch_size,
+                                                   max_pixels=cfg.judge.judge_max_pixels))
+    new_judgements = judge_stage(cfg, dist, jobs, plan, folder, attempt, timings)
     gathered = {job.name: dist.gather(new_judgements[job.name]) for job in jobs}  # same order on every rank
     per_rank = dist.gather([{"timings": timings, "device": device_name(dist.device)}])
     if dist.is_main:
@@ -410,41 +412,52 @@ def edit_stage(cfg: BenchmarkConfig, dist: Distributed, to_edit: list[Sample], f
     return records
 
 
-def judge_stage(cfg: BenchmarkConfig, dist: Distributed, jobs: list[JudgeJob], folder: RunFolder, attempt: int,
-                timings: dict[str, float]) -> dict[str, list[dict[str, Any]]]:
-    """Judge this rank's share of every job in left-padded batches of similar length; returns (and records)
-    the judge records of each job, in dataset order."""
-    shards = {job.name: dist.shard(job.samples) for job in jobs}
+def plan_judge_batches(jobs: list[JudgeJob], rubrics: Rubrics, *, batch_size: int,
+                       max_pixels: int) -> dict[str, list[list[int]]]:
+    """Main process: every job's batches (indices into its samples) over ALL ranks' work, of similar
+    estimated prompt length. A batch's composition then doesn't depend on the number of processes, and
+    neither do the scores, bitwise, in any dtype (batch composition moves the last bits, or more in bf16)."""
+    return {job.name: length_batches([_safe_length(s, job, rubrics, max_pixels) for s in job.samples], batch_size)
+            for job in jobs}
+
+
+def deal(batches: list, world_size: int) -> list:
+    """The batches in the order that makes accelerate's contiguous split deal them round-robin: rank r gets
+    batches r, r + W, r + 2W, ... (each rank a mix of short and long prompts)."""
+    return [batches[i] for rank in range(world_size) for i in range(rank, len(batches), world_size)]
+
+
+def judge_stage(cfg: BenchmarkConfig, dist: Distributed, jobs: list[JudgeJob], plan: dict[str, list[list[int]]],
+                folder: RunFolder, attempt: int, timings: dict[str, float]) -> dict[str, list[dict[str, Any]]]:
+    """Judge this rank's batches of every job (`plan`, the same on every rank) in left-padded batches;
+    returns (and records) the judge records of each job, in dataset order."""
+    mine = {job.name: dist.shard(deal(plan[job.name], dist.world_size)) for job in jobs}
     t0 = time.perf_counter()
     judge = None
-    if any(shards.values()):  # load only on a rank that has something to judge
+    if any(mine.values()):  # load only on a rank that has something to judge
         judge = load_judge(cfg.judge, device=dist.device, device_map=dist.judge_device_map(),
                            trust_remote_code=cfg.run.trust_remote_code)
     timings["switch"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    rubrics = Rubrics(cfg.judge.prompts_dir)
     out: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
-        shard = shards[job.name]
         writer = folder.record_writer(attempt, job.record_kind, dist.rank)
         records: list[dict[str, Any]] = []
-        lengths = [_safe_length(s, job, rubrics, cfg.judge.judge_max_pixels) for s in shard]
-        for batch_indices in tqdm(length_batches(lengths, cfg.judge.judge_batch_size),
-                                  desc=f"judge {job.name} (batches)", disable=not dist.is_main):
-            batch = [shard[i] for i in batch_indices]
+        for batch_indices in tqdm(mine[job.name], desc=f"judge {job.name} (batches)", disable=not dist.is_main):
+            batch = [job.samples[i] for i in batch_indices]
             outcomes = {s.id: Outcome() for s in batch}
             judge_batch(judge, batch, outcomes, job.load_edited, max_pixels=cfg.judge.judge_max_pixels)
             batch_records = [{**_judge_record(s.id, outcomes[s.id]), "attempt": attempt} for s in batch]
             writer.write(batch_records)
             records += batch_records
-        position = {s.id: i for i, s in enumerate(shard)}
+        position = {s.id: i for i, s in enumerate(job.samples)}
         out[job.name] = sorted(records, key=lambda r: position[r["id"]])  # back to dataset order
     if judge is not None:
         judge.close()
         del judge
     timings["judge"] = time.perf_counter() - t0
-    timings["judged"] = sum(len(shard) for shard in shards.values())
+    timings["judged"] = sum(len(batch) for batches in mine.values() for batch in batches)
     return out
 
 

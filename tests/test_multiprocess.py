@@ -52,7 +52,7 @@ def assert_same_results(run_a, run_b):
 def test_seven_samples_same_results_on_1_2_3_processes(tmp_path):
     manifest = make_manifest(tmp_path, 7)
     ids = [json.loads(line)["id"] for line in manifest.read_text().splitlines()]
-    one = run(tmp_path, "p1", 1, manifest, "--edit_batch_size", "1", "--judge_batch_size", "1")
+    one = run(tmp_path, "p1", 1, manifest, "--edit_batch_size", "1", "--judge_batch_size", "2")
     assert [r["id"] for r in one[1]] == ids and all(r["status"] == "ok" for r in one[1])
     assert one[2]["meta"]["world_size"] == 1
     # 2 ranks: shards of 4 and 3, batches of 3 -> rank 1 runs an empty second batch (and its barrier).
@@ -63,6 +63,9 @@ def test_seven_samples_same_results_on_1_2_3_processes(tmp_path):
     assert two[2]["meta"]["world_size"] == 2 and three[2]["meta"]["world_size"] == 3
     assert_same_results(one, two)
     assert_same_results(one, three)
+    # Judge batches are planned over all ranks' work, so with the same judge_batch_size a batch holds the
+    # same samples on 1 and 2 processes and the scores are bitwise equal, not just close.
+    assert [(r["score"], r["subscores"]) for r in one[1]] == [(r["score"], r["subscores"]) for r in two[1]]
     assert len(one[2]["timings"]["per_rank"]) == 1 and len(three[2]["timings"]["per_rank"]) == 3
 
 

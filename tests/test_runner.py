@@ -146,6 +146,8 @@ def test_length_batches_group_similar_lengths_and_cover_every_item_once():
     assert batches == [[1, 3, 5], [2, 6, 0], [4]]  # sorted by length, ties in original order
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert runner.length_batches([], 4) == []
+    # dealt for accelerate's contiguous split: rank r of W gets batches r, r + W, ...
+    assert runner.deal(list("abcdefg"), 3) == list("adgbecf") and runner.deal(list("ab"), 4) == list("ab")
 
 
 def test_generate_mode_end_to_end_with_the_random_judge(tmp_path):
