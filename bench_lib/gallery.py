@@ -19,7 +19,7 @@ from typing import Any, Optional
 from PIL import Image
 
 from .data import Sample
-from .store import write_text
+from .store import load_png, write_text
 
 GALLERY_FILE = "gallery.html"
 THUMBNAIL_SIDE = 256
@@ -38,11 +38,6 @@ def _thumb(load) -> Optional[str]:
         return thumbnail_uri(load())
     except Exception:  # the row's status and error already say what is wrong with this image
         return None
-
-
-def _load_png(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sample]) -> list[dict[str, Any]]:
@@ -64,7 +59,7 @@ def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sa
             "reference_text": sample.reference_text,
             "edit_link": row["edited_image"],
             "source": _thumb(sample.source_image.load) if sample.source_image and not sample.problem else None,
-            "edited": _thumb(lambda: _load_png(output_dir / row["edited_image"])) if row["edited_image"] else None,
+            "edited": _thumb(lambda: load_png(output_dir / row["edited_image"])) if row["edited_image"] else None,
             "reference": _thumb(sample.reference_image.load) if sample.reference_image else None,
         })
     return items

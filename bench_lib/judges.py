@@ -141,10 +141,16 @@ class Rubrics:
         self.templates = {p.stem: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.txt"))}
         if DEFAULT_RUBRIC not in self.templates:
             raise ValueError(f"{folder} has no {DEFAULT_RUBRIC}.txt rubric")
+        self._hashes = {name: hashlib.sha256(text.encode("utf-8")).hexdigest()
+                        for name, text in self.templates.items()}
 
     def hashes(self) -> dict[str, str]:
         """sha256 of every rubric's text: a changed rubric changes scores (and the run's fingerprint)."""
-        return {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in self.templates.items()}
+        return dict(self._hashes)
+
+    def sha256(self, category: str) -> Optional[str]:
+        """The hash of the rubric a category is judged with (None without a category: never judged)."""
+        return self._hashes[self.rubric_name(category)] if category else None
 
     def rubric_name(self, category: str) -> str:
         name = category.strip().lower()
@@ -166,6 +172,13 @@ def reference_block(text: Optional[str], has_image: bool) -> str:
     if not parts:
         return "No reference is available: judge from the instruction and your own knowledge."
     return " ".join(parts)
+
+
+def _accept(judgement: Judgement, text: str) -> None:
+    """Fill a judgement from a generated answer, or raise AnswerFormatError (leaving it untouched)."""
+    subscores, rationale = parse_answer(text)
+    judgement.subscores = {k: float(v) for k, v in subscores.items()}
+    judgement.rationale = rationale
 
 
 def build_messages(request: JudgeRequest, rubric_text: str, question: str) -> list[dict]:
@@ -391,8 +404,7 @@ class QwenVLJudge:
         retry = []
         for i, text in enumerate(answers):
             try:
-                subscores, judgements[i].rationale = parse_answer(text)
-                judgements[i].subscores = {k: float(v) for k, v in subscores.items()}
+                _accept(judgements[i], text)
             except AnswerFormatError:
                 judgements[i].raw.append(text)
                 retry.append(i)
@@ -400,8 +412,7 @@ class QwenVLJudge:
             answers = self.generate_text([requests[i] for i in retry], STRICT_GENERATE_FORMAT)
             for i, text in zip(retry, answers):
                 try:
-                    subscores, judgements[i].rationale = parse_answer(text)
-                    judgements[i].subscores = {k: float(v) for k, v in subscores.items()}
+                    _accept(judgements[i], text)
                     judgements[i].parse = "reasked"
                 except AnswerFormatError as err:
                     judgements[i].raw.append(text)

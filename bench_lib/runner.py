@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .config import BenchmarkConfig, ConfigError
-from .data import Sample, load_benchmark
+from .data import ImageRef, Sample, load_benchmark
 from .distributed import Distributed
 from .editors import EDITORS, Editor, free_memory, load_editor
 from .judges import JUDGES, Judge, Judgement, JudgeRequest, Rubrics, load_judge
@@ -41,8 +41,8 @@ from .provenance import (collect as collect_provenance, device_name, harness_com
                          package_versions)
 from .report import CHART_FILE, build_report, render_markdown, timing_summary, write_chart
 from .scoring import FORMULA_TEXT, combine
-from .store import (RUN_FILE, RunFolder, edit_path, result_row, sample_seed, save_png, write_json, write_results,
-                    write_text)
+from .store import (RUN_FILE, RunFolder, edit_path, load_png, result_row, sample_seed, save_png, write_json,
+                    write_results, write_text)
 from .tiny import BUILDERS as TINY_BUILDERS, TINY_PREFIX
 
 logger = get_logger(__name__)  # accelerate's: main process only unless a call says otherwise
@@ -143,11 +143,6 @@ def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def _load_png(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
 def judge_batch(judge: Judge, batch: list[Sample], outcomes: dict[str, Outcome],
                 load_edited: Callable[[Sample], Image.Image], *, max_pixels: int) -> None:
     """Score a batch in one call; if that fails, score its samples one by one to isolate the culprit."""
@@ -206,11 +201,6 @@ def judge_length(sample: Sample, edited_size: tuple[int, int], rubrics: Rubrics,
     return pixels / 1024 + text / 4
 
 
-def _png_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:
-        return image.size
-
-
 @dataclass
 class JudgeJob:
     """Images of one kind to judge: the editor's edits, or a sanity baseline's (computed from the source)."""
@@ -230,8 +220,8 @@ EDITOR_JOB = "editor"
 
 def judge_jobs(cfg: BenchmarkConfig, folder: RunFolder, to_judge: list[Sample], edits: dict[str, dict],
                baselines: dict[str, list[Sample]]) -> list[JudgeJob]:
-    jobs = [JudgeJob(EDITOR_JOB, to_judge, lambda s: _load_png(folder.root / edits[s.id]["edited_image"]),
-                     lambda s: _png_size(folder.root / edits[s.id]["edited_image"]))]
+    jobs = [JudgeJob(EDITOR_JOB, to_judge, lambda s: load_png(folder.root / edits[s.id]["edited_image"]),
+                     lambda s: ImageRef(path=folder.root / edits[s.id]["edited_image"]).size())]
     for name, samples in baselines.items():
         editor = EDITORS[name](dataclasses.replace(cfg.editor, editor=name, editor_kwargs={}), device=torch.device("cpu"))
         jobs.append(JudgeJob(name, samples, lambda s, e=editor: e.edit(s.source_image.load(), s.instruction, seed=0).image,
@@ -492,19 +482,14 @@ def _row(sample: Sample, edit: dict, judgement: Optional[dict], cfg: BenchmarkCo
     if status == "ok":
         assert judgement is not None, sample.id  # every ok edit was judged (or failed) by now
         status, error, judged = judgement["status"], judgement["error"], judgement
-    subscores = judged.get("subscores") if status == "ok" else None
-    score = combine(subscores, cfg.judge.score_formula, cfg.judge.score_weights) if subscores else None
-    rubric = rubrics.rubric_name(sample.category) if sample.category else None
+    fields = _judged_fields(judged, status, cfg)
     return {
-        **result_row(sample=sample, status=status, seed=sample_seed(cfg.run.seed, sample.id), score=score,
+        **result_row(sample=sample, status=status, seed=sample_seed(cfg.run.seed, sample.id), score=fields["score"],
                      edited_image=edit["edited_image"], error=error),
-        "subscores": subscores,
-        "rationale": judged.get("rationale"),
-        "judge_parse": judged.get("parse"),  # ok | reasked | failed; null when the sample was not judged
-        "judge_raw": judged.get("raw") or [],  # answers that did not parse: kept, never scored
+        **fields,
         "digit_mass": judged.get("digit_mass"),  # logits mode; also kept when an off-format answer failed
-        "rubric": rubric,
-        "rubric_sha256": rubrics.hashes()[rubric] if rubric else None,
+        "rubric": rubrics.rubric_name(sample.category) if sample.category else None,
+        "rubric_sha256": rubrics.sha256(sample.category),
         "human_score": sample.human_score,
         "flags": edit.get("flags") or [],
         "attempts": {"edit": edit.get("attempt"), "judge": judged.get("attempt")},  # see run.json "history"
@@ -516,13 +501,23 @@ def _baseline_row(sample: Sample, judgement: Optional[dict], cfg: BenchmarkConfi
     """A sanity baseline's result for one sample: the same scoring as the editor's rows."""
     if sample.problem or judgement is None:
         judgement = {"status": "invalid_input", "error": sample.problem or "not judged"}
-    subscores = judgement.get("subscores") if judgement["status"] == "ok" else None
-    return {"id": sample.id, "category": sample.category, "status": judgement["status"],
-            "score": combine(subscores, cfg.judge.score_formula, cfg.judge.score_weights) if subscores else None,
-            "subscores": subscores, "judge_parse": judgement.get("parse"), "error": judgement.get("error"),
-            "rationale": judgement.get("rationale"), "judge_raw": judgement.get("raw") or [],
-            "rubric_sha256": rubrics.hashes().get(rubrics.rubric_name(sample.category)) if sample.category else None,
-            "attempts": {"judge": judgement.get("attempt")}}
+    fields = _judged_fields(judgement, judgement["status"], cfg)
+    return {"id": sample.id, "category": sample.category, "status": judgement["status"], "score": fields["score"],
+            "subscores": fields["subscores"], "judge_parse": fields["judge_parse"], "error": judgement.get("error"),
+            "rationale": fields["rationale"], "judge_raw": fields["judge_raw"],
+            "rubric_sha256": rubrics.sha256(sample.category), "attempts": {"judge": judgement.get("attempt")}}
+
+
+def _judged_fields(judged: dict[str, Any], status: str, cfg: BenchmarkConfig) -> dict[str, Any]:
+    """A judge record as result fields; sub-scores and score only for an ok sample, via the score formula."""
+    subscores = judged.get("subscores") if status == "ok" else None
+    return {
+        "score": combine(subscores, cfg.judge.score_formula, cfg.judge.score_weights) if subscores else None,
+        "subscores": subscores,
+        "rationale": judged.get("rationale"),
+        "judge_parse": judged.get("parse"),  # ok | reasked | failed; null when the sample was not judged
+        "judge_raw": judged.get("raw") or [],  # answers that did not parse: kept, never scored
+    }
 
 
 def _write_outputs(cfg: BenchmarkConfig, folder: RunFolder, rows: list[dict], per_rank: list[dict],

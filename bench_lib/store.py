@@ -94,6 +94,12 @@ def save_png(image: Image.Image, path: Path) -> None:
     _atomic_write(path, lambda f: image.convert("RGB").save(f, format="PNG"))
 
 
+def load_png(path: Path) -> Image.Image:
+    """An image of the output folder (an edit), decoded as RGB."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
@@ -237,15 +243,11 @@ class RunFolder:
         """
         edits: dict[str, dict] = {}
         judgements: dict[str, dict] = {}
-        folder = self.root / RECORDS_DIR
         for attempt in self._attempts_on_disk():
-            for path in sorted(folder.glob(f"attempt-{attempt:04d}.edit.*.jsonl")):
-                for record in _read_jsonl(path):
-                    edits[record["id"]] = record
-                    judgements.pop(record["id"], None)
-            for path in sorted(folder.glob(f"attempt-{attempt:04d}.judge.*.jsonl")):
-                for record in _read_jsonl(path):
-                    judgements[record["id"]] = record
+            for record in self._records(attempt, "edit"):
+                edits[record["id"]] = record
+                judgements.pop(record["id"], None)
+            judgements.update((record["id"], record) for record in self._records(attempt, "judge"))
         return edits, judgements
 
     def read_baseline_records(self, name: str) -> dict[str, dict]:
@@ -253,9 +255,13 @@ class RunFolder:
         the source, so no edit record can make it stale)."""
         records: dict[str, dict] = {}
         for attempt in self._attempts_on_disk():
-            for path in sorted((self.root / RECORDS_DIR).glob(f"attempt-{attempt:04d}.baseline-{name}.*.jsonl")):
-                records.update((record["id"], record) for record in _read_jsonl(path))
+            records.update((record["id"], record) for record in self._records(attempt, f"baseline-{name}"))
         return records
+
+    def _records(self, attempt: int, kind: str) -> list[dict]:
+        """Every rank's records of one kind (edit, judge, baseline-<name>) from one attempt."""
+        return [record for path in sorted((self.root / RECORDS_DIR).glob(f"attempt-{attempt:04d}.{kind}.*.jsonl"))
+                for record in _read_jsonl(path)]
 
     def edit_is_reusable(self, record: Optional[dict]) -> bool:
         """An ok edit whose PNG is on disk with the recorded size (PNGs are renamed into place whole)."""

@@ -84,8 +84,8 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, resamples: int = BOOTSTRAP_
     }
 
 
-def _f(value, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}"
+def _f(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def render(result: dict[str, Any]) -> str:
