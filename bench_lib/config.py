@@ -30,6 +30,7 @@ SCORE_FORMULAS = ("viescore", "mean", "min", "instruction")
 BASELINES = ("identity", "blank")
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+MAX_PROCESS_GROUP_TIMEOUT = 30 * 24 * 3600  # far beyond any model load; larger values overflow the timers
 
 
 class ConfigError(ValueError):
@@ -178,7 +179,7 @@ class JudgeConfig:
         _check_positive("judge_max_pixels", self.judge_max_pixels)
         if not 0.0 <= self.judge_min_digit_mass <= 1.0:
             raise ConfigError(f"`judge_min_digit_mass` must be in [0, 1], got {self.judge_min_digit_mass}.")
-        if not (Path(self.prompts_dir) / "default.txt").is_file():
+        if not any(p.stem.lower() == "default" for p in Path(self.prompts_dir).glob("*.txt")):
             raise ConfigError(f"`prompts_dir` {self.prompts_dir!r} has no default.txt rubric.")
 
 
@@ -205,7 +206,12 @@ class RunConfig:
     )
 
     def __post_init__(self):
+        if not self.output_dir.strip():
+            raise ConfigError("`output_dir` is empty: name the folder for edits, results and reports.")
         _check_positive("process_group_timeout", self.process_group_timeout)
+        if self.process_group_timeout > MAX_PROCESS_GROUP_TIMEOUT:
+            raise ConfigError(f"`process_group_timeout` must be at most {MAX_PROCESS_GROUP_TIMEOUT} seconds (30 days), "
+                              f"got {self.process_group_timeout}.")
 
 
 @dataclass

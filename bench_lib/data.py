@@ -44,12 +44,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     if image.mode.startswith("I") or image.mode == "F":
-        # 16/32-bit integer or float grey: PIL's convert would clip to 0..255; scale 16-bit to 8-bit instead.
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I"):
-            values = values / 257.0
-        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(_grey_to_8bit(image, np.asarray(image, dtype=np.float64)), mode="L")
     return image.convert("RGB")
+
+
+def _grey_to_8bit(image: Image.Image, values: np.ndarray) -> np.ndarray:
+    """16/32-bit integer or float grey scaled by its real range (PIL's convert would clip to 0..255, so a
+    float image of 0.8 would become black). Integers are 16-bit (0..65535); floats are 0..1. Anything else
+    is refused rather than guessed."""
+    if not np.isfinite(values).all():
+        raise ValueError(f"{image.mode} image has NaN or infinite pixels")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode == "F":
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"float image with values in [{low:g}, {high:g}]: only 0..1 float images are read")
+        values = values * 255.0
+    else:
+        if low < 0 or high > 65535:
+            raise ValueError(f"{image.mode} image with values in [{low:g}, {high:g}]: only 0..65535 is read")
+        values = values / 257.0
+    return np.clip(np.round(values), 0, 255).astype(np.uint8)
 
 
 def decode(image: Image.Image, *, max_pixels: int) -> Image.Image:
@@ -255,11 +269,15 @@ def _human_score(index: int, value: Any) -> Optional[float]:
 # --- readers -------------------------------------------------------------------------------------
 
 
-def _json_line(path: Path, number: int, line: str) -> Any:
+def _json_line(path: Path, number: Optional[int], text: str) -> Any:
+    """One JSON value of a manifest (a JSONL line, or the whole JSON file when `number` is None)."""
+    where = f"manifest {str(path)!r}" + (f" line {number}" if number is not None else "")
     try:
-        return json.loads(line)
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ConfigError(f"manifest {str(path)!r} line {number} is not valid JSON: {err}") from None
+        raise ConfigError(f"{where} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to be a manifest of samples.") from None
 
 
 def file_ref(base: Path, value: str) -> ImageRef:
@@ -282,20 +300,21 @@ class _ManifestTable:
 
     def __init__(self, path: Path):
         self.base = path.parent.resolve()
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")  # a byte-order mark is allowed, and not part of the first key
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"manifest {str(path)!r} is not UTF-8 text (byte {err.start}): save it as UTF-8.") from None
         if path.suffix == ".jsonl":
             rows = [_json_line(path, number, line) for number, line in enumerate(text.splitlines(), start=1)
                     if line.strip()]
         else:
-            try:
-                rows = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"manifest {str(path)!r} is not valid JSON: {err}") from None
+            rows = _json_line(path, None, text)
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ConfigError(f"manifest {str(path)!r} must be a list of objects (JSON) or one object per line (JSONL).")
         self.rows = rows
         self.columns = sorted({key for row in rows for key in row})
-        self.identity = "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+        self.identity = "sha256:" + hashlib.sha256(raw).hexdigest()
 
     def __len__(self) -> int:
         return len(self.rows)

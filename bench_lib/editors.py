@@ -62,6 +62,35 @@ def add_multimodal_positions(pipe) -> Callable[[], None] | None:
     return text_encoder.register_forward_pre_hook(fill_token_types, with_kwargs=True).remove
 
 
+def check_call_values(kwargs: dict) -> None:
+    """The values of the pipeline-call arguments every diffusers editing pipeline shares, checked before any
+    model loads: with `num_inference_steps: 0`, say, every sample would otherwise fail one by one after the
+    model loaded. (Sizes that are not a multiple of the latent grid are the pipeline's to round: it does so
+    with a warning.)"""
+    import math
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def integer(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    rules = {
+        "num_inference_steps": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
+        "height": (lambda v: v is None or (integer(v) and v >= 1), "an integer >= 1 (pixels)"),
+        "width": (lambda v: v is None or (integer(v) and v >= 1), "an integer >= 1 (pixels)"),
+        "max_sequence_length": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
+        "num_images_per_prompt": (lambda v: v == 1 and integer(v), "1 (the harness keeps one edit per sample)"),
+        "true_cfg_scale": (lambda v: number(v) and v >= 0, "a finite number >= 0"),
+        "guidance_scale": (lambda v: v is None or (number(v) and v >= 0), "a finite number >= 0"),
+        "strength": (lambda v: number(v) and 0 < v <= 1, "a number in (0, 1]"),
+        "negative_prompt": (lambda v: v is None or isinstance(v, str), "text"),
+    }
+    for key, (ok, expected) in rules.items():
+        if key in kwargs and not ok(kwargs[key]):
+            raise ConfigError(f"`editor_kwargs.{key}` must be {expected}, got {kwargs[key]!r}.")
+
+
 class DiffusersEditor:
     """Any diffusers pipeline called as `pipe(image=..., prompt=..., generator=..., **editor_kwargs)`.
 
@@ -71,9 +100,11 @@ class DiffusersEditor:
 
     @staticmethod
     def check(cfg: EditorConfig, *, trust_remote_code: bool = False) -> None:
-        """Before any weights load: the pipeline exists and accepts every `editor_kwargs` key."""
+        """Before any weights load: the call's values are usable, the pipeline exists and accepts every
+        `editor_kwargs` key."""
         import diffusers
 
+        check_call_values(cfg.editor_kwargs)
         try:
             index = diffusers.DiffusionPipeline.load_config(resolve_model(cfg.editor_model),
                                                             revision=cfg.editor_revision)

@@ -71,6 +71,10 @@ def render_gallery(items: list[dict[str, Any]], report: dict[str, Any]) -> str:
     summary = (f"{len(items)} samples · judge {meta['judge_model']} ({meta['judge_mode']}) · score "
                f"{meta['score_formula']} · overall mean "
                + ("–" if report["overall"]["mean"] is None else f"{report['overall']['mean']:.2f}"))
+    if report.get("stamp"):  # ties the page to the results.jsonl it shows (checked by store.read_run)
+        from .store import stamp_line
+
+        summary += " · " + stamp_line(report["stamp"])
     # "<" escaped so no text in the data can close the script element
     values = {"title": html.escape(title), "summary": html.escape(summary),
               "data": json.dumps(items, ensure_ascii=False).replace("<", "\\u003c")}

@@ -138,9 +138,20 @@ class Rubrics:
 
     def __init__(self, prompts_dir: str | Path):
         folder = Path(prompts_dir)
-        self.templates = {p.stem: p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.txt"))}
+        files = sorted(folder.glob("*.txt"))
+        by_name: dict[str, list[Path]] = {}
+        for path in files:  # categories match rubric files case-insensitively: Physics.txt serves "physics"
+            by_name.setdefault(path.stem.strip().lower(), []).append(path)
+        clashes = [sorted(p.name for p in paths) for paths in by_name.values() if len(paths) > 1]
+        if clashes:
+            raise ConfigError(f"`prompts_dir` {str(folder)!r} has rubric files that differ only by case: {clashes}; "
+                              "keep one of each.")
+        try:
+            self.templates = {name: paths[0].read_text(encoding="utf-8") for name, paths in sorted(by_name.items())}
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"a rubric in `prompts_dir` {str(folder)!r} is not UTF-8 text: {err}") from None
         if DEFAULT_RUBRIC not in self.templates:
-            raise ValueError(f"{folder} has no {DEFAULT_RUBRIC}.txt rubric")
+            raise ConfigError(f"`prompts_dir` {str(folder)!r} has no {DEFAULT_RUBRIC}.txt rubric")
         self._hashes = {name: hashlib.sha256(text.encode("utf-8")).hexdigest()
                         for name, text in self.templates.items()}
 

@@ -44,10 +44,11 @@ def human_agreement(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
     category and overall, over the scored rows that have a human score. None when no row has one."""
     if not any(r.get("human_score") is not None for r in rows):
         return None
+
     def pairs(selected):
         return [(r["score"], r["human_score"]) for r in selected
                 if r["status"] == "ok" and r.get("human_score") is not None]
-    categories = sorted({r["category"] for r in rows})
+    categories = categories_of(rows)
     return {"overall": agreement(pairs(rows)),
             "categories": {c: agreement(pairs([r for r in rows if r["category"] == c])) for c in categories}}
 
@@ -72,15 +73,24 @@ def timing_summary(per_rank: list[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
+def categories_of(rows: list[dict[str, Any]]) -> list[str]:
+    """The categories a report has rows for. A row without a category (an invalid_input sample) counts in
+    the overall figures only: it never makes a category named ""."""
+    return sorted({r["category"] for r in rows if r.get("category")})
+
+
 def build_report(rows: list[dict[str, Any]], *, timings: dict[str, Any], meta: dict[str, Any],
                  baselines: Optional[dict[str, list[dict[str, Any]]]] = None,
                  provenance: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    categories = sorted({r["category"] for r in rows})
+    categories = categories_of(rows)
     overall = score_stats(rows)
-    scored = {c: [r["score"] for r in rows if r["category"] == c and r["status"] == "ok"] for c in categories}
-    means = [sum(v) / len(v) for v in scored.values() if v]
-    overall["macro_mean"] = sum(means) / len(means) if means and len(means) == len(categories) else None
-    macro_ci = bootstrap_macro_ci(scored) if overall["macro_mean"] is not None else None
+    # The macro mean weighs every category with at least one scored sample the same (a category whose
+    # samples all failed has no mean to weigh); its interval resamples within each of those categories.
+    scored = {c: v for c in categories
+              if (v := [r["score"] for r in rows if r["category"] == c and r["status"] == "ok"])}
+    overall["macro_mean"] = sum(sum(v) / len(v) for v in scored.values()) / len(scored) if scored else None
+    overall["macro_categories"] = sorted(scored)
+    macro_ci = bootstrap_macro_ci(scored) if scored else None
     overall["macro_ci95"] = list(macro_ci) if macro_ci else None
     return {
         "overall": overall,
@@ -98,6 +108,29 @@ def build_report(rows: list[dict[str, Any]], *, timings: dict[str, Any], meta: d
     }
 
 
+_MARKDOWN_CELL = str.maketrans({"|": "\\|", "<": "&lt;", ">": "&gt;", "`": "\\`", "\r": " ", "\n": " "})
+
+
+def md_cell(text: Any) -> str:
+    """Text from the data (a category, an id, a path) made safe for one Markdown table cell: a `|` can't
+    split the cell, a newline can't end the row, and `<`, `>` and backticks can't become markup or code."""
+    return str(text).translate(_MARKDOWN_CELL)
+
+
+def md_code(text: Any) -> str:
+    """A value from the config or the data as inline code, or as escaped text where a backtick or a newline
+    would break the code span."""
+    text = str(text)
+    return md_cell(text) if "`" in text or "\n" in text or "\r" in text else f"`{text}`"
+
+
+OVERALL = "**overall**"
+
+
+def _label(name: str) -> str:
+    return name if name == OVERALL else md_cell(name)
+
+
 def _fmt(value: Optional[float], digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -111,10 +144,10 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None) -> s
     lines = [
         "# Benchmark report",
         "",
-        f"- dataset: `{meta['dataset']}` ({meta['num_samples']} samples"
+        f"- dataset: {md_code(meta['dataset'])} ({meta['num_samples']} samples"
         + (f", the first {meta['limit']} rows" if meta.get("limit") else "") + ")",
-        f"- editor: `{meta['editor_model']}`",
-        f"- judge: `{meta['judge_model']}` ({meta['judge_mode']} mode)",
+        f"- editor: {md_code(meta['editor_model'])}",
+        f"- judge: {md_code(meta['judge_model'])} ({meta['judge_mode']} mode)",
         f"- score: {meta['score_formula']} = {meta['score_formula_text']} of the sub-scores instruction (I), "
         "consistency (C) and quality (Q)",
         f"- processes: {meta['world_size']}, seed: {meta['seed']}",
@@ -129,15 +162,16 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None) -> s
         "| category | score | 95% CI | std | I | C | Q | count | failed | flagged | unparsed |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, stats in [*report["categories"].items(), ("**overall**", overall)]:
+    for name, stats in [*report["categories"].items(), (OVERALL, overall)]:
         sub = stats["subscores"]
         rate = stats["parse_failure_rate"]
-        lines.append(f"| {name} | {_fmt(stats['mean'])} | {_ci(stats['ci95'])} | {_fmt(stats['std'])} | "
+        lines.append(f"| {_label(name)} | {_fmt(stats['mean'])} | {_ci(stats['ci95'])} | {_fmt(stats['std'])} | "
                      f"{_fmt(sub['instruction'])} | {_fmt(sub['consistency'])} | {_fmt(sub['quality'])} | "
                      f"{stats['count']} | {stats['failed']} | {stats['flagged']} | "
                      f"{'–' if rate is None else f'{100 * rate:.0f}%'} |")
     lines += ["", f"Overall is the micro mean (every scored sample weighs the same). The macro mean (every "
-              f"category weighs the same) is {_fmt(overall['macro_mean'])}, 95% CI {_ci(overall['macro_ci95'])}."]
+              f"category with a score weighs the same) is {_fmt(overall['macro_mean'])}, 95% CI "
+              f"{_ci(overall['macro_ci95'])}."]
     if chart:
         lines += ["", f"![Mean score per category with 95% confidence intervals]({chart})"]
     baselines = report.get("baselines") or {}
@@ -145,19 +179,19 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None) -> s
         names = list(baselines)
         lines += ["", "Sanity baselines, judged by the same judge: identity returns the source unchanged, blank a "
                   "uniform grey image. A trustworthy judge scores both far below a real editor.", "",
-                  "| category | editor | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
-        for name, stats in [*report["categories"].items(), ("**overall**", overall)]:
-            key = None if name == "**overall**" else name
+                  "| category | editor | " + " | ".join(md_cell(n) for n in names) + " |", "|---|---:|" + "---:|" * len(names)]
+        for name, stats in [*report["categories"].items(), (OVERALL, overall)]:
+            key = None if name == OVERALL else name
             cells = [_fmt((baselines[b]["overall"] if key is None else baselines[b]["categories"][key])["mean"])
                      for b in names]
-            lines.append(f"| {name} | {_fmt(stats['mean'])} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(name)} | {_fmt(stats['mean'])} | " + " | ".join(cells) + " |")
     agreement = report.get("human_agreement")
     if agreement:
         lines += ["", "Agreement of the judge's score with the human scores (rank correlations over the scored "
                   "samples that have a human score):", "",
                   "| category | n | Spearman | Kendall tau-b |", "|---|---:|---:|---:|"]
-        for name, stats in [*agreement["categories"].items(), ("**overall**", agreement["overall"])]:
-            lines.append(f"| {name} | {stats['n']} | {_fmt(stats['spearman'], 3)} | "
+        for name, stats in [*agreement["categories"].items(), (OVERALL, agreement["overall"])]:
+            lines.append(f"| {_label(name)} | {stats['n']} | {_fmt(stats['spearman'], 3)} | "
                          f"{_fmt(stats['kendall_tau_b'], 3)} |")
     lines += ["", "| stage | wall time (s) | samples | samples/s |", "|---|---:|---:|---:|"]
     for stage in STAGES:
@@ -181,9 +215,14 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None) -> s
         models = provenance["models"]
         lines += ["", "Provenance (full details in report.json): harness commit "
                   f"`{harness.get('commit') or 'unknown'}`{' (uncommitted changes)' if harness.get('dirty') else ''}; "
-                  + "; ".join(f"{role} `{m['id']}` at `{m.get('resolved_revision') or m.get('config_sha256') or 'unresolved'}`"
+                  + "; ".join(f"{role} {md_code(m['id'])} at "
+                              f"{md_code(m.get('resolved_revision') or m.get('config_sha256') or 'unresolved')}"
                               for role, m in models.items())
-                  + f"; devices: {', '.join(sorted(set(provenance['devices'])))}."]
+                  + f"; devices: {md_cell(', '.join(sorted(set(provenance['devices']))))}."]
+    if report.get("stamp"):
+        from .store import stamp_line
+
+        lines += ["", stamp_line(report["stamp"])]
     return "\n".join(lines) + "\n"
 
 
@@ -244,5 +283,7 @@ def write_chart(path, report: dict[str, Any]) -> bool:
             draw.line([(low, y_mid), (high, y_mid)], fill=WHISKER_COLOUR, width=2)
             for x in (low, high):
                 draw.line([(x, y_mid - 7), (x, y_mid + 7)], fill=WHISKER_COLOUR, width=2)
-    save_png(image, path)
+    from .store import STAMP_TEXT_KEY, stamp_line
+
+    save_png(image, path, text={STAMP_TEXT_KEY: stamp_line(report["stamp"])} if report.get("stamp") else None)
     return True

@@ -41,8 +41,8 @@ from .provenance import (collect as collect_provenance, device_name, harness_com
                          package_versions)
 from .report import CHART_FILE, build_report, render_markdown, timing_summary, write_chart
 from .scoring import FORMULA_TEXT, combine
-from .store import (RUN_FILE, RunFolder, edit_path, load_png, result_row, sample_seed, save_png, write_json,
-                    write_results, write_text)
+from .store import (BASELINES_DIR, REPORT_FILE, RESULTS_FILE, RUN_FILE, RunFolder, edit_path, jsonl_text, load_png,
+                    result_row, sample_seed, save_png, sha256_text, write_json, write_text)
 from .tiny import BUILDERS as TINY_BUILDERS, TINY_PREFIX
 
 logger = get_logger(__name__)  # accelerate's: main process only unless a call says otherwise
@@ -92,6 +92,12 @@ def edit_sample(editor: Editor, sample: Sample, *, seed: int, output_dir: Path) 
     except Exception as err:  # unreadable input is the sample's failure, not the run's
         return Outcome(status="invalid_input", error=f"cannot read source image {sample.source_image.describe()}: "
                                                      f"{_error_text(err)}")
+    if sample.reference_image is not None:  # the judge needs it: find out now, not after a GPU-minute edit
+        try:
+            sample.reference_image.load()
+        except Exception as err:
+            return Outcome(status="invalid_input", error=f"cannot read reference image "
+                                                         f"{sample.reference_image.describe()}: {_error_text(err)}")
     relative = edit_path(sample.id)
     failure = None
     try:
@@ -245,10 +251,38 @@ def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubric
     return fingerprint
 
 
+def check_output_dir(cfg: BenchmarkConfig) -> None:
+    """The output folder can be one: not an existing file, and not inside a local dataset folder (the run's
+    own files would change the data's identity, so the run could never resume, and an imagefolder would
+    even read them as samples). A manifest's folder is fine: a manifest is identified by its own content."""
+    output = Path(cfg.run.output_dir)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is a file, not a folder.")
+    dataset = Path(cfg.data.dataset)
+    if dataset.is_dir() and output.resolve().is_relative_to(dataset.resolve()):
+        raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is inside the dataset folder {cfg.data.dataset!r}: "
+                          "put it somewhere else (the run's files would change the dataset).")
+
+
 def run(cfg: BenchmarkConfig) -> Path:
     """Run (or resume) the benchmark on every rank; rank 0 writes the outputs. Returns the output folder."""
     check_backends(cfg)
+    check_output_dir(cfg)
     dist = Distributed(timeout_s=cfg.run.process_group_timeout)  # first: its timeout must win
+    folder = RunFolder(Path(cfg.run.output_dir))
+    try:
+        return _run(cfg, dist, folder)
+    finally:
+        folder.lock.release()  # main process: held since it planned the attempt
+
+
+def _lock(folder: RunFolder) -> None:
+    folder.root.mkdir(parents=True, exist_ok=True)
+    folder.lock.acquire()
+
+
+def _run(cfg: BenchmarkConfig, dist: Distributed, folder: RunFolder) -> Path:
+    dist.on_main(lambda: _lock(folder))  # before anything is loaded, and before any rank writes
     if cfg.run.overwrite and _slurm_restarts() > 0:
         # A requeued SLURM job reruns the same command: `overwrite` would wipe what its first start did.
         logger.warning("SLURM restart %d of this job: resuming the run; `overwrite` is ignored", _slurm_restarts())
@@ -265,7 +299,6 @@ def run(cfg: BenchmarkConfig) -> Path:
     dist.main_first(lambda: check_models(cfg), local=True)
     rubrics = Rubrics(cfg.judge.prompts_dir)
     _log_input_problems(samples, rubrics)
-    folder = RunFolder(Path(cfg.run.output_dir))
     fingerprint = run_fingerprint(cfg, dataset_identity, rubrics)
     # The main process reads the folder and shares one plan, so every rank (every node, whatever its
     # filesystem cache shows) works from the same records.
@@ -550,25 +583,39 @@ def _write_outputs(cfg: BenchmarkConfig, folder: RunFolder, rows: list[dict], pe
                       attempts=history)
     report = build_report(rows, timings=timing_summary([r["timings"] for r in per_rank]), meta=meta,
                           baselines=baseline_rows, provenance=provenance)
-    write_results(output_dir / "results.jsonl", rows)
-    for name, brows in baseline_rows.items():
-        write_results(output_dir / "baselines" / f"{name}.jsonl", brows)
-    for stale in (output_dir / "baselines").glob("*.jsonl"):  # baselines an earlier attempt asked for
+    # Every output of this pass carries one stamp (see store.read_run): results first, run.json last.
+    results_text = jsonl_text(rows)
+    baseline_texts = {name: jsonl_text(brows) for name, brows in baseline_rows.items()}
+    report["stamp"] = {"attempt": meta["attempt"], "results_sha256": sha256_text(results_text),
+                       "baselines_sha256": {name: sha256_text(text) for name, text in baseline_texts.items()}}
+    write_text(output_dir / RESULTS_FILE, results_text)
+    for name, text in baseline_texts.items():
+        write_text(output_dir / BASELINES_DIR / f"{name}.jsonl", text)
+    for stale in (output_dir / BASELINES_DIR).glob("*.jsonl"):  # baselines an earlier attempt asked for
         if stale.stem not in baseline_rows:
             stale.unlink()
-    write_json(output_dir / "report.json", report)
-    chart = _optional_output("the chart", lambda: write_chart(output_dir / CHART_FILE, report))
+    write_json(output_dir / REPORT_FILE, report)
+    chart = _optional_output(output_dir / CHART_FILE, lambda: write_chart(output_dir / CHART_FILE, report))
     write_text(output_dir / "report.md", render_markdown(report, chart=CHART_FILE if chart else None))
     if cfg.run.gallery:
-        _optional_output("the gallery", lambda: write_gallery(output_dir / GALLERY_FILE, rows, samples, report))
+        _optional_output(output_dir / GALLERY_FILE, lambda: write_gallery(output_dir / GALLERY_FILE, rows, samples,
+                                                                           report))
+    else:
+        (output_dir / GALLERY_FILE).unlink(missing_ok=True)  # an earlier attempt's would look current
+    folder.record_outputs(report["stamp"])
 
 
-def _optional_output(name: str, write: Callable[[], Any]) -> Any:
-    """The chart and the gallery are views of results already written: if one fails (a Pillow without
-    FreeType, memory), say so loudly and finish the run rather than stop rank 0 before the final barrier."""
+def _optional_output(path: Path, write: Callable[[], Any]) -> Any:
+    """The chart and the gallery are views of results already written: if one fails for its own reasons (a
+    Pillow without FreeType, memory), say so loudly, remove the earlier attempt's file (it would look
+    current) and finish the run rather than stop rank 0 before the final barrier. A full or read-only disk
+    is no such reason: it stops the run (exit code 1)."""
     try:
         return write()
-    except Exception:
-        logger.error("could not write %s (results.jsonl and report.json are complete):\n%s", name,
+    except Exception as err:
+        if _is_fatal(err):
+            raise
+        logger.error("could not write %s (results.jsonl and report.json are complete):\n%s", path.name,
                      traceback.format_exc())
-        return None
+    path.unlink(missing_ok=True)
+    return None

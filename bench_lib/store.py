@@ -90,8 +90,16 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def save_png(image: Image.Image, path: Path) -> None:
-    _atomic_write(path, lambda f: image.convert("RGB").save(f, format="PNG"))
+def save_png(image: Image.Image, path: Path, *, text: Optional[dict[str, str]] = None) -> None:
+    """An RGB PNG, written atomically; `text` goes into PNG text chunks (the chart's output stamp)."""
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value)
+    _atomic_write(path, lambda f: image.convert("RGB").save(f, format="PNG", pnginfo=info))
 
 
 def load_png(path: Path) -> Image.Image:
@@ -108,12 +116,20 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
 def write_results(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    write_text(path, jsonl_text(rows))
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def result_row(*, sample, status: str, seed: int, score: Optional[float] = None,
@@ -144,13 +160,70 @@ def result_row(*, sample, status: str, seed: int, score: Optional[float] = None,
 
 RUN_FILE = "run.json"
 RECORDS_DIR = "records"
-_OWNED = (RUN_FILE, RECORDS_DIR, EDITS_DIR, "results.jsonl", "report.json", "report.md", "baselines", "gallery.html",
+RESULTS_FILE = "results.jsonl"
+REPORT_FILE = "report.json"
+BASELINES_DIR = "baselines"
+LOCK_FILE = ".lock"
+_OWNED = (RUN_FILE, RECORDS_DIR, EDITS_DIR, RESULTS_FILE, REPORT_FILE, "report.md", BASELINES_DIR, "gallery.html",
           "report_chart.png")
+_TMP_FOLDERS = (".", EDITS_DIR, BASELINES_DIR, RECORDS_DIR)  # where _atomic_write may have left a temporary file
+
+
+class FolderLock:
+    """An exclusive `flock` on `<output_dir>/.lock`, held by the main process for the whole run: a second run
+    on the same folder stops at once instead of redoing (or, with --overwrite, deleting) the first one's work.
+
+    The kernel drops the lock when its process dies, `kill -9` included, so a lock file left behind never
+    blocks the next run; the host and PID written into it only say who holds it now. On NFS, Linux clients
+    implement `flock` with the server's byte-range locks, so it holds across nodes (NFSv4, or NFSv3 with
+    lockd). Such a lock is lost when the holding process closes ANY descriptor of the file, so nothing else
+    in the harness opens it. A filesystem without locks at all (Lustre mounted without `-o flock`) gets a
+    warning and no lock.
+    """
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / LOCK_FILE
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> bool:
+        """Take the lock (True), or return False, with a warning, where the filesystem has no locks. Raises
+        `ConfigError` naming the holder when another run holds it."""
+        import errno
+        import fcntl
+        import logging
+        import socket
+        import datetime as dt
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "holder unknown"
+                os.close(fd)
+                raise ConfigError(f"{self.path.parent} is in use by another run ({holder}). Wait for it to "
+                                  "finish, or use another output_dir.") from None
+            os.close(fd)
+            logging.getLogger(__name__).warning(
+                "cannot lock %s (%s): this filesystem has no file locks, so nothing stops a second run from "
+                "using the same output_dir at the same time", self.path, err)
+            return False
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}, since {started}\n".encode(), 0)
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock; the file stays for the next run
+            self._fd = None
 
 
 class RunFolder:
     def __init__(self, output_dir: Path):
         self.root = Path(output_dir)
+        self.lock = FolderLock(self.root)
 
     def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool, versions: Optional[dict] = None,
                 info: Optional[dict] = None) -> int:
@@ -162,6 +235,7 @@ class RunFolder:
         run_file = self.root / RUN_FILE
         if overwrite:
             self.clear()
+        self.remove_temporary_files()  # left by a process killed mid-write (this run holds the folder's lock)
         previous = self._read_run_file()
         if previous is None and any((self.root / name).exists() for name in _OWNED):
             raise ConfigError(f"{self.root} holds results but no {RUN_FILE}: refusing to mix runs. "
@@ -174,13 +248,27 @@ class RunFolder:
                               "Resume with the same settings, use another output_dir, or --overwrite to start over.")
         # Counting from the records too: a run.json rolled back by a crash can't reuse an attempt number.
         attempt = 1 + max([previous["attempts"] if previous else 0, *self._attempts_on_disk()])
-        for stale in (self.root / EDITS_DIR).glob(".*.tmp"):  # left by a process killed mid-write
-            stale.unlink()
         history = [h for h in (previous or {}).get("history") or [] if isinstance(h, dict)]
         history.append({"attempt": attempt, "versions": versions, **(info or {})})
+        # `outputs` (the stamp of the last finished reporting pass) stays until this attempt writes its own
         write_json(run_file, {"fingerprint": fingerprint, "attempts": attempt, "versions": versions,
-                              "history": history})
+                              "history": history, "outputs": (previous or {}).get("outputs")})
         return attempt
+
+    def remove_temporary_files(self) -> list[Path]:
+        """Delete every temporary file an interrupted atomic write can leave in the folders the harness owns."""
+        removed = []
+        for name in _TMP_FOLDERS:
+            for stale in (self.root / name).glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+                removed.append(stale)
+        return removed
+
+    def record_outputs(self, stamp: dict[str, Any]) -> None:
+        """Main process, last step of a reporting pass: run.json names the outputs that belong together."""
+        data = self._read_run_file()
+        assert data is not None, "record_outputs before prepare"
+        write_json(self.root / RUN_FILE, {**data, "outputs": stamp})
 
     def fingerprint(self) -> Optional[dict[str, Any]]:
         data = self._read_run_file()
@@ -226,8 +314,10 @@ class RunFolder:
         return {k: (old[k], v) for k, v in versions.items() if k in old and old[k] != v}  # keys both recorded
 
     def clear(self) -> None:
+        """--overwrite: remove what the harness wrote (never the lock file: its holder is this run)."""
         import shutil
 
+        self.remove_temporary_files()
         for name in _OWNED:
             path = self.root / name
             if path.is_dir():
@@ -302,3 +392,77 @@ class RecordWriter:
             f.write("".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))
             f.flush()
             os.fsync(f.fileno())
+
+
+# --- a finished run, as readers see it ----------------------------------------------------------
+#
+# One reporting pass writes results.jsonl, baselines/*.jsonl, report.json, report_chart.png, report.md and
+# gallery.html, then records its stamp in run.json: {"attempt", "results_sha256", "baselines_sha256"}.
+# report.json carries the same stamp, report.md, the chart and the gallery carry its digest, and
+# results.jsonl and each baseline file are identified by the digest of their own bytes. A kill between two of
+# those writes leaves files that disagree; `read_run` refuses such a folder instead of mixing two passes.
+
+STAMP_TEXT_KEY = "edit-bench-outputs"  # the PNG text chunk of the chart that holds the stamp
+
+
+def stamp_line(stamp: dict[str, Any]) -> str:
+    """The line report.md and gallery.html carry, so a person (and `read_run`) can match them to results.jsonl."""
+    return f"Outputs of attempt {stamp['attempt']}; results.jsonl sha256 {stamp['results_sha256']}."
+
+
+class InconsistentRun(ConfigError):
+    """A run folder whose outputs come from different reporting passes (or from none)."""
+
+
+def read_run(root: Path) -> dict[str, Any]:
+    """A finished run: {"folder", "run", "fingerprint", "report", "rows", "baselines"}, after checking that
+    every output belongs to the same reporting pass. Raises `ConfigError` (`InconsistentRun` when files
+    disagree), naming the files."""
+    root = Path(root)
+    missing = [name for name in (RUN_FILE, RESULTS_FILE, REPORT_FILE) if not (root / name).is_file()]
+    if missing:
+        raise ConfigError(f"{root} is not a finished run: it has no {', '.join(missing)}")
+    run, report = (_read_json_file(root / name) for name in (RUN_FILE, REPORT_FILE))
+    stamp, report_stamp = run.get("outputs"), report.get("stamp")
+    if not isinstance(stamp, dict) or not isinstance(report_stamp, dict):
+        raise InconsistentRun(f"{root}: {RUN_FILE} or {REPORT_FILE} has no output stamp (an unfinished reporting "
+                              "pass, or an older harness): rerun the same command to rewrite the outputs.")
+    disagree = []
+    if report_stamp != stamp:
+        disagree.append(f"{REPORT_FILE} (attempt {report_stamp.get('attempt')}) vs {RUN_FILE} "
+                        f"(attempt {stamp.get('attempt')})")
+    results = (root / RESULTS_FILE).read_text(encoding="utf-8")
+    if sha256_text(results) != stamp.get("results_sha256"):
+        disagree.append(f"{RESULTS_FILE} (not the results {RUN_FILE} names)")
+    baselines = {}
+    for name, digest in (stamp.get("baselines_sha256") or {}).items():
+        path = root / BASELINES_DIR / f"{name}.jsonl"
+        text = path.read_text(encoding="utf-8") if path.is_file() else None
+        if text is None or sha256_text(text) != digest:
+            disagree.append(f"{BASELINES_DIR}/{name}.jsonl")
+        else:
+            baselines[name] = [json.loads(line) for line in text.splitlines() if line.strip()]
+    line = stamp_line(stamp)
+    for view in ("report.md", "gallery.html"):  # optional views: checked where present
+        if (root / view).is_file() and line not in (root / view).read_text(encoding="utf-8", errors="replace"):
+            disagree.append(view)
+    chart = root / "report_chart.png"
+    if chart.is_file():
+        with Image.open(chart) as image:
+            if image.info.get(STAMP_TEXT_KEY) != line:
+                disagree.append(chart.name)
+    if disagree:
+        raise InconsistentRun(f"{root}: its outputs come from different reporting passes ({'; '.join(disagree)}), "
+                              "as after a kill while they were written. Rerun the same command to rewrite them.")
+    return {"folder": root, "run": run, "fingerprint": run.get("fingerprint"), "report": report,
+            "rows": [json.loads(line) for line in results.splitlines() if line.strip()], "baselines": baselines}
+
+
+def _read_json_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not readable JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not this harness's file (not a JSON object)")
+    return data

@@ -23,7 +23,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_lib.scoring import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, paired_difference  # noqa: E402
-from bench_lib.store import RUN_FILE, read_results  # noqa: E402
+from bench_lib.config import ConfigError  # noqa: E402
+from bench_lib.report import md_cell  # noqa: E402
+from bench_lib.store import read_run  # noqa: E402
 
 MUST_MATCH = ("dataset_content", "dataset_split", "columns", "rubrics", "scoring")
 WARN_IF_DIFFERENT = ("judge", "judge_model", "judge_revision", "judge_dtype", "judge_mode", "judge_max_pixels",
@@ -35,12 +37,12 @@ class Refusal(Exception):
 
 
 def load_run(folder: Path) -> dict[str, Any]:
-    missing = [name for name in (RUN_FILE, "results.jsonl", "report.json") if not (folder / name).is_file()]
-    if missing:
-        raise Refusal(f"{folder} is not a finished run: it has no {', '.join(missing)}")
-    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    return {"folder": folder, "fingerprint": json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))["fingerprint"],
-            "rows": read_results(folder / "results.jsonl"), "meta": report["meta"]}
+    """A finished run whose outputs all come from one reporting pass (else Refusal, naming the files)."""
+    try:
+        run = read_run(folder)
+    except ConfigError as err:
+        raise Refusal(str(err)) from None
+    return {"folder": folder, "fingerprint": run["fingerprint"], "rows": run["rows"], "meta": run["report"]["meta"]}
 
 
 def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -89,14 +91,14 @@ def _f(value) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = [f"# {result['run_b']} (B) vs {result['run_a']} (A)", "",
+    lines = [f"# {md_cell(result['run_b'])} (B) vs {md_cell(result['run_a'])} (A)", "",
              f"Paired over the {result['scored']['both']} sample ids scored in both runs (A scored "
              f"{result['scored']['a']}, B {result['scored']['b']}). B - A > 0 means B scores higher. 95% CI: "
              f"paired bootstrap; p: paired permutation test; {result['method']['resamples']} resamples, seed "
              f"{result['method']['seed']}.", ""]
-    lines += [f"Warning: {w}" for w in result["warnings"]] + ([""] if result["warnings"] else [])
+    lines += [f"Warning: {md_cell(w)}" for w in result["warnings"]] + ([""] if result["warnings"] else [])
     lines += ["| category | n | mean A | mean B | B - A | 95% CI | p |", "|---|---:|---:|---:|---:|---|---:|"]
-    for name, t in [*result["categories"].items(), ("**overall**", result["overall"])]:
+    for name, t in [*((md_cell(c), t) for c, t in result["categories"].items()), ("**overall**", result["overall"])]:
         ci = "–" if t["ci"] is None else f"[{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}]"
         p = "–" if t["p_value"] is None else f"{t['p_value']:.4f}"
         diff = "–" if t["difference"] is None else f"{t['difference']:+.2f}"

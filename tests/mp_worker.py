@@ -5,6 +5,9 @@ Fault injection for the tests, by environment variable (rank = global rank):
   BENCH_TEST_KILL=edit:<rank>:<n>    SIGKILL that rank right after its n-th edit is saved (record not yet written)
   BENCH_TEST_KILL=judge:<rank>:<n>   SIGKILL it right after its n-th judge batch is scored (records not written)
   BENCH_TEST_FAIL_LOAD=<rank>        that rank's editor fails to load
+  BENCH_TEST_KILL_REPLACE=<rank>:<file name>  SIGKILL that rank just before it renames a file of that name into
+                                     place (its temporary file is complete and still there)
+  BENCH_TEST_SLOW_EDIT=<seconds>     every rank sleeps that long after each edit (a run that is still going)
 """
 
 import json
@@ -14,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_lib import parse_config, run  # noqa: E402
+from bench_lib import ConfigError, parse_config, run  # noqa: E402
 
 
 def inject_faults() -> None:
@@ -28,6 +31,28 @@ def inject_faults() -> None:
             raise RuntimeError("injected load failure")
 
         runner.load_editor = failing_load
+    replace = os.environ.get("BENCH_TEST_KILL_REPLACE")
+    if replace and replace.split(":", 1)[0] == str(rank):
+        target, real_replace = replace.split(":", 1)[1], os.replace
+
+        def killing_replace(src, dst, **kwargs):
+            if Path(dst).name == target:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_replace(src, dst, **kwargs)
+
+        os.replace = killing_replace  # this worker process only
+    slow = os.environ.get("BENCH_TEST_SLOW_EDIT")
+    if slow:
+        import time
+
+        real_edit = runner.edit_sample
+
+        def slow_edit(*args, **kwargs):
+            result = real_edit(*args, **kwargs)
+            time.sleep(float(slow))
+            return result
+
+        runner.edit_sample = slow_edit
     kill = os.environ.get("BENCH_TEST_KILL")
     if kill:
         stage, kill_rank, after = kill.split(":")
@@ -48,8 +73,12 @@ def inject_faults() -> None:
 def main() -> None:
     inject_faults()
     expected = int(os.environ["BENCH_EXPECT_WORLD_SIZE"])
-    cfg = parse_config(sys.argv[1:])
-    run(cfg)
+    try:
+        cfg = parse_config(sys.argv[1:])
+        run(cfg)
+    except ConfigError as err:  # as run_benchmark.py does: one line, exit code 2
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     from accelerate import PartialState
 
     state = PartialState()

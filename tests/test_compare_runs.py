@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import compare_runs  # noqa: E402
+from bench_lib.store import jsonl_text, sha256_text  # noqa: E402
 
 FINGERPRINT = {"dataset_content": "sha256:abc", "dataset_split": "train", "columns": {}, "scoring": 2,
                "rubrics": {"default": "r1", "physics": "r2"}, "judge_model": "j", "judge_mode": "logits"}
@@ -16,12 +17,16 @@ FINGERPRINT = {"dataset_content": "sha256:abc", "dataset_split": "train", "colum
 
 def make_run(folder: Path, scores: dict[str, float], *, fingerprint=None, failed=(), formula="viescore"):
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps({"fingerprint": fingerprint or FINGERPRINT, "attempts": 1}))
     rows = [{"id": i, "category": "physics" if n % 2 else "social",
              "status": "judge_failed" if i in failed else "ok", "score": None if i in failed else s}
             for n, (i, s) in enumerate(scores.items())]
-    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / "report.json").write_text(json.dumps({"meta": {"score_formula": formula, "score_weights": None}}))
+    results = jsonl_text(rows)
+    stamp = {"attempt": 1, "results_sha256": sha256_text(results), "baselines_sha256": {}}
+    (folder / "results.jsonl").write_text(results)
+    (folder / "report.json").write_text(json.dumps({"meta": {"score_formula": formula, "score_weights": None},
+                                                    "stamp": stamp}))
+    (folder / "run.json").write_text(json.dumps({"fingerprint": fingerprint or FINGERPRINT, "attempts": 1,
+                                                 "outputs": stamp}))
     return folder
 
 

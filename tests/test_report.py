@@ -100,7 +100,7 @@ def test_confidence_intervals_and_micro_macro_means():
     assert overall["macro_ci95"][0] < 6.0 < overall["macro_ci95"][1]
     assert report["uncertainty"]["resamples"] == 10_000
     md = render_markdown(report, chart="report_chart.png")
-    assert "| social | 8.00 | [8.00, 8.00] |" in md and "macro mean (every category weighs the same) is 6.00" in md
+    assert "| social | 8.00 | [8.00, 8.00] |" in md and "macro mean (every category with a score weighs the same) is 6.00" in md
     assert "![Mean score per category with 95% confidence intervals](report_chart.png)" in md
     assert "| 0 | 3 | 2.000 | 4.0 | 1.0 | 4 | 0.500 |" in md
 

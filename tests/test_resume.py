@@ -1,20 +1,17 @@
 """Crash-safe, resumable runs: kill -9 a rank mid-stage, rerun the same command, get the same results."""
 
 import json
-import time
 
 from launch import TINY_ARGS, accelerate_launch
 from test_multiprocess import assert_same_results, make_manifest, run
 
 
 def crash(tmp_path, name, num_processes, manifest, kill, *extra):
-    started = time.monotonic()
     result = accelerate_launch(num_processes, ["--dataset", str(manifest), "--output_dir", str(tmp_path / name),
                                                *TINY_ARGS, *extra], timeout=300, check=False,
                                env={"BENCH_TEST_KILL": kill})
     assert result.returncode != 0
     assert not (tmp_path / name / "results.jsonl").exists()
-    return time.monotonic() - started
 
 
 def records(out, stage):
@@ -47,13 +44,12 @@ def test_kill_in_each_stage_then_resume_with_another_process_count(tmp_path):
     assert resumed[2]["timings"]["load_editor_s"] == 0
 
 
-def test_a_failing_rank_stops_every_rank_within_seconds(tmp_path):
+def test_a_failing_rank_stops_every_rank_instead_of_waiting_for_the_timeout(tmp_path):
     manifest = make_manifest(tmp_path, 4)
-    started = time.monotonic()
+    # The healthy rank would wait 600 s at the next barrier; the launch is given 300 s, so a rank that waits
+    # for the process-group timeout fails this test (TimeoutExpired) instead of passing slowly.
     result = accelerate_launch(2, ["--dataset", str(manifest), "--output_dir", str(tmp_path / "out"), *TINY_ARGS,
                                    "--process_group_timeout", "600"], timeout=300, check=False,
                                env={"BENCH_TEST_FAIL_LOAD": "1"})
-    elapsed = time.monotonic() - started
     assert result.returncode == 1
     assert "injected load failure" in result.stdout + result.stderr
-    assert elapsed < 90, f"took {elapsed:.0f} s: the healthy rank waited instead of stopping"
