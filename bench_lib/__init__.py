@@ -1,6 +1,26 @@
-"""Image-editing benchmark harness: edit with a diffusers pipeline, judge with a Qwen-VL model, report."""
+"""Image-editing benchmark harness: edit with a diffusers pipeline (or score edits made elsewhere), judge with a
+Qwen-VL model, report.
 
-from .config import BenchmarkConfig, ConfigError, config_from_dict, parse_config
-from .runner import run
+Importing the package is cheap: `run` (and the model libraries behind it) load on first use, so the command
+line's `--help` and its errors come back at once.
+"""
+
+import os
+
+# CPU reproducibility: MKL's BLAS picks its summation order by the memory alignment of the operands, which
+# differs between processes, so the same matmul could differ in the last bit on 1 and 2 CPU processes (and
+# move a pixel of an edit by one level). Conditional Numerical Reproducibility makes it alignment-independent.
+# Set before torch loads MKL; CPU only (GPUs don't use MKL); a user's own MKL_CBWR wins.
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+
+from .config import BenchmarkConfig, ConfigError, config_from_dict, parse_config  # noqa: E402
 
 __all__ = ["BenchmarkConfig", "ConfigError", "config_from_dict", "parse_config", "run"]
+
+
+def __getattr__(name: str):
+    if name == "run":
+        from .runner import run
+
+        return run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,34 +1,48 @@
 """Run configuration: one dataclass per concern, a YAML recipe, `--key value` overrides.
 
-Every field of every dataclass below is a config key. It can be set in the recipe given with
-`--config` and on the command line; the command line wins. An unknown key or a value of the
-wrong type is a `ConfigError` (the entry script turns it into exit code 2).
+The core sections (data, editor, judge, run) are defined here; every editor and judge backend owns a
+section of its own (`Backend.Config`, see bench_lib.backends). Every field of every section is a config key,
+set in the recipe given with `--config` or on the command line (`--key value` or `--key-name value`); the
+command line wins. An unknown key or a value of the wrong type is a `ConfigError` (the entry script turns it
+into one line and exit code 2).
+
+Every field is declared with `option(...)`, which requires its help text and whether it changes results
+(`result=True`: part of the run's fingerprint, so a resume with another value is refused; `result=False`:
+it does not change any result, or is applied afresh when results are written). A section may transform its
+fingerprint (`fingerprint()`), e.g. the data is identified by content rather than by the name it was given.
+A test fails when a field is unclassified.
+
+This module imports no model library: `--help` and every config error come back at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import math
+import os
 import re
+import sys
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 
-DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RECIPE = PROJECT_ROOT / "configs" / "smoke.yaml"
 DEFAULT_PROMPTS_DIR = str(Path(__file__).resolve().parent / "prompts")
 CANONICAL_COLUMNS = ("id", "category", "instruction", "source_image", "reference_text", "reference_image",
-                     "human_score")
-SUBSCORES = ("instruction", "consistency", "quality")  # what the judge rates, each 0-10
-JUDGE_MODES = ("logits", "generate")
-SCORE_FORMULAS = ("viescore", "mean", "min", "instruction")
+                     "human_score", "edited_image")
+SUBSCORES = ("instruction", "consistency", "quality")  # what the default protocol's judge rates, each 0-10
+JudgeMode = Literal["logits", "generate"]
+ScoreFormula = Literal["viescore", "mean", "min", "instruction"]
+Dtype = Literal["float32", "bfloat16", "float16"]
 BASELINES = ("identity", "blank")
-DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 MAX_PROCESS_GROUP_TIMEOUT = 30 * 24 * 3600  # far beyond any model load; larger values overflow the timers
 
@@ -37,33 +51,55 @@ class ConfigError(ValueError):
     """A bad recipe, a bad command-line value or a bad dataset: the user has to fix something."""
 
 
+def option(default: Any = dataclasses.MISSING, *, help: str, result: bool,
+           default_factory: Any = dataclasses.MISSING, path: Optional[str] = None) -> Any:
+    """A config key: its default, its help text, and whether it changes results (see the module docstring).
+
+    `path`: a recipe's relative value is resolved against the recipe's folder, always ("always": a folder the
+    run reads or writes) or when something exists there ("local": else it names a hub repository)."""
+    assert path in (None, "always", "local"), path
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"help": help, "result": result, "path": path})
+
+
+def result_fields(section: Any) -> dict[str, Any]:
+    """The fields of a section that change results, with their values: its default fingerprint."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.metadata["result"]}
+
+
+def section_fingerprint(section: Any) -> dict[str, Any]:
+    custom = getattr(section, "fingerprint", None)
+    return custom() if callable(custom) else result_fields(section)
+
+
+# --- the core sections -------------------------------------------------------------------------------
+
+
 @dataclass
 class DataConfig:
-    dataset: str = field(
-        default="",
-        metadata={"help": "Hub dataset id, local dataset folder, or a .json/.jsonl manifest "
-                          "(image paths relative to the manifest)."},
-    )
-    dataset_split: str = field(default="train", metadata={"help": "Split to evaluate (hub or local dataset)."})
-    dataset_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
-    columns: dict = field(
-        default_factory=dict,
-        metadata={"help": "Canonical name -> source column, e.g. id=index,source_image=image. Unnamed canonical "
-                          "columns map to themselves. 'a|b' takes the first non-empty of columns a and b. On the "
-                          "command line it updates the recipe's mapping."},
-    )
-    limit: Optional[int] = field(default=None, metadata={"help": "Evaluate only the first N samples."})
-    max_image_pixels: int = field(
-        default=DEFAULT_MAX_IMAGE_PIXELS,
-        metadata={"help": "Images with more pixels are invalid_input, never decoded (decompression bombs)."},
-    )
+    dataset: str = option(
+        "", result=True, path="local",
+        help="Hub dataset id, local dataset folder, a single .parquet/.csv/.json/.jsonl file, or a JSON/JSONL "
+             "manifest (image paths relative to it). Identified by content in the fingerprint.")
+    dataset_split: str = option("train", result=True, help="Split to evaluate (hub or local dataset).")
+    dataset_revision: Optional[str] = option(None, result=True, help="Hub revision (branch, tag or commit).")
+    columns: dict = option(
+        default_factory=dict, result=True,
+        help="Canonical name -> source column, e.g. id=index,source_image=image. Unnamed canonical columns map "
+             "to themselves. 'a|b' takes the first non-empty of columns a and b. On the command line it updates "
+             "the recipe's mapping.")
+    limit: Optional[int] = option(None, result=False, help="Evaluate only the first N samples.")
+    max_image_pixels: int = option(
+        DEFAULT_MAX_IMAGE_PIXELS, result=True,
+        help="Images with more pixels are invalid_input, never decoded (decompression bombs).")
 
     def __post_init__(self):
         if not self.dataset:
             raise ConfigError("`dataset` is required (hub id, local folder or .json/.jsonl manifest).")
         unknown = sorted(set(self.columns) - set(CANONICAL_COLUMNS))
         if unknown:
-            raise ConfigError(f"`columns` has unknown canonical names {unknown}; known: {list(CANONICAL_COLUMNS)}.")
+            raise ConfigError(f"`columns` has unknown canonical names {unknown}{_suggest(unknown[0], CANONICAL_COLUMNS)}; "
+                              f"known: {list(CANONICAL_COLUMNS)}.")
         for name, source in self.columns.items():
             if not isinstance(source, str) or not source:
                 raise ConfigError(f"`columns.{name}` must be a non-empty column name, got {source!r}.")
@@ -71,44 +107,34 @@ class DataConfig:
             raise ConfigError(f"`limit` must be >= 1, got {self.limit}.")
         _check_positive("max_image_pixels", self.max_image_pixels)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The dataset's name is replaced by its content's identity (added by the runner), and only the
+        column mappings that rename something count."""
+        out = result_fields(self)
+        del out["dataset"]
+        out["columns"] = {k: v for k, v in self.columns.items() if k != v}
+        return out
+
 
 @dataclass
 class EditorConfig:
-    editor: str = field(
-        default="diffusers",
-        metadata={"help": "Editor backend: diffusers, or the baselines identity (returns the source) and blank "
-                          "(uniform grey)."},
-    )
-    editor_model: str = field(
-        default="", metadata={"help": "Diffusers pipeline: hub id or local path; 'tiny:<name>' builds a tiny one."}
-    )
-    editor_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision of the editor."})
-    editor_dtype: str = field(default="bfloat16", metadata={"help": f"One of {DTYPES}."})
-    editor_kwargs: dict = field(
-        default_factory=dict,
-        metadata={"help": "Extra keyword arguments for every pipeline call (JSON or k=v,...). On the command "
-                          "line they update the recipe's mapping; k=null removes a key."},
-    )
-    edit_batch_size: int = field(default=1, metadata={"help": "Samples each rank edits between two barriers."})
-    baselines: str = field(
-        default="",
-        metadata={"help": "Sanity baselines judged beside the editor in the same run, comma-separated: identity "
-                          "(the source unchanged), blank (uniform grey). They cost only judge time; the report "
-                          "shows their scores next to the editor's, so a judge that rewards doing nothing shows."},
-    )
+    editor: str = option(
+        "diffusers", result=True,
+        help="Editor backend: diffusers (any diffusers pipeline taking image= and prompt=), precomputed (edits "
+             "made elsewhere), or the baselines identity (returns the source) and blank (uniform grey).")
+    edit_batch_size: int = option(1, result=False, help="Samples each rank edits between two barriers.")
+    baselines: str = option(
+        "", result=False,
+        help="Sanity baselines judged beside the editor in the same run, comma-separated: identity (the source "
+             "unchanged), blank (uniform grey). They cost only judge time; the report shows their scores next to "
+             "the editor's, so a judge that rewards doing nothing shows.")
 
     def __post_init__(self):
-        if not self.editor_model and self.editor == "diffusers":
-            raise ConfigError("`editor_model` is required.")
-        _check_dtype("editor_dtype", self.editor_dtype)
         _check_positive("edit_batch_size", self.edit_batch_size)
         unknown = sorted(set(self.baseline_names()) - set(BASELINES))
         if unknown:
-            raise ConfigError(f"`baselines` has unknown names {unknown}; known: {list(BASELINES)}.")
-        reserved = {"image", "prompt", "generator", "output_type", "return_dict"} & set(self.editor_kwargs)
-        if reserved:
-            raise ConfigError(f"`editor_kwargs` may not set {sorted(reserved)}: the harness sets them "
-                              "(one image, prompt and seeded generator per call; PIL output).")
+            raise ConfigError(f"`baselines` has unknown names {unknown}{_suggest(unknown[0], BASELINES)}; "
+                              f"known: {list(BASELINES)}.")
 
     def baseline_names(self) -> list[str]:
         return list(dict.fromkeys(name.strip() for name in self.baselines.split(",") if name.strip()))
@@ -116,125 +142,93 @@ class EditorConfig:
 
 @dataclass
 class JudgeConfig:
-    judge: str = field(default="qwen_vl", metadata={"help": "Judge backend (see bench_lib.judges.JUDGES)."})
-    judge_model: str = field(
-        default="", metadata={"help": "Qwen-VL judge: hub id or local path; 'tiny:<name>' builds a tiny one."}
-    )
-    judge_revision: Optional[str] = field(default=None, metadata={"help": "Hub revision of the judge."})
-    judge_dtype: str = field(default="bfloat16", metadata={"help": f"One of {DTYPES}."})
-    judge_mode: str = field(
-        default="logits",
-        metadata={"help": "logits: each sub-score is the expected value of the judge's next-token distribution "
-                          "over 0-10 (one batched forward per sub-score, fast). generate: the judge writes a short "
-                          "rationale and a JSON object of sub-scores (greedy, batched)."},
-    )
-    judge_batch_size: int = field(default=8, metadata={"help": "Judge prompts per forward pass."})
-    judge_max_new_tokens: int = field(
-        default=256, metadata={"help": "generate mode: the most tokens the judge may write per answer."}
-    )
-    judge_max_pixels: int = field(
-        default=512 * 512,
-        metadata={"help": "Images larger than this are downscaled (aspect kept) before the judge sees them."},
-    )
-    judge_min_digit_mass: float = field(
-        default=0.5,
-        metadata={"help": "A judgement whose probability of answering with a digit at all is below this is "
-                          "off-format: the sample becomes judge_failed instead of getting a score."},
-    )
-    score_formula: str = field(
-        default="viescore",
-        metadata={"help": "How `score` combines the sub-scores I (instruction), C (consistency), Q (quality): "
-                          "viescore = sqrt(min(I, C) * Q); mean = weighted mean with score_weights; min = "
-                          "min(I, C, Q); instruction = I. Applied when results are written, so changing it on a "
-                          "resume re-scores without re-judging."},
-    )
-    score_weights: dict = field(
-        default_factory=lambda: {"instruction": 1.0, "consistency": 1.0, "quality": 1.0},
-        metadata={"help": "Weights of the `mean` score formula (k=v,...; a sub-score not named weighs 1; "
-                          "normalised to sum 1)."},
-    )
-    prompts_dir: str = field(
-        default=DEFAULT_PROMPTS_DIR, metadata={"help": "Folder of rubric files <category>.txt plus default.txt."}
-    )
+    judge: str = option("qwen_vl", result=True, help="Judge backend (a Qwen-VL model through transformers).")
+    judge_mode: JudgeMode = option(
+        "logits", result=True,
+        help="logits: each answer is the expected value of the judge's next-token distribution over the answer "
+             "scale (one batched forward per question, fast). generate: the judge writes a short rationale and a "
+             "JSON object of answers (greedy, batched).")
+    judge_batch_size: int = option(8, result=False, help="Judge prompts per forward pass.")
+    judge_max_pixels: int = option(
+        512 * 512, result=True,
+        help="Images larger than this are downscaled (aspect kept) before the judge sees them.")
+    score_formula: ScoreFormula = option(
+        "viescore", result=False,
+        help="How `score` combines the sub-scores I (instruction), C (consistency), Q (quality): viescore = "
+             "sqrt(min(I, C) * Q); mean = weighted mean with score_weights; min = min(I, C, Q); instruction = I. "
+             "Applied when results are written, so changing it on a resume re-scores without re-judging.")
+    score_weights: dict = option(
+        default_factory=lambda: {"instruction": 1.0, "consistency": 1.0, "quality": 1.0}, result=False,
+        help="Weights of the `mean` score formula (k=v,...; a sub-score not named weighs 1; normalised to sum 1).")
+    prompts_dir: str = option(
+        DEFAULT_PROMPTS_DIR, result=False, path="always",  # the rubrics' hashes are in the fingerprint, not the folder's name
+        help="Folder of rubric files <category>.txt plus default.txt (matched case-insensitively).")
 
     def __post_init__(self):
-        if not self.judge_model:
-            raise ConfigError("`judge_model` is required.")
-        _check_dtype("judge_dtype", self.judge_dtype)
-        if self.judge_mode not in JUDGE_MODES:
-            raise ConfigError(f"`judge_mode` must be one of {list(JUDGE_MODES)}, got {self.judge_mode!r}.")
         _check_positive("judge_batch_size", self.judge_batch_size)
-        _check_positive("judge_max_new_tokens", self.judge_max_new_tokens)
-        if self.score_formula not in SCORE_FORMULAS:
-            raise ConfigError(f"`score_formula` must be one of {list(SCORE_FORMULAS)}, got {self.score_formula!r}.")
+        _check_positive("judge_max_pixels", self.judge_max_pixels)
         unknown = sorted(set(self.score_weights) - set(SUBSCORES))
         if unknown:
             raise ConfigError(f"`score_weights` has unknown sub-scores {unknown}; known: {list(SUBSCORES)}.")
         weights = {k: self.score_weights.get(k, 1.0) for k in SUBSCORES}  # a sub-score not named weighs 1
         if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
-                   for w in weights.values()) \
-                or sum(weights.values()) <= 0:
+                   for w in weights.values()) or sum(weights.values()) <= 0:
             raise ConfigError(f"`score_weights` must be numbers >= 0 with a positive sum, got {self.score_weights}.")
         self.score_weights = {k: float(w) for k, w in weights.items()}
-        _check_positive("judge_max_pixels", self.judge_max_pixels)
-        if not 0.0 <= self.judge_min_digit_mass <= 1.0:
-            raise ConfigError(f"`judge_min_digit_mass` must be in [0, 1], got {self.judge_min_digit_mass}.")
         if not any(p.stem.lower() == "default" for p in Path(self.prompts_dir).glob("*.txt")):
             raise ConfigError(f"`prompts_dir` {self.prompts_dir!r} has no default.txt rubric.")
 
 
 @dataclass
 class RunConfig:
-    output_dir: str = field(default="outputs/run", metadata={"help": "Folder for edits, results and reports."})
-    gallery: bool = field(
-        default=True,
-        metadata={"help": "Write gallery.html: every sample's source, edit and reference thumbnails with its "
-                          "scores, filterable by category and status (one self-contained file)."},
-    )
-    seed: int = field(default=0, metadata={"help": "Base seed; each sample's seed derives from (seed, sample id)."})
-    overwrite: bool = field(
-        default=False,
-        metadata={"help": "Discard what output_dir holds (edits, records, results) and start over, instead "
-                          "of resuming a run with the same settings."},
-    )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Let model repositories run their own Python code. Off: only library classes load."},
-    )
-    process_group_timeout: int = field(
-        default=1800, metadata={"help": "Seconds a rank waits at a barrier or gather before the run fails."}
-    )
+    output_dir: str = option("outputs/run", result=False, path="always", help="Folder for edits, results and reports.")
+    gallery: bool = option(
+        True, result=False,
+        help="Write gallery.html: every sample's source, edit and reference thumbnails with its scores, "
+             "filterable by category and status (one self-contained file).")
+    seed: int = option(0, result=True, help="Base seed; each sample's seed derives from (seed, sample id).")
+    overwrite: bool = option(
+        False, result=False,
+        help="Discard what output_dir holds (edits, records, results) and start over, instead of resuming a run "
+             "with the same settings.")
+    trust_remote_code: bool = option(
+        False, result=False,
+        help="Let model repositories run their own Python code. Off: only library classes load.")
+    process_group_timeout: int = option(
+        1800, result=False, help="Seconds a rank waits at a barrier or gather before the run fails.")
 
     def __post_init__(self):
         if not self.output_dir.strip():
             raise ConfigError("`output_dir` is empty: name the folder for edits, results and reports.")
         _check_positive("process_group_timeout", self.process_group_timeout)
         if self.process_group_timeout > MAX_PROCESS_GROUP_TIMEOUT:
-            raise ConfigError(f"`process_group_timeout` must be at most {MAX_PROCESS_GROUP_TIMEOUT} seconds (30 days), "
-                              f"got {self.process_group_timeout}.")
+            raise ConfigError(f"`process_group_timeout` must be at most {MAX_PROCESS_GROUP_TIMEOUT} seconds (30 "
+                              f"days), got {self.process_group_timeout}.")
+
+
+CORE_SECTIONS = {"data": DataConfig, "editor": EditorConfig, "judge": JudgeConfig, "run": RunConfig}
 
 
 @dataclass
 class BenchmarkConfig:
     data: DataConfig
     editor: EditorConfig
+    editor_backend: Any  # the chosen editor backend's own section (its `Config`)
     judge: JudgeConfig
+    judge_backend: Any  # the chosen judge backend's own section
     run: RunConfig
     recipe: Optional[str] = None  # the YAML file the values came from, for the log and report.json
+    ignored: tuple[str, ...] = ()  # keys set for a backend this run does not use (logged once)
+
+    def sections(self) -> dict[str, Any]:
+        return {"data": self.data, "editor": self.editor, f"editor:{self.editor.editor}": self.editor_backend,
+                "judge": self.judge, f"judge:{self.judge.judge}": self.judge_backend, "run": self.run}
 
     def to_dict(self) -> dict[str, Any]:
         flat = {}
-        for part in (self.data, self.editor, self.judge, self.run):
+        for part in self.sections().values():
             flat.update(dataclasses.asdict(part))
         return flat
-
-
-SECTIONS = {"data": DataConfig, "editor": EditorConfig, "judge": JudgeConfig, "run": RunConfig}
-
-
-def _check_dtype(key: str, value: str) -> None:
-    if value not in DTYPES:
-        raise ConfigError(f"`{key}` must be one of {DTYPES}, got {value!r}.")
 
 
 def _check_positive(key: str, value: int) -> None:
@@ -242,15 +236,49 @@ def _check_positive(key: str, value: int) -> None:
         raise ConfigError(f"`{key}` must be >= 1, got {value}.")
 
 
-def config_fields() -> dict[str, tuple[str, dataclasses.Field, Any]]:
-    """Every config key -> (section, field, resolved type)."""
-    out = {}
-    for section, cls in SECTIONS.items():
+def _suggest(word: str, known) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- every key, and where it belongs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    section: str  # "data", "editor", ..., or "editor:<backend>" / "judge:<backend>" for a backend's own key
+    field: dataclasses.Field
+    type: Any
+
+
+def backend_sections() -> dict[str, type]:
+    """"editor:<name>" / "judge:<name>" -> the backend's config dataclass, for every registered backend."""
+    from .backends import registered
+
+    return {f"{role}:{name}": cls.Config for role, backends in registered().items()
+            for name, cls in sorted(backends.items()) if dataclasses.fields(cls.Config)}
+
+
+def all_keys() -> dict[str, list[Key]]:
+    """Every config key -> where it is defined (a key may belong to several backends of one role)."""
+    out: dict[str, list[Key]] = {}
+    for section, cls in {**CORE_SECTIONS, **backend_sections()}.items():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            out[f.name] = (section, f, hints[f.name])
+            out.setdefault(f.name, []).append(Key(f.name, section, f, hints[f.name]))
+    for name, keys in out.items():
+        if len(keys) > 1 and (len({k.section.split(":")[0] for k in keys}) > 1 or any(":" not in k.section for k in keys)):
+            raise AssertionError(f"config key {name!r} is defined by {[k.section for k in keys]}")
     return out
 
+
+def config_fields() -> dict[str, Key]:
+    """Every config key -> its first definition (the README documents each once)."""
+    return {name: keys[0] for name, keys in all_keys().items()}
+
+
+# --- values -------------------------------------------------------------------------------------------
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -269,10 +297,10 @@ def _parse_mapping(text: str) -> dict:
     if text.strip().startswith("{"):
         try:
             value = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"invalid JSON object {text!r}: {err}") from None
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise ConfigError(f"invalid JSON object {text[:200]!r}: {err}") from None
         if not isinstance(value, dict):
-            raise ConfigError(f"expected a JSON object, got {text!r}")
+            raise ConfigError(f"expected a JSON object, got {text[:200]!r}")
         return value
     out = {}
     for item in text.split(","):
@@ -293,6 +321,12 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
         tp = args[0]
+    if typing.get_origin(tp) is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            shown = str(value) if isinstance(value, str) else repr(value)
+            raise ConfigError(f"`{key}` must be one of {list(choices)}, got {value!r}{_suggest(shown, choices)}.")
+        return value
     if tp is dict:
         if isinstance(value, str):
             return _parse_mapping(value)
@@ -310,10 +344,12 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"`{key}` must be a number, got {value!r}")
         try:
             converted = tp(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"`{key}` must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
         if tp is int and isinstance(value, float) and value != converted:
             raise ConfigError(f"`{key}` must be an integer, got {value!r}")
+        if tp is float and not math.isfinite(converted):
+            raise ConfigError(f"`{key}` must be a finite number, got {value!r}")
         return converted
     if tp is str:
         if isinstance(value, (dict, list)):
@@ -322,42 +358,101 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     raise AssertionError(f"unsupported config type {tp} for {key}")
 
 
+# --- command line -------------------------------------------------------------------------------------
+
+
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print usage and exit 2 itself; keep one error path
+        unknown = re.search(r"unrecognized arguments: (.+)", message)
+        if unknown:
+            flags = [word for word in unknown.group(1).split() if word.startswith("--")]
+            known = [s for action in self._actions for s in action.option_strings]
+            hint = _suggest(flags[0].split("=")[0], known) if flags else ""
+            raise ConfigError(f"unknown option {flags[0] if flags else unknown.group(1)}{hint}. "
+                              "`--help` lists every option.")
         raise ConfigError(message)
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
+def _metavar(tp: Any, name: str) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    if typing.get_origin(tp) is Literal:
+        return "{" + ",".join(typing.get_args(tp)) + "}"
+    if tp is bool:
+        return "{true,false}"
+    if tp is dict:
+        return "K=V,...|JSON"
+    if tp is int:
+        return "N"
+    if tp is float:
+        return "X"
+    return "PATH" if any(word in name for word in ("dir", "dataset", "model", "lora")) else "TEXT"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value) if value else "{}"
+    return repr(value) if isinstance(value, str) and (not value or value != value.strip()) else str(value)
+
+
+def build_arg_parser(values: Optional[dict[str, Any]] = None, recipe: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line: every key as `--key_name` and `--key-name`, grouped by section, with the value a run
+    with this recipe uses (`values`: the recipe's) as the default shown."""
+    values = values or {}
     parser = _ArgumentParser(
+        prog="run_benchmark.py",
         description="Edit every sample with an image-editing model, score each edit with a VLM judge, report.",
-        epilog="Every key can also be set in the --config YAML recipe; the command line wins.",
+        epilog="Every key can also be set in the --config YAML recipe; the command line wins. Mappings take "
+               "k=v,... or JSON, and on the command line update the recipe's mapping (k=null removes a key).",
         allow_abbrev=False,
     )
-    parser.add_argument("--config", help="YAML recipe (default: configs/smoke.yaml, the offline smoke run).")
-    for name, (section, f, tp) in config_fields().items():
+    parser.add_argument("--config", metavar="RECIPE.yaml",
+                        help="YAML recipe (default: configs/smoke.yaml, the offline smoke run with tiny models).")
+    groups: dict[str, Any] = {}
+    for name, keys in all_keys().items():
+        key = keys[0]
+        section = " / ".join(k.section for k in keys)
+        group = groups.get(section) or groups.setdefault(section, parser.add_argument_group(f"[{section}]"))
+        f = key.field
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        shown = "" if default in ("", None, {}) else f" (default: {default})"
-        flag = {"nargs": "?", "const": "true"} if tp is bool else {}  # `--overwrite` alone means true
-        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar="VALUE", **flag,
-                            help=f"[{section}] {f.metadata.get('help', '')}{shown}")
+        used = values.get(name, default)
+        where = "recipe" if name in values else "default"
+        shown = f" ({where}: {_shown(used)})" if used not in (None,) and not (isinstance(used, str) and not used) \
+            else ""
+        flag = {"nargs": "?", "const": "true"} if key.type is bool else {}  # `--overwrite` alone means true
+        spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        group.add_argument(*spellings, dest=name, default=argparse.SUPPRESS, metavar=_metavar(key.type, name),
+                           help=f"{f.metadata['help']}{shown}".replace("%", "%%"), **flag)
+    if recipe:
+        parser.description += f" Defaults shown are those of {recipe}."
     return parser
 
 
 def parse_config(argv: Optional[list[str]] = None) -> BenchmarkConfig:
     """Parse `--config recipe.yaml` plus `--key value` overrides into a validated `BenchmarkConfig`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--config")
+    known, _ = first.parse_known_args(argv)
+    recipe_path = Path(known.config) if known.config else DEFAULT_RECIPE
+    if "-h" in argv or "--help" in argv:
+        values = load_recipe(recipe_path) if recipe_path.is_file() else {}
+        build_arg_parser(values, str(recipe_path)).print_help()
+        raise SystemExit(0)
     cli = vars(build_arg_parser().parse_args(argv))
-    recipe = cli.pop("config", None)
-    recipe_path = Path(recipe) if recipe else DEFAULT_RECIPE
-    values = load_recipe(recipe_path)
+    cli.pop("config", None)
+    values = resolve_recipe_paths(load_recipe(recipe_path), recipe_path.parent)
+    keys = all_keys()
     for key, value in cli.items():
-        if config_fields()[key][2] is dict:
+        if keys[key][0].type is dict:
             # A mapping on the command line updates the recipe's mapping; `key=null` removes a key.
             recipe_mapping = values.get(key) if isinstance(values.get(key), dict) else {}
             merged = {**recipe_mapping, **_convert(key, value, dict)}
             value = {k: v for k, v in merged.items() if v is not None}
         values[key] = value
-    if recipe is None:
-        real = [k for k in ("editor_model", "judge_model") if not str(values.get(k, "")).startswith("tiny:")]
+    if known.config is None:
+        real = [k for k in ("editor_model", "judge_model") if k in values
+                and not str(values.get(k, "")).startswith("tiny:")]
         if real:
             # The smoke recipe's settings (2 steps, 64 px, fp32, no off-format check) would silently apply.
             raise ConfigError(f"{', '.join(real)} set without --config: the default recipe is the offline smoke "
@@ -365,12 +460,28 @@ def parse_config(argv: Optional[list[str]] = None) -> BenchmarkConfig:
     return config_from_dict(values, recipe=str(recipe_path))
 
 
+def resolve_recipe_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A recipe's relative paths are relative to the recipe's folder, wherever the run is started from (the
+    command line's are relative to the working directory, as a shell user expects)."""
+    keys = all_keys()
+    out = dict(values)
+    for name, value in values.items():
+        kind = keys[name][0].field.metadata.get("path") if name in keys else None
+        if kind is None or not isinstance(value, str) or not value or Path(value).is_absolute() \
+                or value.startswith("tiny:"):
+            continue
+        candidate = base / value
+        if kind == "always" or candidate.exists():
+            out[name] = str(candidate.resolve() if candidate.exists() else Path(os.path.abspath(candidate)))
+    return out
+
+
 def load_recipe(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"recipe {str(path)!r} does not exist.")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"recipe {str(path)!r} is not valid YAML: {err}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"recipe {str(path)!r} must be a mapping of config keys.")
@@ -379,18 +490,33 @@ def load_recipe(path: Path) -> dict[str, Any]:
 
 def config_from_dict(values: dict[str, Any], *, recipe: Optional[str] = None) -> BenchmarkConfig:
     """Validate a flat {key: value} mapping (recipe + overrides) into a `BenchmarkConfig`."""
-    known = config_fields()
-    unknown = sorted(set(values) - set(known))
+    from .backends import registered
+
+    registry = registered()
+    keys = all_keys()
+    unknown = sorted(set(values) - set(keys))
     if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown}. Known keys: {sorted(known)}.")
-    per_section: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
-    for key, value in values.items():
-        section, _, tp = known[key]
-        per_section[section][key] = _convert(key, value, tp)
+        raise ConfigError(f"unknown config key {unknown[0]!r}{_suggest(unknown[0], keys)}"
+                          + (f" (and {unknown[1:]})" if len(unknown) > 1 else "") + ". `--help` lists every key.")
+    per_section: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        for key in keys[name]:
+            per_section.setdefault(key.section, {})[name] = _convert(name, value, key.type)
     try:
-        parts = {section: cls(**per_section[section]) for section, cls in SECTIONS.items()}
+        core = {section: cls(**per_section.get(section, {})) for section, cls in CORE_SECTIONS.items()}
+        backends = {}
+        for role, chosen in (("editor", core["editor"].editor), ("judge", core["judge"].judge)):
+            if chosen not in registry[role]:
+                raise ConfigError(f"unknown {role} backend {chosen!r}{_suggest(chosen, registry[role])}; "
+                                  f"known: {sorted(registry[role])}.")
+            backends[role] = registry[role][chosen].Config(**per_section.get(f"{role}:{chosen}", {}))
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
-    return BenchmarkConfig(**parts, recipe=recipe)
+    used = {core["editor"].editor, core["judge"].judge}
+    ignored = tuple(sorted(name for name in values
+                           if all(":" in k.section and k.section.split(":")[1] not in used for k in keys[name])))
+    return BenchmarkConfig(data=core["data"], editor=core["editor"], editor_backend=backends["editor"],
+                           judge=core["judge"], judge_backend=backends["judge"], run=core["run"], recipe=recipe,
+                           ignored=ignored)

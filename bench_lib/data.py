@@ -24,13 +24,15 @@ from PIL import Image, ImageOps
 from .config import CANONICAL_COLUMNS, DEFAULT_MAX_IMAGE_PIXELS, ConfigError, DataConfig
 
 REQUIRED_COLUMNS = ("id", "category", "instruction", "source_image")
-IMAGE_COLUMNS = ("source_image", "reference_image")
+IMAGE_COLUMNS = ("source_image", "reference_image", "edited_image")
+INPUT_IMAGES = ("source_image", "reference_image")  # a problem with one makes the sample invalid_input
 TEXT_COLUMNS = tuple(c for c in CANONICAL_COLUMNS if c not in IMAGE_COLUMNS)
 
 
 MIN_IMAGE_SIDE = 8  # smaller images are invalid_input: nothing meaningful to edit or judge
 # Formats PIL may open; others (EPS runs Ghostscript, for one) are refused.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -97,6 +99,14 @@ class ImageRef:
         with Image.open(self.path if self.path is not None else io.BytesIO(self.data), formats=IMAGE_FORMATS) as image:
             return decode(image, max_pixels=self.max_pixels)
 
+    def read_bytes(self) -> bytes:
+        """The encoded image, undecoded (for a digest, or to decode under the pixel cap)."""
+        if self.problem is not None:
+            raise ValueError(self.problem)
+        if self.path is None and self.data is None:
+            return self._resolved().read_bytes()
+        return self.data if self.data is not None else self.path.read_bytes()
+
     def size(self) -> tuple[int, int]:
         """(width, height) from the image's header, without decoding its pixels."""
         if self.problem is not None:
@@ -135,6 +145,7 @@ class Sample:
     reference_text: Optional[str] = None
     reference_image: Optional[ImageRef] = None
     human_score: Optional[float] = None  # a person's rating of a correct edit, for meta-evaluating the judge
+    edited_image: Optional[ImageRef] = None  # an edit made elsewhere (the precomputed editor)
     problem: Optional[str] = None  # set when the row itself is unusable: the sample is `invalid_input`
 
 
@@ -226,7 +237,7 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
     for name in ("category", "instruction"):
         if not fields[name] and not any(p.startswith(name) for p in problems):
             problems.append(f"{name} is empty")
-    for name in IMAGE_COLUMNS:
+    for name in INPUT_IMAGES:  # an unusable edited_image is the precomputed editor's edit_failed instead
         ref = images.get(name)
         if ref is not None and ref.problem is not None:
             problems.append(f"{name}: {ref.problem}")
@@ -243,6 +254,7 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
         reference_text=fields["reference_text"] or None,
         source_image=images.get("source_image"),
         reference_image=images.get("reference_image"),
+        edited_image=images.get("edited_image"),
         problem="; ".join(problems) or None,
     )
 

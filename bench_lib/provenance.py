@@ -11,11 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
+from .models import is_tiny, resolve_model
 
-from .tiny import TINY_PREFIX, resolve_model
-
-PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "datasets", "huggingface_hub",
+PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "datasets", "huggingface_hub", "peft",
             "tokenizers", "safetensors", "pillow", "numpy")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HARNESS_PATHS = ("bench_lib", "scripts", "run_benchmark.py", "configs", "accelerate_configs", "requirements.txt")
@@ -28,6 +26,8 @@ def package_versions() -> dict[str, Optional[str]]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    import torch
+
     versions["torch"] = torch.__version__  # with its build tag (+cu130, +cpu): the metadata version drops it
     versions["cuda"] = torch.version.cuda
     return versions
@@ -88,7 +88,7 @@ def model_source(name_or_path: str, revision: Optional[str], marker: str,
     files and of its weights (sampled, see `weights_sha256`); a hub id by the commit its cached files
     resolve to (after the pre-flight check downloaded `marker`), or null if it is not in the local hub
     cache. Called when an attempt starts, so a branch that moves later can't change what is recorded."""
-    local = Path(resolve_model(name_or_path)) if name_or_path.startswith(TINY_PREFIX) else Path(name_or_path)
+    local = Path(resolve_model(name_or_path)) if is_tiny(name_or_path) else Path(name_or_path).expanduser()
     out: dict[str, Any] = {"id": name_or_path, "requested_revision": revision}
     if local.is_dir():
         out.update(source="local", path=str(local.resolve()), config_sha256=config_files_sha256(local),
@@ -103,21 +103,24 @@ def model_source(name_or_path: str, revision: Optional[str], marker: str,
     return out
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device) -> str:
     if device.type == "cuda":
+        import torch
+
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def models(cfg) -> dict[str, Any]:
-    """Both models' sources (main process, when an attempt starts: after the pre-flight check)."""
-    editor = (model_source(cfg.editor.editor_model, cfg.editor.editor_revision, "model_index.json")
-              if cfg.editor.editor == "diffusers" else {"id": f"baseline:{cfg.editor.editor}"})
-    return {"editor": editor, "judge": model_source(cfg.judge.judge_model, cfg.judge.judge_revision, "config.json")}
+def backend_models(cfg) -> dict[str, Any]:
+    """Where the editor's and the judge's models came from, as their backends describe them (main process,
+    when an attempt starts: after the pre-flight checks downloaded what they need)."""
+    from .backends import EDITORS, JUDGES
+
+    return {"editor": {"backend": cfg.editor.editor, **EDITORS[cfg.editor.editor].provenance(cfg.editor_backend)},
+            "judge": {"backend": cfg.judge.judge, **JUDGES[cfg.judge.judge].provenance(cfg.judge_backend)}}
 
 
-def collect(cfg, *, rubric_hashes: dict[str, str], devices: list[str], models: dict[str, Any]) -> dict[str, Any]:
+def collect(*, rubric_hashes: dict[str, str], devices: list[str], models: dict[str, Any], seed: int) -> dict[str, Any]:
     """The run's provenance (main process): everything but the start and end time, which the caller adds."""
-    return {"harness": harness_commit(), "packages": package_versions(), "models": models,
-            "editor_kwargs": cfg.editor.editor_kwargs, "seed": cfg.run.seed, "rubrics": rubric_hashes,
-            "world_size": len(devices), "devices": devices, "command": sys.argv}
+    return {"harness": harness_commit(), "packages": package_versions(), "models": models, "seed": seed,
+            "rubrics": rubric_hashes, "world_size": len(devices), "devices": devices, "command": sys.argv}

@@ -22,7 +22,6 @@ from PIL import Image
 
 from .config import ConfigError
 
-STATUSES = ("ok", "invalid_input", "edit_failed", "judge_failed")
 EDITS_DIR = "edits"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _KEEP = re.compile(r"[a-z0-9._-]+")
@@ -130,24 +129,6 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def result_row(*, sample, status: str, seed: int, score: Optional[float] = None,
-               edited_image: Optional[str] = None, error: Optional[str] = None, **extra: Any) -> dict[str, Any]:
-    """One `results.jsonl` row. The first keys are the output contract; `extra` may add more."""
-    assert status in STATUSES, status
-    assert (score is not None) == (status == "ok"), (status, score)
-    return {
-        "id": sample.id,
-        "category": sample.category,
-        "instruction": sample.instruction,
-        "status": status,
-        "score": score,
-        "edited_image": edited_image,
-        "error": error,
-        "seed": seed,
-        **extra,
-    }
 
 
 # --- resume -------------------------------------------------------------------------------------

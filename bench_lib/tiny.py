@@ -1,8 +1,9 @@
 """Tiny, randomly initialised models of the real classes, for the offline default recipe and the tests.
 
 The harness must run end to end with no network and no GPU: `configs/smoke.yaml` and the test suite name
-`tiny:<name>` instead of a hub id. `resolve_model` builds such a model once into a local cache folder and
-returns its path, and production code then loads it through the normal `from_pretrained(path)`. Because the
+`tiny:<name>` instead of a hub id. `bench_lib.models.resolve_model` builds such a model once into a local
+cache folder (importing this module only then) and returns its path, and production code then loads it
+through the normal `from_pretrained(path)`. Because the
 classes are the real ones (`QwenImageEditPipeline`, `Qwen2_5_VLForConditionalGeneration`,
 `Qwen3VLForConditionalGeneration`, their processors and a real `Qwen2Tokenizer`), the tests exercise the same
 code paths as a real run; only the widths are tiny and the weights random (so the outputs are noise).
@@ -10,8 +11,9 @@ code paths as a real run; only the widths are tiny and the weights random (so th
 There is no hub to fetch a tokenizer from, so `build_tokenizer` trains a small byte-level BPE with Qwen2's
 pre-tokenizer (numbers split into single digits, as in the real one) and adds the real Qwen special tokens.
 
-Names: `tiny:qwen-image-edit`, `tiny:qwen-image-edit-plus` (editors, ~4 MB), and the judges (~1 MB)
-`tiny:qwen3-vl` (the default), `tiny:qwen3-vl-moe` and `tiny:qwen2.5-vl`.
+Names: the editors `tiny:qwen-image-edit`, `tiny:qwen-image-edit-plus` (~4 MB), `tiny:flux-kontext` and
+`tiny:flux2` (< 1 MB, built in bench_lib/tiny_flux.py), and the judges (~1 MB) `tiny:qwen3-vl` (the default),
+`tiny:qwen3-vl-moe` and `tiny:qwen2.5-vl`.
 Cache: `$BENCH_TINY_CACHE`, else `~/.cache/bench_lib/tiny`, with one `<name>-<BUILD_VERSION>/` folder per model.
 Builders are deterministic: the same call saves bitwise-identical files.
 """
@@ -55,7 +57,6 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-TINY_PREFIX = "tiny:"
 # Bump whenever a builder changes: the cache folder name carries it, so stale builds are never reused.
 BUILD_VERSION = "v2"  # bump when a builder changes: cached copies of older builds are not reused
 CACHE_ENV = "BENCH_TINY_CACHE"
@@ -380,23 +381,34 @@ def _seeded():
         yield
 
 
+def build_flux_kontext(path: Path) -> None:
+    from .tiny_flux import build_flux_kontext as build
+
+    build(path)
+
+
+def build_flux2(path: Path) -> None:
+    from .tiny_flux import build_flux2 as build
+
+    build(path)
+
+
 BUILDERS = {
     "qwen-image-edit": build_editor,
     "qwen-image-edit-plus": partial(build_editor, pipeline_cls=QwenImageEditPlusPipeline),
+    "flux-kontext": build_flux_kontext,  # bench_lib/tiny_flux.py
+    "flux2": build_flux2,
     "qwen3-vl": build_judge,
     "qwen3-vl-moe": partial(build_judge, moe=True),
     "qwen2.5-vl": build_qwen2_5_vl_judge,
 }
 
 
-def resolve_model(name_or_path: str) -> str:
-    """The local path of tiny model `tiny:<name>` (built on first use); any other string unchanged."""
-    if not name_or_path.startswith(TINY_PREFIX):
-        return name_or_path
-    name = name_or_path.removeprefix(TINY_PREFIX)
+def build_cached(name: str) -> str:
+    """The local folder of tiny model `name`, built into the cache on first use (under a file lock, so
+    processes that start together build it once)."""
     if name not in BUILDERS:
-        known = ", ".join(TINY_PREFIX + known_name for known_name in BUILDERS)
-        raise ValueError(f"Unknown tiny model {name_or_path!r}; known: {known}.")
+        raise ValueError(f"Unknown tiny model 'tiny:{name}'; known: {', '.join('tiny:' + n for n in BUILDERS)}.")
     target = _cache_dir() / f"{name}-{BUILD_VERSION}"
     if not target.is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -423,3 +435,25 @@ def _build_atomically(name: str, target: Path) -> None:
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def build_lora(path: Path, *, seed: int, base: str = "qwen-image-edit", rank: int = 4) -> Path:
+    """Save a LoRA adapter for tiny model `base` (its transformer's attention projections) in diffusers' own
+    LoRA format (`<path>/pytorch_lora_weights.safetensors`), with random weights drawn from `seed`: a
+    stand-in for a fine-tuning checkpoint, loaded by `load_lora_weights` like a real one. Deterministic."""
+    import diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    folder = Path(build_cached(base))
+    pipeline_cls = getattr(diffusers, json.loads((folder / "model_index.json").read_text())["_class_name"])
+    transformer_cls = getattr(diffusers, json.loads((folder / "transformer" / "config.json").read_text())["_class_name"])
+    transformer = transformer_cls.from_pretrained(folder, subfolder="transformer")
+    # Both LoRA matrices random (peft's default makes B zero: an adapter that changes nothing).
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                        target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer.add_adapter(config)
+    path.mkdir(parents=True, exist_ok=True)
+    pipeline_cls.save_lora_weights(path, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    return path / "pytorch_lora_weights.safetensors"

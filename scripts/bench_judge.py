@@ -29,10 +29,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_lib.config import JudgeConfig  # noqa: E402
-from bench_lib.editors import TORCH_DTYPES  # noqa: E402
-from bench_lib.judges import GENERATE_FORMAT, JudgeRequest, QwenVLJudge, build_messages  # noqa: E402
-from bench_lib.runner import fit_pixels  # noqa: E402
-from bench_lib.tiny import resolve_model  # noqa: E402
+from bench_lib.editors.diffusers_pipeline import torch_dtype  # noqa: E402
+from bench_lib.judge_stage import fit_pixels  # noqa: E402
+from bench_lib.judges.common import GENERATE_FORMAT, JudgeRequest, build_messages  # noqa: E402
+from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge  # noqa: E402
+from bench_lib.models import resolve_model  # noqa: E402
 
 # Qwen3-VL-8B-Instruct's published config.json (8.77B parameters); the tokenizer is the tiny one (its ids are
 # valid in the 151,936-token vocabulary), the image processor the real one's settings (patch 16, merge 2).
@@ -57,7 +58,7 @@ def parse_args(argv=None):
     parser.add_argument("--text_layers", type=int, help="with --real_size: fewer decoder layers (a quick check)")
     parser.add_argument("--vision_depth", type=int, help="with --real_size: fewer vision layers (a quick check)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="bfloat16", choices=sorted(TORCH_DTYPES))
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_samples", type=int, default=64, help="timed samples per batched measurement")
     parser.add_argument("--single_samples", type=int, default=4, help="timed samples for generate at batch 1")
@@ -70,11 +71,11 @@ def parse_args(argv=None):
 
 
 def build_judge(args) -> QwenVLJudge:
-    cfg = JudgeConfig(judge_model=args.judge_model, judge_dtype=args.dtype, judge_min_digit_mass=0.0,
-                      judge_batch_size=args.batch_size, judge_max_new_tokens=args.new_tokens,
-                      judge_max_pixels=args.judge_max_pixels)
+    cfg = QwenVLConfig(judge_model=args.judge_model, judge_dtype=args.dtype, judge_min_digit_mass=0.0,
+                       judge_max_new_tokens=args.new_tokens)
+    common = JudgeConfig(judge_batch_size=args.batch_size, judge_max_pixels=args.judge_max_pixels)
     if not args.real_size:
-        return QwenVLJudge(cfg, device=torch.device(args.device))
+        return QwenVLJudge(cfg, judge=common, device=torch.device(args.device))
     from transformers import AutoProcessor, Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     spec = json.loads(json.dumps(REAL_SIZE[args.real_size]))
@@ -91,7 +92,7 @@ def build_judge(args) -> QwenVLJudge:
     config = Qwen3VLConfig(**spec, image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                            vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(TORCH_DTYPES[args.dtype])
+    torch.set_default_dtype(torch_dtype(args.dtype))
     try:
         with torch.device(args.device):  # random weights straight on the device: no 17 GB download or copy
             model = Qwen3VLForConditionalGeneration(config)
@@ -99,7 +100,7 @@ def build_judge(args) -> QwenVLJudge:
         torch.set_default_dtype(previous)
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    return QwenVLJudge.from_parts(cfg, model, processor)
+    return QwenVLJudge.from_parts(cfg, common, model, processor)
 
 
 def make_requests(n: int, side: int, max_pixels: int) -> list[JudgeRequest]:

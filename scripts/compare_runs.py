@@ -27,9 +27,10 @@ from bench_lib.config import ConfigError  # noqa: E402
 from bench_lib.report import md_cell  # noqa: E402
 from bench_lib.store import read_run  # noqa: E402
 
-MUST_MATCH = ("dataset_content", "dataset_split", "columns", "rubrics", "scoring")
-WARN_IF_DIFFERENT = ("judge", "judge_model", "judge_revision", "judge_dtype", "judge_mode", "judge_max_pixels",
-                     "judge_min_digit_mass")
+# run.json fingerprint sections: the data (content, split, column mapping, pixel cap), the rubrics and the
+# harness's scoring version must match; another judge (model, mode, settings) is how judges are compared.
+MUST_MATCH = ("data", "rubrics", "scoring")
+WARN_IF_DIFFERENT = ("judge",)
 
 
 class Refusal(Exception):
@@ -55,8 +56,15 @@ def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     if differ:
         raise Refusal(f"the runs are not comparable: {', '.join(differ)} differ. Compare runs of the same "
                       "dataset, rubrics and score formula.")
-    return [f"{k} differs: {fa.get(k)!r} (A) vs {fb.get(k)!r} (B)" for k in WARN_IF_DIFFERENT
-            if fa.get(k) != fb.get(k)]
+    return [f"{path} differs: {va!r} (A) vs {vb!r} (B)" for k in WARN_IF_DIFFERENT
+            for path, va, vb in differences(fa.get(k), fb.get(k), k)]
+
+
+def differences(a: Any, b: Any, path: str) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in A, value in B) of every leaf where two nested mappings differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b), key=str) for d in differences(a.get(key), b.get(key), f"{path}.{key}")]
+    return [] if a == b else [(path, a, b)]
 
 
 def compare(a: dict[str, Any], b: dict[str, Any], *, resamples: int = BOOTSTRAP_RESAMPLES,

@@ -23,14 +23,15 @@ from bench_lib import ConfigError, parse_config, run  # noqa: E402
 def inject_faults() -> None:
     import signal
 
-    import bench_lib.runner as runner
+    import bench_lib.edit_stage as edit_stage
+    import bench_lib.judge_stage as judge_stage
 
     rank = int(os.environ.get("RANK", "0"))
     if os.environ.get("BENCH_TEST_FAIL_LOAD") == str(rank):
         def failing_load(*args, **kwargs):
             raise RuntimeError("injected load failure")
 
-        runner.load_editor = failing_load
+        edit_stage.load_editor = failing_load
     replace = os.environ.get("BENCH_TEST_KILL_REPLACE")
     if replace and replace.split(":", 1)[0] == str(rank):
         target, real_replace = replace.split(":", 1)[1], os.replace
@@ -45,20 +46,20 @@ def inject_faults() -> None:
     if slow:
         import time
 
-        real_edit = runner.edit_sample
+        real_edit = edit_stage.edit_sample
 
         def slow_edit(*args, **kwargs):
             result = real_edit(*args, **kwargs)
             time.sleep(float(slow))
             return result
 
-        runner.edit_sample = slow_edit
+        edit_stage.edit_sample = slow_edit
     kill = os.environ.get("BENCH_TEST_KILL")
     if kill:
         stage, kill_rank, after = kill.split(":")
         if int(kill_rank) == rank:
-            name = {"edit": "edit_sample", "judge": "judge_batch"}[stage]
-            real, calls = getattr(runner, name), []
+            module, name = {"edit": (edit_stage, "edit_sample"), "judge": (judge_stage, "judge_batch")}[stage]
+            real, calls = getattr(module, name), []
 
             def killing(*args, **kwargs):
                 result = real(*args, **kwargs)
@@ -67,7 +68,7 @@ def inject_faults() -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
                 return result
 
-            setattr(runner, name, killing)
+            setattr(module, name, killing)
 
 
 def main() -> None:

@@ -11,8 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import compare_runs  # noqa: E402
 from bench_lib.store import jsonl_text, sha256_text  # noqa: E402
 
-FINGERPRINT = {"dataset_content": "sha256:abc", "dataset_split": "train", "columns": {}, "scoring": 2,
-               "rubrics": {"default": "r1", "physics": "r2"}, "judge_model": "j", "judge_mode": "logits"}
+FINGERPRINT = {"data": {"dataset_content": "sha256:abc", "dataset_split": "train", "columns": {}}, "scoring": 3,
+               "rubrics": {"default": "r1", "physics": "r2"},
+               "judge": {"judge": "qwen_vl", "judge_mode": "logits", "qwen_vl": {"judge_model": "j"}}}
 
 
 def make_run(folder: Path, scores: dict[str, float], *, fingerprint=None, failed=(), formula="viescore"):
@@ -57,9 +58,9 @@ def test_planted_difference_is_found_and_its_absence_is_not(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"dataset_content": "sha256:other"}, "dataset_content"),
+    ({"data": {**FINGERPRINT["data"], "dataset_content": "sha256:other"}}, "data"),
     ({"rubrics": {"default": "r1", "physics": "edited"}}, "rubrics"),
-    ({"columns": {"id": "index"}}, "columns"),
+    ({"data": {**FINGERPRINT["data"], "columns": {"id": "index"}}}, "data"),
 ])
 def test_runs_on_other_data_or_rubrics_are_refused(tmp_path, capsys, change, message):
     data = {"s0": 1.0, "s1": 2.0}
@@ -75,8 +76,9 @@ def test_other_score_formula_is_refused_and_another_judge_is_a_warning(tmp_path,
     run_a = make_run(tmp_path / "a", data)
     assert compare_runs.main([str(run_a), str(make_run(tmp_path / "b", data, formula="mean"))]) == 2
     assert "score_formula" in capsys.readouterr().err
-    other_judge = make_run(tmp_path / "c", data, fingerprint={**FINGERPRINT, "judge_model": "k"})
+    other_judge = make_run(tmp_path / "c", data, fingerprint={**FINGERPRINT, "judge": {
+        **FINGERPRINT["judge"], "qwen_vl": {"judge_model": "k"}}})
     assert compare_runs.main([str(run_a), str(other_judge)]) == 0
-    assert "Warning: judge_model differs" in capsys.readouterr().out
+    assert "Warning: judge.qwen_vl.judge_model differs: 'j' (A) vs 'k' (B)" in capsys.readouterr().out
     assert compare_runs.main([str(run_a), str(tmp_path / "missing")]) == 2
     assert "not a finished run" in capsys.readouterr().err

@@ -17,19 +17,19 @@ def test_yaml_then_cli_overrides(tmp_path):
     cfg = parse_config(["--config", recipe, "--seed", "7", "--columns", "id=index,source_image=image"])
     assert cfg.run.seed == 7
     assert cfg.editor.edit_batch_size == 2
-    assert cfg.editor.editor_kwargs == {"num_inference_steps": 50}
+    assert cfg.editor_backend.editor_kwargs == {"num_inference_steps": 50}
     assert cfg.data.columns == {"id": "index", "source_image": "image"}
 
 
 def test_mapping_values_from_cli_are_typed(tmp_path):
     cfg = parse_config(["--config", write(tmp_path, BASE), "--editor_kwargs",
                         "num_inference_steps=4, true_cfg_scale=4.0,guidance=1e-3,flag=true,negative_prompt= "])
-    assert cfg.editor.editor_kwargs == {"num_inference_steps": 4, "true_cfg_scale": 4.0, "guidance": 0.001,
+    assert cfg.editor_backend.editor_kwargs == {"num_inference_steps": 4, "true_cfg_scale": 4.0, "guidance": 0.001,
                                         "flag": True, "negative_prompt": " "}  # text kept exactly: one space
     cfg = parse_config(["--config", write(tmp_path, BASE), "--editor_kwargs", "negative_prompt=no"])
-    assert cfg.editor.editor_kwargs == {"negative_prompt": "no"}  # not YAML's boolean
+    assert cfg.editor_backend.editor_kwargs == {"negative_prompt": "no"}  # not YAML's boolean
     cfg = parse_config(["--config", write(tmp_path, BASE), "--editor_kwargs", '{"negative_prompt": " "}'])
-    assert cfg.editor.editor_kwargs == {"negative_prompt": " "}
+    assert cfg.editor_backend.editor_kwargs == {"negative_prompt": " "}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -69,21 +69,21 @@ def test_missing_recipe_and_required_keys(tmp_path):
 def test_default_is_the_smoke_recipe():
     cfg = parse_config([])
     assert cfg.recipe == str(DEFAULT_RECIPE)
-    assert cfg.editor.editor_model.startswith("tiny:") and cfg.judge.judge_model.startswith("tiny:")
+    assert cfg.editor_backend.editor_model.startswith("tiny:") and cfg.judge_backend.judge_model.startswith("tiny:")
 
 
 def test_shipped_recipes_parse():
     cfg = parse_config(["--config", "configs/qwen_image_edit.yaml", "--dataset", "org/bench"])
-    assert cfg.editor.editor_model == "Qwen/Qwen-Image-Edit"
-    assert cfg.editor.editor_kwargs == {"num_inference_steps": 50, "true_cfg_scale": 4.0, "negative_prompt": " "}
-    assert cfg.judge.judge_model == "Qwen/Qwen3-VL-8B-Instruct"
-    assert cfg.editor.editor_dtype == cfg.judge.judge_dtype == "bfloat16"
+    assert cfg.editor_backend.editor_model == "Qwen/Qwen-Image-Edit"
+    assert cfg.editor_backend.editor_kwargs == {"num_inference_steps": 50, "true_cfg_scale": 4.0, "negative_prompt": " "}
+    assert cfg.judge_backend.judge_model == "Qwen/Qwen3-VL-8B-Instruct"
+    assert cfg.editor_backend.editor_dtype == cfg.judge_backend.judge_dtype == "bfloat16"
 
 
 def test_cli_mapping_updates_the_recipe_mapping(tmp_path):
     recipe = write(tmp_path, BASE + "editor_kwargs: {num_inference_steps: 50, true_cfg_scale: 4.0}\n")
     cfg = parse_config(["--config", recipe, "--editor_kwargs", "num_inference_steps=2,true_cfg_scale=null"])
-    assert cfg.editor.editor_kwargs == {"num_inference_steps": 2}
+    assert cfg.editor_backend.editor_kwargs == {"num_inference_steps": 2}
 
 
 def test_null_removes_a_mapping_key_even_without_a_recipe_mapping(tmp_path):

@@ -5,17 +5,23 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from bench_lib.config import EditorConfig
 from bench_lib.data import DataConfig, load_samples
-from bench_lib.editors import DiffusersEditor, add_multimodal_positions
+from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor, add_multimodal_positions
+from bench_lib.models import resolve_model
 from bench_lib.store import sample_seed
-from bench_lib.tiny import resolve_model
 
 KWARGS = {"num_inference_steps": 2, "height": 32, "width": 32, "true_cfg_scale": 4.0, "negative_prompt": " "}
 
 
 def editor_config(model="tiny:qwen-image-edit", **kwargs):
-    return EditorConfig(editor_model=model, editor_dtype="float32", editor_kwargs={**KWARGS, **kwargs})
+    return DiffusersConfig(editor_model=model, editor_dtype="float32", editor_kwargs={**KWARGS, **kwargs})
+
+
+def request(instruction: str):
+    """What an editor sees of a sample: its id and fields."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(id="s", instruction=instruction)
 
 
 def load_pipe(name="tiny:qwen-image-edit"):
@@ -59,7 +65,7 @@ def test_harness_edit_is_bitwise_the_direct_pipeline_call():
     seed = sample_seed(0, sample.id)
     source = sample.source_image.load()
     editor = DiffusersEditor(editor_config(), device=torch.device("cpu"))
-    result = editor.edit(source, sample.instruction, seed=seed)
+    result = editor.edit(sample, source, seed=seed)
     editor.close()
     ours = result.image
     assert result.flags == []
@@ -82,7 +88,7 @@ def test_edit_plus_pipeline_works_and_gets_token_types():
     seen = []
     editor.pipe.text_encoder.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs.get("mm_token_type_ids")), with_kwargs=True)
-    out = editor.edit(Image.new("RGB", (60, 40), "blue"), "make it red", seed=1).image
+    out = editor.edit(request("make it red"), Image.new("RGB", (60, 40), "blue"), seed=1).image
     assert out.size == (32, 32)
     assert seen and all(t is not None and (t == 1).any() for t in seen)  # image tokens are marked
     editor.close()
@@ -90,7 +96,7 @@ def test_edit_plus_pipeline_works_and_gets_token_types():
 
 def test_close_frees_the_pipeline():
     editor = DiffusersEditor(editor_config(), device=torch.device("cpu"))
-    editor.edit(Image.new("RGB", (40, 40), "white"), "add a cat", seed=0)
+    editor.edit(request("add a cat"), Image.new("RGB", (40, 40), "white"), seed=0)
     pipe_ref = weakref.ref(editor.pipe)
     transformer_ref = weakref.ref(editor.pipe.transformer)
     editor.close()
@@ -112,6 +118,6 @@ def test_non_finite_output_is_flagged(monkeypatch):
         return out
 
     monkeypatch.setattr(type(editor.pipe), "__call__", nan_call)
-    result = editor.edit(Image.new("RGB", (40, 40), "white"), "add a cat", seed=0)
+    result = editor.edit(request("add a cat"), Image.new("RGB", (40, 40), "white"), seed=0)
     assert result.flags == ["non_finite"] and result.image.size == (32, 32)
     editor.close()

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import bench_lib.edit_stage as edit_stage
+import bench_lib.outputs as outputs
 import bench_lib.runner as runner
 import run_benchmark
 from bench_lib import config_from_dict
@@ -110,7 +112,7 @@ def test_a_full_disk_in_the_gallery_stops_the_run_and_a_soft_failure_removes_the
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the gallery")
 
-    monkeypatch.setattr(runner, "write_gallery", broken)
+    monkeypatch.setattr(outputs, "write_gallery", broken)
     runner.run(cfg)  # a view's own bug: the run finishes, and the earlier gallery is not left looking current
     assert not gallery.exists()
     read_run(tmp_path / "out")
@@ -118,11 +120,11 @@ def test_a_full_disk_in_the_gallery_stops_the_run_and_a_soft_failure_removes_the
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runner, "write_gallery", full)
+    monkeypatch.setattr(outputs, "write_gallery", full)
     with pytest.raises(OSError, match="No space left"):
         runner.run(cfg)
-    monkeypatch.setattr(runner, "write_chart", full)
-    monkeypatch.setattr(runner, "write_gallery", broken)
+    monkeypatch.setattr(outputs, "write_chart", full)
+    monkeypatch.setattr(outputs, "write_gallery", broken)
     with pytest.raises(OSError, match="No space left"):
         runner.run(cfg)
 
@@ -202,12 +204,12 @@ def output_is_a_file(tmp_path):
 ])
 def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys, mistake, message):
     loaded = []
-    real_load = runner.load_editor
-    runner.load_editor = lambda *a, **k: loaded.append(1) or real_load(*a, **k)
+    real_load = edit_stage.load_editor
+    edit_stage.load_editor = lambda *a, **k: loaded.append(1) or real_load(*a, **k)
     try:
         code = run_benchmark.main(["--output_dir", str(tmp_path / "out"), "--limit", "1", *mistake(tmp_path)])
     finally:
-        runner.load_editor = real_load
+        edit_stage.load_editor = real_load
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert loaded == []  # found before any model loaded
@@ -281,21 +283,20 @@ def test_an_undecodable_reference_image_is_invalid_input_before_any_edit(tmp_pat
             {"id": "good", "category": "physics", "instruction": "melt it", "source_image": "a.png"}]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     edited = []
-    real = runner.load_editor
+    real = edit_stage.load_editor
 
-    def counting_load(cfg, **kwargs):
-        editor = real(cfg, **kwargs)
+    def counting_load(*args, **kwargs):
+        editor = real(*args, **kwargs)
         edit = editor.edit
-        editor.edit = lambda image, instruction, *, seed: edited.append(instruction) or edit(image, instruction,
-                                                                                             seed=seed)
+        editor.edit = lambda sample, image, *, seed: edited.append(sample.id) or edit(sample, image, seed=seed)
         return editor
 
-    runner.load_editor = counting_load
+    edit_stage.load_editor = counting_load
     try:
         runner.run(config_from_dict({**JUDGE_ONLY, "dataset": str(tmp_path / "m.jsonl"),
                                      "output_dir": str(tmp_path / "out")}))
     finally:
-        runner.load_editor = real
+        edit_stage.load_editor = real
     results = {r["id"]: r for r in read_results(tmp_path / "out" / "results.jsonl")}
     assert results["bad_ref"]["status"] == "invalid_input" and "reference image" in results["bad_ref"]["error"]
     assert results["bad_ref"]["edited_image"] is None and results["good"]["status"] == "ok"

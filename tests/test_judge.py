@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from bench_lib.config import SUBSCORES, JudgeConfig
-from bench_lib.judges import ANSWER_FORMAT, QUESTIONS, JudgeRequest, QwenVLJudge, build_messages, expected_score
+from bench_lib.judges.common import ANSWER_FORMAT, QUESTIONS, JudgeRequest, build_messages
+from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge, expected_score
 
 JUDGES = {"qwen3-vl": "Qwen3VLForConditionalGeneration", "qwen3-vl-moe": "Qwen3VLMoeForConditionalGeneration",
           "qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration"}
@@ -15,9 +16,9 @@ JUDGES = {"qwen3-vl": "Qwen3VLForConditionalGeneration", "qwen3-vl-moe": "Qwen3V
 
 @pytest.fixture(scope="module", params=sorted(JUDGES))
 def judge(request):
-    cfg = JudgeConfig(judge_model=f"tiny:{request.param}", judge_dtype="float32", judge_min_digit_mass=0.0,
-                      judge_max_new_tokens=12)
-    judge = QwenVLJudge(cfg, device=torch.device("cpu"))
+    cfg = QwenVLConfig(judge_model=f"tiny:{request.param}", judge_dtype="float32", judge_min_digit_mass=0.0,
+                       judge_max_new_tokens=12)
+    judge = QwenVLJudge(cfg, judge=JudgeConfig(), device=torch.device("cpu"))
     assert type(judge.model).__name__ == JUDGES[request.param]
     yield judge
     judge.close()
@@ -92,12 +93,11 @@ def test_generate_mode_batched_equals_unbatched(judge):
 
 
 def test_generate_mode_answers_of_the_random_judge_fail_after_one_reask(judge):
-    cfg = dataclasses.replace(judge.cfg, judge_mode="generate")
-    judge.cfg = cfg
+    judge.judge_cfg = dataclasses.replace(judge.judge_cfg, judge_mode="generate")
     try:
         judgements = judge.score(requests()[:2])
     finally:
-        judge.cfg = dataclasses.replace(cfg, judge_mode="logits")
+        judge.judge_cfg = dataclasses.replace(judge.judge_cfg, judge_mode="logits")
     for judgement in judgements:
         assert judgement.subscores is None and judgement.parse == "failed"
         assert "did not parse twice" in judgement.error
@@ -136,11 +136,11 @@ def test_parse_policy_with_crafted_answers(judge, monkeypatch):
         return next(answers)
 
     monkeypatch.setattr(judge, "generate_text", generate_text)
-    judge.cfg = dataclasses.replace(judge.cfg, judge_mode="generate")
+    judge.judge_cfg = dataclasses.replace(judge.judge_cfg, judge_mode="generate")
     try:
         first, second, third = judge.score(requests())
     finally:
-        judge.cfg = dataclasses.replace(judge.cfg, judge_mode="logits")
+        judge.judge_cfg = dataclasses.replace(judge.judge_cfg, judge_mode="logits")
     assert [n for n, _ in asked] == [3, 2] and "only this JSON" in asked[1][1]  # one batched, stricter re-ask
     assert first.parse == "ok" and first.subscores == {"instruction": 8.0, "consistency": 9.0, "quality": 7.0}
     assert first.rationale == "Melted correctly." and first.raw == [] and first.error is None

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from bench_lib import provenance
-from bench_lib.tiny import resolve_model
+from bench_lib.models import resolve_model
 
 
 def test_local_models_are_identified_by_their_config_files(tmp_path):
@@ -71,7 +71,7 @@ def test_a_run_records_its_provenance(tmp_path):
     prov = report["provenance"]
     assert prov["models"]["judge"]["config_sha256"] == provenance.config_files_sha256(
         __import__("pathlib").Path(resolve_model("tiny:qwen3-vl")))
-    assert prov["models"]["editor"] == {"id": "baseline:identity"}
+    assert prov["models"]["editor"] == {"backend": "identity", "id": "baseline:identity"}
     assert prov["seed"] == 5 and prov["world_size"] == 1 and len(prov["devices"]) == 1
     assert prov["rubrics"] == prov["fingerprint"]["rubrics"] and len(prov["rubrics"]["physics"]) == 64
     assert prov["harness"] == provenance.harness_commit() and prov["packages"]["torch"]

@@ -8,10 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
+import bench_lib.edit_stage as edit_stage
+import bench_lib.judge_stage as judge_stage
 import bench_lib.runner as runner
 from bench_lib import config_from_dict
 from bench_lib.config import ConfigError
-from bench_lib.editors import EditResult
+from bench_lib.backends import EditResult
 from bench_lib.judges import Judgement
 from bench_lib.store import read_results
 
@@ -31,32 +33,33 @@ def test_failures_are_per_sample_and_the_editor_is_freed_before_the_judge(tmp_pa
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     pipeline_refs, freed_at_judge_load = [], []
-    load_editor, load_judge = runner.load_editor, runner.load_judge
+    load_editor, load_judge = edit_stage.load_editor, judge_stage.load_judge
 
-    def spy_load_editor(cfg, **kwargs):
-        editor = load_editor(cfg, **kwargs)
+    def spy_load_editor(*args, **kwargs):
+        editor = load_editor(*args, **kwargs)
         pipeline_refs.append(weakref.ref(editor.pipe))
         real_edit = editor.edit
 
-        def edit(image, instruction, *, seed):
+        def edit(sample, image, *, seed):
+            instruction = sample.instruction
             if instruction == "pop it":
                 raise RuntimeError("injected editor failure")
             if instruction == "grow it":
                 raise torch.OutOfMemoryError("CUDA out of memory (injected)")
             if instruction == "paint it grey":
                 return EditResult(Image.new("RGB", (32, 32), (128, 128, 128)))
-            return real_edit(image, instruction, seed=seed)
+            return real_edit(sample, image, seed=seed)
 
         editor.edit = edit
         return editor
 
-    def spy_load_judge(cfg, **kwargs):
+    def spy_load_judge(*args, **kwargs):
         gc.collect()
         freed_at_judge_load.append(pipeline_refs[0]() is None)
-        return load_judge(cfg, **kwargs)
+        return load_judge(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "load_editor", spy_load_editor)
-    monkeypatch.setattr(runner, "load_judge", spy_load_judge)
+    monkeypatch.setattr(edit_stage, "load_editor", spy_load_editor)
+    monkeypatch.setattr(judge_stage, "load_judge", spy_load_judge)
     out = tmp_path / "out"
     runner.run(config_from_dict({**SMOKE, "dataset": str(tmp_path / "m.jsonl"), "output_dir": str(out)}))
 
@@ -103,21 +106,21 @@ def test_judge_failures_become_judge_failed_and_keep_what_the_judge_said(tmp_pat
     samples = [Sample(index=i, id=name, category="physics", instruction=name,
                       source_image=ImageRef(path=tmp_path / "edit.png")) for i, name in
                enumerate(["good", "unparsed", "crash"])]
-    outcomes = {s.id: runner.Outcome(edited_image="edit.png") for s in samples}
+    outcomes = {s.id: judge_stage.JudgeOutcome() for s in samples}
     good = Judgement(subscores={"instruction": 7.0, "consistency": 8.0, "quality": 9.0}, rationale="fine")
     unparsed = Judgement(error="the judge's answer did not parse twice: x", parse="failed", raw=["a", "b"])
     judge = ScriptedJudge({"good": good, "unparsed": unparsed})
     from accelerate import PartialState
 
     PartialState()  # accelerate's logger needs the (single-process) state
-    runner.judge_batch(judge, samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=512 * 512)
+    judge_stage.judge_batch(judge, samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=512 * 512)
     assert judge.calls == [3, 1, 1, 1]  # the failing batch is retried one sample at a time
     assert outcomes["good"].status == "ok" and outcomes["good"].judgement is good
     assert outcomes["unparsed"].status == "judge_failed" and "did not parse" in outcomes["unparsed"].error
     assert outcomes["crash"].status == "judge_failed" and "breaks the judge" in outcomes["crash"].error
-    record = runner._judge_record("unparsed", outcomes["unparsed"])
+    record = judge_stage.judge_record("unparsed", outcomes["unparsed"], attempt=1)
     assert record["raw"] == ["a", "b"] and record["parse"] == "failed" and record["subscores"] is None
-    assert runner._judge_record("crash", outcomes["crash"])["parse"] is None  # never answered
+    assert judge_stage.judge_record("crash", outcomes["crash"], attempt=1)["parse"] is None  # never answered
 
 
 def test_a_judge_that_returns_too_few_or_empty_judgements_fails_those_samples(tmp_path):
@@ -134,20 +137,20 @@ def test_a_judge_that_returns_too_few_or_empty_judgements_fails_those_samples(tm
             return [Judgement()]  # one empty judgement, whatever the batch
 
     PartialState()
-    outcomes = {s.id: runner.Outcome() for s in samples}
-    runner.judge_batch(ShortJudge(), samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=64)
+    outcomes = {s.id: judge_stage.JudgeOutcome() for s in samples}
+    judge_stage.judge_batch(ShortJudge(), samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=64)
     assert [outcomes[s.id].status for s in samples] == ["judge_failed"] * 2
     assert all("no sub-scores" in outcomes[s.id].error for s in samples)  # after the one-by-one retry
 
 
 def test_length_batches_group_similar_lengths_and_cover_every_item_once():
     lengths = [50.0, 10.0, 30.0, 10.0, 90.0, 20.0, 40.0]
-    batches = runner.length_batches(lengths, 3)
+    batches = judge_stage.length_batches(lengths, 3)
     assert batches == [[1, 3, 5], [2, 6, 0], [4]]  # sorted by length, ties in original order
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    assert runner.length_batches([], 4) == []
+    assert judge_stage.length_batches([], 4) == []
     # dealt for accelerate's contiguous split: rank r of W gets batches r, r + W, ...
-    assert runner.deal(list("abcdefg"), 3) == list("adgbecf") and runner.deal(list("ab"), 4) == list("ab")
+    assert judge_stage.deal(list("abcdefg"), 3) == list("adgbecf") and judge_stage.deal(list("ab"), 4) == list("ab")
 
 
 def test_generate_mode_end_to_end_with_the_random_judge(tmp_path):
@@ -155,7 +158,7 @@ def test_generate_mode_end_to_end_with_the_random_judge(tmp_path):
     becomes judge_failed with both raw answers kept; nothing enters a mean."""
     out = tmp_path / "gen"
     cfg = {**SMOKE, "dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "limit": 3, "editor": "identity",
-           "editor_model": "", "editor_kwargs": {}, "judge_mode": "generate", "judge_max_new_tokens": 8,
+           "judge_mode": "generate", "judge_max_new_tokens": 8,
            "judge_batch_size": 2}
     runner.run(config_from_dict(cfg))
     rows = read_results(out / "results.jsonl")
@@ -174,7 +177,7 @@ def test_generate_mode_end_to_end_with_the_random_judge(tmp_path):
 def test_changing_the_score_formula_rescores_without_rejudging(tmp_path):
     out = tmp_path / "formula"
     cfg = {**SMOKE, "dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "limit": 2, "editor": "blank",
-           "editor_model": "", "editor_kwargs": {}}
+           }
     runner.run(config_from_dict(cfg))
     first = read_results(out / "results.jsonl")
     runner.run(config_from_dict({**cfg, "score_formula": "mean", "score_weights": {"quality": 2}}))
@@ -191,7 +194,7 @@ def test_changing_the_score_formula_rescores_without_rejudging(tmp_path):
 def test_unknown_tiny_model_is_a_config_error():
     cfg = config_from_dict({**SMOKE, "dataset": "x.jsonl", "editor_model": "tiny:nope"})
     with pytest.raises(ConfigError, match="tiny:nope"):
-        runner.check_backends(cfg)
+        runner.check_names(cfg)
 
 
 def test_a_full_disk_is_fatal_not_a_sample_failure(tmp_path, monkeypatch):
@@ -204,15 +207,15 @@ def test_a_full_disk_is_fatal_not_a_sample_failure(tmp_path, monkeypatch):
     sample = Sample(index=0, id="a", category="c", instruction="x", source_image=ImageRef(path=tmp_path / "a.png"))
 
     class Editor:
-        def edit(self, image, instruction, *, seed):
+        def edit(self, sample, image, *, seed):
             return EditResult(Image.new("RGB", (8, 8), "red"))
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runner, "save_png", full_disk)
+    monkeypatch.setattr(edit_stage, "save_png", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        runner.edit_sample(Editor(), sample, seed=0, output_dir=tmp_path)
+        edit_stage.edit_sample(Editor(), sample, seed=0, output_dir=tmp_path)
 
 
 @pytest.mark.parametrize("editor", ["identity", "blank"])
@@ -223,7 +226,7 @@ def test_sanity_baseline_editors_and_in_run_baselines_agree(tmp_path, editor):
 
     out = tmp_path / editor
     cfg = {**SMOKE, "dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "limit": 3, "editor": editor,
-           "editor_model": "", "editor_kwargs": {}, "baselines": "identity,blank", "judge_batch_size": 2}
+           "baselines": "identity,blank", "judge_batch_size": 2}
     runner.run(config_from_dict(cfg))
     rows = read_results(out / "results.jsonl")
     assert [r["status"] for r in rows] == ["ok"] * 3
@@ -253,8 +256,8 @@ def test_sanity_baseline_editors_and_in_run_baselines_agree(tmp_path, editor):
 
 def test_fit_pixels_keeps_aspect_and_small_images():
     small = Image.new("RGB", (100, 50))
-    assert runner.fit_pixels(small, 512 * 512) is small
-    big = runner.fit_pixels(Image.new("RGB", (2000, 1000)), 512 * 512)
+    assert judge_stage.fit_pixels(small, 512 * 512) is small
+    big = judge_stage.fit_pixels(Image.new("RGB", (2000, 1000)), 512 * 512)
     assert big.size[0] * big.size[1] <= 512 * 512 and abs(big.size[0] / big.size[1] - 2.0) < 0.01
 
 
@@ -271,7 +274,7 @@ def test_human_scores_reach_the_report(tmp_path):
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in demo))
     out = tmp_path / "out"
     cfg = {**SMOKE, "dataset": str(tmp_path / "m.jsonl"), "output_dir": str(out), "editor": "identity",
-           "editor_model": "", "editor_kwargs": {}, "columns": {"human_score": "rating"}}
+           "columns": {"human_score": "rating"}}
     runner.run(config_from_dict(cfg))
     rows = read_results(out / "results.jsonl")
     assert [r["human_score"] for r in rows] == [1.0, 2.0, None, 4.0]
@@ -283,7 +286,7 @@ def test_human_scores_reach_the_report(tmp_path):
 def test_a_requeued_slurm_job_resumes_even_with_overwrite(tmp_path, monkeypatch):
     out = tmp_path / "requeue"
     cfg = {**SMOKE, "dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "limit": 2, "editor": "identity",
-           "editor_model": "", "editor_kwargs": {}, "overwrite": True}
+           "overwrite": True}
     runner.run(config_from_dict(cfg))
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     runner.run(config_from_dict(cfg))

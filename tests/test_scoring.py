@@ -1,8 +1,9 @@
 import torch
 import pytest
 
-from bench_lib.judges import (DEFAULT_RUBRIC, AnswerFormatError, JudgeRequest, Rubrics, expected_score, parse_answer,
-                              reference_block)
+from bench_lib.judges.common import AnswerFormatError, JudgeRequest, parse_answer
+from bench_lib.judges.qwen_vl import expected_score
+from bench_lib.judges.rubrics import DEFAULT_RUBRIC, Rubrics, reference_block
 from bench_lib.scoring import average_ranks, combine, kendall_tau_b, spearman
 
 DIGITS = list(range(10, 20))  # token ids of "0".."9" in a made-up vocabulary of 32

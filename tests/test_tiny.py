@@ -14,21 +14,21 @@ from diffusers import DiffusionPipeline, QwenImageEditPipeline, QwenImageEditPlu
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 
-from bench_lib import tiny
+from bench_lib import models, tiny
 
 EDITORS = {"qwen-image-edit": QwenImageEditPipeline, "qwen-image-edit-plus": QwenImageEditPlusPipeline}
 
 
 @pytest.fixture(scope="session", params=sorted(EDITORS))
 def editor(request):
-    pipeline = DiffusionPipeline.from_pretrained(tiny.resolve_model(f"tiny:{request.param}"), dtype=torch.float32)
+    pipeline = DiffusionPipeline.from_pretrained(models.resolve_model(f"tiny:{request.param}"), dtype=torch.float32)
     assert type(pipeline) is EDITORS[request.param]
     return pipeline
 
 
 @pytest.fixture(scope="session")
 def judge():
-    path = tiny.resolve_model("tiny:qwen3-vl")
+    path = models.resolve_model("tiny:qwen3-vl")
     return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32), AutoProcessor.from_pretrained(path)
 
 
@@ -112,9 +112,9 @@ def test_builders_are_deterministic(name, tmp_path):
 
 
 def test_resolve_model_passes_other_names_and_rejects_unknown_tiny_names():
-    assert tiny.resolve_model("not-tiny/foo") == "not-tiny/foo"
+    assert models.resolve_model("not-tiny/foo") == "not-tiny/foo"
     with pytest.raises(ValueError, match="tiny:qwen3-vl"):
-        tiny.resolve_model("tiny:no-such-model")
+        models.resolve_model("tiny:no-such-model")
 
 
 def test_resolve_model_keeps_a_copy_finished_first_elsewhere(tmp_path, monkeypatch):
@@ -129,7 +129,7 @@ def test_resolve_model_keeps_a_copy_finished_first_elsewhere(tmp_path, monkeypat
     monkeypatch.setenv(tiny.CACHE_ENV, str(tmp_path))
     monkeypatch.setitem(tiny.BUILDERS, "fake", build_while_another_process_finishes)
 
-    assert tiny.resolve_model("tiny:fake") == str(target)
+    assert models.resolve_model("tiny:fake") == str(target)
     assert [p.name for p in target.iterdir()] == ["theirs"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name, f"{target.name}.lock"]  # no leftovers
 

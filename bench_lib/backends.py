@@ -1,0 +1,141 @@
+"""The backend contract: one small abstract base per role (editor, judge), a decorator that registers a
+backend under its name, and the registries the config, the runner and provenance look names up in.
+
+A backend owns its whole contract, so adding one is one module (plus a recipe and a test):
+
+- `Config`: a dataclass of its own config keys (declared with `config.option`, each classified as changing
+  results or not; the run's fingerprint is built from that classification);
+- `check(cfg, run)`: everything that can be checked before any weights load (exit code 2, not a lost
+  edit stage);
+- `provenance(cfg)`: where its model came from (source, resolved revision, adapter hashes), recorded in
+  run.json and report.json;
+- `display_name(cfg)`: how reports name it;
+- the work itself (`edit` or `score`) and `close()`, which frees every reference to model weights.
+
+Nothing here imports a model library: the command line parses (and `--help` prints) without torch.
+Backends register where they are defined (`@register_editor("name")`); the built-in ones are the modules
+of `bench_lib.editors` and `bench_lib.judges`, imported by `registered()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .config import BenchmarkConfig
+    from .data import Sample
+
+
+@dataclass
+class NoOptions:
+    """The config section of a backend that has no keys of its own."""
+
+
+@dataclass
+class EditResult:
+    image: "Image.Image"
+    flags: list[str] = field(default_factory=list)  # suspicious output, e.g. "non_finite" (NaN/inf pixels)
+    info: dict[str, Any] = field(default_factory=dict)  # per-sample facts kept in the edit record (a file's digest)
+
+
+class Backend(ABC):
+    name: ClassVar[str] = ""  # set by the register decorator
+    Config: ClassVar[type] = NoOptions
+
+    @classmethod
+    def check(cls, cfg: Any, bench: "BenchmarkConfig") -> None:
+        """Before any weights load: raise `ConfigError` for anything that would fail later (`bench`: the whole
+        run's config, for checks that involve other sections)."""
+
+    @classmethod
+    def fingerprint(cls, cfg: Any, bench: "BenchmarkConfig") -> dict[str, Any]:
+        """What of this backend's config the results depend on (by default: the fields that say so)."""
+        from .config import section_fingerprint
+
+        return section_fingerprint(cfg)
+
+    @classmethod
+    def provenance(cls, cfg: Any) -> dict[str, Any]:
+        """Where the model came from (main process, when an attempt starts)."""
+        return {"id": cls.display_name(cfg)}
+
+    @classmethod
+    def display_name(cls, cfg: Any) -> str:
+        return cls.name
+
+    def close(self) -> None:
+        """Release every reference to model weights (the next model needs the memory)."""
+
+
+class Editor(Backend):
+    """Turns (sample, source image, seed) into an edited image. One sample per call: the per-batch barrier
+    is the runner's, and batching inside a pipeline can change results (`QwenImageEditPipeline` sizes every
+    image of a call by the first)."""
+
+    needs_model: ClassVar[bool] = True  # False: costs no edit time (baselines, precomputed edits)
+
+    def __init__(self, cfg: Any, *, device: Any, trust_remote_code: bool = False):
+        self.cfg = cfg
+
+    @abstractmethod
+    def edit(self, sample: "Sample", source: "Image.Image", *, seed: int) -> EditResult: ...
+
+    def switch(self, cfg: Any) -> bool:
+        """Become the editor `cfg` describes without reloading (a sweep's next variant: another adapter on the
+        same base), set `self.cfg` and return True; or return False when that needs a new load (the runner then
+        closes this editor and loads one)."""
+        return False
+
+
+class Judge(Backend):
+    """Answers a protocol's questions about a batch of edits (see bench_lib.judges)."""
+
+    def __init__(self, cfg: Any, *, judge: Any, device: Any, device_map: Optional[dict] = None,
+                 trust_remote_code: bool = False):
+        self.cfg = cfg
+
+    @abstractmethod
+    def score(self, requests: list) -> list: ...
+
+
+EDITORS: dict[str, type[Editor]] = {}
+JUDGES: dict[str, type[Judge]] = {}
+
+
+def _register(registry: dict, base: type, name: str):
+    def decorate(cls):
+        if not issubclass(cls, base):
+            raise TypeError(f"{cls.__name__} must subclass {base.__name__}")
+        if not dataclasses.is_dataclass(cls.Config):
+            raise TypeError(f"{cls.__name__}.Config must be a dataclass")
+        unclassified = [f.name for f in dataclasses.fields(cls.Config) if "result" not in f.metadata]
+        if unclassified:
+            raise TypeError(f"{cls.__name__}.Config fields {unclassified} do not say whether they change results "
+                            "(declare them with bench_lib.config.option)")
+        if name in registry and registry[name] is not cls:
+            raise ValueError(f"a {base.__name__.lower()} backend named {name!r} is already registered")
+        cls.name = name
+        registry[name] = cls
+        return cls
+
+    return decorate
+
+
+def register_editor(name: str):
+    return _register(EDITORS, Editor, name)
+
+
+def register_judge(name: str):
+    return _register(JUDGES, Judge, name)
+
+
+def registered() -> dict[str, dict[str, type]]:
+    """Every registered backend, the built-in ones included."""
+    from . import editors, judges  # noqa: F401  (their modules register the built-in backends)
+
+    return {"editor": EDITORS, "judge": JUDGES}

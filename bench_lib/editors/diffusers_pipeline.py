@@ -1,0 +1,490 @@
+"""`diffusers`: any diffusers pipeline called as `pipe(image=..., prompt=..., generator=..., **editor_kwargs)`:
+Qwen-Image-Edit (-2509, -2511), FLUX.1 Kontext, FLUX.2, or a fine-tuned folder of one of them; optionally with
+a LoRA adapter, a scheduler override (few-step adapters), and diffusers' own speed options.
+
+Model libraries are imported inside the functions that need them: the command line parses without them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import hashlib
+import inspect
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+from ..backends import EditResult, Editor, register_editor
+from ..config import ConfigError, Dtype, option, result_fields
+from ..models import check_model_name, resolve_model
+
+logger = logging.getLogger(__name__)
+
+RESERVED_KWARGS = ("image", "prompt", "generator", "output_type", "return_dict")
+CACHE_TYPES = {"FirstBlockCache": "FirstBlockCacheConfig", "TaylorSeerCache": "TaylorSeerCacheConfig",
+               "MagCache": "MagCacheConfig"}
+ADAPTER = "edit-bench"  # the adapter name the harness loads a LoRA under
+
+
+@dataclass
+class DiffusersConfig:
+    editor_model: str = option(
+        "", result=True, path="local",
+        help="Diffusers pipeline: hub id or local folder (a save_pretrained pipeline, e.g. a fine-tuned "
+             "checkpoint); 'tiny:<name>' builds a tiny one.")
+    editor_revision: Optional[str] = option(None, result=True, help="Hub revision of the editor.")
+    editor_dtype: Dtype = option("bfloat16", result=True, help="Dtype of the editor's weights and compute.")
+    editor_kwargs: dict = option(
+        default_factory=dict, result=True,
+        help="Extra keyword arguments for every pipeline call (JSON or k=v,...). On the command line they update "
+             "the recipe's mapping; k=null removes a key.")
+    editor_scheduler: dict = option(
+        default_factory=dict, result=True,
+        help="Overrides of the pipeline's scheduler config (k=v,... or JSON), applied with from_config: the "
+             "scheduler settings a few-step adapter's card requires.")
+    match_source_size: bool = option(
+        False, result=True,
+        help="Pass each source's width and height to the call, so the edit keeps the source's aspect ratio where "
+             "the pipeline would otherwise use a fixed default (FLUX.1 Kontext: 1024x1024 at any input); the "
+             "pipeline still scales it to its own area. Off: editor_kwargs decide.")
+    lora: Optional[str] = option(
+        None, result=True, path="local",
+        help="LoRA adapter loaded with diffusers' load_lora_weights: a hub id, a folder or a .safetensors file. "
+             "Its content hash is part of the fingerprint.")
+    lora_weight_name: Optional[str] = option(
+        None, result=True, help="The adapter file inside `lora` (a hub repository or folder holding several).")
+    lora_scale: float = option(1.0, result=True, help="The adapter's weight (set_adapters).")
+    attention_backend: Optional[str] = option(
+        None, result=True,
+        help="Attention backend of the transformer (diffusers' set_attention_backend: native, flash, "
+             "_native_cudnn, sage, ...). Numerics may differ slightly: recorded and part of the fingerprint.")
+    compile: Literal["none", "regional", "full"] = option(
+        "none", result=True,
+        help="torch.compile the transformer: regional = compile_repeated_blocks (one block compiled, reused by "
+             "all), full = the whole transformer. Off by default.")
+    cache: dict = option(
+        default_factory=dict, result=True,
+        help='A diffusers cache on the transformer (enable_cache), as JSON: {"type": "FirstBlockCache", '
+             '"threshold": 0.05}; types FirstBlockCache, TaylorSeerCache, MagCache with their parameters. It skips '
+             "computation between steps and changes pixels. Off by default.")
+
+    def __post_init__(self):
+        if not self.editor_model:
+            raise ConfigError("`editor_model` is required (a diffusers pipeline: hub id or folder).")
+        reserved = set(RESERVED_KWARGS) & set(self.editor_kwargs)
+        if reserved:
+            raise ConfigError(f"`editor_kwargs` may not set {sorted(reserved)}: the harness sets them "
+                              "(one image, prompt and seeded generator per call; its own output type).")
+        check_call_values(self.editor_kwargs)
+        if not math.isfinite(self.lora_scale):
+            raise ConfigError(f"`lora_scale` must be a finite number, got {self.lora_scale}.")
+        if self.lora_weight_name and not self.lora:
+            raise ConfigError("`lora_weight_name` is set but `lora` is not.")
+        if self.match_source_size and {"height", "width"} & set(self.editor_kwargs):
+            raise ConfigError("`match_source_size` and `editor_kwargs` height/width both set the size: keep one.")
+        if self.cache and self.cache.get("type") not in CACHE_TYPES:
+            raise ConfigError(f"`cache` needs a \"type\" of {sorted(CACHE_TYPES)}, got {self.cache!r}.")
+
+
+def check_call_values(kwargs: dict) -> None:
+    """The values of the pipeline-call arguments every diffusers editing pipeline shares, checked before any
+    model loads: with `num_inference_steps: 0`, say, every sample would otherwise fail one by one after the
+    model loaded. (Sizes that are not a multiple of the latent grid are the pipeline's to round: it does so
+    with a warning.)"""
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def integer(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    rules = {
+        "num_inference_steps": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
+        "height": (lambda v: v is None or (integer(v) and v >= 1), "an integer >= 1 (pixels)"),
+        "width": (lambda v: v is None or (integer(v) and v >= 1), "an integer >= 1 (pixels)"),
+        "max_area": (lambda v: integer(v) and v >= 1, "an integer >= 1 (pixels)"),
+        "max_sequence_length": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
+        "num_images_per_prompt": (lambda v: v == 1 and integer(v), "1 (the harness keeps one edit per sample)"),
+        "true_cfg_scale": (lambda v: number(v) and v >= 0, "a finite number >= 0"),
+        "guidance_scale": (lambda v: v is None or (number(v) and v >= 0), "a finite number >= 0"),
+        "strength": (lambda v: number(v) and 0 < v <= 1, "a number in (0, 1]"),
+        "negative_prompt": (lambda v: v is None or isinstance(v, str), "text"),
+    }
+    for key, (ok, expected) in rules.items():
+        if key in kwargs and not ok(kwargs[key]):
+            raise ConfigError(f"`editor_kwargs.{key}` must be {expected}, got {kwargs[key]!r}.")
+
+
+def add_multimodal_positions(pipe) -> Optional[Callable[[], None]]:
+    """Make a Qwen-Image-Edit text encoder see the 3-D (MRoPE) positions of the image tokens.
+
+    diffusers' Qwen-Image-Edit pipelines call the Qwen2.5-VL text encoder without the processor's
+    `mm_token_type_ids`; transformers 5 then silently falls back to 1-D text positions and the prompt
+    embeddings (and so the edits) are wrong. A forward pre-hook on the text encoder fills the ids in from
+    `input_ids` whenever the caller left them out; it does nothing once diffusers passes them itself. Returns
+    the hook's remover, or None when `pipe` has no such text encoder.
+    """
+    text_encoder = getattr(pipe, "text_encoder", None)
+    if text_encoder is None or "mm_token_type_ids" not in inspect.signature(text_encoder.forward).parameters:
+        return None
+    config = text_encoder.config
+
+    def fill_token_types(module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if kwargs.get("mm_token_type_ids") is None and input_ids is not None:
+            # What the processor computes: 1 for image tokens, 2 for video tokens, 0 for text.
+            token_types = (input_ids == config.image_token_id).int() + 2 * (input_ids == config.video_token_id).int()
+            kwargs["mm_token_type_ids"] = token_types
+        return args, kwargs
+
+    return text_encoder.register_forward_pre_hook(fill_token_types, with_kwargs=True).remove
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@register_editor("diffusers")
+class DiffusersEditor(Editor):
+    """One sample per call: `QwenImageEditPipeline` sizes every image of a call by the first one and
+    `QwenImageEditPlusPipeline` refuses batches, so batching would change results or fail."""
+
+    Config = DiffusersConfig
+
+    # --- before any weights load ------------------------------------------------------------------
+
+    @classmethod
+    def check(cls, cfg: DiffusersConfig, bench) -> None:
+        """The pipeline exists and accepts every `editor_kwargs` key; the scheduler overrides, the adapter and
+        the speed options fit it. Downloads only config files (and the adapter)."""
+        pipeline_cls, location = cls._pipeline_class(cfg)
+        if pipeline_cls is not None:
+            cls._check_call(pipeline_cls, cfg)
+        if cfg.editor_scheduler:
+            cls._check_scheduler(cfg, location)
+        if cfg.lora:
+            check_lora(cfg, pipeline_cls, location)
+        if cfg.attention_backend:
+            check_attention_backend(cfg.attention_backend)
+        if cfg.cache:
+            cache_config(cfg.cache)
+        if cfg.compile == "regional":
+            transformer_cls = _component_class(location, cfg, "transformer")
+            if transformer_cls is not None and not getattr(transformer_cls, "_repeated_blocks", None):
+                raise ConfigError(f"`compile: regional` needs a transformer with repeated blocks; "
+                                  f"{transformer_cls.__name__} declares none (use compile: full).")
+
+    @staticmethod
+    def _pipeline_class(cfg: DiffusersConfig):
+        import diffusers
+
+        location = check_model_name("editor_model", cfg.editor_model, revision=cfg.editor_revision,
+                                    marker="model_index.json")
+        try:
+            index = diffusers.DiffusionPipeline.load_config(location, revision=cfg.editor_revision)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"`editor_model` {cfg.editor_model!r} is not a diffusers pipeline (no usable "
+                              f"model_index.json): {str(err).splitlines()[0][:300]}") from None
+        return getattr(diffusers, index.get("_class_name", ""), None), location  # None: a custom class
+
+    @staticmethod
+    def _check_call(pipeline_cls, cfg: DiffusersConfig) -> None:
+        params = inspect.signature(pipeline_cls.__call__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        missing = [name for name in ("image", "prompt", "generator") if name not in params]
+        unknown = sorted(set(cfg.editor_kwargs) - set(params))
+        if missing or unknown:
+            raise ConfigError(
+                f"{pipeline_cls.__name__} " + (f"does not take {missing}; " if missing else "")
+                + (f"has no argument(s) {unknown} from `editor_kwargs`; " if unknown else "")
+                + f"it takes: {sorted(p for p in params if p != 'self')}")
+
+    @staticmethod
+    def _check_scheduler(cfg: DiffusersConfig, location: str) -> None:
+        scheduler_cls = _component_class(location, cfg, "scheduler")
+        if scheduler_cls is None:
+            raise ConfigError(f"`editor_scheduler` is set, but {cfg.editor_model!r} has no scheduler to override.")
+        config = scheduler_cls.load_config(location, subfolder="scheduler", revision=cfg.editor_revision)
+        unknown = sorted(set(cfg.editor_scheduler) - set(config) - set(inspect.signature(scheduler_cls).parameters))
+        if unknown:
+            raise ConfigError(f"`editor_scheduler` keys {unknown} are not settings of {scheduler_cls.__name__}; "
+                              f"it has: {sorted(k for k in config if not k.startswith('_'))}")
+
+    @classmethod
+    def fingerprint(cls, cfg: DiffusersConfig, bench) -> dict[str, Any]:
+        out = result_fields(cfg)
+        if cfg.lora:  # by content, not by where it lies: a retrained adapter saved in its place is another one
+            del out["lora"], out["lora_weight_name"]
+            out["lora_sha256"] = adapter_sha256(cfg)
+        return out
+
+    @classmethod
+    def provenance(cls, cfg: DiffusersConfig) -> dict[str, Any]:
+        from ..provenance import model_source
+
+        out = model_source(cfg.editor_model, cfg.editor_revision, "model_index.json")
+        if cfg.lora:
+            out["lora"] = {"id": cfg.lora, "weight_name": cfg.lora_weight_name, "scale": cfg.lora_scale,
+                           "file": str(adapter_file(cfg)), "sha256": adapter_sha256(cfg)}
+        out["speed_options"] = {"attention_backend": cfg.attention_backend, "compile": cfg.compile,
+                                "cache": cfg.cache or None}
+        out["scheduler_overrides"] = cfg.editor_scheduler or None
+        return out
+
+    @classmethod
+    def display_name(cls, cfg: DiffusersConfig) -> str:
+        lora = f" + LoRA {cfg.lora} ({cfg.lora_scale:g})" if cfg.lora else ""
+        return f"{cfg.editor_model}{lora}"
+
+    # --- the pipeline -------------------------------------------------------------------------------
+
+    def __init__(self, cfg: DiffusersConfig, *, device, trust_remote_code: bool = False):
+        from diffusers import DiffusionPipeline
+
+        super().__init__(cfg, device=device, trust_remote_code=trust_remote_code)
+        pipe = DiffusionPipeline.from_pretrained(
+            resolve_model(cfg.editor_model),
+            revision=cfg.editor_revision,
+            dtype=torch_dtype(cfg.editor_dtype),
+            use_safetensors=True,  # never unpickle weights
+            trust_remote_code=trust_remote_code,
+        )
+        self._setup(pipe, device)
+
+    @classmethod
+    def from_pipe(cls, cfg: DiffusersConfig, pipe, *, device) -> "DiffusersEditor":
+        """An editor around a pipeline built elsewhere (scripts/bench_edit.py: random real-size weights)."""
+        editor = cls.__new__(cls)
+        Editor.__init__(editor, cfg, device=device)
+        editor._setup(pipe, device)
+        return editor
+
+    def _setup(self, pipe, device) -> None:
+        import torch
+
+        cfg = self.cfg
+        self.pipe = pipe
+        if cfg.editor_scheduler:
+            scheduler = self.pipe.scheduler
+            self.pipe.scheduler = type(scheduler).from_config({**scheduler.config, **cfg.editor_scheduler})
+        self.pipe.to(device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self._remove_hook = add_multimodal_positions(self.pipe)
+        if cfg.lora:
+            self.pipe.load_lora_weights(_lora_source(cfg), weight_name=_lora_weight_name(cfg), adapter_name=ADAPTER)
+            self.pipe.set_adapters([ADAPTER], adapter_weights=[cfg.lora_scale])
+        apply_speed_options(self.pipe, cfg)
+        self.kwargs = dict(cfg.editor_kwargs)
+        # Float output lets us see NaN/inf pixels (the fp16 black-image failure) before they become bytes;
+        # converting it ourselves with the pipeline's own numpy_to_pil gives the same pixels as "pil".
+        if "output_type" in inspect.signature(self.pipe.__call__).parameters:
+            self.kwargs["output_type"] = "np"
+        self._generator_device = torch.device("cpu")
+        logger.info("editor %s loaded as %s on %s", self.display_name(cfg), type(self.pipe).__name__, device)
+
+    def edit(self, sample, source, *, seed: int) -> EditResult:
+        import numpy as np
+        import torch
+
+        # A CPU generator gives the same initial noise on every device type and GPU count.
+        generator = torch.Generator(device=self._generator_device).manual_seed(seed)
+        size = {"width": source.width, "height": source.height} if self.cfg.match_source_size else {}
+        with torch.inference_mode():
+            images = self.pipe(image=source, prompt=sample.instruction, generator=generator, **size,
+                               **self.kwargs).images
+        if not isinstance(images, np.ndarray):
+            return EditResult(image=images[0])
+        array = images[:1]
+        if np.isfinite(array).all():
+            return EditResult(image=self.pipe.numpy_to_pil(array)[0])
+        clean = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
+        return EditResult(image=self.pipe.numpy_to_pil(clean)[0], flags=["non_finite"])
+
+    def close(self) -> None:
+        if getattr(self, "pipe", None) is None:
+            return
+        if self._remove_hook is not None:
+            self._remove_hook()
+        self.pipe.remove_all_hooks()  # accelerate offload hooks hold references to the modules
+        self.pipe = self._remove_hook = None
+        free_memory()
+
+
+# --- speed options ----------------------------------------------------------------------------------
+
+
+def check_attention_backend(name: str) -> None:
+    from diffusers.models import attention_dispatch
+
+    try:
+        backend = attention_dispatch.AttentionBackendName(name)
+    except ValueError:
+        known = sorted(b.value for b in attention_dispatch.AttentionBackendName)
+        raise ConfigError(f"`attention_backend` {name!r} is not a diffusers attention backend; known: {known}") from None
+    check = getattr(attention_dispatch, "_check_attention_backend_requirements", None)
+    if check is not None:
+        try:
+            check(backend)
+        except (RuntimeError, ImportError) as err:
+            raise ConfigError(f"`attention_backend` {name!r} cannot run here: {err}") from None
+
+
+def cache_config(spec: dict):
+    """The diffusers cache config object `spec` describes ({"type": ..., **parameters})."""
+    import diffusers.hooks
+
+    params = {k: v for k, v in spec.items() if k != "type"}
+    cls = getattr(diffusers.hooks, CACHE_TYPES[spec["type"]])
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ConfigError(f"`cache` parameters {unknown} are not parameters of {spec['type']}; it has {sorted(names)}")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"`cache` {spec!r}: {err}") from None
+
+
+def apply_speed_options(pipe, cfg: DiffusersConfig) -> None:
+    """diffusers' own speed-ups, each off unless asked for (the adapter is already loaded: compile last)."""
+    if cfg.attention_backend:
+        pipe.transformer.set_attention_backend(cfg.attention_backend)
+    if cfg.cache:
+        pipe.transformer.enable_cache(cache_config(cfg.cache))
+    if cfg.compile == "regional":
+        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    elif cfg.compile == "full":
+        pipe.transformer.compile(fullgraph=True)
+
+
+# --- LoRA ---------------------------------------------------------------------------------------------
+
+
+def _lora_source(cfg: DiffusersConfig) -> str:
+    """What load_lora_weights takes: a hub id or a folder (a .safetensors file is given as its folder plus
+    `weight_name`)."""
+    path = Path(cfg.lora).expanduser()
+    return str(path.parent) if path.is_file() else cfg.lora
+
+
+def _lora_weight_name(cfg: DiffusersConfig) -> Optional[str]:
+    path = Path(cfg.lora).expanduser()
+    return path.name if path.is_file() else cfg.lora_weight_name
+
+
+def adapter_file(cfg: DiffusersConfig) -> Path:
+    """The adapter's weights file on local disk (downloaded from the hub by `check`)."""
+    path = Path(cfg.lora).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if cfg.lora_weight_name:
+            return path / cfg.lora_weight_name
+        files = sorted(path.glob("*.safetensors"))
+        if len(files) != 1:
+            raise ConfigError(f"`lora` {cfg.lora!r} holds {len(files)} .safetensors files: name one with "
+                              "`lora_weight_name`.")
+        return files[0]
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(cfg.lora, cfg.lora_weight_name or "pytorch_lora_weights.safetensors"))
+
+
+def adapter_sha256(cfg: DiffusersConfig) -> str:
+    digest = hashlib.sha256()
+    with open(adapter_file(cfg), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_lora(cfg: DiffusersConfig, pipeline_cls, location: str) -> None:
+    """The adapter exists, is a LoRA, and fits the transformer: every module it targets exists with the shapes
+    it expects (checked on an empty-weight copy of the transformer, so nothing large loads)."""
+    from ..models import looks_local
+
+    if pipeline_cls is None or not hasattr(pipeline_cls, "lora_state_dict"):
+        name = pipeline_cls.__name__ if pipeline_cls is not None else "this custom pipeline"
+        raise ConfigError(f"`lora` is set, but {name} cannot load LoRA adapters.")
+    path = Path(cfg.lora).expanduser()
+    if not path.exists() and looks_local(cfg.lora):
+        raise ConfigError(f"`lora` {cfg.lora!r}: no such file or folder.")
+    try:
+        file = adapter_file(cfg)
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} does not exist")
+        state_dict = pipeline_cls.lora_state_dict(_lora_source(cfg), weight_name=_lora_weight_name(cfg))
+    except ConfigError:
+        raise
+    except Exception as err:  # a missing file, a hub error, not a LoRA checkpoint: the user's to fix
+        raise ConfigError(f"`lora` {cfg.lora!r} cannot be loaded: {type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}") from None
+    if isinstance(state_dict, tuple):
+        state_dict = state_dict[0]
+    if not state_dict or not all("lora" in key for key in state_dict):
+        raise ConfigError(f"`lora` {cfg.lora!r} is not a LoRA adapter (its tensors are not lora_A/lora_B weights).")
+    transformer = _empty_transformer(location, cfg)
+    if transformer is None:
+        return
+    modules = dict(transformer.named_modules())
+    problems = []
+    for key, tensor in state_dict.items():
+        name = key.removeprefix("transformer.")
+        for part in (".lora_A.weight", ".lora_B.weight", ".lora_A.default.weight", ".lora_B.default.weight"):
+            if name.endswith(part):
+                module_name, which = name[: -len(part)], part.split(".")[1]
+                break
+        else:
+            continue  # an alpha or a bias: nothing to check
+        module = modules.get(module_name)
+        if module is None:
+            problems.append(f"{module_name} does not exist")
+        elif which == "lora_A" and getattr(module, "in_features", tensor.shape[1]) != tensor.shape[1]:
+            problems.append(f"{module_name} takes {module.in_features} features, the adapter {tensor.shape[1]}")
+        elif which == "lora_B" and getattr(module, "out_features", tensor.shape[0]) != tensor.shape[0]:
+            problems.append(f"{module_name} gives {module.out_features} features, the adapter {tensor.shape[0]}")
+    if problems:
+        raise ConfigError(f"`lora` {cfg.lora!r} does not fit {cfg.editor_model!r}'s transformer: "
+                          f"{'; '.join(sorted(set(problems))[:5])}" + (" ..." if len(set(problems)) > 5 else ""))
+
+
+def _component_class(location: str, cfg: DiffusersConfig, name: str):
+    """The class of a pipeline component (e.g. "transformer"), from model_index.json; None if unknown."""
+    import importlib
+
+    import diffusers
+
+    index = diffusers.DiffusionPipeline.load_config(location, revision=cfg.editor_revision)
+    entry = index.get(name)
+    if not isinstance(entry, (list, tuple)) or len(entry) != 2 or entry[1] is None:
+        return None
+    try:
+        return getattr(importlib.import_module(entry[0]), entry[1])
+    except (ImportError, AttributeError):
+        return None
+
+
+def _empty_transformer(location: str, cfg: DiffusersConfig):
+    """The pipeline's transformer with empty (meta) weights: its module names and shapes, no memory."""
+    from accelerate import init_empty_weights
+
+    cls = _component_class(location, cfg, "transformer")
+    if cls is None:
+        return None
+    config = cls.load_config(location, subfolder="transformer", revision=cfg.editor_revision)
+    with init_empty_weights():
+        return cls.from_config(config)

@@ -1,0 +1,78 @@
+"""`precomputed`: edits made elsewhere (an API model, another codebase), scored like the harness's own.
+
+Each sample's edit comes from a dataset column (`--columns edited_image=<column>`: a path relative to the
+dataset, image bytes, or a base64/data-URI string) or from a folder (`--edits_dir DIR`) holding one image per
+sample, named by the sample id with the output folder's safe-name rules (`bench_lib.store.safe_stem`: an id
+made of [a-z0-9._-] is its own name) and any image extension. A missing or unreadable edit is that sample's
+`edit_failed`, with the path in `error`. The run costs judge time only; every edit's sha256 is kept in its
+record, and provenance records one digest over them all (`bench_lib.outputs.edits_digest`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..backends import EditResult, Editor, register_editor
+from ..config import ConfigError, option
+from ..data import IMAGE_SUFFIXES, ImageRef, file_ref
+from ..store import safe_stem
+
+
+@dataclass
+class PrecomputedConfig:
+    edits_dir: Optional[str] = option(
+        None, result=True, path="always",
+        help="precomputed editor: the folder of edited images, one per sample, named <sample id>.<png|jpg|...> "
+             "(ids outside [a-z0-9._-] use the output folder's hashed names). Or map a dataset column with "
+             "--columns edited_image=<column>.")
+
+
+@register_editor("precomputed")
+class PrecomputedEditor(Editor):
+    Config = PrecomputedConfig
+    needs_model = False
+
+    @classmethod
+    def check(cls, cfg: PrecomputedConfig, bench) -> None:
+        if cfg.edits_dir is None and "edited_image" not in bench.data.columns:
+            raise ConfigError("editor `precomputed` needs the edits: --edits_dir DIR (one image per sample id) or "
+                              "--columns edited_image=<column>.")
+        if cfg.edits_dir is not None and not Path(cfg.edits_dir).is_dir():
+            raise ConfigError(f"`edits_dir` {cfg.edits_dir!r} is not a folder.")
+
+    @classmethod
+    def display_name(cls, cfg: PrecomputedConfig) -> str:
+        return f"precomputed:{cfg.edits_dir}" if cfg.edits_dir else "precomputed:edited_image column"
+
+    def __init__(self, cfg: PrecomputedConfig, *, device, trust_remote_code: bool = False):
+        super().__init__(cfg, device=device, trust_remote_code=trust_remote_code)
+        self.folder = Path(cfg.edits_dir) if cfg.edits_dir else None
+        self.files: dict[str, list[str]] = {}  # file-name stem -> image files of that stem
+        if self.folder is not None:
+            for path in sorted(self.folder.iterdir()):
+                if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+                    self.files.setdefault(path.stem, []).append(path.name)
+
+    def edit(self, sample, source, *, seed: int) -> EditResult:
+        if getattr(sample, "edited_image", None) is not None:
+            ref, where = sample.edited_image, sample.edited_image.describe()
+        elif self.folder is not None:
+            stem = safe_stem(sample.id)
+            names = self.files.get(stem, [])
+            if not names:
+                raise FileNotFoundError(f"no edit for this sample: expected {self.folder / stem}.<"
+                                        f"{'|'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}>")
+            if len(names) > 1:
+                raise ValueError(f"several edits for this sample in {self.folder}: {names}")
+            ref, where = file_ref(self.folder, names[0]), str(self.folder / names[0])
+        else:
+            raise FileNotFoundError("this sample has no edited_image value")
+        data = ref.read_bytes()
+        try:
+            image = ImageRef(data=data, max_pixels=ref.max_pixels).load()
+        except Exception as err:
+            raise ValueError(f"cannot read the edit {where}: {type(err).__name__}: {err}") from None
+        return EditResult(image=image, info={"edit_source": where, "edit_sha256": hashlib.sha256(data).hexdigest()})

@@ -1,0 +1,233 @@
+"""Stage 2: the judge rates every edit that has no ok judgement yet (and the sanity baselines' images).
+
+The main process plans the batches over all ranks' work: each job's samples (the editor's edits, each
+baseline's images) are sorted by an estimate of their prompt length and cut into batches of
+`judge_batch_size` neighbours, so a batch holds the same samples whatever the number of processes (and so do
+its scores, which batch composition moves in the last bits). The batches of all jobs are dealt to the ranks in
+turn, so no rank idles while another judges a whole job; the ranks meet at a barrier after every round. A batch
+that fails is judged again one sample at a time, so only the culprit fails.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from PIL import Image
+
+from .data import Sample
+from .distributed import Distributed
+from .edit_stage import error_text, free_memory, is_fatal, warn_every_rank
+from .judges import Judgement, JudgeRequest, Rubrics
+from .progress import Progress
+from .store import RunFolder
+
+EDITOR_JOB = "editor"
+
+
+@dataclass
+class JudgeJob:
+    """Images of one kind to judge for one output folder: the editor's edits, or a sanity baseline's
+    (computed from the source when judged)."""
+
+    kind: str  # EDITOR_JOB or a baseline's name
+    folder: RunFolder
+    attempt: int
+    samples: list[Sample]
+    load_edited: Callable[[Sample], Image.Image]
+    edited_size: Callable[[Sample], tuple[int, int]]
+    label: str = ""  # a sweep variant's name; "" in a plain run
+
+    @property
+    def record_kind(self) -> str:
+        return "judge" if self.kind == EDITOR_JOB else f"baseline-{self.kind}"
+
+
+@dataclass
+class JudgeTimings:
+    """This rank's time in the judge stage, seconds."""
+
+    load_judge: float = 0.0
+    judge: float = 0.0  # judging, round barriers included
+    judged: int = 0  # samples this rank judged
+
+
+@dataclass
+class JudgeOutcome:
+    status: str = "ok"
+    error: Optional[str] = None
+    judgement: Optional[Judgement] = None
+
+
+def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
+    """Downscale (aspect kept, high-quality filter) to at most `max_pixels`; smaller images are unchanged."""
+    width, height = image.size
+    if width * height <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def judge_request(sample: Sample, edited: Image.Image, max_pixels: int) -> JudgeRequest:
+    reference = sample.reference_image.load() if sample.reference_image is not None else None
+    return JudgeRequest(
+        category=sample.category,
+        instruction=sample.instruction,
+        source=fit_pixels(sample.source_image.load(), max_pixels),
+        edited=fit_pixels(edited, max_pixels),
+        reference_text=sample.reference_text,
+        reference_image=fit_pixels(reference, max_pixels) if reference is not None else None,
+    )
+
+
+def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
+                load_edited: Callable[[Sample], Image.Image], *, max_pixels: int) -> None:
+    """Score a batch in one call; if that fails, score its samples one by one to isolate the culprit."""
+    requests, ready = [], []
+    for sample in batch:
+        try:
+            requests.append(judge_request(sample, load_edited(sample), max_pixels))
+            ready.append(sample)
+        except Exception as err:
+            outcomes[sample.id].status = "invalid_input"
+            outcomes[sample.id].error = f"cannot read an image for judging: {error_text(err)}"
+    if not ready:
+        return
+    failure = None
+    try:
+        judgements = judge.score(requests)
+        if len(judgements) != len(ready):  # a judge backend bug: never pair judgements with the wrong samples
+            raise RuntimeError(f"the judge returned {len(judgements)} judgements for {len(requests)} requests")
+    except Exception as err:
+        if is_fatal(err):
+            raise
+        warn_every_rank("judging %s failed:\n%s", [s.id for s in ready], traceback.format_exc())
+        failure = error_text(err)
+    if failure is not None:
+        free_memory()  # outside the except block, so the failed batch's tensors can go
+        if len(ready) == 1:
+            outcomes[ready[0].id].status, outcomes[ready[0].id].error = "judge_failed", failure
+            return
+        for sample in ready:  # one at a time, so only the culprit fails
+            judge_batch(judge, [sample], outcomes, load_edited, max_pixels=max_pixels)
+        return
+    for sample, judgement in zip(ready, judgements):
+        outcome = outcomes[sample.id]
+        outcome.judgement = judgement
+        if judgement.error is None and not judgement.subscores:
+            judgement.error = "the judge returned no sub-scores"
+        if judgement.error is not None:  # unparseable twice, or NaN/inf: never a score
+            outcome.status, outcome.error = "judge_failed", judgement.error
+
+
+def judge_record(sample_id: str, outcome: JudgeOutcome, attempt: int) -> dict[str, Any]:
+    judgement = outcome.judgement or Judgement()  # None: the judge never answered (an exception or bad input)
+    return {"id": sample_id, "status": outcome.status, "error": outcome.error,
+            "subscores": judgement.subscores, "rationale": judgement.rationale,
+            "parse": judgement.parse if outcome.judgement is not None else None,
+            "raw": judgement.raw, "digit_mass": judgement.digit_mass, "attempt": attempt}
+
+
+# --- the plan -------------------------------------------------------------------------------------------
+
+
+def length_batches(lengths: list[float], batch_size: int) -> list[list[int]]:
+    """Batches of indices, with items of similar length together (less left padding, less wasted compute).
+    Ties keep their original order, so the batching is deterministic."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def judge_length(sample: Sample, edited_size: tuple[int, int], rubrics: Rubrics, max_pixels: int) -> float:
+    """An estimate of the judge prompt's length in tokens, from image headers and text lengths: a vision
+    token per 32x32 pixels (Qwen3-VL; 28x28 for Qwen2.5-VL), a text token per ~4 characters."""
+    sizes = [ref.size() for ref in (sample.source_image, sample.reference_image) if ref is not None]
+    pixels = sum(min(width * height, max_pixels) for width, height in [*sizes, edited_size])
+    text = len(rubrics.templates[rubrics.rubric_name(sample.category)]) + len(sample.instruction) \
+        + len(sample.reference_text or "")
+    return pixels / 1024 + text / 4
+
+
+def _safe_length(sample: Sample, job: JudgeJob, rubrics: Rubrics, max_pixels: int) -> float:
+    try:
+        return judge_length(sample, job.edited_size(sample), rubrics, max_pixels)
+    except Exception:  # an unreadable image fails when the sample is judged, with its own error
+        return 0.0
+
+
+def plan_judge_batches(jobs: list[JudgeJob], rubrics: Rubrics, *, batch_size: int,
+                       max_pixels: int) -> list[tuple[int, list[int]]]:
+    """Main process: (job index, sample indices) of every batch, over ALL ranks' work. A job's batches hold
+    samples of similar estimated prompt length; a batch never mixes jobs, so one job's scores don't depend on
+    which other jobs run. Bitwise-equal scores on 1 and 2 processes: tests/test_multiprocess.py (fp32, CPU)."""
+    return [(j, batch) for j, job in enumerate(jobs)
+            for batch in length_batches([_safe_length(s, job, rubrics, max_pixels) for s in job.samples], batch_size)]
+
+
+def deal(batches: list, world_size: int) -> list:
+    """The batches in the order that makes accelerate's contiguous split deal them round-robin: rank r gets
+    batches r, r + W, r + 2W, ... (each rank a mix of short and long prompts, and of every job)."""
+    return [batches[i] for rank in range(world_size) for i in range(rank, len(batches), world_size)]
+
+
+def load_judge(judge_cls: type, judge_cfg: Any, judge_common: Any, *, device, device_map, trust_remote_code: bool):
+    return judge_cls(judge_cfg, judge=judge_common, device=device, device_map=device_map,
+                     trust_remote_code=trust_remote_code)
+
+
+class JudgeStage:
+    def __init__(self, dist: Distributed, cfg, *, logger):
+        self.dist = dist
+        self.cfg = cfg  # the BenchmarkConfig
+        self.logger = logger
+        self.timings = JudgeTimings()
+
+    def run(self, jobs: list[JudgeJob], plan: list[tuple[int, list[int]]]) -> list[list[dict[str, Any]]]:
+        """Judge this rank's batches of `plan` (the same on every rank); returns this rank's new judge records
+        per job, in dataset order."""
+        dist, world = self.dist, self.dist.world_size
+        mine = dist.shard(deal(plan, world))
+        per_rank = [len(range(rank, len(plan), world)) for rank in range(world)]
+        sizes = [[len(plan[i][1]) for i in range(rank, len(plan), world)] for rank in range(world)]
+        judge = None
+        if mine:  # load only on a rank that has something to judge
+            t0 = time.perf_counter()
+            judge = load_judge(self.judge_class(self.cfg), self.cfg.judge_backend, self.cfg.judge,
+                               device=dist.device, device_map=dist.judge_device_map(),
+                               trust_remote_code=self.cfg.run.trust_remote_code)
+            self.timings.load_judge = time.perf_counter() - t0
+        writers = {j: job.folder.record_writer(job.attempt, job.record_kind, dist.rank) for j, job in enumerate(jobs)}
+        records: list[list[dict[str, Any]]] = [[] for _ in jobs]
+        progress = Progress("judge", sum(len(batch) for _, batch in plan), enabled=dist.is_main)
+        started = time.perf_counter()
+        for round_index in range(max(per_rank, default=0)):  # the same number of rounds on every rank
+            if round_index < len(mine):
+                j, indices = mine[round_index]
+                job = jobs[j]
+                batch = [job.samples[i] for i in indices]
+                outcomes = {s.id: JudgeOutcome() for s in batch}
+                judge_batch(judge, batch, outcomes, job.load_edited, max_pixels=self.cfg.judge.judge_max_pixels)
+                batch_records = [judge_record(s.id, outcomes[s.id], job.attempt) for s in batch]
+                writers[j].write(batch_records)
+                records[j] += batch_records
+                self.timings.judged += len(batch)
+            dist.barrier()
+            progress.update_to(sum(sum(s[:round_index + 1]) for s in sizes))
+        progress.close()
+        self.timings.judge = time.perf_counter() - started
+        if judge is not None:
+            judge.close()
+            del judge
+        free_memory()
+        positions = [{s.id: i for i, s in enumerate(job.samples)} for job in jobs]
+        return [sorted(rs, key=lambda r: positions[j][r["id"]]) for j, rs in enumerate(records)]
+
+    @staticmethod
+    def judge_class(cfg) -> type:
+        from .backends import JUDGES
+
+        return JUDGES[cfg.judge.judge]

@@ -1,0 +1,67 @@
+"""Rubric templates `<prompts_dir>/<category>.txt`, matched to categories case-insensitively; a category without
+a file uses `default.txt`. Templates hold `{instruction}` and `{reference}`, filled by plain replacement."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Optional
+
+from ..config import ConfigError
+
+DEFAULT_RUBRIC = "default"
+
+
+class Rubrics:
+    """Rubric templates `<prompts_dir>/<category>.txt`; a category without a file uses `default.txt`.
+
+    Templates hold `{instruction}` and `{reference}`, filled by plain replacement (braces elsewhere are text).
+    """
+
+    def __init__(self, prompts_dir: str | Path):
+        folder = Path(prompts_dir)
+        files = sorted(folder.glob("*.txt"))
+        by_name: dict[str, list[Path]] = {}
+        for path in files:  # categories match rubric files case-insensitively: Physics.txt serves "physics"
+            by_name.setdefault(path.stem.strip().lower(), []).append(path)
+        clashes = [sorted(p.name for p in paths) for paths in by_name.values() if len(paths) > 1]
+        if clashes:
+            raise ConfigError(f"`prompts_dir` {str(folder)!r} has rubric files that differ only by case: {clashes}; "
+                              "keep one of each.")
+        try:
+            self.templates = {name: paths[0].read_text(encoding="utf-8") for name, paths in sorted(by_name.items())}
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"a rubric in `prompts_dir` {str(folder)!r} is not UTF-8 text: {err}") from None
+        if DEFAULT_RUBRIC not in self.templates:
+            raise ConfigError(f"`prompts_dir` {str(folder)!r} has no {DEFAULT_RUBRIC}.txt rubric")
+        self._hashes = {name: hashlib.sha256(text.encode("utf-8")).hexdigest()
+                        for name, text in self.templates.items()}
+
+    def hashes(self) -> dict[str, str]:
+        """sha256 of every rubric's text: a changed rubric changes scores (and the run's fingerprint)."""
+        return dict(self._hashes)
+
+    def sha256(self, category: str) -> Optional[str]:
+        """The hash of the rubric a category is judged with (None without a category: never judged)."""
+        return self._hashes[self.rubric_name(category)] if category else None
+
+    def rubric_name(self, category: str) -> str:
+        name = category.strip().lower()
+        return name if name in self.templates else DEFAULT_RUBRIC
+
+    def render(self, request) -> str:
+        template = self.templates[self.rubric_name(request.category)]
+        return template.replace("{instruction}", request.instruction).replace(
+            "{reference}", reference_block(request.reference_text, request.reference_image is not None)
+        )
+
+
+def reference_block(text: Optional[str], has_image: bool) -> str:
+    parts = []
+    if text:
+        parts.append(f"Reference: a correct edit shows: {text}")
+    if has_image:
+        parts.append("The third image shows a correct result.")
+    if not parts:
+        return "No reference is available: judge from the instruction and your own knowledge."
+    return " ".join(parts)

@@ -1,0 +1,118 @@
+"""Model names: a hub id, a local folder, or `tiny:<name>`, a tiny randomly initialised model of a real class
+that is built locally on first use (bench_lib.tiny, imported only then) and loaded like any local folder.
+
+Also the checks that tell a user, before anything heavy happens, why a model cannot be loaded: a local path
+that does not exist, a hub id that is not in the cache while offline, a repository that does not exist or is
+gated. One attempt each, no retries.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from .config import ConfigError
+
+TINY_PREFIX = "tiny:"
+# The tiny models bench_lib.tiny can build (its BUILDERS has exactly these; a test checks).
+TINY_MODELS = ("qwen-image-edit", "qwen-image-edit-plus", "flux-kontext", "flux2", "qwen3-vl", "qwen3-vl-moe",
+               "qwen2.5-vl")
+
+
+def is_tiny(name: str) -> bool:
+    return name.startswith(TINY_PREFIX)
+
+
+def check_tiny_name(key: str, name: str) -> None:
+    if is_tiny(name) and name.removeprefix(TINY_PREFIX) not in TINY_MODELS:
+        raise ConfigError(f"`{key}`: unknown tiny model {name!r}; known: {[TINY_PREFIX + n for n in TINY_MODELS]}")
+
+
+def resolve_model(name_or_path: str) -> str:
+    """The local path of tiny model `tiny:<name>` (built on first use); any other string unchanged."""
+    if not is_tiny(name_or_path):
+        return name_or_path
+    from .tiny import build_cached
+
+    return build_cached(name_or_path.removeprefix(TINY_PREFIX))
+
+
+def looks_local(name: str) -> bool:
+    """A name that can only be a local path: absolute, relative with ./ or ../, or with more than one '/'
+    (hub ids are ORG/NAME), or `~`. Such a name is never sent to the hub."""
+    return (os.path.isabs(name) or name.startswith(("./", "../", "~", ".\\")) or name.count("/") > 1
+            or name in (".", ".."))
+
+
+def hub_problem(repo_id: str, *, repo_type: str, revision: Optional[str], key: str,
+                filename: Optional[str] = None) -> Optional[str]:
+    """Why `repo_id` cannot be used, in one sentence, or None when it can (cached, or reachable and public).
+
+    Tells apart: offline mode with nothing cached (which variable to unset, which download to run), a
+    repository that does not exist or is private, a gated one, an unreachable hub. One request, no retries.
+    """
+    from huggingface_hub import constants, errors, try_to_load_from_cache
+    from huggingface_hub.utils import HfHubHTTPError
+
+    if filename and isinstance(try_to_load_from_cache(repo_id, filename, revision=revision, repo_type=repo_type),
+                               str):
+        return None
+    offline = constants.HF_HUB_OFFLINE or (repo_type == "dataset" and os.environ.get("HF_DATASETS_OFFLINE") == "1")
+    kind = "dataset" if repo_type == "dataset" else "model"
+    download = f"hf download {'--repo-type dataset ' if repo_type == 'dataset' else ''}{repo_id}"
+    if offline:
+        if _cached_anything(repo_id, repo_type):
+            return None
+        variable = "HF_DATASETS_OFFLINE/HF_HUB_OFFLINE" if repo_type == "dataset" else "HF_HUB_OFFLINE"
+        return (f"`{key}` {repo_id!r}: offline mode is on and this {kind} is not in the local cache. Unset "
+                f"{variable} to download it, or run `{download}` where the hub is reachable (same HF_HOME).")
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().repo_info(repo_id, repo_type=repo_type, revision=revision, timeout=10)
+    except errors.GatedRepoError:
+        return (f"`{key}` {repo_id!r} is a gated {kind}: accept its terms on huggingface.co and log in "
+                "(`hf auth login` or HF_TOKEN).")
+    except errors.RepositoryNotFoundError:
+        return (f"`{key}` {repo_id!r}: no such {kind} on the hub (or it is private: log in with `hf auth login` "
+                f"or HF_TOKEN). A local path that does not exist is read as a hub id: check the path.")
+    except errors.RevisionNotFoundError:
+        return f"`{key}` {repo_id!r} has no revision {revision!r}."
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        if _cached_anything(repo_id, repo_type):
+            return None  # unreachable, but cached: the libraries will use the cache
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return (f"`{key}` {repo_id!r}: the hub cannot be reached and the {kind} is not cached ({first[:200]}). "
+                f"Set HF_HUB_OFFLINE=1 after `{download}`, or check the network.")
+    return None
+
+
+def _cached_anything(repo_id: str, repo_type: str) -> bool:
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        cache = scan_cache_dir()
+    except (CacheNotFound, OSError):
+        return False
+    return any(repo.repo_id == repo_id and repo.repo_type == repo_type and repo.revisions for repo in cache.repos)
+
+
+def check_model_name(key: str, name: str, *, revision: Optional[str], marker: str) -> str:
+    """Where model `name` is, before any library tries it: `tiny:` names are checked, a local path must exist,
+    and a hub id must be usable (see `hub_problem`). Returns the name resolved (tiny models built)."""
+    check_tiny_name(key, name)
+    if is_tiny(name):
+        return resolve_model(name)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"`{key}` {name!r} is a file; a model is a folder (or a hub id).")
+        return str(path)
+    if looks_local(name):
+        raise ConfigError(f"`{key}` {name!r}: no such folder.")
+    problem = hub_problem(name, repo_type="model", revision=revision, key=key, filename=marker)
+    if problem:
+        raise ConfigError(problem)
+    return name

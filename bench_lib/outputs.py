@@ -1,0 +1,108 @@
+"""The reporting pass (main process): one run folder's rows, report.json, report.md, the chart and the gallery.
+
+Every output of a pass carries one stamp (see `bench_lib.store.read_run`): results first, run.json last, so a
+kill in between leaves a folder that readers refuse rather than files from two passes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .data import Sample
+from .edit_stage import is_fatal
+from .gallery import GALLERY_FILE, write_gallery
+from .judges import Rubrics
+from .provenance import collect as collect_provenance
+from .report import CHART_FILE, build_report, render_markdown, timing_summary, write_chart
+from .results import baseline_edit, build_row
+from .scoring import FORMULA_TEXT
+from .store import (BASELINES_DIR, REPORT_FILE, RESULTS_FILE, RunFolder, jsonl_text, sample_seed, sha256_text,
+                    write_json, write_text)
+
+logger = logging.getLogger(__name__)
+
+
+def rank_timings(edit, judge) -> dict[str, float]:
+    """One rank's stage times in the report's terms (from the edit and judge stages' own timings)."""
+    return {"load_editor": edit.load_editor, "edit": edit.edit, "barrier_wait": edit.barrier_wait,
+            "adapter_swap": edit.swap, "edited": edit.edited, "switch": edit.free_editor + judge.load_judge,
+            "judge": judge.judge, "judged": judge.judged}
+
+
+def edits_digest(records: list[dict]) -> Optional[dict]:
+    """One digest over edits that came from files (precomputed: each record's edit_sha256), for provenance."""
+    pairs = sorted((r["id"], r["edit_sha256"]) for r in records if r.get("edit_sha256"))
+    if not pairs:
+        return None
+    text = "".join(f"{i}\0{h}\n" for i, h in pairs)
+    return {"count": len(pairs), "sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()}
+
+
+def build_rows(cfg, samples: list[Sample], edits: dict[str, dict], judgements: dict[str, dict],
+               baseline_records: dict[str, dict[str, dict]], rubrics: Rubrics):
+    """The editor's rows and each baseline's, in dataset order."""
+    scoring = {"score_formula": cfg.judge.score_formula, "score_weights": cfg.judge.score_weights, "rubrics": rubrics}
+    rows = [build_row(s, edit=edits[s.id], judgement=judgements.get(s.id), seed=sample_seed(cfg.run.seed, s.id),
+                      **scoring) for s in samples]
+    baselines = {name: [build_row(s, edit=baseline_edit(s), judgement=records.get(s.id), seed=None, **scoring)
+                        for s in samples] for name, records in baseline_records.items()}
+    return rows, baselines
+
+
+def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: dict[str, list[dict]],
+                  per_rank: list[dict], samples: list[Sample], rubrics: Rubrics, meta: dict[str, Any],
+                  edit_records: list[dict]) -> dict[str, Any]:
+    """Write one reporting pass into `folder`; returns the report."""
+    output_dir = folder.root
+    meta = {**meta, "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "score_formula": cfg.judge.score_formula, "score_formula_text": FORMULA_TEXT[cfg.judge.score_formula],
+            "score_weights": cfg.judge.score_weights if cfg.judge.score_formula == "mean" else None,
+            "num_samples": len(rows), "config": cfg.to_dict()}
+    history = folder.history()
+    provenance = collect_provenance(rubric_hashes=rubrics.hashes(), devices=[r["device"] for r in per_rank],
+                                    models=history[-1]["models"], seed=cfg.run.seed)  # as resolved at the start
+    provenance.update(started=meta["started"], finished=meta["finished"], fingerprint=folder.fingerprint(),
+                      attempts=history, edits=edits_digest(edit_records))
+    report = build_report(rows, timings=timing_summary([r["timings"] for r in per_rank]), meta=meta,
+                          baselines=baseline_rows, provenance=provenance)
+    results_text = jsonl_text(rows)
+    baseline_texts = {name: jsonl_text(brows) for name, brows in baseline_rows.items()}
+    report["stamp"] = {"attempt": meta["attempt"], "results_sha256": sha256_text(results_text),
+                       "baselines_sha256": {name: sha256_text(text) for name, text in baseline_texts.items()}}
+    write_text(output_dir / RESULTS_FILE, results_text)
+    for name, text in baseline_texts.items():
+        write_text(output_dir / BASELINES_DIR / f"{name}.jsonl", text)
+    for stale in (output_dir / BASELINES_DIR).glob("*.jsonl"):  # baselines an earlier attempt asked for
+        if stale.stem not in baseline_rows:
+            stale.unlink()
+    write_json(output_dir / REPORT_FILE, report)
+    chart = optional_output(output_dir / CHART_FILE, lambda: write_chart(output_dir / CHART_FILE, report))
+    write_text(output_dir / "report.md", render_markdown(report, chart=CHART_FILE if chart else None))
+    if cfg.run.gallery:
+        optional_output(output_dir / GALLERY_FILE,
+                        lambda: write_gallery(output_dir / GALLERY_FILE, rows, samples, report))
+    else:
+        (output_dir / GALLERY_FILE).unlink(missing_ok=True)  # an earlier attempt's would look current
+    folder.record_outputs(report["stamp"])
+    return report
+
+
+def optional_output(path: Path, write: Callable[[], Any]) -> Any:
+    """The chart and the gallery are views of results already written: if one fails for its own reasons (a
+    Pillow without FreeType, memory), say so loudly, remove the earlier attempt's file (it would look
+    current) and finish the run rather than stop rank 0 before the final barrier. A full or read-only disk
+    is no such reason: it stops the run (exit code 1)."""
+    try:
+        return write()
+    except Exception as err:
+        if is_fatal(err):
+            raise
+        logger.error("could not write %s (results.jsonl and report.json are complete):\n%s", path.name,
+                     traceback.format_exc())
+    path.unlink(missing_ok=True)
+    return None
