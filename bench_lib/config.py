@@ -37,9 +37,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = PROJECT_ROOT / "configs" / "smoke.yaml"
 DEFAULT_PROMPTS_DIR = str(Path(__file__).resolve().parent / "prompts")
 CANONICAL_COLUMNS = ("id", "category", "instruction", "source_image", "reference_text", "reference_image",
-                     "human_score", "edited_image")
+                     "human_score", "edited_image", "description", "rationale", "explanation")
 SUBSCORES = ("instruction", "consistency", "quality")  # what the default protocol's judge rates, each 0-10
 JudgeMode = Literal["logits", "generate"]
+ProtocolName = Literal["default", "viescore", "risebench", "kris", "re_edit"]
+DatasetFormat = Literal["auto", "manifest", "datasets", "re_edit", "risebench", "kris", "gedit"]
 ScoreFormula = Literal["viescore", "mean", "min", "instruction"]
 Dtype = Literal["float32", "bfloat16", "float16"]
 BASELINES = ("identity", "blank")
@@ -81,6 +83,11 @@ class DataConfig:
         "", result=True, path="local",
         help="Hub dataset id, local dataset folder, a single .parquet/.csv/.json/.jsonl file, or a JSON/JSONL "
              "manifest (image paths relative to it). Identified by content in the fingerprint.")
+    dataset_format: DatasetFormat = option(
+        "auto", result=True,
+        help="How to read `dataset`: auto (detected from its files and fields), manifest (JSON/JSONL of objects), "
+             "datasets (hub or local dataset, parquet or CSV), or a benchmark's own files read unchanged: re_edit, "
+             "risebench, kris, gedit.")
     dataset_split: str = option("train", result=True, help="Split to evaluate (hub or local dataset).")
     dataset_revision: Optional[str] = option(None, result=True, help="Hub revision (branch, tag or commit).")
     columns: dict = option(
@@ -143,6 +150,15 @@ class EditorConfig:
 @dataclass
 class JudgeConfig:
     judge: str = option("qwen_vl", result=True, help="Judge backend (a Qwen-VL model through transformers).")
+    protocol: ProtocolName = option(
+        "default", result=True,
+        help="How edits are scored: default (this harness's rubrics: instruction, consistency, quality), or a "
+             "benchmark's own protocol: viescore (VIEScore / GEdit-Bench), risebench, kris, re_edit.")
+    category_map: dict = option(
+        default_factory=dict, result=True,
+        help="Dataset category -> the protocol's dimension (or, for default, rubric name), case-insensitive "
+             "(k=v,...). Known benchmarks' categories are mapped already; an unmapped one uses the protocol's "
+             "default and is named in one warning.")
     judge_mode: JudgeMode = option(
         "logits", result=True,
         help="logits: each answer is the expected value of the judge's next-token distribution over the answer "
@@ -154,7 +170,8 @@ class JudgeConfig:
         help="Images larger than this are downscaled (aspect kept) before the judge sees them.")
     score_formula: ScoreFormula = option(
         "viescore", result=False,
-        help="How `score` combines the sub-scores I (instruction), C (consistency), Q (quality): viescore = "
+        help="default protocol: how `score` combines the sub-scores I (instruction), C (consistency), Q "
+             "(quality): viescore = "
              "sqrt(min(I, C) * Q); mean = weighted mean with score_weights; min = min(I, C, Q); instruction = I. "
              "Applied when results are written, so changing it on a resume re-scores without re-judging.")
     score_weights: dict = option(
@@ -175,6 +192,9 @@ class JudgeConfig:
                    for w in weights.values()) or sum(weights.values()) <= 0:
             raise ConfigError(f"`score_weights` must be numbers >= 0 with a positive sum, got {self.score_weights}.")
         self.score_weights = {k: float(w) for k, w in weights.items()}
+        for category, target in self.category_map.items():
+            if not isinstance(target, str) or not target.strip():
+                raise ConfigError(f"`category_map.{category}` must name a dimension or rubric, got {target!r}.")
         if not any(p.stem.lower() == "default" for p in Path(self.prompts_dir).glob("*.txt")):
             raise ConfigError(f"`prompts_dir` {self.prompts_dir!r} has no default.txt rubric.")
 

@@ -1,4 +1,5 @@
-"""Samples: load a dataset (hub id, local folder or JSON/JSONL manifest), map its columns, validate.
+"""Samples: load a dataset (hub id, local folder, a single parquet/CSV file, a JSON/JSONL manifest, or a
+benchmark's own files: see bench_lib.formats), map its columns, validate.
 
 Only the small text fields are read up front. Images stay where they are (a file path, encoded bytes,
 or a row of a `datasets.Dataset`) and are decoded by `ImageRef.load()` on the rank that edits or judges
@@ -7,9 +8,12 @@ the sample, so rank 0 never holds the whole benchmark's pixels.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hashlib
 import io
+import re
 import json
 import math
 import os
@@ -27,6 +31,7 @@ REQUIRED_COLUMNS = ("id", "category", "instruction", "source_image")
 IMAGE_COLUMNS = ("source_image", "reference_image", "edited_image")
 INPUT_IMAGES = ("source_image", "reference_image")  # a problem with one makes the sample invalid_input
 TEXT_COLUMNS = tuple(c for c in CANONICAL_COLUMNS if c not in IMAGE_COLUMNS)
+FIELD_COLUMNS = ("description", "rationale", "explanation")  # extra text some protocols show the judge
 
 
 MIN_IMAGE_SIDE = 8  # smaller images are invalid_input: nothing meaningful to edit or judge
@@ -85,6 +90,7 @@ class ImageRef:
 
     path: Optional[Path] = None
     data: Optional[bytes] = None
+    encoded: Optional[str] = None  # base64 text (a data URI's payload), decoded when the image is needed
     dataset: Any = None  # a one-column datasets.Dataset, used with `row`
     row: Optional[int] = None
     problem: Optional[str] = None  # the row's value can't be an image (the sample is invalid_input)
@@ -92,29 +98,32 @@ class ImageRef:
     roots: tuple[Path, ...] = ()  # with `row`: folders a path-only image value may point into
 
     def load(self) -> Image.Image:
-        if self.problem is not None:
-            raise ValueError(self.problem)
-        if self.path is None and self.data is None:
-            return self._resolved().load()
-        with Image.open(self.path if self.path is not None else io.BytesIO(self.data), formats=IMAGE_FORMATS) as image:
+        """The image as RGB, its size checked from the header (against `max_pixels`) before any decoding."""
+        with self._open() as image:
             return decode(image, max_pixels=self.max_pixels)
 
     def read_bytes(self) -> bytes:
         """The encoded image, undecoded (for a digest, or to decode under the pixel cap)."""
         if self.problem is not None:
             raise ValueError(self.problem)
-        if self.path is None and self.data is None:
+        if self.path is None and self.data is None and self.encoded is None:
             return self._resolved().read_bytes()
+        if self.encoded is not None:
+            return base64.b64decode(self.encoded, validate=False)
         return self.data if self.data is not None else self.path.read_bytes()
 
     def size(self) -> tuple[int, int]:
         """(width, height) from the image's header, without decoding its pixels."""
+        with self._open() as image:
+            return image.size
+
+    def _open(self) -> Image.Image:
         if self.problem is not None:
             raise ValueError(self.problem)
-        if self.path is None and self.data is None:
-            return self._resolved().size()
-        with Image.open(self.path if self.path is not None else io.BytesIO(self.data), formats=IMAGE_FORMATS) as image:
-            return image.size
+        if self.path is None and self.data is None and self.encoded is None:
+            return self._resolved()._open()
+        source = self.path if self.path is not None else io.BytesIO(self.read_bytes())
+        return Image.open(source, formats=IMAGE_FORMATS)
 
     def _resolved(self) -> "ImageRef":
         """An undecoded datasets.Image value {"bytes": ..., "path": ...} as a bytes or path reference."""
@@ -132,6 +141,8 @@ class ImageRef:
             return f"<{self.problem}>"
         if self.path is not None:
             return str(self.path)
+        if self.encoded is not None:
+            return "<base64 image>"
         return "<bytes>" if self.data is not None else f"<dataset row {self.row}>"
 
 
@@ -147,6 +158,7 @@ class Sample:
     human_score: Optional[float] = None  # a person's rating of a correct edit, for meta-evaluating the judge
     edited_image: Optional[ImageRef] = None  # an edit made elsewhere (the precomputed editor)
     problem: Optional[str] = None  # set when the row itself is unusable: the sample is `invalid_input`
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)  # description, rationale, explanation, flags
 
 
 def load_samples(cfg: DataConfig) -> list[Sample]:
@@ -157,17 +169,24 @@ def load_samples(cfg: DataConfig) -> list[Sample]:
 def load_benchmark(cfg: DataConfig) -> tuple[list[Sample], str]:
     """`load_samples`, plus an identity of the dataset's content (a manifest's hash, a dataset's
     fingerprint) so a resumed run can tell that its data changed."""
-    table = _read_table(cfg)
+    table, fmt = _read_table(cfg)
     if len(table) == 0:
         raise ConfigError(f"dataset {cfg.dataset!r} has no samples.")
-    mapping = _resolve_mapping(cfg.columns, table.columns)
+    # A format's own mapping takes the columns the file has (RISEBench gives `reference` or `reference_txt`);
+    # a mapping the user gives must exist.
+    present = {name: "|".join(s for s in sources.split("|") if s in table.columns)
+               for name, sources in fmt.columns.items()}
+    mapping = _resolve_mapping({**{k: v for k, v in present.items() if v}, **cfg.columns}, table.columns)
     num_rows = len(table) if cfg.limit is None else min(cfg.limit, len(table))
     text = {name: table.text_column(sources, num_rows) for name, sources in mapping.items()
             if name in TEXT_COLUMNS}
+    extras = {name: table.text_column([fmt.renames.get(name, name)], num_rows) for name in fmt.extras
+              if fmt.renames.get(name, name) in table.columns}
     samples = [
         _make_sample(i, {name: values[i] for name, values in text.items()},
                      {name: _capped(table.image_ref(sources, i), cfg.max_image_pixels)
-                      for name, sources in mapping.items() if name in IMAGE_COLUMNS})
+                      for name, sources in mapping.items() if name in IMAGE_COLUMNS},
+                     {name: values[i] for name, values in extras.items()})
         for i in range(num_rows)
     ]
     duplicates = sorted(k for k, n in Counter(s.id for s in samples).items() if n > 1)
@@ -218,14 +237,15 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[ImageRef]]) -> Sample:
+def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[ImageRef]],
+                 extras: Optional[dict[str, Any]] = None) -> Sample:
     raw_id = text["id"]
     if raw_id is None or isinstance(raw_id, (dict, list, bool)) or str(raw_id).strip() == "" \
             or not _is_utf8(str(raw_id)):
         raise ConfigError(f"row {index} has no usable id ({raw_id!r}); every sample needs a unique id.")
     problems = []
     fields = {}
-    for name in ("category", "instruction", "reference_text"):
+    for name in ("category", "instruction", "reference_text", *FIELD_COLUMNS):
         value = text.get(name)
         if value is not None and not isinstance(value, str):
             problems.append(f"{name} is not text ({type(value).__name__})")
@@ -256,6 +276,7 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
         reference_image=images.get("reference_image"),
         edited_image=images.get("edited_image"),
         problem="; ".join(problems) or None,
+        fields={**{name: fields[name] for name in FIELD_COLUMNS if fields[name]}, **(extras or {})},
     )
 
 
@@ -292,6 +313,35 @@ def _json_line(path: Path, number: Optional[int], text: str) -> Any:
         raise ConfigError(f"{where} is nested too deeply to be a manifest of samples.") from None
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def encoded_image(value: str) -> Optional[str]:
+    """The base64 payload of an image given as text: a data URI (`data:image/png;base64,...`), or raw base64
+    whose first bytes are an image signature. None for anything else (a path)."""
+    if value.startswith("data:"):
+        head, sep, payload = value.partition(",")
+        return payload if sep and ";base64" in head else None
+    if len(value) < 64 or not _BASE64.fullmatch(value[:4096]):
+        return None
+    try:
+        start = base64.b64decode(value[:64], validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    return value if start.startswith(_IMAGE_MAGIC) else None
+
+
+def string_ref(base: Optional[Path], value: str) -> ImageRef:
+    """An image named by text in the data: base64 (or a data URI), else a path relative to `base`."""
+    encoded = encoded_image(value)
+    if encoded is not None:
+        return ImageRef(encoded=encoded)
+    if base is None:
+        return ImageRef(problem=f"image value is not base64 and the dataset has no folder for a path: {value[:80]!r}")
+    return file_ref(base, value)
+
+
 def file_ref(base: Path, value: str) -> ImageRef:
     """An image path taken from the data, relative to `base`. Absolute paths and paths that leave `base`
     are refused without being opened: the data must not choose which files the harness reads."""
@@ -307,26 +357,35 @@ def file_ref(base: Path, value: str) -> ImageRef:
     return ImageRef(path=base / normal)
 
 
-class _ManifestTable:
-    """A JSON list or JSONL file of objects; image paths are relative to the manifest's folder."""
+def read_json_file(path: Path) -> tuple[bytes, Any]:
+    """A JSON or JSONL file's bytes and value (JSONL: the list of its lines' values)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark is allowed, and not part of the first key
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"manifest {str(path)!r} is not UTF-8 text (byte {err.start}): save it as UTF-8.") from None
+    if path.suffix == ".jsonl":
+        return raw, [_json_line(path, number, line) for number, line in enumerate(text.splitlines(), start=1)
+                     if line.strip()]
+    return raw, _json_line(path, None, text)
 
-    def __init__(self, path: Path):
-        self.base = path.parent.resolve()
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")  # a byte-order mark is allowed, and not part of the first key
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"manifest {str(path)!r} is not UTF-8 text (byte {err.start}): save it as UTF-8.") from None
-        if path.suffix == ".jsonl":
-            rows = [_json_line(path, number, line) for number, line in enumerate(text.splitlines(), start=1)
-                    if line.strip()]
-        else:
-            rows = _json_line(path, None, text)
+
+class _ManifestTable:
+    """Rows of objects (a JSON list or JSONL file, or a benchmark's records read into rows); image paths are
+    relative to `base`, the manifest's folder."""
+
+    def __init__(self, rows: Any, *, base: Path, identity: str, name: str):
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise ConfigError(f"manifest {str(path)!r} must be a list of objects (JSON) or one object per line (JSONL).")
+            raise ConfigError(f"manifest {name!r} must be a list of objects (JSON) or one object per line (JSONL).")
+        self.base = base.resolve()
         self.rows = rows
         self.columns = sorted({key for row in rows for key in row})
-        self.identity = "sha256:" + hashlib.sha256(raw).hexdigest()
+        self.identity = identity
+
+    @classmethod
+    def from_file(cls, path: Path) -> "_ManifestTable":
+        raw, rows = read_json_file(path)
+        return cls(rows, base=path.parent, identity="sha256:" + hashlib.sha256(raw).hexdigest(), name=str(path))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -338,9 +397,12 @@ class _ManifestTable:
         value = _first_present([self.rows[i].get(s) for s in sources])
         if value is None:
             return None
+        if isinstance(value, list):
+            return ImageRef(problem=f"{len(value)} source images for one sample ({str(value)[:120]}): this harness "
+                                    "edits one image per sample")
         if not isinstance(value, str):
-            return ImageRef(problem=f"image value is not a path: {value!r}"[:200])
-        return file_ref(self.base, value)
+            return ImageRef(problem=f"image value is not a path or base64 text: {value!r}"[:200])
+        return string_ref(self.base, value)
 
 
 class _DatasetTable:
@@ -381,8 +443,8 @@ class _DatasetTable:
             if is_image_feature:
                 return ImageRef(dataset=column, row=i, roots=self.roots)  # `column` is cast to decode=False
             value = column[i][source]
-            if isinstance(value, str) and self.base is not None:
-                return file_ref(self.base, value)
+            if isinstance(value, str) and (self.base is not None or encoded_image(value) is not None):
+                return string_ref(self.base, value)
             if isinstance(value, dict) and value.get("bytes"):
                 return ImageRef(data=value["bytes"])
             return ImageRef(problem=f"unsupported image value: {str(value)[:80]!r}")
@@ -406,11 +468,48 @@ class _DatasetTable:
 
 
 def _read_table(cfg: DataConfig):
-    path = Path(cfg.dataset)
-    if path.suffix in (".json", ".jsonl"):
-        if not path.is_file():
-            raise ConfigError(f"manifest {cfg.dataset!r} does not exist.")
-        return _ManifestTable(path)
+    """(the table of rows, its Format)."""
+    from . import formats
+
+    check_dataset_name(cfg)
+    name = formats.detect(cfg) if cfg.dataset_format == "auto" else cfg.dataset_format
+    path = Path(cfg.dataset).expanduser()
+    if name in ("manifest", "risebench", "re_edit"):
+        if not path.is_file() or path.suffix not in (".json", ".jsonl"):
+            raise ConfigError(f"dataset {cfg.dataset!r}: format {name} needs a .json or .jsonl file.")
+        if name != "re_edit":
+            return _ManifestTable.from_file(path), formats.FORMATS[name]
+        raw, data = read_json_file(path)
+        return _ManifestTable(formats.read_re_edit(path, raw, data), base=path.parent, name=str(path),
+                              identity="sha256:" + hashlib.sha256(raw).hexdigest()), formats.FORMATS[name]
+    if name == "kris":
+        if not path.is_dir():
+            raise ConfigError(f"dataset {cfg.dataset!r}: format kris needs KRIS-Bench's folder of task folders.")
+        rows, identity = formats.read_kris(path)
+        return _ManifestTable(rows, base=path, identity=identity, name=str(path)), formats.FORMATS[name]
+    table = _dataset_table(cfg, path)
+    if name == "gedit" or (cfg.dataset_format == "auto" and formats.GEDIT_COLUMNS <= set(table.columns)):
+        return table, formats.FORMATS["gedit"]
+    return table, formats.FORMATS["datasets"]
+
+
+def check_dataset_name(cfg: DataConfig) -> None:
+    """A local path must exist (it is never sent to the hub); a hub id must be usable: cached, or reachable,
+    existing and not gated (one request, no retries). One line each, before `datasets` is even imported."""
+    from .models import hub_problem, looks_local
+
+    path = Path(cfg.dataset).expanduser()
+    if path.exists():
+        return
+    if looks_local(cfg.dataset) or cfg.dataset.count("/") != 1 or path.suffix.lower() in (
+            ".json", ".jsonl", ".parquet", ".csv"):
+        raise ConfigError(f"`dataset` {cfg.dataset!r}: no such file or folder (a hub dataset is named ORG/NAME).")
+    problem = hub_problem(cfg.dataset, repo_type="dataset", revision=cfg.dataset_revision, key="dataset")
+    if problem:
+        raise ConfigError(problem)
+
+
+def _dataset_table(cfg: DataConfig, path: Path) -> "_DatasetTable":
     import datasets
 
     if path.is_dir():
@@ -422,16 +521,21 @@ def _read_table(cfg: DataConfig):
                 loaded = loaded[cfg.dataset_split]
             return _DatasetTable(loaded, base=path.resolve())
         return _DatasetTable(_load_dataset(cfg, str(path)), base=path.resolve())
-    if path.exists():
-        raise ConfigError(f"dataset {cfg.dataset!r} is a file but not a .json/.jsonl manifest.")
+    if path.is_file():
+        builder = {".parquet": "parquet", ".csv": "csv"}.get(path.suffix.lower())
+        if builder is None:
+            raise ConfigError(f"dataset {cfg.dataset!r} is a file but not a .json/.jsonl manifest, .parquet or .csv.")
+        return _DatasetTable(_load_dataset(cfg, builder, data_files=str(path), split="train"),
+                             base=path.parent.resolve())
     return _DatasetTable(_load_dataset(cfg, cfg.dataset, revision=cfg.dataset_revision), base=None)
 
 
-def _load_dataset(cfg: DataConfig, path: str, revision: Optional[str] = None):
+def _load_dataset(cfg: DataConfig, path: str, revision: Optional[str] = None, **kwargs):
     import datasets
 
+    kwargs.setdefault("split", cfg.dataset_split)
     try:
-        return datasets.load_dataset(path, split=cfg.dataset_split, revision=revision)
+        return datasets.load_dataset(path, revision=revision, **kwargs)
     except (FileNotFoundError, ValueError) as err:
         # datasets raises these for an unknown hub id, an unknown split and an unreadable folder
         raise ConfigError(f"cannot load dataset {path!r} (split {cfg.dataset_split!r}): {err}") from None

@@ -40,7 +40,10 @@ def _thumb(load) -> Optional[str]:
         return None
 
 
-def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sample]) -> list[dict[str, Any]]:
+def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sample],
+                  primary: Optional[str] = None) -> list[dict[str, Any]]:
+    """One card's data per row; `metrics` are the protocol's per-sample metrics other than the primary one
+    (which is `score`)."""
     by_id = {s.id: s for s in samples}
     items = []
     for position, row in enumerate(rows):
@@ -52,7 +55,7 @@ def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sa
             "instruction": row["instruction"],
             "status": row["status"],
             "score": row["score"],
-            "subscores": row.get("subscores"),
+            "metrics": {k: v for k, v in (row.get("metrics") or {}).items() if k != primary and v is not None},
             "rationale": row.get("rationale"),
             "error": row.get("error"),
             "flags": row.get("flags") or [],
@@ -68,8 +71,9 @@ def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sa
 def render_gallery(items: list[dict[str, Any]], report: dict[str, Any]) -> str:
     meta = report["meta"]
     title = f"{meta['editor_model']} on {meta['dataset']}"
-    summary = (f"{len(items)} samples · judge {meta['judge_model']} ({meta['judge_mode']}) · score "
-               f"{meta['score_formula']} · overall mean "
+    scoring = (f"score {meta['score_formula']}" if meta.get("protocol", "default") == "default"
+               else f"protocol {meta['protocol']}, score = {meta.get('primary_metric')}")
+    summary = (f"{len(items)} samples · judge {meta['judge_model']} ({meta['judge_mode']}) · {scoring} · overall mean "
                + ("–" if report["overall"]["mean"] is None else f"{report['overall']['mean']:.2f}"))
     if report.get("stamp"):  # ties the page to the results.jsonl it shows (checked by store.read_run)
         from .store import stamp_line
@@ -83,7 +87,8 @@ def render_gallery(items: list[dict[str, Any]], report: dict[str, Any]) -> str:
 
 
 def write_gallery(path: Path, rows: list[dict[str, Any]], samples: list[Sample], report: dict[str, Any]) -> None:
-    write_text(path, render_gallery(gallery_items(path.parent, rows, samples), report))
+    primary = (report.get("protocol") or {}).get("primary")
+    write_text(path, render_gallery(gallery_items(path.parent, rows, samples, primary), report))
 
 
 PAGE = """<!DOCTYPE html>
@@ -163,8 +168,8 @@ function card(item) {
   head.appendChild(el("span", "status " + item.status, item.status));
   head.appendChild(document.createTextNode(" " + item.category + " · " + item.id));
   t.appendChild(head);
-  if (item.subscores) t.appendChild(el("p", null, "instruction " + fmt(item.subscores.instruction) +
-      " · consistency " + fmt(item.subscores.consistency) + " · quality " + fmt(item.subscores.quality)));
+  const metrics = Object.entries(item.metrics || {});
+  if (metrics.length) t.appendChild(el("p", null, metrics.map(([k, v]) => k + " " + fmt(v)).join(" · ")));
   t.appendChild(el("p", null, "Instruction: " + item.instruction));
   if (item.reference_text) t.appendChild(el("p", null, "Reference: " + item.reference_text));
   if (item.rationale) t.appendChild(el("p", "rationale", "Judge: " + item.rationale));

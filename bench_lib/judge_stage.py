@@ -21,8 +21,9 @@ from PIL import Image
 from .data import Sample
 from .distributed import Distributed
 from .edit_stage import error_text, free_memory, is_fatal, warn_every_rank
-from .judges import Judgement, JudgeRequest, Rubrics
+from .judges import Judgement, JudgeRequest
 from .progress import Progress
+from .protocols import Protocol, view_of
 from .store import RunFolder
 
 EDITOR_JOB = "editor"
@@ -72,25 +73,22 @@ def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def judge_request(sample: Sample, edited: Image.Image, max_pixels: int) -> JudgeRequest:
+def judge_request(sample: Sample, edited: Image.Image, max_pixels: int, protocol: Protocol,
+                  category_map: dict[str, str]) -> JudgeRequest:
     reference = sample.reference_image.load() if sample.reference_image is not None else None
-    return JudgeRequest(
-        category=sample.category,
-        instruction=sample.instruction,
-        source=fit_pixels(sample.source_image.load(), max_pixels),
-        edited=fit_pixels(edited, max_pixels),
-        reference_text=sample.reference_text,
-        reference_image=fit_pixels(reference, max_pixels) if reference is not None else None,
-    )
+    images = {"source": fit_pixels(sample.source_image.load(), max_pixels), "edited": fit_pixels(edited, max_pixels),
+              "reference": fit_pixels(reference, max_pixels) if reference is not None else None}
+    return JudgeRequest(sample=view_of(sample, protocol, category_map), images=images)
 
 
 def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
-                load_edited: Callable[[Sample], Image.Image], *, max_pixels: int) -> None:
+                load_edited: Callable[[Sample], Image.Image], *, max_pixels: int, protocol: Protocol,
+                category_map: dict[str, str]) -> None:
     """Score a batch in one call; if that fails, score its samples one by one to isolate the culprit."""
     requests, ready = [], []
     for sample in batch:
         try:
-            requests.append(judge_request(sample, load_edited(sample), max_pixels))
+            requests.append(judge_request(sample, load_edited(sample), max_pixels, protocol, category_map))
             ready.append(sample)
         except Exception as err:
             outcomes[sample.id].status = "invalid_input"
@@ -113,13 +111,15 @@ def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
             outcomes[ready[0].id].status, outcomes[ready[0].id].error = "judge_failed", failure
             return
         for sample in ready:  # one at a time, so only the culprit fails
-            judge_batch(judge, [sample], outcomes, load_edited, max_pixels=max_pixels)
+            judge_batch(judge, [sample], outcomes, load_edited, max_pixels=max_pixels, protocol=protocol,
+                        category_map=category_map)
         return
-    for sample, judgement in zip(ready, judgements):
+    for sample, request, judgement in zip(ready, requests, judgements):
         outcome = outcomes[sample.id]
         outcome.judgement = judgement
-        if judgement.error is None and not judgement.subscores:
-            judgement.error = "the judge returned no sub-scores"
+        missing = sorted(set(protocol.questions(request.sample)) - set(judgement.answers or {}))
+        if judgement.error is None and missing:  # a judge backend bug: a judgement must answer every question
+            judgement.error = f"the judge returned no answer to {missing}"
         if judgement.error is not None:  # unparseable twice, or NaN/inf: never a score
             outcome.status, outcome.error = "judge_failed", judgement.error
 
@@ -127,7 +127,7 @@ def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
 def judge_record(sample_id: str, outcome: JudgeOutcome, attempt: int) -> dict[str, Any]:
     judgement = outcome.judgement or Judgement()  # None: the judge never answered (an exception or bad input)
     return {"id": sample_id, "status": outcome.status, "error": outcome.error,
-            "subscores": judgement.subscores, "rationale": judgement.rationale,
+            "answers": judgement.answers, "distributions": judgement.distributions, "rationale": judgement.rationale,
             "parse": judgement.parse if outcome.judgement is not None else None,
             "raw": judgement.raw, "digit_mass": judgement.digit_mass, "attempt": attempt}
 
@@ -142,30 +142,36 @@ def length_batches(lengths: list[float], batch_size: int) -> list[list[int]]:
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def judge_length(sample: Sample, edited_size: tuple[int, int], rubrics: Rubrics, max_pixels: int) -> float:
-    """An estimate of the judge prompt's length in tokens, from image headers and text lengths: a vision
-    token per 32x32 pixels (Qwen3-VL; 28x28 for Qwen2.5-VL), a text token per ~4 characters."""
-    sizes = [ref.size() for ref in (sample.source_image, sample.reference_image) if ref is not None]
-    pixels = sum(min(width * height, max_pixels) for width, height in [*sizes, edited_size])
-    text = len(rubrics.templates[rubrics.rubric_name(sample.category)]) + len(sample.instruction) \
-        + len(sample.reference_text or "")
-    return pixels / 1024 + text / 4
+def judge_length(sample: Sample, edited_size: tuple[int, int], protocol: Protocol, category_map: dict[str, str],
+                 max_pixels: int) -> float:
+    """An estimate of the judge's prompt length in tokens, from image headers and text lengths: a vision token
+    per 32x32 pixels (Qwen3-VL; 28x28 for Qwen2.5-VL), a text token per ~4 characters, over every view the
+    protocol asks about the sample."""
+    sizes = {"source": sample.source_image.size(), "edited": edited_size,
+             "reference": sample.reference_image.size() if sample.reference_image is not None else None}
+    view = view_of(sample, protocol, category_map)
+    total = 0.0
+    for ask in protocol.asks(view, {name: name for name in sizes}):  # images stand in as their names
+        pixels = sum(min(sizes[name][0] * sizes[name][1], max_pixels) for _, name in ask.images if sizes.get(name))
+        total += pixels / 1024 + (len(ask.context) + sum(len(q.text) for q in ask.questions)) / 4
+    return total
 
 
-def _safe_length(sample: Sample, job: JudgeJob, rubrics: Rubrics, max_pixels: int) -> float:
+def _safe_length(sample: Sample, job: JudgeJob, protocol: Protocol, category_map: dict[str, str],
+                 max_pixels: int) -> float:
     try:
-        return judge_length(sample, job.edited_size(sample), rubrics, max_pixels)
+        return judge_length(sample, job.edited_size(sample), protocol, category_map, max_pixels)
     except Exception:  # an unreadable image fails when the sample is judged, with its own error
         return 0.0
 
 
-def plan_judge_batches(jobs: list[JudgeJob], rubrics: Rubrics, *, batch_size: int,
+def plan_judge_batches(jobs: list[JudgeJob], protocol: Protocol, category_map: dict[str, str], *, batch_size: int,
                        max_pixels: int) -> list[tuple[int, list[int]]]:
     """Main process: (job index, sample indices) of every batch, over ALL ranks' work. A job's batches hold
     samples of similar estimated prompt length; a batch never mixes jobs, so one job's scores don't depend on
     which other jobs run. Bitwise-equal scores on 1 and 2 processes: tests/test_multiprocess.py (fp32, CPU)."""
-    return [(j, batch) for j, job in enumerate(jobs)
-            for batch in length_batches([_safe_length(s, job, rubrics, max_pixels) for s in job.samples], batch_size)]
+    return [(j, batch) for j, job in enumerate(jobs) for batch in length_batches(
+        [_safe_length(s, job, protocol, category_map, max_pixels) for s in job.samples], batch_size)]
 
 
 def deal(batches: list, world_size: int) -> list:
@@ -174,15 +180,17 @@ def deal(batches: list, world_size: int) -> list:
     return [batches[i] for rank in range(world_size) for i in range(rank, len(batches), world_size)]
 
 
-def load_judge(judge_cls: type, judge_cfg: Any, judge_common: Any, *, device, device_map, trust_remote_code: bool):
-    return judge_cls(judge_cfg, judge=judge_common, device=device, device_map=device_map,
+def load_judge(judge_cls: type, judge_cfg: Any, judge_common: Any, protocol: Protocol, *, device, device_map,
+               trust_remote_code: bool):
+    return judge_cls(judge_cfg, judge=judge_common, protocol=protocol, device=device, device_map=device_map,
                      trust_remote_code=trust_remote_code)
 
 
 class JudgeStage:
-    def __init__(self, dist: Distributed, cfg, *, logger):
+    def __init__(self, dist: Distributed, cfg, protocol: Protocol, *, logger):
         self.dist = dist
         self.cfg = cfg  # the BenchmarkConfig
+        self.protocol = protocol
         self.logger = logger
         self.timings = JudgeTimings()
 
@@ -196,7 +204,7 @@ class JudgeStage:
         judge = None
         if mine:  # load only on a rank that has something to judge
             t0 = time.perf_counter()
-            judge = load_judge(self.judge_class(self.cfg), self.cfg.judge_backend, self.cfg.judge,
+            judge = load_judge(self.judge_class(self.cfg), self.cfg.judge_backend, self.cfg.judge, self.protocol,
                                device=dist.device, device_map=dist.judge_device_map(),
                                trust_remote_code=self.cfg.run.trust_remote_code)
             self.timings.load_judge = time.perf_counter() - t0
@@ -210,7 +218,8 @@ class JudgeStage:
                 job = jobs[j]
                 batch = [job.samples[i] for i in indices]
                 outcomes = {s.id: JudgeOutcome() for s in batch}
-                judge_batch(judge, batch, outcomes, job.load_edited, max_pixels=self.cfg.judge.judge_max_pixels)
+                judge_batch(judge, batch, outcomes, job.load_edited, max_pixels=self.cfg.judge.judge_max_pixels,
+                            protocol=self.protocol, category_map=self.cfg.judge.category_map)
                 batch_records = [judge_record(s.id, outcomes[s.id], job.attempt) for s in batch]
                 writers[j].write(batch_records)
                 records[j] += batch_records

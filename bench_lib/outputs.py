@@ -17,6 +17,7 @@ from .data import Sample
 from .edit_stage import is_fatal
 from .gallery import GALLERY_FILE, write_gallery
 from .judges import Rubrics
+from .protocols import Protocol
 from .provenance import collect as collect_provenance
 from .report import CHART_FILE, build_report, render_markdown, timing_summary, write_chart
 from .results import baseline_edit, build_row
@@ -44,9 +45,9 @@ def edits_digest(records: list[dict]) -> Optional[dict]:
 
 
 def build_rows(cfg, samples: list[Sample], edits: dict[str, dict], judgements: dict[str, dict],
-               baseline_records: dict[str, dict[str, dict]], rubrics: Rubrics):
+               baseline_records: dict[str, dict[str, dict]], protocol: Protocol):
     """The editor's rows and each baseline's, in dataset order."""
-    scoring = {"score_formula": cfg.judge.score_formula, "score_weights": cfg.judge.score_weights, "rubrics": rubrics}
+    scoring = {"protocol": protocol, "category_map": cfg.judge.category_map}
     rows = [build_row(s, edit=edits[s.id], judgement=judgements.get(s.id), seed=sample_seed(cfg.run.seed, s.id),
                       **scoring) for s in samples]
     baselines = {name: [build_row(s, edit=baseline_edit(s), judgement=records.get(s.id), seed=None, **scoring)
@@ -55,11 +56,12 @@ def build_rows(cfg, samples: list[Sample], edits: dict[str, dict], judgements: d
 
 
 def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: dict[str, list[dict]],
-                  per_rank: list[dict], samples: list[Sample], rubrics: Rubrics, meta: dict[str, Any],
-                  edit_records: list[dict]) -> dict[str, Any]:
+                  per_rank: list[dict], samples: list[Sample], rubrics: Rubrics, protocol: Protocol,
+                  meta: dict[str, Any], edit_records: list[dict]) -> dict[str, Any]:
     """Write one reporting pass into `folder`; returns the report."""
     output_dir = folder.root
     meta = {**meta, "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "protocol": protocol.name, "primary_metric": protocol.primary,
             "score_formula": cfg.judge.score_formula, "score_formula_text": FORMULA_TEXT[cfg.judge.score_formula],
             "score_weights": cfg.judge.score_weights if cfg.judge.score_formula == "mean" else None,
             "num_samples": len(rows), "config": cfg.to_dict()}
@@ -69,7 +71,7 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
     provenance.update(started=meta["started"], finished=meta["finished"], fingerprint=folder.fingerprint(),
                       attempts=history, edits=edits_digest(edit_records))
     report = build_report(rows, timings=timing_summary([r["timings"] for r in per_rank]), meta=meta,
-                          baselines=baseline_rows, provenance=provenance)
+                          baselines=baseline_rows, provenance=provenance, protocol=protocol)
     results_text = jsonl_text(rows)
     baseline_texts = {name: jsonl_text(brows) for name, brows in baseline_rows.items()}
     report["stamp"] = {"attempt": meta["attempt"], "results_sha256": sha256_text(results_text),
@@ -82,7 +84,8 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
             stale.unlink()
     write_json(output_dir / REPORT_FILE, report)
     chart = optional_output(output_dir / CHART_FILE, lambda: write_chart(output_dir / CHART_FILE, report))
-    write_text(output_dir / "report.md", render_markdown(report, chart=CHART_FILE if chart else None))
+    write_text(output_dir / "report.md", render_markdown(report, chart=CHART_FILE if chart else None,
+                                                         protocol=protocol))
     if cfg.run.gallery:
         optional_output(output_dir / GALLERY_FILE,
                         lambda: write_gallery(output_dir / GALLERY_FILE, rows, samples, report))

@@ -20,6 +20,7 @@ def score_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     flagged (rows with a suspicious edit: NaN/inf pixels or a constant image; they are still scored),
     subscores (the mean of each sub-score over the scored rows), judge parse counts over the judged rows."""
     scored = [r for r in rows if r["status"] == "ok"]
+    with_subscores = [r for r in scored if r.get("subscores")]  # the default protocol's
     scores = [r["score"] for r in scored]
     count = len(scores)
     mean = sum(scores) / count if count else None
@@ -33,8 +34,8 @@ def score_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "failed": sum(statuses.values()),
             "failed_by_status": dict(sorted(statuses.items())),
             "flagged": sum(bool(r.get("flags")) for r in rows), "flags": dict(sorted(flags.items())),
-            "subscores": {name: (sum(r["subscores"][name] for r in scored) / count if count else None)
-                          for name in SUBSCORES},
+            "subscores": {name: (sum(r["subscores"][name] for r in with_subscores) / len(with_subscores)
+                                 if with_subscores else None) for name in SUBSCORES},
             "judged": judged, "reasked": parses["reasked"], "parse_failed": parses["failed"],
             "parse_failure_rate": parses["failed"] / judged if judged else None}
 
@@ -79,11 +80,35 @@ def categories_of(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({r["category"] for r in rows if r.get("category")})
 
 
+def with_metrics(stats: dict[str, Any], rows: list[dict[str, Any]], protocol) -> dict[str, Any]:
+    if protocol is not None:
+        stats["metrics"] = protocol.aggregate(rows)
+    return stats
+
+
+def macro_metrics(rows: list[dict[str, Any]], categories: list[str], protocol) -> dict[str, Any]:
+    """metric -> {"mean", "ci95", "count"}: the unweighted mean of the category means (over categories with a
+    value), its interval resampling within each category, on the scale the report shows."""
+    out = {}
+    for metric in protocol.metrics:
+        groups = {c: v for c in categories if (v := [r["metrics"][metric.name] for r in rows if r["category"] == c
+                                                     and r["status"] == "ok" and r["metrics"].get(metric.name) is not None])}
+        a, b = metric.scale_to_report or (0.0, 1.0)
+        mean = sum(sum(v) / len(v) for v in groups.values()) / len(groups) if groups else None
+        ci = bootstrap_macro_ci(groups) if groups else None
+        out[metric.name] = {"mean": None if mean is None else a + b * mean,
+                            "ci95": None if ci is None else [a + b * ci[0], a + b * ci[1]],
+                            "count": sum(len(v) for v in groups.values()), "categories": len(groups)}
+    return out
+
+
 def build_report(rows: list[dict[str, Any]], *, timings: dict[str, Any], meta: dict[str, Any],
                  baselines: Optional[dict[str, list[dict[str, Any]]]] = None,
-                 provenance: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                 provenance: Optional[dict[str, Any]] = None, protocol=None) -> dict[str, Any]:
+    """report.json. With a `protocol`, each category and the overall figures also carry `metrics` (every
+    metric of the protocol: mean, 95% CI, count), the overall ones `macro_metrics`, and `protocol` says which."""
     categories = categories_of(rows)
-    overall = score_stats(rows)
+    overall = with_metrics(score_stats(rows), rows, protocol)
     # The macro mean weighs every category with at least one scored sample the same (a category whose
     # samples all failed has no mean to weigh); its interval resamples within each of those categories.
     scored = {c: v for c in categories
@@ -92,9 +117,15 @@ def build_report(rows: list[dict[str, Any]], *, timings: dict[str, Any], meta: d
     overall["macro_categories"] = sorted(scored)
     macro_ci = bootstrap_macro_ci(scored) if scored else None
     overall["macro_ci95"] = list(macro_ci) if macro_ci else None
-    return {
+    if protocol is not None:
+        overall["macro_metrics"] = macro_metrics(rows, categories, protocol)
+    report = {
+        "protocol": None if protocol is None else {
+            "name": protocol.name, "prompts_sha256": protocol.digest(), "primary": protocol.primary,
+            "metrics": {m.name: {"range": [m.low, m.high], "reported_as": m.scale_to_report} for m in protocol.metrics}},
         "overall": overall,
-        "categories": {c: score_stats([r for r in rows if r["category"] == c]) for c in categories},
+        "categories": {c: with_metrics(score_stats([r for r in rows if r["category"] == c]),
+                                       [r for r in rows if r["category"] == c], protocol) for c in categories},
         "uncertainty": {"method": "percentile bootstrap of the mean", "level": 0.95,
                         "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED,
                         "macro": "resampled within each category"},
@@ -106,6 +137,9 @@ def build_report(rows: list[dict[str, Any]], *, timings: dict[str, Any], meta: d
         "meta": meta,
         "provenance": provenance,
     }
+    if protocol is not None:
+        report.update(protocol.report_extras(rows, categories))
+    return report
 
 
 _MARKDOWN_CELL = str.maketrans({"|": "\\|", "<": "&lt;", ">": "&gt;", "`": "\\`", "\r": " ", "\n": " "})
@@ -139,8 +173,20 @@ def _ci(ci: Optional[list[float]]) -> str:
     return "–" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None) -> str:
+def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, protocol=None) -> str:
     meta, timings, overall = report["meta"], report["timings"], report["overall"]
+    own = protocol is None or not protocol.headline(report)  # the harness's own table is the headline
+    if own:
+        scoring = (f"- score: {meta['score_formula']} = {meta['score_formula_text']} of the sub-scores instruction "
+                   "(I), consistency (C) and quality (Q)")
+        columns = [("I", "instruction"), ("C", "consistency"), ("Q", "quality")]
+        low, high = 0, 10
+    else:
+        primary = protocol.metric(protocol.primary)
+        scoring = (f"- protocol: {protocol.name} (metrics {', '.join(m.name for m in protocol.metrics)}; `score` "
+                   f"is {protocol.primary}, {primary.low:g}-{primary.high:g} per sample)")
+        columns = [(m.name, m.name) for m in protocol.metrics if m.name != protocol.primary]
+        low, high = primary.low, primary.high
     lines = [
         "# Benchmark report",
         "",
@@ -148,26 +194,34 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None) -> s
         + (f", the first {meta['limit']} rows" if meta.get("limit") else "") + ")",
         f"- editor: {md_code(meta['editor_model'])}",
         f"- judge: {md_code(meta['judge_model'])} ({meta['judge_mode']} mode)",
-        f"- score: {meta['score_formula']} = {meta['score_formula_text']} of the sub-scores instruction (I), "
-        "consistency (C) and quality (Q)",
+        scoring,
         f"- processes: {meta['world_size']}, seed: {meta['seed']}",
         "",
-        "Scores are 0-10. `95% CI` is a percentile bootstrap interval of the mean "
+    ]
+    if not own:
+        lines += [f"## {protocol.name}: the benchmark's own table", "",
+                  "Means over the scored samples with 95% bootstrap intervals, on the benchmark's own scales.", "",
+                  *protocol.headline(report), "", "## Details", ""]
+    lines += [
+        f"Scores are {low:g}-{high:g}. `95% CI` is a percentile bootstrap interval of the mean "
         f"({report['uncertainty']['resamples']} resamples, seed {report['uncertainty']['seed']}); `std` is the "
         "sample standard deviation; `count` is the number of scored samples; `failed` counts samples whose "
         "status is not `ok` (never in a mean); `flagged` counts edits with NaN/inf pixels or a single colour "
         "(still scored: look at them); `unparsed` is the share of judged samples whose answer did not parse "
         "even when asked again (they are `judge_failed`).",
         "",
-        "| category | score | 95% CI | std | I | C | Q | count | failed | flagged | unparsed |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| category | score | 95% CI | std | " + " | ".join(label for label, _ in columns)
+        + " | count | failed | flagged | unparsed |",
+        "|---|---:|---|---:|" + "---:|" * len(columns) + "---:|---:|---:|---:|",
     ]
     for name, stats in [*report["categories"].items(), (OVERALL, overall)]:
-        sub = stats["subscores"]
+        if own:
+            cells = [_fmt(stats["subscores"][key]) for _, key in columns]
+        else:
+            cells = [_fmt((stats["metrics"].get(key) or {}).get("mean")) for _, key in columns]
         rate = stats["parse_failure_rate"]
         lines.append(f"| {_label(name)} | {_fmt(stats['mean'])} | {_ci(stats['ci95'])} | {_fmt(stats['std'])} | "
-                     f"{_fmt(sub['instruction'])} | {_fmt(sub['consistency'])} | {_fmt(sub['quality'])} | "
-                     f"{stats['count']} | {stats['failed']} | {stats['flagged']} | "
+                     + " | ".join(cells) + f" | {stats['count']} | {stats['failed']} | {stats['flagged']} | "
                      f"{'–' if rate is None else f'{100 * rate:.0f}%'} |")
     lines += ["", f"Overall is the micro mean (every scored sample weighs the same). The macro mean (every "
               f"category with a score weighs the same) is {_fmt(overall['macro_mean'])}, 95% CI "

@@ -33,10 +33,11 @@ from .judge_stage import EDITOR_JOB, JudgeJob, JudgeStage, plan_judge_batches
 from .judges import Rubrics
 from .models import check_tiny_name
 from .outputs import build_rows, rank_timings, write_outputs
+from .protocols import Protocol, make_protocol, unmapped_categories
 from .provenance import backend_models, device_name, harness_commit, package_versions
 from .store import RUN_FILE, RunFolder, load_png, sample_seed
 
-SCORING_VERSION = 3  # bump when a change to the harness changes scores: old run folders then refuse to resume
+SCORING_VERSION = 4  # bump when a change to the harness changes scores: old run folders then refuse to resume
 
 
 def _logger():
@@ -73,7 +74,8 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
                           "put it somewhere else (the run's files would change the dataset).")
 
 
-def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubrics) -> dict[str, Any]:
+def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubrics,
+                    protocol: Protocol) -> dict[str, Any]:
     """Everything a result depends on, from the fields each section declares result-changing (bench_lib.config,
     bench_lib.backends): the data by content, both backends' settings (an adapter by its hash), the rubrics'
     hashes and the harness's scoring version. Not in it: whatever is declared not to change results (limit,
@@ -82,7 +84,8 @@ def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubric
     return {"data": {**section_fingerprint(cfg.data), "dataset_content": dataset_identity},
             "editor": {**section_fingerprint(cfg.editor), editor.name: editor.fingerprint(cfg.editor_backend, cfg)},
             "judge": {**section_fingerprint(cfg.judge), judge.name: judge.fingerprint(cfg.judge_backend, cfg)},
-            "run": section_fingerprint(cfg.run), "rubrics": rubrics.hashes(), "scoring": SCORING_VERSION}
+            "run": section_fingerprint(cfg.run), "rubrics": rubrics.hashes(),
+            "protocol": {"name": protocol.name, "prompts_sha256": protocol.digest()}, "scoring": SCORING_VERSION}
 
 
 @dataclass
@@ -130,10 +133,11 @@ def _run(cfg: BenchmarkConfig, dist: Distributed, folder: RunFolder) -> Path:
     samples, dataset_identity = dist.main_first(lambda: load_benchmark(cfg.data))
     dist.main_first(lambda: check_models(cfg), local=True)
     rubrics = Rubrics(cfg.judge.prompts_dir)
-    _log_input_problems(samples, rubrics, logger)
+    protocol = make_protocol(cfg.judge, rubrics)
+    _log_input_problems(samples, protocol, cfg.judge.category_map, logger)
     # The main process reads the folder and shares one plan, so every rank (every node, whatever its
     # filesystem cache shows) works from the same records.
-    plan = dist.on_main(lambda: _plan(cfg, folder, run_fingerprint(cfg, dataset_identity, rubrics), samples,
+    plan = dist.on_main(lambda: _plan(cfg, folder, run_fingerprint(cfg, dataset_identity, rubrics, protocol), samples,
                                       dist.world_size, logger))
     _check_shared_folder(dist, folder, plan.attempt)
 
@@ -155,9 +159,10 @@ def _run(cfg: BenchmarkConfig, dist: Distributed, folder: RunFolder) -> Path:
                      lambda s: load_png(folder.root / edits[s.id]["edited_image"]),
                      lambda s: ImageRef(path=folder.root / edits[s.id]["edited_image"]).size())]
     jobs += baseline_jobs(cfg, folder, plan, samples)
-    batches = dist.on_main(lambda: plan_judge_batches(jobs, rubrics, batch_size=cfg.judge.judge_batch_size,
+    batches = dist.on_main(lambda: plan_judge_batches(jobs, protocol, cfg.judge.category_map,
+                                                      batch_size=cfg.judge.judge_batch_size,
                                                       max_pixels=cfg.judge.judge_max_pixels))
-    judge_stage = JudgeStage(dist, cfg, logger=logger)
+    judge_stage = JudgeStage(dist, cfg, protocol, logger=logger)
     new_judgements = judge_stage.run(jobs, batches)
     gathered = [dist.gather(records) for records in new_judgements]  # the same order on every rank
     per_rank = dist.gather([{"timings": rank_timings(edit_stage.timings, judge_stage.timings),
@@ -166,7 +171,7 @@ def _run(cfg: BenchmarkConfig, dist: Distributed, folder: RunFolder) -> Path:
         judgements.update({r["id"]: r for r in gathered[0]})
         for job, records in zip(jobs[1:], gathered[1:]):
             plan.baseline_records[job.kind].update({r["id"]: r for r in records})
-        rows, baseline_rows = build_rows(cfg, samples, edits, judgements, plan.baseline_records, rubrics)
+        rows, baseline_rows = build_rows(cfg, samples, edits, judgements, plan.baseline_records, protocol)
         meta = {"dataset": cfg.data.dataset, "editor": cfg.editor.editor,
                 "editor_model": editor_cls.display_name(cfg.editor_backend), "judge": cfg.judge.judge,
                 "judge_model": JUDGES[cfg.judge.judge].display_name(cfg.judge_backend),
@@ -176,7 +181,7 @@ def _run(cfg: BenchmarkConfig, dist: Distributed, folder: RunFolder) -> Path:
                 "reused_judgements": sum(edits[s.id]["status"] == "ok" for s in samples) - len(jobs[0].samples),
                 "started": started.isoformat(timespec="seconds")}
         write_outputs(cfg, folder, rows=rows, baseline_rows=baseline_rows, per_rank=per_rank, samples=samples,
-                      rubrics=rubrics, meta=meta, edit_records=[edits[s.id] for s in samples])
+                      rubrics=rubrics, protocol=protocol, meta=meta, edit_records=[edits[s.id] for s in samples])
         statuses = Counter(row["status"] for row in rows)
         log = logger.info if statuses["ok"] == len(rows) else logger.warning
         log("statuses: %s; wrote %s", dict(statuses), folder.root / "report.md")
@@ -244,11 +249,12 @@ def _check_shared_folder(dist: Distributed, folder: RunFolder, attempt: int, wai
                           "that every process (every node) shares.")
 
 
-def _log_input_problems(samples: list[Sample], rubrics: Rubrics, logger) -> None:
-    no_rubric = sorted({s.category for s in samples if s.category and rubrics.rubric_name(s.category) == "default"}
-                       - {"default"})
-    if no_rubric:
-        logger.warning("categories without their own rubric use default.txt: %s", no_rubric)
+def _log_input_problems(samples: list[Sample], protocol: Protocol, category_map: dict[str, str], logger) -> None:
+    unmapped = unmapped_categories({s.category for s in samples}, protocol, category_map)
+    if unmapped:
+        logger.warning("categories that map to none of protocol %r's dimensions use its default (%s): %s; map them "
+                       "with --category_map CATEGORY=DIMENSION (dimensions: %s)", protocol.name,
+                       protocol.default_dimension, unmapped, sorted(protocol.known_dimensions()))
     invalid = [s for s in samples if s.problem]
     if invalid:
         logger.warning("%d of %d samples are invalid_input and will not be edited, e.g. %r: %s",

@@ -31,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_lib.config import JudgeConfig  # noqa: E402
 from bench_lib.editors.diffusers_pipeline import torch_dtype  # noqa: E402
 from bench_lib.judge_stage import fit_pixels  # noqa: E402
-from bench_lib.judges.common import GENERATE_FORMAT, JudgeRequest, build_messages  # noqa: E402
+from bench_lib.judges.common import GENERATE_FORMAT, JudgeRequest, build_messages, json_template  # noqa: E402
+from bench_lib.judges.rubrics import Rubrics  # noqa: E402
+from bench_lib.protocols import PROTOCOLS, make_protocol  # noqa: E402
+from bench_lib.protocols.base import SampleView  # noqa: E402
 from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge  # noqa: E402
 from bench_lib.models import resolve_model  # noqa: E402
 
@@ -66,6 +69,8 @@ def parse_args(argv=None):
     parser.add_argument("--image_side", type=int, default=512)
     parser.add_argument("--judge_max_pixels", type=int, default=512 * 512)
     parser.add_argument("--modes", default="logits,generate1,generateN")
+    parser.add_argument("--protocol", default="default", choices=sorted(PROTOCOLS),
+                        help="the questions asked (default: the harness's three sub-scores on one view)")
     parser.add_argument("--output", type=Path)
     return parser.parse_args(argv)
 
@@ -73,9 +78,11 @@ def parse_args(argv=None):
 def build_judge(args) -> QwenVLJudge:
     cfg = QwenVLConfig(judge_model=args.judge_model, judge_dtype=args.dtype, judge_min_digit_mass=0.0,
                        judge_max_new_tokens=args.new_tokens)
-    common = JudgeConfig(judge_batch_size=args.batch_size, judge_max_pixels=args.judge_max_pixels)
+    common = JudgeConfig(judge_batch_size=args.batch_size, judge_max_pixels=args.judge_max_pixels,
+                         protocol=args.protocol)
+    protocol = make_protocol(common, Rubrics(common.prompts_dir))
     if not args.real_size:
-        return QwenVLJudge(cfg, judge=common, device=torch.device(args.device))
+        return QwenVLJudge(cfg, judge=common, protocol=protocol, device=torch.device(args.device))
     from transformers import AutoProcessor, Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     spec = json.loads(json.dumps(REAL_SIZE[args.real_size]))
@@ -100,7 +107,7 @@ def build_judge(args) -> QwenVLJudge:
         torch.set_default_dtype(previous)
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    return QwenVLJudge.from_parts(cfg, common, model, processor)
+    return QwenVLJudge.from_parts(cfg, common, protocol, model, processor)
 
 
 def make_requests(n: int, side: int, max_pixels: int) -> list[JudgeRequest]:
@@ -109,9 +116,15 @@ def make_requests(n: int, side: int, max_pixels: int) -> list[JudgeRequest]:
     def noise():
         return fit_pixels(Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)), max_pixels)
 
-    return [JudgeRequest(category="physics", instruction="Show this ice cube after an hour in the midday sun.",
-                         source=noise(), edited=noise(), reference_text="A flat puddle of water, no cube.")
+    sample = SampleView(category="physics", dimension="physics", reference_text="A flat puddle of water, no cube.",
+                        instruction="Show this ice cube after an hour in the midday sun.",
+                        fields={"description": "An ice cube on a wooden table.", "explanation": "Ice melts."})
+    return [JudgeRequest(sample=sample, images={"source": noise(), "edited": noise(), "reference": None})
             for _ in range(n)]
+
+
+def first_asks(judge: QwenVLJudge, requests: list[JudgeRequest]):
+    return [judge.protocol.asks(r.sample, r.images)[0] for r in requests]
 
 
 def sync(device: str) -> None:
@@ -136,8 +149,10 @@ def run_mode(judge: QwenVLJudge, mode: str, args) -> dict:
         if mode == "logits":
             judge.score(part)
         else:
+            asks = first_asks(judge, part)  # one view's answer (the default protocol has one view)
             with torch.inference_mode():
-                judge.generate_text(part, GENERATE_FORMAT, min_new_tokens=args.new_tokens)
+                judge.generate_text(asks, GENERATE_FORMAT.format(template=json_template(asks[0].questions)),
+                                    min_new_tokens=args.new_tokens)
 
     one_batch(requests[:batch])  # warm-up: kernels, allocator, caches
     seconds = timed(lambda: [one_batch(requests[i:i + batch]) for i in range(0, n, batch)], args.device)
@@ -148,10 +163,10 @@ def run_mode(judge: QwenVLJudge, mode: str, args) -> dict:
 
 def prompt_tokens(judge: QwenVLJudge, args) -> tuple[int, int]:
     """(all tokens, image tokens) of one generate-mode prompt: what the timings above paid for."""
-    request = make_requests(1, args.image_side, args.judge_max_pixels)[0]
+    (ask,) = first_asks(judge, make_requests(1, args.image_side, args.judge_max_pixels))
     inputs = judge.processor.apply_chat_template(
-        [build_messages(request, judge.rubrics.render(request), GENERATE_FORMAT)], add_generation_prompt=True,
-        tokenize=True, return_dict=True, return_tensors="pt")
+        [build_messages(ask, GENERATE_FORMAT.format(template=json_template(ask.questions)))],
+        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
     ids = inputs["input_ids"][0]
     return int(ids.shape[0]), int((ids == judge.model.config.image_token_id).sum())
 

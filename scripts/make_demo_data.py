@@ -309,6 +309,8 @@ def referential_shapes() -> Image.Image:
 SAMPLES = [
     {
         "id": "physics_01",
+        "description": "An ice cube sits on a table.",
+        "rationale": "Ice left in the midday sun melts into water; the cube should not survive an hour.",
         "category": "physics",
         "instruction": "Show this ice cube after it has sat in the midday sun for an hour.",
         "draw": physics_ice_cube,
@@ -318,6 +320,8 @@ SAMPLES = [
     },
     {
         "id": "physics_02",
+        "description": "A lit candle stands on a saucer.",
+        "rationale": "A candle burning for hours gets shorter and drips wax.",
         "category": "physics",
         "instruction": "Show this candle after it has been burning for three hours.",
         "draw": physics_candle,
@@ -326,6 +330,8 @@ SAMPLES = [
     },
     {
         "id": "environment_01",
+        "description": "A house with a leafy tree and flowers on a sunny summer day.",
+        "rationale": "Deep winter changes the whole scene: ground, roof, tree and sky, not the sky alone.",
         "category": "environment",
         "instruction": "Turn this sunny summer day into the middle of winter after a heavy snowfall.",
         "draw": environment_summer,
@@ -335,6 +341,8 @@ SAMPLES = [
     },
     {
         "id": "environment_02",
+        "description": "A village street with a house and a street lamp in daylight.",
+        "rationale": "At night the sky is dark and the lights come on.",
         "category": "environment",
         "instruction": "Change the time of day to late at night.",
         "draw": environment_village,
@@ -345,6 +353,8 @@ SAMPLES = [
     },
     {
         "id": "social_01",
+        "description": "A smiling yellow face.",
+        "rationale": "Sadness shows in the mouth, the eyebrows and perhaps a tear, on the same face.",
         "category": "social",
         "instruction": "Make this face look as if it has just heard some very sad news.",
         "draw": social_smiley,
@@ -354,6 +364,8 @@ SAMPLES = [
     },
     {
         "id": "social_02",
+        "description": "A plain cake on a plate.",
+        "rationale": "A fifth birthday cake usually carries five candles and festive decoration.",
         "category": "social",
         "instruction": "Decorate this cake for a child's fifth birthday party.",
         "draw": social_cake,
@@ -361,6 +373,8 @@ SAMPLES = [
     },
     {
         "id": "causal_01",
+        "description": "A potted plant on a window sill.",
+        "rationale": "Without water the plant wilts and dries out; the pot and sill stay.",
         "category": "causal",
         "instruction": "This plant has not been watered for a month. Show how it looks now.",
         "draw": causal_plant,
@@ -370,6 +384,8 @@ SAMPLES = [
     },
     {
         "id": "causal_02",
+        "description": "A red balloon on a string against the sky.",
+        "rationale": "A pricked balloon bursts: show the result, not the pin.",
         "category": "causal",
         "instruction": "Someone has just pricked this balloon with a pin. Show the result.",
         "draw": causal_balloon,
@@ -378,6 +394,8 @@ SAMPLES = [
     },
     {
         "id": "referential_01",
+        "description": "Three grey cups stand in a row.",
+        "rationale": "Only the second cup from the left may change.",
         "category": "referential",
         "instruction": "Make the second cup from the left red.",
         "draw": referential_cups,
@@ -387,6 +405,8 @@ SAMPLES = [
     },
     {
         "id": "referential_02",
+        "description": "Two circles, a square and a triangle in different colours.",
+        "rationale": "The target is found by its colour matching the square's.",
         "category": "referential",
         "instruction": "Remove the circle that has the same colour as the square.",
         "draw": referential_shapes,
@@ -408,7 +428,9 @@ regenerates identical files. Image modes are mixed on purpose (RGB, one RGBA
 with a transparent background, one grayscale "L", one palette "P") to exercise
 the image loader.
 
-`manifest.jsonl` holds one JSON object per line:
+`manifest.jsonl` holds one JSON object per line (and `re_edit.json` the same samples in RE-Edit's own file
+format: the source image as base64 text, `subset` one of RE-Edit's five dimensions, a short description of
+the source and the task's challenge):
 
 - `id`: unique sample id, e.g. `physics_01`
 - `category`: one of the categories above (selects the judge rubric)
@@ -420,6 +442,22 @@ the image loader.
 
 License: same as the project.
 """
+
+
+# The harness's categories as RE-Edit's subsets (its five reasoning dimensions).
+RE_EDIT_SUBSETS = {"physics": "physical", "environment": "environmental", "social": "cultural", "causal": "causal",
+                   "referential": "referential"}
+
+
+def re_edit_records(out: Path) -> list[dict]:
+    """The same samples in RE-Edit's own file format (a JSON list; the source image as base64 text; the id from
+    the image path's stem), to try `--dataset_format re_edit --protocol re_edit` offline."""
+    import base64
+
+    return [{"original_image_path": f"images/{s['id']}.png", "subset": RE_EDIT_SUBSETS[s["category"]],
+             "src_img_b64": base64.b64encode((out / "images" / f"{s['id']}.png").read_bytes()).decode("ascii"),
+             "edit_instruction_en": s["instruction"], "original_description_en": s["description"],
+             "rationale_short_en": s["rationale"]} for s in SAMPLES]
 
 
 def save_png(img: Image.Image, path: Path) -> None:
@@ -452,6 +490,8 @@ def main(argv=None) -> None:
         lines.append(json.dumps(record, ensure_ascii=False))
 
     (out / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "re_edit.json").write_text(json.dumps(re_edit_records(out), ensure_ascii=False, indent=1) + "\n",
+                                      encoding="utf-8")
     (out / "README.md").write_text(README, encoding="utf-8")
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote {len(lines)} samples to {out} ({total / 1024:.1f} KiB)")

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 
 import bench_lib.runner as runner
+from bench_lib.protocols import make_protocol
 from bench_lib import config_from_dict
 from bench_lib.backends import EDITORS, EditResult, Editor, register_editor, registered
 from bench_lib.config import CORE_SECTIONS, ConfigError, all_keys, option, result_fields, section_fingerprint
@@ -17,6 +18,11 @@ from bench_lib.store import read_run
 
 JUDGE = {"judge_model": "tiny:qwen3-vl", "judge_dtype": "float32", "judge_min_digit_mass": 0.0}
 DEMO = {"dataset": "data/demo/manifest.jsonl", "limit": 3, **JUDGE}
+
+
+def fingerprint_of(cfg, identity):
+    rubrics = runner.Rubrics(cfg.judge.prompts_dir)
+    return runner.run_fingerprint(cfg, identity, rubrics, make_protocol(cfg.judge, rubrics))
 
 
 def all_sections():
@@ -55,7 +61,7 @@ TRANSFORMED = {"data": {"dataset"}, "judge:qwen_vl": {"judge_max_new_tokens"}}
 
 def test_the_fingerprint_is_built_from_the_classification():
     cfg = config_from_dict({**DEMO, "editor": "diffusers", "editor_model": "tiny:qwen-image-edit"})
-    fingerprint = runner.run_fingerprint(cfg, "sha256:x", runner.Rubrics(cfg.judge.prompts_dir))
+    fingerprint = fingerprint_of(cfg, "sha256:x")
     for name, section in cfg.sections().items():
         declared = set(result_fields(section)) - TRANSFORMED.get(name, set())
         role, _, backend = name.partition(":")
@@ -66,11 +72,11 @@ def test_the_fingerprint_is_built_from_the_classification():
     # spot checks of what that means for a resume
     other = config_from_dict({**DEMO, "editor": "diffusers", "editor_model": "tiny:qwen-image-edit", "seed": 1,
                               "limit": 5, "judge_batch_size": 3, "edit_batch_size": 4})
-    changed = runner.run_fingerprint(other, "sha256:x", runner.Rubrics(cfg.judge.prompts_dir))
+    changed = fingerprint_of(other, "sha256:x")
     assert changed["run"] == {"seed": 1} and changed["editor"] == fingerprint["editor"]
     assert changed["data"] == fingerprint["data"] and changed["judge"] == fingerprint["judge"]
     generate = config_from_dict({**DEMO, "editor": "identity", "judge_mode": "generate"})
-    assert "judge_max_new_tokens" in runner.run_fingerprint(generate, "x", runner.Rubrics(cfg.judge.prompts_dir))[
+    assert "judge_max_new_tokens" in fingerprint_of(generate, "x")[
         "judge"]["qwen_vl"]
     assert "judge_max_new_tokens" not in fingerprint["judge"]["qwen_vl"]  # logits mode: it changes nothing
 

@@ -136,7 +136,7 @@ def test_dataset_level_errors(tmp_path):
         load_samples(DataConfig(dataset=manifest(tmp_path, rows + [rows[1]]), columns=COLUMNS))
     with pytest.raises(ConfigError, match="no samples"):
         load_samples(DataConfig(dataset=manifest(tmp_path, []), columns=COLUMNS))
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="no such file or folder"):
         load_samples(DataConfig(dataset=str(tmp_path / "missing.jsonl")))
 
 

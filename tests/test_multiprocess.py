@@ -40,12 +40,14 @@ def assert_same_results(run_a, run_b):
     for a, b in zip(rows_a, rows_b):
         # Edits are bitwise identical; judge scores agree to float precision (batch composition
         # changes matmul shapes, so the last bits can move), far inside the 1e-4 contract.
-        close = ("score", "subscores", "digit_mass")
+        close = ("score", "subscores", "digit_mass", "metrics", "answers")
         skip = (*close, "attempts")  # which attempt did the work is provenance, not a result
         assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
         assert a["subscores"] == pytest.approx(b["subscores"], abs=1e-4)
         assert a["digit_mass"] == pytest.approx(b["digit_mass"], rel=1e-3)
+        assert a["metrics"] == pytest.approx(b["metrics"], abs=1e-4)
+        assert a["answers"] == pytest.approx(b["answers"], abs=1e-4)
         assert (out_a / a["edited_image"]).read_bytes() == (out_b / b["edited_image"]).read_bytes()
 
 

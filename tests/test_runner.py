@@ -14,9 +14,12 @@ import bench_lib.runner as runner
 from bench_lib import config_from_dict
 from bench_lib.config import ConfigError
 from bench_lib.backends import EditResult
-from bench_lib.judges import Judgement
+from bench_lib.config import JudgeConfig
+from bench_lib.judges import Judgement, Rubrics
+from bench_lib.protocols import make_protocol
 from bench_lib.store import read_results
 
+PROTOCOL = {"protocol": make_protocol(JudgeConfig(), Rubrics(JudgeConfig().prompts_dir)), "category_map": {}}
 SMOKE = {"editor_model": "tiny:qwen-image-edit", "editor_dtype": "float32", "judge_model": "tiny:qwen3-vl",
          "judge_dtype": "float32", "judge_min_digit_mass": 0.0,
          "editor_kwargs": {"num_inference_steps": 2, "height": 32, "width": 32, "true_cfg_scale": 1.0}}
@@ -92,11 +95,11 @@ class ScriptedJudge:
 
     def score(self, requests):
         self.calls.append(len(requests))
-        if len(requests) > 1 and any(r.instruction == "crash" for r in requests):
+        if len(requests) > 1 and any(r.sample.instruction == "crash" for r in requests):
             raise RuntimeError("batch failed")
-        if requests[0].instruction == "crash":
+        if requests[0].sample.instruction == "crash":
             raise RuntimeError("this sample breaks the judge")
-        return [self.judgements[r.instruction] for r in requests]
+        return [self.judgements[r.sample.instruction] for r in requests]
 
 
 def test_judge_failures_become_judge_failed_and_keep_what_the_judge_said(tmp_path):
@@ -107,19 +110,20 @@ def test_judge_failures_become_judge_failed_and_keep_what_the_judge_said(tmp_pat
                       source_image=ImageRef(path=tmp_path / "edit.png")) for i, name in
                enumerate(["good", "unparsed", "crash"])]
     outcomes = {s.id: judge_stage.JudgeOutcome() for s in samples}
-    good = Judgement(subscores={"instruction": 7.0, "consistency": 8.0, "quality": 9.0}, rationale="fine")
+    good = Judgement(answers={"instruction": 7.0, "consistency": 8.0, "quality": 9.0}, rationale="fine")
     unparsed = Judgement(error="the judge's answer did not parse twice: x", parse="failed", raw=["a", "b"])
     judge = ScriptedJudge({"good": good, "unparsed": unparsed})
     from accelerate import PartialState
 
     PartialState()  # accelerate's logger needs the (single-process) state
-    judge_stage.judge_batch(judge, samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=512 * 512)
+    judge_stage.judge_batch(judge, samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=512 * 512,
+                            **PROTOCOL)
     assert judge.calls == [3, 1, 1, 1]  # the failing batch is retried one sample at a time
     assert outcomes["good"].status == "ok" and outcomes["good"].judgement is good
     assert outcomes["unparsed"].status == "judge_failed" and "did not parse" in outcomes["unparsed"].error
     assert outcomes["crash"].status == "judge_failed" and "breaks the judge" in outcomes["crash"].error
     record = judge_stage.judge_record("unparsed", outcomes["unparsed"], attempt=1)
-    assert record["raw"] == ["a", "b"] and record["parse"] == "failed" and record["subscores"] is None
+    assert record["raw"] == ["a", "b"] and record["parse"] == "failed" and record["answers"] is None
     assert judge_stage.judge_record("crash", outcomes["crash"], attempt=1)["parse"] is None  # never answered
 
 
@@ -138,9 +142,10 @@ def test_a_judge_that_returns_too_few_or_empty_judgements_fails_those_samples(tm
 
     PartialState()
     outcomes = {s.id: judge_stage.JudgeOutcome() for s in samples}
-    judge_stage.judge_batch(ShortJudge(), samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=64)
+    judge_stage.judge_batch(ShortJudge(), samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=64,
+                            **PROTOCOL)
     assert [outcomes[s.id].status for s in samples] == ["judge_failed"] * 2
-    assert all("no sub-scores" in outcomes[s.id].error for s in samples)  # after the one-by-one retry
+    assert all("no answer to" in outcomes[s.id].error for s in samples)  # after the one-by-one retry
 
 
 def test_length_batches_group_similar_lengths_and_cover_every_item_once():

@@ -1,7 +1,8 @@
 import torch
 import pytest
 
-from bench_lib.judges.common import AnswerFormatError, JudgeRequest, parse_answer
+from bench_lib.judges.common import AnswerFormatError, parse_answer
+from bench_lib.protocols.base import YES_NO, ZERO_TO_TEN, Question
 from bench_lib.judges.qwen_vl import expected_score
 from bench_lib.judges.rubrics import DEFAULT_RUBRIC, Rubrics, reference_block
 from bench_lib.scoring import average_ranks, combine, kendall_tau_b, spearman
@@ -54,11 +55,7 @@ def test_rubric_selection_per_category(tmp_path):
         for criterion in ("INSTRUCTION:", "CONSISTENCY:", "QUALITY:"):  # each sub-score has its own scale
             block = text.split(criterion, 1)[1]
             assert "0 = " in block and "10 = " in block
-    from PIL import Image
-    img = Image.new("RGB", (4, 4))
-    request = JudgeRequest(category="causal", instruction="Pop the {balloon}", source=img, edited=img,
-                           reference_text="scraps of rubber")
-    rendered = rubrics.render(request)
+    rendered = rubrics.render_named("causal", "Pop the {balloon}", "scraps of rubber", False)
     assert "Pop the {balloon}" in rendered and "scraps of rubber" in rendered and "{reference}" not in rendered
     assert rendered.startswith(rubrics.templates["causal"].split("{instruction}")[0])
 
@@ -101,6 +98,7 @@ def test_rank_correlations_on_known_values():
 
 
 GOOD = '{"instruction": 7, "consistency": 10, "quality": 3}'
+DEFAULT = tuple(Question(name, ZERO_TO_TEN, "?") for name in ("instruction", "consistency", "quality"))
 
 
 @pytest.mark.parametrize("text, rationale", [
@@ -110,10 +108,10 @@ GOOD = '{"instruction": 7, "consistency": 10, "quality": 3}'
     ('{"instruction":0,"consistency":0,"quality":10}', ""),
 ])
 def test_parse_answer_accepts_a_final_json_object(text, rationale):
-    scores, got_rationale = parse_answer(text)
+    scores, got_rationale = parse_answer(text, DEFAULT)
     assert got_rationale == rationale
     assert sorted(scores) == ["consistency", "instruction", "quality"]
-    assert all(isinstance(v, int) and 0 <= v <= 10 for v in scores.values())
+    assert all(v == int(v) and 0 <= v <= 10 for v in scores.values())
 
 
 @pytest.mark.parametrize("text, message", [
@@ -133,7 +131,21 @@ def test_parse_answer_accepts_a_final_json_object(text, rationale):
 ])
 def test_parse_answer_is_strict(text, message):
     with pytest.raises(AnswerFormatError, match=message):
-        parse_answer(text)
+        parse_answer(text, DEFAULT)
+
+
+def test_yes_no_and_one_to_five_answers():
+    from bench_lib.protocols.base import ONE_TO_FIVE
+
+    questions = (Question("yes", YES_NO, "?"), Question("reasoning", ONE_TO_FIVE, "?"))
+    assert parse_answer('Fine. {"yes": "Yes", "reasoning": 5}', questions) == ({"yes": 1.0, "reasoning": 5.0}, "Fine.")
+    assert parse_answer('{"yes": "no", "reasoning": 1}', questions)[0] == {"yes": 0.0, "reasoning": 1.0}
+    for bad, message in [('{"yes": true, "reasoning": 3}', "not yes or no"), ('{"yes": "maybe", "reasoning": 3}',
+                                                                              "not yes or no"),
+                         ('{"yes": "yes", "reasoning": 0}', "from 1 to 5"), ('{"yes": "yes", "reasoning": 6}',
+                                                                            "from 1 to 5")]:
+        with pytest.raises(AnswerFormatError, match=message):
+            parse_answer(bad, questions)
 
 
 def test_bootstrap_ci_known_answers():

@@ -15,10 +15,10 @@ import run_benchmark
 from bench_lib import config_from_dict, parse_config
 from bench_lib.config import ConfigError
 from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor
-from bench_lib.judges import Rubrics
 from bench_lib.store import read_results, read_run, safe_stem
 from bench_lib.tiny import build_lora
 from launch import accelerate_launch
+from test_backends import fingerprint_of
 from test_multiprocess import assert_same_results, make_manifest
 
 JUDGE = {"judge_model": "tiny:qwen3-vl", "judge_dtype": "float32", "judge_min_digit_mass": 0.0}
@@ -103,10 +103,9 @@ def test_a_lora_changes_the_edit_and_its_hash_the_fingerprint(tmp_path):
 
     cfg = config_from_dict({"dataset": "data/demo/manifest.jsonl", **JUDGE, "editor_model": "tiny:qwen-image-edit",
                             "lora": str(tmp_path / "adapter")})
-    rubrics = Rubrics(cfg.judge.prompts_dir)
-    before = runner.run_fingerprint(cfg, "x", rubrics)
+    before = fingerprint_of(cfg, "x")
     build_lora(tmp_path / "adapter", seed=2)  # retrained, saved in the same place
-    after = runner.run_fingerprint(cfg, "x", rubrics)
+    after = fingerprint_of(cfg, "x")
     assert before["editor"]["diffusers"]["lora_sha256"] != after["editor"]["diffusers"]["lora_sha256"]
     assert "lora" not in after["editor"]["diffusers"]  # by content, not by where it lies
     provenance = DiffusersEditor.provenance(cfg.editor_backend)["lora"]

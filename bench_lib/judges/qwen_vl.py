@@ -1,18 +1,16 @@
-"""`qwen_vl`: a Qwen-VL judge (Qwen3-VL dense or MoE, Qwen2.5-VL) through transformers.
+"""`qwen_vl`: a Qwen-VL judge (Qwen3-VL dense or MoE, Qwen2.5-VL) through transformers, running any protocol
+(bench_lib.protocols) in two modes:
 
-Every judgement has three sub-scores from 0 to 10 (`SUBSCORES`): instruction (the correct, reasoned outcome),
-consistency (what should not change did not) and quality (natural, artifact-free). `score` combines them
-(bench_lib.scoring). Two modes fill the same fields:
+- logits (default, fast): no text is generated. For each view of the protocol (its images and text), the
+  batch's prefixes are prefilled once (left-padded) and every question of the view is asked on that KV cache.
+  An answer is read from the next-token distribution over the scale's answers: digits, renormalised (Qwen
+  tokenizers write "10" as "1" + "0", so one cached step after a forced "1" separates 1 from 10), or yes/no
+  (P(yes) renormalised over yes and no). The answer's value is the expected value; its distribution is kept.
+- generate: greedy, left-padded batched generation per view: a short rationale, then a JSON object with the
+  view's answers; only the new tokens are decoded.
 
-- logits (default, fast): no text is generated. The images and the rubric are prefilled once per batch
-  (left-padded) and their KV cache is shared by one question per sub-score. Each question's answer is the
-  expected value of an integer 0-10 under the next-token distribution; Qwen tokenizers split "10" into
-  "1" + "0", so one cached step after a forced "1" gives P("0" | "1"), which separates 1 from 10.
-- generate: greedy, left-padded batched generation of a short rationale and a JSON object with the
-  sub-scores; only the new tokens are decoded.
-
-Parse policy, both modes: an answer that does not parse strictly (generate: no valid JSON object at the
-end; logits: less than `judge_min_digit_mass` of the probability on digits) is asked once more, in one
+Parse policy, both modes: an answer that does not parse strictly (generate: no valid JSON object at the end;
+logits: less than `judge_min_digit_mass` of the probability on the scale's answers) is asked once more, in one
 batch, with a stricter format instruction; if that fails too, the judgement fails (the sample becomes
 `judge_failed`) and the raw answers are kept. An unreadable answer is never scored 0 or guessed.
 Model libraries are imported inside the methods that need them.
@@ -23,25 +21,27 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..backends import Judge, register_judge
-from ..config import SUBSCORES, ConfigError, Dtype, JudgeConfig, option, result_fields
+from ..config import ConfigError, Dtype, JudgeConfig, option, result_fields
 from ..models import check_model_name, resolve_model
 from ..editors.diffusers_pipeline import free_memory, torch_dtype
-from .common import (ANSWER_FORMAT, GENERATE_FORMAT, QUESTIONS, STRICT_ANSWER_FORMAT, STRICT_GENERATE_FORMAT,
-                     AnswerFormatError, Judgement, JudgeRequest, accept, build_messages, request_images)
-from .rubrics import Rubrics
+from ..protocols.base import YES_NO, ZERO_TO_TEN, Protocol, Scale
+from .common import (GENERATE_FORMAT, STRICT_GENERATE_FORMAT, AnswerFormatError, Judgement, JudgeRequest, ask_images,
+                     build_messages, json_template, parse_answer)
 
 logger = logging.getLogger(__name__)
 
 
-def expected_score(first_logits, after_one_logits, digit_ids: list[int]):
+def expected_score(first_logits, after_one_logits, digit_ids: list[int], *, with_distribution: bool = False):
     """Expected 0-10 score from next-token logits.
 
     first_logits: [B, V] at the answer's first token. after_one_logits: [B, V] after the token "1".
-    digit_ids: token ids of "0".."9". Returns (score [B], digit_mass [B]).
+    digit_ids: token ids of "0".."9". Returns (score [B], digit_mass [B]), and with `with_distribution` also
+    P(0..10) [B, 11].
 
     The first-token distribution is renormalised over the ten digits. "1" means 1 or 10: given "1",
     "0" means 10, any non-digit means 1, and other digits (11-19) are not valid answers and are
@@ -58,7 +58,25 @@ def expected_score(first_logits, after_one_logits, digit_ids: list[int]):
     p_ten_given_one = (after_one[:, 0] / valid).clamp(0.0, 1.0)
     values = torch.arange(10, dtype=torch.float64, device=first.device)
     score = (first * values).sum(-1) + 9.0 * first[:, 1] * p_ten_given_one
-    return score, digit_mass
+    if not with_distribution:
+        return score, digit_mass
+    distribution = torch.cat([first, (first[:, 1] * p_ten_given_one).unsqueeze(-1)], dim=-1)
+    distribution[:, 1] = first[:, 1] * (1.0 - p_ten_given_one)
+    return score, digit_mass, distribution
+
+
+def scale_distribution(logits, groups: tuple[list[int], ...], values: tuple[float, ...]):
+    """A one-token answer's (expected value [B], mass [B], distribution [B, n]) over a scale whose value k is
+    written by any token of groups[k] (a digit, or the spellings of yes / no): the next-token probabilities
+    summed per value and renormalised over the scale."""
+    import torch
+
+    probs = torch.softmax(logits.double(), dim=-1)
+    per_value = torch.stack([probs[:, group].sum(-1) for group in groups], dim=-1)
+    mass = per_value.sum(-1)
+    distribution = per_value / mass.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(-1)
+    expected = (distribution * torch.tensor(values, dtype=torch.float64, device=logits.device)).sum(-1)
+    return expected, mass, distribution
 
 
 def _force_first_token(token_id: int, prompt_length: int):
@@ -138,8 +156,8 @@ class QwenVLJudge(Judge):
     def display_name(cls, cfg: QwenVLConfig) -> str:
         return cfg.judge_model
 
-    def __init__(self, cfg: QwenVLConfig, *, judge: JudgeConfig, device, device_map: Optional[dict] = None,
-                 trust_remote_code: bool = False):
+    def __init__(self, cfg: QwenVLConfig, *, judge: JudgeConfig, protocol: Protocol, device,
+                 device_map: Optional[dict] = None, trust_remote_code: bool = False):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         path = resolve_model(cfg.judge_model)
@@ -151,108 +169,144 @@ class QwenVLJudge(Judge):
         )
         if device_map is None:
             model.to(device)
-        self._setup(cfg, judge, model, processor)
-        logger.info("judge %s loaded as %s (%s mode)", cfg.judge_model, type(self.model).__name__, judge.judge_mode)
+        self._setup(cfg, judge, protocol, model, processor)
+        logger.info("judge %s loaded as %s (%s mode, protocol %s)", cfg.judge_model, type(self.model).__name__,
+                    judge.judge_mode, protocol.name)
 
     @classmethod
-    def from_parts(cls, cfg: QwenVLConfig, judge: JudgeConfig, model, processor) -> "QwenVLJudge":
+    def from_parts(cls, cfg: QwenVLConfig, judge: JudgeConfig, protocol: Protocol, model, processor) -> "QwenVLJudge":
         """A judge around a model and processor built elsewhere (scripts/bench_judge.py: random real-size weights)."""
         out = cls.__new__(cls)
-        out._setup(cfg, judge, model, processor)
+        out._setup(cfg, judge, protocol, model, processor)
         return out
 
-    def _setup(self, cfg: QwenVLConfig, judge: JudgeConfig, model, processor) -> None:
+    def _setup(self, cfg: QwenVLConfig, judge: JudgeConfig, protocol: Protocol, model, processor) -> None:
         self.cfg = cfg
         self.judge_cfg = judge
+        self.protocol = protocol
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.model = model.eval()
-        self.digit_ids = self._digit_token_ids()
-        self.rubrics = Rubrics(judge.prompts_dir)
+        self.digit_ids = self._single_tokens([str(d) for d in range(10)], "logits scoring needs one token per digit")
+        self._answer_ids: dict[str, tuple[list[int], ...]] = {}
         # transformers renamed `past_key_values` to `cache`; use whichever this version's forward takes
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
-    def _digit_token_ids(self) -> list[int]:
+    def _single_tokens(self, texts: list[str], why: str) -> list[int]:
         ids = []
-        for digit in "0123456789":
-            encoded = self.tokenizer.encode(digit, add_special_tokens=False)
+        for text in texts:
+            encoded = self.tokenizer.encode(text, add_special_tokens=False)
             if len(encoded) != 1:
-                raise ValueError(f"judge tokenizer encodes {digit!r} as {encoded}; logits scoring needs one token per digit")
+                raise ValueError(f"judge tokenizer encodes {text!r} as {encoded}; {why}")
             ids.append(encoded[0])
         return ids
 
+    def answer_ids(self, scale: Scale) -> tuple[list[int], ...]:
+        """Per scale value, the token ids that start that answer (yes/no: each spelling's first token)."""
+        if scale.name not in self._answer_ids:
+            if scale is YES_NO:  # every spelling that is one token ("yes", "Yes", " yes"), else the word's first
+                groups = []
+                for answer in scale.answers:
+                    encoded = [self.tokenizer.encode(w, add_special_tokens=False)
+                               for w in (answer, answer.capitalize(), " " + answer)]
+                    single = sorted({e[0] for e in encoded if len(e) == 1})
+                    groups.append(single or [encoded[0][0]])
+                groups = tuple(groups)
+                if set(groups[0]) & set(groups[1]):
+                    raise ValueError(f"judge tokenizer: 'yes' and 'no' start with the same token {groups}")
+            else:
+                groups = tuple([self.digit_ids[int(a)]] for a in scale.answers)
+            self._answer_ids[scale.name] = groups
+        return self._answer_ids[scale.name]
+
     def score(self, requests: list[JudgeRequest]) -> list[Judgement]:
+        """Every question the protocol asks of every request: the views of the batch in order, each view's
+        requests together (one prefill in logits mode, one generation in generate mode)."""
         import torch
 
+        judgements = [Judgement(answers={}, distributions={}, digit_mass={}) for _ in requests]
+        groups: OrderedDict = OrderedDict()
+        for i, request in enumerate(requests):
+            for ask in self.protocol.asks(request.sample, request.images):
+                key = (ask.view, tuple((q.name, q.text, q.scale.name) for q in ask.questions))
+                groups.setdefault(key, []).append((i, ask))
+        rationales: list[list[tuple[str, str]]] = [[] for _ in requests]
         with torch.inference_mode():
+            for (view, _), members in groups.items():
+                if self.judge_cfg.judge_mode == "generate":
+                    self._generate_view(view, members, judgements, rationales)
+                else:
+                    self._logits_view(members, judgements)
+        for judgement, parts in zip(judgements, rationales):
+            if parts:  # one view: its rationale as written; several: each labelled with its view
+                judgement.rationale = parts[0][1] if len(parts) == 1 else " ".join(f"[{v}] {r}" for v, r in parts)
             if self.judge_cfg.judge_mode == "generate":
-                return self._score_generate(requests)
-            return self._score_logits(requests)
+                judgement.digit_mass = None
+            if judgement.error is not None:
+                judgement.answers = judgement.distributions = None
+        return judgements
 
     # --- logits mode ------------------------------------------------------------------------------
 
-    def _score_logits(self, requests: list[JudgeRequest]) -> list[Judgement]:
+    def _logits_view(self, members, judgements: list[Judgement]) -> None:
         from transformers import DynamicCache
 
-        prefix, tail = self._encode_prefix(requests)
+        asks = [ask for _, ask in members]
+        questions = asks[0].questions
+        prefix, tail = self._encode_prefix(asks, f"{questions[0].text} {questions[0].scale.instruction}")
         cache = DynamicCache()
         self.model(**prefix, **{self._cache_kwarg: cache}, use_cache=True, logits_to_keep=1)
-        judgements = [Judgement(subscores={}, digit_mass={}) for _ in requests]
-        for name in SUBSCORES:
-            scores, masses, first = self._ask(prefix, cache, f"{QUESTIONS[name]} {ANSWER_FORMAT}{tail}")
-            off = [i for i, m in enumerate(masses) if self._off_format(m)]
-            if off:  # one re-ask for the whole batch (cheap: the prefix is cached); used only where needed
-                for i in off:
-                    judgements[i].raw.append(f"{name}: {self._top_tokens(first[i])}")
-                scores2, masses2, first2 = self._ask(prefix, cache, f"{QUESTIONS[name]} {STRICT_ANSWER_FORMAT}{tail}")
-                for i in off:
-                    scores[i], masses[i] = scores2[i], masses2[i]
-                    if self._off_format(masses2[i]):
-                        judgements[i].raw.append(f"{name} (re-asked): {self._top_tokens(first2[i])}")
-            for i, judgement in enumerate(judgements):
-                judgement.digit_mass[name] = masses[i] if math.isfinite(masses[i]) else None
-                judgement.subscores[name] = scores[i]
-                if i in off:
+        for q in questions:
+            values, dists, masses, first = self._ask(prefix, cache, f"{q.text} {q.scale.instruction}{tail}", q.scale)
+            off = [k for k, m in enumerate(masses) if self._off_format(m)]
+            if off:  # one re-ask for the whole view (cheap: the prefix is cached); used only where needed
+                for k in off:
+                    judgements[members[k][0]].raw.append(f"{q.name}: {self._top_tokens(first[k])}")
+                values2, dists2, masses2, first2 = self._ask(prefix, cache, f"{q.text} {q.scale.strict_instruction}"
+                                                                          f"{tail}", q.scale)
+                for k in off:
+                    values[k], dists[k], masses[k] = values2[k], dists2[k], masses2[k]
+                    if self._off_format(masses2[k]):
+                        judgements[members[k][0]].raw.append(f"{q.name} (re-asked): {self._top_tokens(first2[k])}")
+            for k, (i, _) in enumerate(members):
+                judgement = judgements[i]
+                if k in off and judgement.parse == "ok":
                     judgement.parse = "reasked"
-        for judgement in judgements:
-            self._finish_logits(judgement)
-        return judgements
+                self._accept_logits(judgement, q.name, values[k], dists[k], masses[k])
 
-    def _off_format(self, digit_mass: float) -> bool:
-        """No probability on digits at all is off-format whatever the threshold: its score would be a 0."""
-        return not (digit_mass >= self.cfg.judge_min_digit_mass and digit_mass > 0.0)
-
-    def _finish_logits(self, judgement: Judgement) -> None:
-        masses = judgement.digit_mass
-        if not all(math.isfinite(v) for v in judgement.subscores.values()) or None in masses.values():
+    def _accept_logits(self, judgement: Judgement, name: str, value: float, dist: list[float], mass: float) -> None:
+        judgement.digit_mass[name] = mass if math.isfinite(mass) else None
+        if judgement.error is not None:
+            return
+        if not (math.isfinite(value) and math.isfinite(mass)):
             judgement.error = "the judge's logits are not finite (NaN/inf)"
             judgement.parse = None  # not a format problem: the report counts it under judge_failed only
+        elif self._off_format(mass):
+            judgement.parse = "failed"
+            judgement.error = (f"the judge answered off-format twice: P(answer on the scale) for {name} "
+                               f"{float(f'{mass:.4g}')} < judge_min_digit_mass {self.cfg.judge_min_digit_mass}")
         else:
-            low = {k: float(f"{v:.4g}") for k, v in masses.items() if self._off_format(v)}
-            if low:
-                judgement.parse = "failed"
-                judgement.error = (f"the judge answered off-format twice: P(digit) {low} < judge_min_digit_mass "
-                                   f"{self.cfg.judge_min_digit_mass}")
-        if judgement.error is not None:
-            judgement.subscores = None
+            judgement.answers[name] = value
+            judgement.distributions[name] = dist
 
-    def _encode_prefix(self, requests: list[JudgeRequest]):
-        """The batch's shared prefix (images + rubric, left-padded) and the chat text that follows a question."""
-        marker = QUESTIONS[SUBSCORES[0]]
-        texts = self.processor.apply_chat_template(
-            [build_messages(r, self.rubrics.render(r), marker) for r in requests], add_generation_prompt=True,
-            tokenize=False,
-        )
+    def _off_format(self, mass: float) -> bool:
+        """No probability on the scale's answers at all is off-format whatever the threshold."""
+        return not (mass >= self.cfg.judge_min_digit_mass and mass > 0.0)
+
+    def _encode_prefix(self, asks, marker: str):
+        """The view's prefixes (images + text, left-padded) and the chat text that follows a question."""
+        texts = self.processor.apply_chat_template([build_messages(a, marker) for a in asks],
+                                                   add_generation_prompt=True, tokenize=False)
         cut = [text.rindex(marker) for text in texts]
         tail = texts[0][cut[0] + len(marker):]  # e.g. "<|im_end|>\n<|im_start|>assistant\n"
-        prefix = self.processor(text=[text[:c] for text, c in zip(texts, cut)],
-                                images=[request_images(r) for r in requests], padding=True, return_tensors="pt")
+        prefix = self.processor(text=[text[:c] for text, c in zip(texts, cut)], images=[ask_images(a) for a in asks],
+                                padding=True, return_tensors="pt")
         return prefix.to(self.model.device), tail
 
-    def _ask(self, prefix, cache, suffix_text: str):
-        """One question after the cached prefix: expected scores, digit masses, and the first-token logits.
-        The cache is cut back to the prefix afterwards, ready for the next question."""
+    def _ask(self, prefix, cache, suffix_text: str, scale: Scale):
+        """One question after the cached prefix: per row its value, distribution over the scale, the probability
+        it put on the scale's answers, and its first-token logits. The cache is cut back to the prefix after."""
         import torch
         from transformers import LogitsProcessorList
 
@@ -266,17 +320,22 @@ class QwenVLJudge(Judge):
         }
         if "mm_token_type_ids" in prefix:
             inputs["mm_token_type_ids"] = torch.cat([prefix["mm_token_type_ids"], torch.zeros_like(suffix)], dim=1)
-        generation = self._greedy(max_new_tokens=2, output_logits=True, return_dict_in_generate=True,
+        ten = scale is ZERO_TO_TEN  # "10" is two tokens: one more cached step, after a forced "1"
+        generation = self._greedy(max_new_tokens=2 if ten else 1, output_logits=True, return_dict_in_generate=True,
                                   eos_token_id=self.model.generation_config.eos_token_id)
-        force_one = _force_first_token(self.digit_ids[1], prompt_length=inputs["input_ids"].shape[1])
+        processors = [_force_first_token(self.digit_ids[1], prompt_length=inputs["input_ids"].shape[1])] if ten else []
         out = self.model.generate(**inputs, **{self._cache_kwarg: cache}, generation_config=generation,
-                                  logits_processor=LogitsProcessorList([force_one]))
+                                  logits_processor=LogitsProcessorList(processors))
         cache.crop(prefix_length - cache.get_seq_length())  # negative: drop the question's tokens
-        scores, masses = expected_score(out.logits[0], out.logits[1], self.digit_ids)
-        return [float(v) for v in scores.cpu()], [float(v) for v in masses.cpu()], out.logits[0].float().cpu()
+        if ten:
+            values, masses, dists = expected_score(out.logits[0], out.logits[1], self.digit_ids, with_distribution=True)
+        else:
+            values, masses, dists = scale_distribution(out.logits[0], self.answer_ids(scale), scale.values)
+        return ([float(v) for v in values.cpu()], [[float(p) for p in row] for row in dists.cpu()],
+                [float(m) for m in masses.cpu()], out.logits[0].float().cpu())
 
     def _top_tokens(self, logits, k: int = 5) -> str:
-        """What the judge wanted to say instead of a digit (kept as the raw answer of an off-format judgement)."""
+        """What the judge wanted to say instead of an answer (kept as the raw answer of an off-format judgement)."""
         import torch
 
         probs = torch.softmax(logits.double(), dim=-1)
@@ -285,34 +344,45 @@ class QwenVLJudge(Judge):
 
     # --- generate mode ----------------------------------------------------------------------------
 
-    def _score_generate(self, requests: list[JudgeRequest]) -> list[Judgement]:
-        judgements = [Judgement() for _ in requests]
-        answers = self.generate_text(requests, GENERATE_FORMAT)
+    def _generate_view(self, view: str, members, judgements: list[Judgement], rationales: list[list[str]]) -> None:
+        asks = [ask for _, ask in members]
+        questions = asks[0].questions
+        template = json_template(questions)
+        texts = self.generate_text(asks, GENERATE_FORMAT.format(template=template))
         retry = []
-        for i, text in enumerate(answers):
-            try:
-                accept(judgements[i], text)
-            except AnswerFormatError:
-                judgements[i].raw.append(text)
-                retry.append(i)
+        for k, text in enumerate(texts):
+            if not self._accept_text(members[k][0], text, questions, judgements, rationales, view):
+                retry.append(k)
         if retry:  # one batched re-ask of the answers that did not parse
-            answers = self.generate_text([requests[i] for i in retry], STRICT_GENERATE_FORMAT)
-            for i, text in zip(retry, answers):
-                try:
-                    accept(judgements[i], text)
+            texts = self.generate_text([asks[k] for k in retry], STRICT_GENERATE_FORMAT.format(template=template))
+            for k, text in zip(retry, texts):
+                i = members[k][0]
+                if self._accept_text(i, text, questions, judgements, rationales, view, final=True) \
+                        and judgements[i].parse == "ok":
                     judgements[i].parse = "reasked"
-                except AnswerFormatError as err:
-                    judgements[i].raw.append(text)
-                    judgements[i].parse = "failed"
-                    judgements[i].error = f"the judge's answer did not parse twice: {err}"
-        return judgements
 
-    def generate_text(self, requests: list[JudgeRequest], instructions: str, **generate_kwargs) -> list[str]:
+    def _accept_text(self, i: int, text: str, questions, judgements, rationales, view: str, *, final=False) -> bool:
+        judgement = judgements[i]
+        try:
+            answers, rationale = parse_answer(text, questions)
+        except AnswerFormatError as err:
+            judgement.raw.append(text)
+            if final and judgement.error is None:
+                judgement.parse = "failed"
+                judgement.error = f"the judge's answer did not parse twice: {err}"
+            return False
+        for q in questions:
+            judgement.answers[q.name] = answers[q.name]
+            judgement.distributions[q.name] = [1.0 if v == answers[q.name] else 0.0 for v in q.scale.values]
+        if rationale:
+            rationales[i].append((view, rationale))
+        return True
+
+    def generate_text(self, asks, instructions: str, **generate_kwargs) -> list[str]:
         """Greedy, left-padded batched generation; returns only the new text of each answer."""
-        conversations = [build_messages(r, self.rubrics.render(r), instructions) for r in requests]
         inputs = self.processor.apply_chat_template(
-            conversations, add_generation_prompt=True, tokenize=True, return_dict=True,
-            return_tensors="pt", processor_kwargs={"padding": True},
+            [build_messages(a, instructions) for a in asks], add_generation_prompt=True, tokenize=True,
+            return_dict=True, return_tensors="pt", processor_kwargs={"padding": True},
         ).to(self.model.device)
         generation = self._greedy(max_new_tokens=self.cfg.judge_max_new_tokens,
                                   eos_token_id=self.model.generation_config.eos_token_id, **generate_kwargs)

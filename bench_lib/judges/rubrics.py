@@ -13,7 +13,8 @@ DEFAULT_RUBRIC = "default"
 
 
 class Rubrics:
-    """Rubric templates `<prompts_dir>/<category>.txt`; a category without a file uses `default.txt`.
+    """Rubric templates `<prompts_dir>/<name>.txt` of the default protocol; a category without a file (after
+    `category_map`) uses `default.txt`.
 
     Templates hold `{instruction}` and `{reference}`, filled by plain replacement (braces elsewhere are text).
     """
@@ -41,19 +42,19 @@ class Rubrics:
         """sha256 of every rubric's text: a changed rubric changes scores (and the run's fingerprint)."""
         return dict(self._hashes)
 
-    def sha256(self, category: str) -> Optional[str]:
-        """The hash of the rubric a category is judged with (None without a category: never judged)."""
-        return self._hashes[self.rubric_name(category)] if category else None
+    def sha256(self, name: str) -> str:
+        """The hash of rubric `name` (a row records the rubric its sample was judged with)."""
+        return self._hashes[name]
 
     def rubric_name(self, category: str) -> str:
+        """The rubric of a category: the file of that name (any case), else default.txt."""
         name = category.strip().lower()
         return name if name in self.templates else DEFAULT_RUBRIC
 
-    def render(self, request) -> str:
-        template = self.templates[self.rubric_name(request.category)]
-        return template.replace("{instruction}", request.instruction).replace(
-            "{reference}", reference_block(request.reference_text, request.reference_image is not None)
-        )
+    def render_named(self, name: str, instruction: str, reference_text: Optional[str], has_image: bool) -> str:
+        template = self.templates[name if name in self.templates else DEFAULT_RUBRIC]
+        return template.replace("{instruction}", instruction).replace(
+            "{reference}", reference_block(reference_text, has_image))
 
 
 def reference_block(text: Optional[str], has_image: bool) -> str:

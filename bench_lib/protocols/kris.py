@@ -1,0 +1,109 @@
+"""`kris`: KRIS-Bench's protocol (mercurystraw/Kris_Bench `metrics_common.py`, `metrics_view_change.py`,
+`metrics_knowledge.py`; criteria in `utils/prompts.py`; the 0-100 normalisation and the task groups as in
+lmms-eval's KRIS-Bench task, which follows the official summary).
+
+Four dimensions, 1-5 each:
+- visual consistency: source and edit (only what the instruction does not ask to change);
+- visual quality: the EDITED image alone;
+- instruction following: source and edit (viewpoint_change: and the ground-truth view, the reference image);
+- knowledge plausibility, for the knowledge tasks only: asked in the same view as instruction following, with
+  the sample's explanation as the real-world knowledge the result must agree with; when instruction
+  following is 2 or lower, knowledge plausibility is 1 (a rule of KRIS's prompt, applied here in code: in
+  expectation over the instruction answer in logits mode).
+A sample's score is the mean of its applicable dimensions. Means pool the samples and are reported on KRIS's
+0-100 scale, 25 (mean - 1).
+
+The task types (dimensions): `common` (count, colour, anomaly, position, size, part completion,
+multi-instruction), `viewpoint`, `knowledge` (the ten knowledge tasks). KRIS's temporal-prediction and
+multi-element tasks take several source images, which this harness's editors do not: their samples are
+invalid_input (see the README).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .base import ONE_TO_FIVE, Answer, Ask, Metric, Protocol, Question, SampleView, register_protocol
+
+CONSISTENCY = (
+    "You judge an image edit. The first image is the original, the second the edited result.\n\n"
+    "Instruction given to the editor: {instruction}\n\n"
+    "Score VISUAL CONSISTENCY from 1 to 5: leaving aside everything the instruction asks to change, how much of "
+    "the original is kept (objects, people's identity, background, layout)? 5 = identical apart from the "
+    "instructed change; 4 = one tiny unintended difference; 3 = one clear unintended change; 2 = two or more; "
+    "1 = most or all of the image changed.\n\n")
+QUALITY = (
+    "You judge one generated image on its own.\n\n"
+    "Score VISUAL QUALITY from 1 to 5: is it coherent and natural in structure, texture and lighting, free of "
+    "artifacts and distortions? Low resolution or softness alone is not a flaw. 5 = excellent; 4 = minor flaws; "
+    "3 = noticeable flaws; 2 = serious flaws; 1 = severe errors.\n\n")
+INSTRUCTION = (
+    "You judge an image edit. The first image is the original, the second the edited result{gt}.\n\n"
+    "Instruction given to the editor: {instruction}\n\n"
+    "Work out what changed between the images and what a correct result of the instruction would show, then "
+    "score INSTRUCTION FOLLOWING from 1 to 5: 5 = the instruction is carried out completely and correctly; "
+    "4 = correct with a small shortfall; 3 = partly carried out; 2 = barely; 1 = not at all or wrongly. Changes "
+    "the instruction did not ask for are not judged here.\n\n")
+KNOWLEDGE = (
+    "You judge an image edit that needs real-world knowledge. The first image is the original, the second the "
+    "edited result.\n\n"
+    "Instruction given to the editor: {instruction}\n"
+    "The knowledge behind the correct result: {explanation}\n\n"
+    "Score two things from 1 to 5. INSTRUCTION FOLLOWING: is the instruction carried out completely and correctly "
+    "(5) ... not at all (1)? KNOWLEDGE PLAUSIBILITY: does the result agree with the real-world behaviour the "
+    "knowledge above describes (5 = fully; 1 = it contradicts it)? If instruction following is 2 or lower, "
+    "knowledge plausibility is 1.\n\n")
+QUESTIONS = {
+    "consistency": "Rate VISUAL CONSISTENCY.",
+    "quality": "Rate VISUAL QUALITY.",
+    "instruction": "Rate INSTRUCTION FOLLOWING.",
+    "knowledge": "Rate KNOWLEDGE PLAUSIBILITY.",
+}
+COMMON = ("count_change", "color_change", "anomaly_correction", "position_movement", "size_adjustment",
+          "part_completion", "multi-instruction_execution")
+KNOWLEDGE_TASKS = ("abstract_reasoning", "rule-based_reasoning", "mathematics", "practical_knowledge", "medicine",
+                   "biology", "geography", "chemistry", "humanities", "physics")
+MULTI_IMAGE = ("temporal_prediction", "multi-element_composition")
+
+
+@register_protocol("kris")
+class KRISProtocol(Protocol):
+    metrics = tuple(Metric(name, 1, 5, "{:.1f}", scale_to_report=(-25.0, 25.0))
+                    for name in ("consistency", "quality", "instruction", "knowledge", "score"))
+    dimensions = ("common", "viewpoint", "knowledge")
+    default_dimension = "common"
+    category_defaults = {**{c: "common" for c in COMMON}, "viewpoint_change": "viewpoint",
+                         **{c: "knowledge" for c in KNOWLEDGE_TASKS}}
+
+    def asks(self, sample: SampleView, images: dict[str, Any]) -> list[Ask]:
+        kind = sample.dimension if sample.dimension in self.dimensions else self.default_dimension
+        q = {n: Question(n, ONE_TO_FIVE, text) for n, text in QUESTIONS.items()}
+        pair = (("Original image:", images["source"]), ("Edited image:", images["edited"]))
+        fill = {"instruction": sample.instruction}
+        asks = [Ask("consistency", pair, CONSISTENCY.format(**fill), (q["consistency"],)),
+                Ask("quality", (("Edited image:", images["edited"]),), QUALITY, (q["quality"],))]
+        if kind == "knowledge":  # metrics_knowledge.py: one call for instruction following and knowledge
+            asks.append(Ask("knowledge", pair, KNOWLEDGE.format(
+                **fill, explanation=sample.fields.get("explanation") or "(none given)"),
+                (q["instruction"], q["knowledge"])))
+        elif kind == "viewpoint" and sample.has_reference_image:  # metrics_view_change.py: with the true view
+            asks.append(Ask("instruction", pair + (("Ground-truth image:", images.get("reference")),),
+                            INSTRUCTION.format(**fill, gt=", the third the ground truth of the requested view"),
+                            (q["instruction"],)))
+        else:
+            asks.append(Ask("instruction", pair, INSTRUCTION.format(**fill, gt=""), (q["instruction"],)))
+        return asks
+
+    def texts(self) -> list[str]:
+        return [CONSISTENCY, QUALITY, INSTRUCTION, KNOWLEDGE, *QUESTIONS.values()]
+
+    def sample_metrics(self, sample: SampleView, answers: dict[str, Answer]) -> dict[str, Optional[float]]:
+        values = {name: answers[name].value for name in ("consistency", "quality", "instruction")}
+        knowledge = None
+        if "knowledge" in answers:
+            instruction = answers["instruction"]
+            low = sum(instruction.probability(v) for v in (1.0, 2.0))
+            knowledge = low * 1.0 + (1 - low) * answers["knowledge"].value  # the prompt's cap, in expectation
+            values["knowledge"] = knowledge
+        return {**{k: values[k] for k in ("consistency", "quality", "instruction")}, "knowledge": knowledge,
+                "score": sum(values.values()) / len(values)}

@@ -1,0 +1,112 @@
+"""`re_edit`: RE-Edit's protocol (Yixuan-Ding-ZJU/RE-Edit `src/iterative_pipeline_v7.py`:
+`_stage4_comparative_scoring`, `_score_sc_metric`, `_score_instruction_following_metric`;
+`src/data/iterative_data.py`: `calculate_statistics`, `calculate_global_statistics`; criteria in
+`config/config_iterative_refinement.yaml` `prompts`).
+
+Per sample, three views, each showing the source then the edited image:
+- the sample's own reasoning dimension (physical, environmental, cultural, causal, referential), one yes/no
+  question: is the edit consistent with that kind of reasoning; the view shows the source's description and the
+  instruction, and, when the sample has one, its rationale as the task's challenge; when in doubt, no;
+- instruction following, 0-10, by deduction from 10 (missing or extra edits, edits in the wrong place,
+  damaged objects or people);
+- semantic consistency: editing success and over-editing, 0-10 each; SC = min of them.
+Aggregation: the yes-rate (% of samples answered yes) per category; IF and SC means; overall values pool the
+samples. The headline is RE-Edit's table: the five yes-rates, IF and SC in one row. In logits mode `yes` is
+P(yes) (renormalised over yes and no), so the yes-rate is the expected share of yes answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..report import md_cell
+from .base import YES_NO, ZERO_TO_TEN, Answer, Ask, Metric, Protocol, Question, SampleView, format_metric, register_protocol
+
+DIMENSIONS = {
+    "physical": "PHYSICAL and geometric consistency: lighting and shadows, contact and support between objects, "
+                "scale and perspective, materials and reflections, motion under gravity, and an overall look that "
+                "fits together",
+    "environmental": "ENVIRONMENTAL and contextual consistency: weather, time of day, season, surroundings and "
+                     "atmosphere agree with each other and with what the instruction implies over time",
+    "cultural": "CULTURAL and social consistency: clothing, behaviour, gestures, symbols and customs fit the "
+                "culture, the occasion and the period the instruction implies",
+    "causal": "CAUSAL and logical consistency: the edit shows the outcome an action or event actually leads to, "
+              "with the right actor and object and the right order of cause and effect",
+    "referential": "REFERENTIAL correctness: exactly the object the instruction refers to (by position, "
+                   "relation or description) is the one edited, and the edit stays within it",
+}
+REASONING = (
+    "You are a strict judge of one kind of reasoning in image edits. The first image is the original, the second "
+    "the edited result. Judge only {dimension}.\n\n"
+    "The original image shows: {description}\n"
+    "Instruction given to the editor: {instruction}{challenge}\n\n"
+    "Answer yes only if the edited image is clearly correct in this respect. When you are unsure, or the result "
+    "is borderline, answer no. A strong global colour distortion is a no. Do not count as wrong anything "
+    "unrealistic that the instruction itself asks for.\n\n")
+INSTRUCTION_FOLLOWING = (
+    "You judge how precisely an image edit follows its instruction. The first image is the original, the second "
+    "the edited result.\n\nInstruction: {instruction}\n\n"
+    "Start from 10 and deduct: 3 for each requested change that is missing; 3 for each change that was not "
+    "requested; 2 for each change made in the wrong place; 2 to 4 for a wrong facial expression; 3 to 5 for "
+    "malformed limbs or a wrong number of people; 3 to 5 for an object removed or extracted unclearly; 3 when "
+    "the edited object is damaged. 0 when the edit is entirely wrong or unrelated; 10 only when everything is "
+    "right. The score is a whole number from 0 to 10.\n\n")
+SEMANTIC_CONSISTENCY = (
+    "You judge an image edit made from a text instruction. The first image is the original, the second the "
+    "edited result.\n\nInstruction: {instruction}\n\n"
+    "Score two things from 0 to 10. EDITING SUCCESS: how completely and correctly the instruction is carried out "
+    "(0: not at all; 10: fully). OVER-EDITING: how well everything the instruction does not mention is kept (0: "
+    "the image changed far beyond the instruction; 10: only what was asked changed).\n\n")
+QUESTIONS = {
+    "yes": "Is the edited image correct in this respect?",
+    "instruction_following": "Give the instruction-following score.",
+    "editing_success": "Rate EDITING SUCCESS only.",
+    "over_editing": "Rate OVER-EDITING only (10 = nothing beyond the instruction changed).",
+}
+
+
+@register_protocol("re_edit")
+class REEditProtocol(Protocol):
+    metrics = (Metric("yes_rate", 0, 1, "{:.1f}", scale_to_report=(0.0, 100.0)),
+               Metric("instruction_following", 0, 10), Metric("semantic_consistency", 0, 10))
+    primary = "yes_rate"
+    dimensions = tuple(DIMENSIONS)
+    default_dimension = "causal"
+    category_defaults = {"physics": "physical", "environment": "environmental", "social": "cultural",
+                         "物理": "physical", "环境": "environmental", "社会": "cultural", "因果": "causal",
+                         "指代": "referential"}  # the harness's own names; RE-Edit's Chinese subset names
+
+    def asks(self, sample: SampleView, images: dict[str, Any]) -> list[Ask]:
+        dim = sample.dimension if sample.dimension in DIMENSIONS else self.default_dimension
+        pair = (("Original image:", images["source"]), ("Edited image:", images["edited"]))
+        rationale = (sample.fields.get("rationale") or "").strip()
+        reasoning = REASONING.format(
+            dimension=DIMENSIONS[dim], description=sample.fields.get("description") or "(no description given)",
+            instruction=sample.instruction,
+            challenge=f"\nThe task's challenge: {rationale}" if rationale else "")  # only when there is one
+        fill = {"instruction": sample.instruction}
+        return [Ask("reasoning", pair, reasoning, (Question("yes", YES_NO, QUESTIONS["yes"]),)),
+                Ask("instruction_following", pair, INSTRUCTION_FOLLOWING.format(**fill),
+                    (Question("instruction_following", ZERO_TO_TEN, QUESTIONS["instruction_following"]),)),
+                Ask("semantic_consistency", pair, SEMANTIC_CONSISTENCY.format(**fill),
+                    (Question("editing_success", ZERO_TO_TEN, QUESTIONS["editing_success"]),
+                     Question("over_editing", ZERO_TO_TEN, QUESTIONS["over_editing"])))]
+
+    def texts(self) -> list[str]:
+        return [REASONING, INSTRUCTION_FOLLOWING, SEMANTIC_CONSISTENCY, *DIMENSIONS.values(), *QUESTIONS.values()]
+
+    def sample_metrics(self, sample: SampleView, answers: dict[str, Answer]) -> dict[str, Optional[float]]:
+        return {"yes_rate": answers["yes"].value,
+                "instruction_following": answers["instruction_following"].value,
+                "semantic_consistency": min(answers["editing_success"].value, answers["over_editing"].value)}
+
+    def headline(self, report: dict[str, Any]) -> list[str]:
+        """RE-Edit's table: the yes-rate (%) of each of its five categories, then IF and SC (pooled means)."""
+        categories = report["categories"]
+        names = [c for c in DIMENSIONS if c in categories] + [c for c in categories if c not in DIMENSIONS]
+        header = [c.capitalize() if c in DIMENSIONS else md_cell(c) for c in names] + ["IF", "SC"]
+        cells = [format_metric(categories[c]["metrics"].get("yes_rate"), self.metric("yes_rate")) for c in names]
+        overall = report["overall"]["metrics"]
+        cells += [format_metric(overall.get("instruction_following"), self.metric("instruction_following")),
+                  format_metric(overall.get("semantic_consistency"), self.metric("semantic_consistency"))]
+        return ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header), "| " + " | ".join(cells) + " |"]

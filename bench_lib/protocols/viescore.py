@@ -1,0 +1,116 @@
+"""`viescore`: VIEScore's text-guided image editing protocol, as GEdit-Bench uses it.
+
+Rules (TIGER-AI-Lab/VIEScore `viescore/__init__.py::VIEScore.evaluate`, task "tie"; stepfun-ai/Step1X-Edit
+`GEdit-Bench/test_gedit_score.py` and `calculate_statistics.py`):
+- semantic consistency: two 0-10 scores, editing success and over-editing, judged on the source then the edited
+  image; SC = min of them;
+- perceptual quality: two 0-10 scores, naturalness and artifacts, judged on the EDITED image alone;
+  PQ = min of them;
+- O = sqrt(SC * PQ) per sample; every metric's mean is over samples (O is the mean of per-sample values);
+- GEdit-Bench resizes the edited image to the source's size before judging (done here too) and reports
+  per task type, their unweighted mean ("Average"), the same over the samples flagged `Intersection_exist`,
+  per instruction language.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..report import md_cell
+from .base import (ZERO_TO_TEN, Answer, Ask, Metric, Protocol, Question, SampleView, format_metric, register_protocol,
+                   sqrt_product)
+
+SEMANTICS = (
+    "You judge an image edit made from a text instruction. The first image is the original, the second is the "
+    "edited result.\n\nInstruction: {instruction}\n\n"
+    "Score two things from 0 to 10. EDITING SUCCESS: how completely and correctly the edited image carries out "
+    "the instruction (0: not at all; 10: fully). OVER-EDITING: how well everything the instruction does not "
+    "mention is left as it was (0: the image was changed far beyond the instruction, or replaced; 10: only what "
+    "was asked changed). If the edit did nothing, the two images look the same: that is no editing success. "
+    "A result both minimal and effective scores 10 on both.\n\n")
+QUALITY = (
+    "You judge the perceptual quality of one generated image, without regard to any instruction.\n\n"
+    "Score two things from 0 to 10. NATURALNESS: does the image look natural and coherent, with believable "
+    "lighting, perspective, proportions and sense of distance (0: clearly unnatural; 10: entirely natural)? "
+    "ARTIFACTS: is it free of visible artifacts such as distortions, blur, smears, noise, watermarks or "
+    "malformed parts (0: heavy artifacts; 10: none)?\n\n")
+QUESTIONS = {
+    "editing_success": "Rate EDITING SUCCESS only.",
+    "over_editing": "Rate OVER-EDITING only (10 = nothing beyond the instruction changed).",
+    "naturalness": "Rate NATURALNESS only.",
+    "artifacts": "Rate ARTIFACTS only (10 = no artifacts).",
+}
+
+
+@register_protocol("viescore")
+class VIEScoreProtocol(Protocol):
+    metrics = (Metric("semantics", 0, 10, "{:.3f}"), Metric("quality", 0, 10, "{:.3f}"),
+               Metric("overall", 0, 10, "{:.3f}"))
+    primary = "overall"
+
+    def asks(self, sample: SampleView, images: dict[str, Any]) -> list[Ask]:
+        edited = images["edited"]
+        source = images["source"]
+        if edited is not None and source is not None and edited.size != source.size:
+            edited = edited.resize(source.size)  # GEdit-Bench: the edit is judged at the source's size
+        q = {name: Question(name, ZERO_TO_TEN, text) for name, text in QUESTIONS.items()}
+        return [Ask("semantics", (("Original image:", source), ("Edited image:", edited)),
+                    SEMANTICS.replace("{instruction}", sample.instruction),
+                    (q["editing_success"], q["over_editing"])),
+                Ask("quality", (("Image:", edited),), QUALITY, (q["naturalness"], q["artifacts"]))]
+
+    def texts(self) -> list[str]:
+        return [SEMANTICS, QUALITY, *QUESTIONS.values()]
+
+    def sample_metrics(self, sample: SampleView, answers: dict[str, Answer]) -> dict[str, Optional[float]]:
+        semantics = min(answers["editing_success"].value, answers["over_editing"].value)
+        quality = min(answers["naturalness"].value, answers["artifacts"].value)
+        return {"semantics": semantics, "quality": quality, "overall": sqrt_product(semantics, quality)}
+
+    def report_extras(self, rows: list[dict[str, Any]], categories: list[str]) -> dict[str, Any]:
+        """GEdit-Bench's aggregation (calculate_statistics.py analyze_scores): per instruction language when the
+        data has them, the metrics per task type, their unweighted mean over task types, and the same over the
+        samples flagged as in the intersection subset."""
+        from ..report import macro_metrics
+
+        def extras(row):
+            return row.get("extras") or {}
+
+        def part(selected: list[dict[str, Any]]) -> dict[str, Any]:
+            cats = sorted({r["category"] for r in selected if r["category"]})
+            out = {"categories": {c: {"metrics": self.aggregate([r for r in selected if r["category"] == c])}
+                                  for c in cats},
+                   "macro_metrics": macro_metrics(selected, cats, self)}
+            if any(extras(r).get("intersection") is not None for r in selected):
+                inter = [r for r in selected if extras(r).get("intersection") in (True, 1, "1", "true", "True")]
+                out["intersection_macro_metrics"] = macro_metrics(inter, sorted({r["category"] for r in inter}), self)
+            return out
+
+        languages = sorted({str(extras(r)["language"]) for r in rows if extras(r).get("language") not in (None, "")})
+        if not languages:
+            return {"groups": {"": part(rows)}}
+        return {"groups": {lang: part([r for r in rows if str(extras(r).get("language")) == lang])
+                           for lang in languages}}
+
+    def headline(self, report: dict[str, Any]) -> list[str]:
+        """GEdit-Bench's table: SC, PQ, O per task type (category), their unweighted mean ("Average"), and the
+        same over the intersection subset when the data flags it, per instruction language when it has them."""
+        lines = []
+        groups = report.get("groups") or {"": {"categories": report["categories"],
+                                               "macro_metrics": report["overall"]["macro_metrics"]}}
+        for language, part in groups.items():
+            if language:
+                lines += [f"Instruction language {md_cell(language)}:", ""]
+            lines += ["| task type | SC | PQ | O | n |", "|---|---:|---:|---:|---:|"]
+            for category, stats in part["categories"].items():
+                lines.append(self._row(md_cell(category), stats["metrics"]))
+            lines.append(self._row("**Average** (mean of the task types)", part["macro_metrics"]))
+            if part.get("intersection_macro_metrics"):
+                lines.append(self._row("**Average, intersection subset**", part["intersection_macro_metrics"]))
+            lines.append("")
+        return lines[:-1]
+
+    def _row(self, label: str, metrics: dict[str, Any]) -> str:
+        cells = [format_metric(metrics.get(m.name), m) for m in self.metrics]
+        count = max((metrics[m.name]["count"] for m in self.metrics if metrics.get(m.name)), default=0)
+        return f"| {label} | " + " | ".join(cells) + f" | {count} |"

@@ -1,0 +1,206 @@
+"""The public benchmarks' own files, read unchanged (`dataset_format`, detected by `auto`), and images given
+as base64 text in any format."""
+
+import base64
+import io
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from bench_lib.config import ConfigError, DataConfig
+from bench_lib.data import load_benchmark, load_samples
+from bench_lib.formats import detect, re_edit_id
+from conftest import RISEBENCH
+
+
+def png_bytes(color, size=(24, 16)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def b64(color, size=(24, 16)) -> str:
+    return base64.b64encode(png_bytes(color, size)).decode("ascii")
+
+
+def re_edit_records():
+    return [
+        {"subset": "physical", "original_image_path": "images/00025_physical_medium.png", "src_img_b64": b64("red"),
+         "edit_instruction_en": "Melt the ice.", "original_description_en": "An ice cube on a table.",
+         "rationale_short_en": "Ice melts in the sun."},
+        {"subset": "cultural", "original_image_path": "sub/dir/00031_cultural_hard.jpg",
+         "src_img_b64": "data:image/png;base64," + b64("blue"), "edit_instruction_en": "Make it a wedding.",
+         "original_description_en": "A hall.", "rationale_short_en": ""},
+        {"subset": "causal", "original_image_path": "no_slash.png", "src_img_b64": b64("green"),
+         "edit_instruction_en": "Drop the glass.", "original_description_en": "A glass."},
+        {"subset": "referential", "src_img_b64": b64("white"), "edit_instruction_en": "Paint the left cup.",
+         "original_description_en": "Cups."},
+        {"subset": "environmental", "original_image_path": "images/big.png", "src_img_b64": b64("black", (400, 300)),
+         "edit_instruction_en": "Make it night.", "original_description_en": "A street."},
+    ]
+
+
+def test_re_edit_ids_follow_its_loader():
+    assert re_edit_id({"original_image_path": "images/00025_physical_medium.png"}, "physical", 0) == "00025_physical_medium"
+    assert re_edit_id({"original_image_path": "a/b.jpg.png"}, "x", 0) == "b"  # every ".png", then every ".jpg"
+    assert re_edit_id({"original_image_path": "a/b.jpeg"}, "x", 0) == "b.jpeg"  # only .png and .jpg are removed
+    assert re_edit_id({"original_image_path": "c.png"}, "x", 0) == "c.png"  # no "/": the value as it is
+    assert re_edit_id({}, "causal", 7) == "causal_7"
+
+
+@pytest.mark.parametrize("shape", ["list", "by_category"])
+def test_re_edit_file_read_unchanged(tmp_path, shape):
+    records = re_edit_records()
+    data = records if shape == "list" else {r["subset"]: [r] for r in records}
+    path = tmp_path / "RE-Edit.json"
+    path.write_text(json.dumps(data))
+    cfg = DataConfig(dataset=str(path), max_image_pixels=100_000)
+    assert detect(cfg) == "re_edit"
+    samples, identity = load_benchmark(cfg)
+    assert identity.startswith("sha256:")
+    by_id = {s.id: s for s in samples}
+    missing_path_id = "referential_3" if shape == "list" else "referential_0"
+    assert list(by_id) == ["00025_physical_medium", "00031_cultural_hard", "no_slash.png", missing_path_id, "big"]
+    first = by_id["00025_physical_medium"]
+    assert first.category == "physical" and first.instruction == "Melt the ice."
+    assert first.fields == {"description": "An ice cube on a table.", "rationale": "Ice melts in the sun."}
+    assert first.source_image.load().getpixel((0, 0)) == (255, 0, 0)  # raw base64
+    assert by_id["00031_cultural_hard"].source_image.load().getpixel((0, 0)) == (0, 0, 255)  # a data URI
+    assert "rationale" not in by_id["00031_cultural_hard"].fields  # empty: no challenge to show
+    with pytest.raises(ValueError, match="over max_image_pixels"):  # the pixel cap holds for base64 too
+        by_id["big"].source_image.load()
+
+
+def test_risebench_file_read_unchanged(tmp_path):
+    (tmp_path / "causal_reasoning_images").mkdir()
+    Image.new("RGB", (20, 20), "red").save(tmp_path / "causal_reasoning_images" / "1.png")
+    Image.new("RGB", (20, 20), "blue").save(tmp_path / "causal_reasoning_images" / "1_ref.png")
+    rows = [{"index": "causal_reasoning_1", "category": "causal_reasoning", "instruction": "Burn it.",
+             "image": "causal_reasoning_images/1.png", "reference": "Ashes.", "subtask": "State Transition",
+             "consistency_free": None},
+            {"index": "logical_reasoning_2", "category": "logical_reasoning", "instruction": "Solve it.",
+             "image": "causal_reasoning_images/1.png", "reference_img": "causal_reasoning_images/1_ref.png",
+             "reasoning_wo_ins": True}]
+    (tmp_path / "data_total.json").write_text(json.dumps(rows))
+    cfg = DataConfig(dataset=str(tmp_path / "data_total.json"))
+    assert detect(cfg) == "risebench"
+    first, second = load_samples(cfg)
+    assert (first.id, first.reference_text, first.reference_image) == ("causal_reasoning_1", "Ashes.", None)
+    assert first.fields == {"subtask": "State Transition", "consistency_free": None, "reasoning_wo_ins": None}
+    assert second.reference_image.load().getpixel((0, 0)) == (0, 0, 255) and second.fields["reasoning_wo_ins"] is True
+
+
+@pytest.mark.skipif(not RISEBENCH.is_dir(), reason="../shared/data/risebench is not present in this clone")
+def test_the_shared_risebench_samples_need_no_mapping():
+    cfg = DataConfig(dataset=str(RISEBENCH / "data_total.json"))
+    assert detect(cfg) == "risebench"
+    samples = load_samples(cfg)
+    source = json.loads((RISEBENCH / "data_total.json").read_text())
+    assert [s.id for s in samples] == [r["index"] for r in source] and not any(s.problem for s in samples)
+    assert sum(s.reference_image is not None for s in samples) == sum("reference_img" in r for r in source)
+
+
+def make_kris(tmp_path):
+    root = tmp_path / "KRIS_Bench"
+    for task, entries in {
+        "chemistry": {"1": {"ori_img": "1.jpg", "gt_img": "", "ins_en": "Add acid.", "explain_en": "It fizzes."},
+                      "2": {"ori_img": "2.jpg", "gt_img": "", "ins_en": "Heat it.", "explain_en": ""}},
+        "viewpoint_change": {"1": {"ori_img": "1.jpg", "gt_img": "1_gt.jpg", "ins_en": "Show it from above.",
+                                   "explain_en": ""}},
+        "temporal_prediction": {"1": {"ori_img": ["1-1.jpg", "1-2.jpg", "1-3.jpg"], "gt_img": "1-4.jpg",
+                                      "ins_en": "Show frame 4.", "explain_en": ""}},
+    }.items():
+        (root / task).mkdir(parents=True)
+        (root / task / "annotation.json").write_text(json.dumps(entries))
+        for entry in entries.values():
+            for name in ([entry["ori_img"]] if isinstance(entry["ori_img"], str) else entry["ori_img"]) + [entry["gt_img"]]:
+                if name:
+                    Image.new("RGB", (16, 16), "green").save(root / task / name)
+    return root
+
+
+def test_kris_folders_read_unchanged(tmp_path):
+    cfg = DataConfig(dataset=str(make_kris(tmp_path)))
+    assert detect(cfg) == "kris"
+    samples = {s.id: s for s in load_samples(cfg)}
+    assert list(samples) == ["chemistry_1", "chemistry_2", "temporal_prediction_1", "viewpoint_change_1"]
+    assert samples["chemistry_1"].fields == {"explanation": "It fizzes."} and samples["chemistry_2"].fields == {}
+    assert samples["chemistry_1"].category == "chemistry" and samples["chemistry_1"].problem is None
+    assert samples["viewpoint_change_1"].reference_image.load().size == (16, 16)
+    assert "3 source images for one sample" in samples["temporal_prediction_1"].problem  # said, not dropped
+
+
+def gedit_rows(tmp_path):
+    return [{"key": f"k{i}", "task_type": task, "instruction": f"edit {i}", "instruction_language": lang,
+             "input_image": {"bytes": png_bytes("red"), "path": None}, "Intersection_exist": i % 2 == 0}
+            for i, (task, lang) in enumerate([("color_alter", "en"), ("color_alter", "cn"), ("subject-add", "en")])]
+
+
+def make_gedit(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_list(gedit_rows(tmp_path)).cast_column("input_image", datasets.Image())
+    ds.to_parquet(str(tmp_path / "gedit.parquet"))
+    return tmp_path / "gedit.parquet"
+
+
+def test_gedit_parquet_read_unchanged(tmp_path):
+    cfg = DataConfig(dataset=str(make_gedit(tmp_path)))
+    samples = load_samples(cfg)  # a single parquet file; gedit recognised by its columns
+    assert [(s.id, s.category) for s in samples] == [("k0", "color_alter"), ("k1", "color_alter"), ("k2", "subject-add")]
+    assert samples[1].fields == {"language": "cn", "intersection": False}
+    assert samples[0].source_image.load().getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_base64_and_paths_in_generic_files(tmp_path):
+    import datasets
+
+    Image.new("RGB", (16, 16), "white").save(tmp_path / "a.png")
+    rows = [{"id": "path", "category": "c", "instruction": "x", "source_image": "a.png"},
+            {"id": "raw", "category": "c", "instruction": "x", "source_image": b64("red")},
+            {"id": "uri", "category": "c", "instruction": "x", "source_image": "data:image/png;base64," + b64("blue")},
+            {"id": "outside", "category": "c", "instruction": "x", "source_image": "../a.png"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    datasets.Dataset.from_list(rows).to_csv(str(tmp_path / "m.csv"))
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "m.parquet"))
+    for name in ("m.jsonl", "m.csv", "m.parquet"):
+        samples = load_samples(DataConfig(dataset=str(tmp_path / name)))
+        pixels = [s.source_image.load().getpixel((0, 0)) if not s.problem else None for s in samples]
+        assert pixels == [(255, 255, 255), (255, 0, 0), (0, 0, 255), None], name
+        assert "leaves the dataset's folder" in samples[3].problem
+
+
+def test_a_named_format_on_the_wrong_files_is_one_clear_error(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"id": "a"}\n')
+    with pytest.raises(ConfigError, match="format kris needs"):
+        load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl"), dataset_format="kris"))
+    (tmp_path / "x.json").write_text('"just a string"')
+    with pytest.raises(ConfigError, match="not RE-Edit's format"):
+        load_samples(DataConfig(dataset=str(tmp_path / "x.json"), dataset_format="re_edit"))
+    shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize("recipe", ["re_edit", "risebench", "kris", "gedit"])
+def test_the_benchmark_recipes_run_on_their_formats(tmp_path, recipe):
+    """Each benchmark's recipe as shipped (format, protocol, judge settings), with the tiny judge and the identity
+    editor in place of the real models, on a small file of that benchmark's format."""
+    import bench_lib.runner as runner
+    from bench_lib import parse_config
+    from bench_lib.store import read_run
+
+    if recipe == "risebench" and not RISEBENCH.is_dir():
+        pytest.skip("../shared/data/risebench is not present in this clone")
+    data = {"re_edit": lambda: "data/demo/re_edit.json", "risebench": lambda: RISEBENCH / "data_total.json",
+            "kris": lambda: make_kris(tmp_path), "gedit": lambda: make_gedit(tmp_path)}[recipe]()
+    cfg = parse_config(["--config", f"configs/{recipe}.yaml", "--dataset", str(data), "--output_dir",
+                        str(tmp_path / "out"), "--editor", "identity", "--judge_model", "tiny:qwen3-vl",
+                        "--judge_dtype", "float32", "--judge_min_digit_mass", "0", "--judge_mode", "logits",
+                        "--limit", "4", "--baselines", ""])
+    assert cfg.judge.protocol == {"gedit": "viescore"}.get(recipe, recipe)
+    runner.run(cfg)
+    run = read_run(tmp_path / "out")
+    assert run["report"]["protocol"]["name"] == cfg.judge.protocol
+    assert [r["status"] for r in run["rows"]].count("ok") == len([r for r in run["rows"] if not r["error"]]) > 0
+    assert "the benchmark's own table" in (tmp_path / "out" / "report.md").read_text()
