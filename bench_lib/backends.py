@@ -5,7 +5,8 @@ A backend owns its whole contract, so adding one is one module (plus a recipe an
 
 - `Config`: a dataclass of its own config keys (declared with `config.option`, each classified as changing
   results or not; the run's fingerprint is built from that classification);
-- `check(cfg, run)`: everything that can be checked before any weights load (exit code 2, not a lost
+- `preflight(cfg, bench)`: what can be checked without a model library (names, paths), at once;
+- `check(cfg, bench)`: everything that can be checked before any weights load (exit code 2, not a lost
   edit stage);
 - `provenance(cfg)`: where its model came from (source, resolved revision, adapter hashes), recorded in
   run.json and report.json;
@@ -38,7 +39,7 @@ class NoOptions:
 
 @dataclass
 class EditResult:
-    image: "Image.Image"
+    image: Image.Image
     flags: list[str] = field(default_factory=list)  # suspicious output, e.g. "non_finite" (NaN/inf pixels)
     info: dict[str, Any] = field(default_factory=dict)  # per-sample facts kept in the edit record (a file's digest)
 
@@ -48,12 +49,17 @@ class Backend(ABC):
     Config: ClassVar[type] = NoOptions
 
     @classmethod
-    def check(cls, cfg: Any, bench: "BenchmarkConfig") -> None:
+    def preflight(cls, cfg: Any, bench: BenchmarkConfig) -> None:
+        """Checks that import no model library (names and paths): they run on every process before torch is
+        imported, so a typo answers at once. Raise `ConfigError`."""
+
+    @classmethod
+    def check(cls, cfg: Any, bench: BenchmarkConfig) -> None:
         """Before any weights load: raise `ConfigError` for anything that would fail later (`bench`: the whole
         run's config, for checks that involve other sections)."""
 
     @classmethod
-    def fingerprint(cls, cfg: Any, bench: "BenchmarkConfig") -> dict[str, Any]:
+    def fingerprint(cls, cfg: Any, bench: BenchmarkConfig) -> dict[str, Any]:
         """What of this backend's config the results depend on (by default: the fields that say so)."""
         from .config import section_fingerprint
 
@@ -83,7 +89,7 @@ class Editor(Backend):
         self.cfg = cfg
 
     @abstractmethod
-    def edit(self, sample: "Sample", source: "Image.Image", *, seed: int) -> EditResult: ...
+    def edit(self, sample: Sample, source: Image.Image, *, seed: int) -> EditResult: ...
 
     def switch(self, cfg: Any) -> bool:
         """Become the editor `cfg` describes without reloading (a sweep's next variant: another adapter on the

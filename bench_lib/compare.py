@@ -48,7 +48,8 @@ def load_run(folder: Path) -> dict[str, Any]:
 def differences(a: Any, b: Any, path: str) -> list[tuple[str, Any, Any]]:
     """(dotted key, value in A, value in B) of every leaf where two nested mappings differ."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for key in sorted(set(a) | set(b), key=str) for d in differences(a.get(key), b.get(key), f"{path}.{key}")]
+        return [d for key in sorted(set(a) | set(b), key=str)
+                for d in differences(a.get(key), b.get(key), f"{path}.{key}")]
     return [] if a == b else [(path, a, b)]
 
 
@@ -85,7 +86,7 @@ def metric_values(run: dict[str, Any], metric: str) -> dict[str, float]:
 def compare(a: dict[str, Any], b: dict[str, Any], *, metric: Optional[str] = None,
             resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
     warnings = check_comparable(a, b)
-    known = sorted(((a.get("protocol") or {}).get("metrics") or {"score": {}}))
+    known = sorted((a.get("protocol") or {}).get("metrics") or {"score": {}})
     metric = metric or "score"
     if metric != "score" and metric not in known:
         raise Refusal(f"metric {metric!r} is not one of the runs' protocol's: {known} (or score)")

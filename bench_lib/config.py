@@ -105,8 +105,8 @@ class DataConfig:
             raise ConfigError("`dataset` is required (hub id, local folder or .json/.jsonl manifest).")
         unknown = sorted(set(self.columns) - set(CANONICAL_COLUMNS))
         if unknown:
-            raise ConfigError(f"`columns` has unknown canonical names {unknown}{_suggest(unknown[0], CANONICAL_COLUMNS)}; "
-                              f"known: {list(CANONICAL_COLUMNS)}.")
+            raise ConfigError(f"`columns` has unknown canonical names {unknown}"
+                              f"{_suggest(unknown[0], CANONICAL_COLUMNS)}; known: {list(CANONICAL_COLUMNS)}.")
         for name, source in self.columns.items():
             if not isinstance(source, str) or not source:
                 raise ConfigError(f"`columns.{name}` must be a non-empty column name, got {source!r}.")
@@ -178,7 +178,8 @@ class JudgeConfig:
         default_factory=lambda: {"instruction": 1.0, "consistency": 1.0, "quality": 1.0}, result=False,
         help="Weights of the `mean` score formula (k=v,...; a sub-score not named weighs 1; normalised to sum 1).")
     prompts_dir: str = option(
-        DEFAULT_PROMPTS_DIR, result=False, path="always",  # the rubrics' hashes are in the fingerprint, not the folder's name
+        # the rubrics' hashes are in the fingerprint, not the folder's name
+        DEFAULT_PROMPTS_DIR, result=False, path="always",
         help="Folder of rubric files <category>.txt plus default.txt (matched case-insensitively).")
 
     def __post_init__(self):
@@ -216,6 +217,10 @@ class RunConfig:
         help="Let model repositories run their own Python code. Off: only library classes load.")
     process_group_timeout: int = option(
         1800, result=False, help="Seconds a rank waits at a barrier or gather before the run fails.")
+    verbose: bool = option(
+        False, result=False,
+        help="Also show the model libraries' own progress bars and info logs (off: only the harness's "
+             "samples-done bars and its log).")
 
     def __post_init__(self):
         if not self.output_dir.strip():
@@ -288,7 +293,8 @@ def all_keys() -> dict[str, list[Key]]:
         for f in dataclasses.fields(cls):
             out.setdefault(f.name, []).append(Key(f.name, section, f, hints[f.name]))
     for name, keys in out.items():
-        if len(keys) > 1 and (len({k.section.split(":")[0] for k in keys}) > 1 or any(":" not in k.section for k in keys)):
+        if len(keys) > 1 and (len({k.section.split(":")[0] for k in keys}) > 1
+                              or any(":" not in k.section for k in keys)):
             raise AssertionError(f"config key {name!r} is defined by {[k.section for k in keys]}")
     return out
 
@@ -393,11 +399,14 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def _metavar(tp: Any, name: str) -> str:
+def _metavar(tp: Any, name: str, path: Optional[str]) -> str:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
     if typing.get_origin(tp) is Literal:
         return "{" + ",".join(typing.get_args(tp)) + "}"
+    named = _choices_of(name)
+    if named:
+        return "{" + ",".join(named) + "}" + ("[,...]" if name == "baselines" else "")
     if tp is bool:
         return "{true,false}"
     if tp is dict:
@@ -406,7 +415,18 @@ def _metavar(tp: Any, name: str) -> str:
         return "N"
     if tp is float:
         return "X"
-    return "PATH" if any(word in name for word in ("dir", "dataset", "model", "lora")) else "TEXT"
+    if path is not None:
+        return "PATH_OR_ID" if path == "local" else "PATH"
+    return "REV" if name.endswith("_revision") else "TEXT"
+
+
+def _choices_of(name: str) -> tuple[str, ...]:
+    """The names a backend-selecting key takes (registered backends; the baselines)."""
+    if name in ("editor", "judge"):
+        from .backends import registered
+
+        return tuple(sorted(registered()[name]))
+    return BASELINES if name == "baselines" else ()
 
 
 def _shown(value: Any) -> str:
@@ -441,7 +461,8 @@ def build_arg_parser(values: Optional[dict[str, Any]] = None, recipe: Optional[s
             else ""
         flag = {"nargs": "?", "const": "true"} if key.type is bool else {}  # `--overwrite` alone means true
         spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        group.add_argument(*spellings, dest=name, default=argparse.SUPPRESS, metavar=_metavar(key.type, name),
+        group.add_argument(*spellings, dest=name, default=argparse.SUPPRESS,
+                           metavar=_metavar(key.type, name, f.metadata.get("path")),
                            help=f"{f.metadata['help']}{shown}".replace("%", "%%"), **flag)
     if recipe:
         parser.description += f" Defaults shown are those of {recipe}."
@@ -456,7 +477,7 @@ def parse_config(argv: Optional[list[str]] = None) -> BenchmarkConfig:
     known, _ = first.parse_known_args(argv)
     recipe_path = Path(known.config) if known.config else DEFAULT_RECIPE
     if "-h" in argv or "--help" in argv:
-        values = load_recipe(recipe_path) if recipe_path.is_file() else {}
+        values = resolve_recipe_paths(load_recipe(recipe_path), recipe_path.parent) if recipe_path.is_file() else {}
         build_arg_parser(values, str(recipe_path)).print_help()
         raise SystemExit(0)
     cli = vars(build_arg_parser().parse_args(argv))

@@ -13,10 +13,10 @@ import binascii
 import dataclasses
 import hashlib
 import io
-import re
 import json
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +125,7 @@ class ImageRef:
         source = self.path if self.path is not None else io.BytesIO(self.read_bytes())
         return Image.open(source, formats=IMAGE_FORMATS)
 
-    def _resolved(self) -> "ImageRef":
+    def _resolved(self) -> ImageRef:
         """An undecoded datasets.Image value {"bytes": ..., "path": ...} as a bytes or path reference."""
         value = self.dataset[self.row][self.dataset.column_names[0]]
         if isinstance(value, dict) and value.get("bytes"):
@@ -196,7 +196,8 @@ def load_benchmark(cfg: DataConfig) -> tuple[list[Sample], str]:
                           + (" ..." if len(duplicates) > 20 else ""))
     if all(s.problem for s in samples):
         shown = "; ".join(f"{s.id}: {s.problem}" for s in samples[:3])
-        raise ConfigError(f"none of the {len(samples)} samples is usable ({shown}{' ...' if len(samples) > 3 else ''}). "
+        raise ConfigError(f"none of the {len(samples)} samples is usable "
+                          f"({shown}{' ...' if len(samples) > 3 else ''}). "
                           "Check the column mapping and the image paths.")
     return samples, table.identity
 
@@ -383,7 +384,7 @@ class _ManifestTable:
         self.identity = identity
 
     @classmethod
-    def from_file(cls, path: Path) -> "_ManifestTable":
+    def from_file(cls, path: Path) -> _ManifestTable:
         raw, rows = read_json_file(path)
         return cls(rows, base=path.parent, identity="sha256:" + hashlib.sha256(raw).hexdigest(), name=str(path))
 
@@ -418,6 +419,7 @@ class _DatasetTable:
         caches = (datasets.config.HF_DATASETS_CACHE, datasets.config.HF_CACHE_HOME)
         self.roots = tuple(Path(p).resolve() for p in ([base] if base is not None else caches))
         self._image_columns: dict[str, Any] = {}
+        self._path_only: dict[str, list[Optional[str]]] = {}  # per image column and row: the path of a bytes-less value
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -441,7 +443,9 @@ class _DatasetTable:
             if not present[i]:
                 continue
             if is_image_feature:
-                return ImageRef(dataset=column, row=i, roots=self.roots)  # `column` is cast to decode=False
+                if self._path_only[source][i] is None:  # bytes in the table: read when the image is needed
+                    return ImageRef(dataset=column, row=i, roots=self.roots)  # `column` is cast to decode=False
+                return self._image_path(self._path_only[source][i])
             value = column[i][source]
             if isinstance(value, str) and (self.base is not None or encoded_image(value) is not None):
                 return string_ref(self.base, value)
@@ -463,8 +467,29 @@ class _DatasetTable:
                 else [v is not None and v != "" for v in arrow.to_pylist()]
             if is_image:  # datasets would decode (fully) on row access, before our pixel cap could say no
                 column = column.cast_column(source, ImageFeature(decode=False))
+                # A value with no bytes is a file path (`Dataset.to_parquet` of images cast from paths, an
+                # imagefolder): known per row from the Arrow struct, so a bad path is found now, not mid-run.
+                import pyarrow.compute as pc
+
+                no_bytes = pc.struct_field(arrow, "bytes").is_null().to_pylist()
+                paths = pc.struct_field(arrow, "path").to_pylist()
+                self._path_only[source] = [path if missing else None for missing, path in zip(no_bytes, paths)]
             self._image_columns[source] = (column, present, is_image)
         return self._image_columns[source]
+
+    def _image_path(self, value: Optional[str]) -> ImageRef:
+        """A path-only image value: relative to the dataset's file or folder (as a manifest's paths are), and only
+        inside it, or inside datasets' download cache for a hub dataset."""
+        if not value:
+            return ImageRef(problem="the dataset's image has neither bytes nor a path")
+        path = Path(value)
+        if not path.is_absolute():
+            if self.base is None:
+                return ImageRef(problem=f"relative image path {value!r} in a hub dataset")
+            path = self.base / path
+        if not any(path.resolve().is_relative_to(root) for root in self.roots):
+            return ImageRef(problem=f"image path {value!r} is outside the dataset's folder")
+        return ImageRef(path=path)
 
 
 def _read_table(cfg: DataConfig):
@@ -509,7 +534,7 @@ def check_dataset_name(cfg: DataConfig) -> None:
         raise ConfigError(problem)
 
 
-def _dataset_table(cfg: DataConfig, path: Path) -> "_DatasetTable":
+def _dataset_table(cfg: DataConfig, path: Path) -> _DatasetTable:
     import datasets
 
     if path.is_dir():

@@ -6,8 +6,9 @@ The editor and judge code never import accelerate; the runner uses this object o
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import torch
 

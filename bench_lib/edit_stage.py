@@ -175,7 +175,7 @@ class EditStage:
             self.timings.free_editor = time.perf_counter() - t0
         return records
 
-    def _run_job(self, job: EditJob, shard: list[Sample], shard_sizes: list[int], progress: "Progress"):
+    def _run_job(self, job: EditJob, shard: list[Sample], shard_sizes: list[int], progress: Progress):
         # Every rank runs the largest shard's number of batches, so all ranks meet at every barrier.
         num_batches = math.ceil(max(shard_sizes) / self.batch_size) if shard_sizes else 0
         writer = job.folder.record_writer(job.attempt, "edit", self.dist.rank)

@@ -2,12 +2,17 @@
 a parquet or CSV file) need a column mapping when their names differ from the canonical ones; the public
 benchmarks' own files are read unchanged, each with its own mapping and id rule:
 
-| format | what it is | source |
-|---|---|---|
-| `re_edit` | one JSON list of records (or `{category: [records]}`): `subset` (the category), `src_img_b64` (raw base64 or a data URI), `edit_instruction_en`, `original_description_en`, `rationale_short_en`; the id comes from `original_image_path` | RE-Edit `src/data/benchmark_loader.py::BenchmarkLoader._extract_category_data` |
-| `risebench` | `data_total.json`: `index`, `category`, `instruction`, `image`, and `reference` / `reference_txt` (text) or `reference_img`; optional `subtask`, `consistency_free`, `reasoning_img`, `reasoning_wo_ins` | RISEBench `gpt_eval.py::eval_vanilla` |
-| `kris` | a folder of task folders, each with `annotation.json` `{id: {ori_img, gt_img, ins_en, explain_en}}` and its images | Kris_Bench `metrics_*.py` |
-| `gedit` | the GEdit-Bench dataset: `key`, `task_type`, `instruction`, `instruction_language`, `input_image`, `Intersection_exist` | Step1X-Edit `GEdit-Bench/test_gedit_score.py` |
+- `re_edit`: one JSON list of records (or `{category: [records]}`): `subset` (the category), `src_img_b64`
+  (raw base64 or a data URI), `edit_instruction_en`, `original_description_en`, `rationale_short_en`; the id
+  comes from `original_image_path`. Source: RE-Edit
+  `src/data/benchmark_loader.py::BenchmarkLoader._extract_category_data`.
+- `risebench`: `data_total.json`: `index`, `category`, `instruction`, `image`, and `reference` /
+  `reference_txt` (text) or `reference_img`; optional `subtask`, `consistency_free`, `reasoning_img`,
+  `reasoning_wo_ins`. Source: RISEBench `gpt_eval.py::eval_vanilla`.
+- `kris`: a folder of task folders, each with `annotation.json` `{id: {ori_img, gt_img, ins_en, explain_en}}`
+  and its images. Source: Kris_Bench `metrics_*.py`.
+- `gedit`: the GEdit-Bench dataset: `key`, `task_type`, `instruction`, `instruction_language`, `input_image`,
+  `Intersection_exist`. Source: Step1X-Edit `GEdit-Bench/test_gedit_score.py`.
 
 `auto` (the default) recognises them by their files and fields. In every format an image column may hold a
 path (relative to the data, never outside it), image bytes, or a base64 string or data URI (decoded under the

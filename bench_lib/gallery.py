@@ -62,7 +62,8 @@ def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sa
             "reference_text": sample.reference_text,
             "edit_link": row["edited_image"],
             "source": _thumb(sample.source_image.load) if sample.source_image and not sample.problem else None,
-            "edited": _thumb(lambda: load_png(output_dir / row["edited_image"])) if row["edited_image"] else None,
+            "edited": (_thumb(lambda row=row: load_png(output_dir / row["edited_image"]))
+                       if row["edited_image"] else None),
             "reference": _thumb(sample.reference_image.load) if sample.reference_image else None,
         })
     return items
@@ -136,13 +137,15 @@ const items = JSON.parse(document.getElementById("data").textContent);
 const controls = ["category", "status", "sort"].map(id => document.getElementById(id));
 function fill(select, values) {
   for (const v of [...new Set(values)].sort()) {
-    const option = document.createElement("option"); option.value = v; option.textContent = v; select.appendChild(option);
+    const option = document.createElement("option");
+    option.value = v; option.textContent = v; select.appendChild(option);
   }
 }
 fill(controls[0], items.map(i => i.category));
 fill(controls[1], items.map(i => i.status));
 function el(tag, cls, text) {
-  const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e;
+  const e = document.createElement(tag);
+  if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e;
 }
 function figure(uri, caption, link) {
   const f = el("figure");
@@ -183,7 +186,9 @@ function render() {
   let shown = items.filter(i => (!category || i.category === category) && (!status || i.status === status));
   const key = i => i.score === null ? -Infinity : i.score;
   if (sort === "score-desc") shown.sort((a, b) => key(b) - key(a) || a.position - b.position);
-  if (sort === "score-asc") shown.sort((a, b) => (a.score === null) - (b.score === null) || key(a) - key(b) || a.position - b.position);
+  if (sort === "score-asc") {
+    shown.sort((a, b) => (a.score === null) - (b.score === null) || key(a) - key(b) || a.position - b.position);
+  }
   const cards = document.getElementById("cards");
   cards.replaceChildren();
   for (const item of shown) cards.appendChild(card(item));  // no spread: fine for any number of samples

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from PIL import Image
 
@@ -41,6 +42,12 @@ class JudgeJob:
     load_edited: Callable[[Sample], Image.Image]
     edited_size: Callable[[Sample], tuple[int, int]]
     label: str = ""  # a sweep variant's name; "" in a plain run
+
+    @property
+    def name(self) -> str:
+        """For the progress bar: "editor", a baseline's name, with the sweep variant's in front."""
+        kind = "editor" if self.kind == EDITOR_JOB else self.kind
+        return f"{self.label}/{kind}" if self.label else kind
 
     @property
     def record_kind(self) -> str:
@@ -210,7 +217,8 @@ class JudgeStage:
             self.timings.load_judge = time.perf_counter() - t0
         writers = {j: job.folder.record_writer(job.attempt, job.record_kind, dist.rank) for j, job in enumerate(jobs)}
         records: list[list[dict[str, Any]]] = [[] for _ in jobs]
-        progress = Progress("judge", sum(len(batch) for _, batch in plan), enabled=dist.is_main)
+        label = "judge" if len(jobs) == 1 else f"judge ({', '.join(job.name for job in jobs)})"
+        progress = Progress(label, sum(len(batch) for _, batch in plan), unit="judgement", enabled=dist.is_main)
         started = time.perf_counter()
         for round_index in range(max(per_rank, default=0)):  # the same number of rounds on every rank
             if round_index < len(mine):

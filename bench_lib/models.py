@@ -40,9 +40,10 @@ def resolve_model(name_or_path: str) -> str:
 
 def looks_local(name: str) -> bool:
     """A name that can only be a local path: absolute, relative with ./ or ../, or with more than one '/'
-    (hub ids are ORG/NAME), or `~`. Such a name is never sent to the hub."""
+    (hub ids are ORG/NAME), or `~`, or ORG/NAME where ORG is a folder here (`data/mine` next to a `data/`
+    folder is a mistyped path, not a hub id). Such a name is never sent to the hub."""
     return (os.path.isabs(name) or name.startswith(("./", "../", "~", ".\\")) or name.count("/") > 1
-            or name in (".", ".."))
+            or name in (".", "..") or (name.count("/") == 1 and os.path.isdir(name.split("/")[0])))
 
 
 def hub_problem(repo_id: str, *, repo_type: str, revision: Optional[str], key: str,
@@ -53,7 +54,6 @@ def hub_problem(repo_id: str, *, repo_type: str, revision: Optional[str], key: s
     repository that does not exist or is private, a gated one, an unreachable hub. One request, no retries.
     """
     from huggingface_hub import constants, errors, try_to_load_from_cache
-    from huggingface_hub.utils import HfHubHTTPError
 
     if filename and isinstance(try_to_load_from_cache(repo_id, filename, revision=revision, repo_type=repo_type),
                                str):
@@ -79,7 +79,7 @@ def hub_problem(repo_id: str, *, repo_type: str, revision: Optional[str], key: s
                 f"or HF_TOKEN). A local path that does not exist is read as a hub id: check the path.")
     except errors.RevisionNotFoundError:
         return f"`{key}` {repo_id!r} has no revision {revision!r}."
-    except (HfHubHTTPError, OSError, ValueError) as err:
+    except Exception as err:  # HTTP errors, and the transport's own (httpx raises its own ConnectError)
         if _cached_anything(repo_id, repo_type):
             return None  # unreachable, but cached: the libraries will use the cache
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -99,16 +99,20 @@ def _cached_anything(repo_id: str, repo_type: str) -> bool:
     return any(repo.repo_id == repo_id and repo.repo_type == repo_type and repo.revisions for repo in cache.repos)
 
 
-def check_model_name(key: str, name: str, *, revision: Optional[str], marker: str) -> str:
+def check_model_name(key: str, name: str, *, revision: Optional[str], marker: str, resolve: bool = True) -> str:
     """Where model `name` is, before any library tries it: `tiny:` names are checked, a local path must exist,
-    and a hub id must be usable (see `hub_problem`). Returns the name resolved (tiny models built)."""
+    and a hub id must be usable (see `hub_problem`). Returns the name resolved (with `resolve`, tiny models are
+    built: that imports the model libraries)."""
     check_tiny_name(key, name)
     if is_tiny(name):
-        return resolve_model(name)
+        return resolve_model(name) if resolve else name
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"`{key}` {name!r} is a file; a model is a folder (or a hub id).")
+        if marker and not (path / marker).is_file():
+            what = "a diffusers pipeline" if marker == "model_index.json" else "a transformers model"
+            raise ConfigError(f"`{key}` {name!r} is not {what}: the folder has no {marker}.")
         return str(path)
     if looks_local(name):
         raise ConfigError(f"`{key}` {name!r}: no such folder.")

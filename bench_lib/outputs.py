@@ -10,8 +10,9 @@ import datetime as dt
 import hashlib
 import logging
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .data import Sample
 from .edit_stage import is_fatal
@@ -20,10 +21,19 @@ from .judges import Rubrics
 from .protocols import Protocol
 from .provenance import collect as collect_provenance
 from .report import CHART_FILE, build_report, render_markdown, timing_summary, write_chart
-from .results import baseline_edit, build_row
+from .results import baseline_edit, build_row, conform, results_features, results_schema
 from .scoring import FORMULA_TEXT
-from .store import (BASELINES_DIR, REPORT_FILE, RESULTS_FILE, RunFolder, jsonl_text, sample_seed, sha256_text,
-                    write_json, write_text)
+from .store import (
+    BASELINES_DIR,
+    REPORT_FILE,
+    RESULTS_FILE,
+    RunFolder,
+    jsonl_text,
+    sample_seed,
+    sha256_text,
+    write_json,
+    write_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +62,14 @@ def build_rows(cfg, samples: list[Sample], edits: dict[str, dict], judgements: d
                       **scoring) for s in samples]
     baselines = {name: [build_row(s, edit=baseline_edit(s), judgement=records.get(s.id), seed=None, **scoring)
                         for s in samples] for name, records in baseline_records.items()}
-    return rows, baselines
+    schema = schema_of(rows, protocol)
+    return [conform(r, schema) for r in rows], {name: [conform(r, schema) for r in brows]
+                                                for name, brows in baselines.items()}
+
+
+def schema_of(rows: list[dict], protocol: Protocol) -> dict[str, Any]:
+    """The results schema of a run: the protocol's, with the extra fields its dataset's format gives."""
+    return results_schema(protocol, sorted({key for r in rows for key in (r.get("extras") or {})}))
 
 
 def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: dict[str, list[dict]],
@@ -74,6 +91,7 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
                           baselines=baseline_rows, provenance=provenance, protocol=protocol)
     results_text = jsonl_text(rows)
     baseline_texts = {name: jsonl_text(brows) for name, brows in baseline_rows.items()}
+    report["results_features"] = results_features(schema_of(rows, protocol)).to_dict()  # datasets.Features
     report["stamp"] = {"attempt": meta["attempt"], "results_sha256": sha256_text(results_text),
                        "baselines_sha256": {name: sha256_text(text) for name, text in baseline_texts.items()}}
     write_text(output_dir / RESULTS_FILE, results_text)

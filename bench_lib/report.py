@@ -92,7 +92,8 @@ def macro_metrics(rows: list[dict[str, Any]], categories: list[str], protocol) -
     out = {}
     for metric in protocol.metrics:
         groups = {c: v for c in categories if (v := [r["metrics"][metric.name] for r in rows if r["category"] == c
-                                                     and r["status"] == "ok" and r["metrics"].get(metric.name) is not None])}
+                                                     and r["status"] == "ok"
+                                                     and r["metrics"].get(metric.name) is not None])}
         a, b = metric.scale_to_report or (0.0, 1.0)
         mean = sum(sum(v) / len(v) for v in groups.values()) / len(groups) if groups else None
         ci = bootstrap_macro_ci(groups) if groups else None
@@ -122,7 +123,8 @@ def build_report(rows: list[dict[str, Any]], *, timings: dict[str, Any], meta: d
     report = {
         "protocol": None if protocol is None else {
             "name": protocol.name, "prompts_sha256": protocol.digest(), "primary": protocol.primary,
-            "metrics": {m.name: {"range": [m.low, m.high], "reported_as": m.scale_to_report} for m in protocol.metrics}},
+            "metrics": {m.name: {"range": [m.low, m.high], "reported_as": m.scale_to_report}
+                        for m in protocol.metrics}},
         "overall": overall,
         "categories": {c: with_metrics(score_stats([r for r in rows if r["category"] == c]),
                                        [r for r in rows if r["category"] == c], protocol) for c in categories},
@@ -130,7 +132,8 @@ def build_report(rows: list[dict[str, Any]], *, timings: dict[str, Any], meta: d
                         "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED,
                         "macro": "resampled within each category"},
         "baselines": {name: {"overall": score_stats(brows),
-                             "categories": {c: score_stats([r for r in brows if r["category"] == c]) for c in categories}}
+                             "categories": {c: score_stats([r for r in brows if r["category"] == c])
+                                            for c in categories}}
                       for name, brows in (baselines or {}).items()},
         "human_agreement": human_agreement(rows),
         "timings": timings,
@@ -233,7 +236,8 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
         names = list(baselines)
         lines += ["", "Sanity baselines, judged by the same judge: identity returns the source unchanged, blank a "
                   "uniform grey image. A trustworthy judge scores both far below a real editor.", "",
-                  "| category | editor | " + " | ".join(md_cell(n) for n in names) + " |", "|---|---:|" + "---:|" * len(names)]
+                  "| category | editor | " + " | ".join(md_cell(n) for n in names) + " |",
+                  "|---|---:|" + "---:|" * len(names)]
         for name, stats in [*report["categories"].items(), (OVERALL, overall)]:
             key = None if name == OVERALL else name
             cells = [_fmt((baselines[b]["overall"] if key is None else baselines[b]["categories"][key])["mean"])
@@ -331,7 +335,8 @@ def write_chart(path, report: dict[str, Any]) -> bool:
         if mean is None:
             draw.text((chart_x(0) + 6, y_mid - 8), "no score", fill=(120, 120, 120), font=font)
             continue
-        draw.rectangle(bar_box(i, mean), fill=OVERALL_COLOUR if label == "overall" and i == len(rows) - 1 else BAR_COLOUR)
+        draw.rectangle(bar_box(i, mean),
+                       fill=OVERALL_COLOUR if label == "overall" and i == len(rows) - 1 else BAR_COLOUR)
         if ci is not None:
             low, high = chart_x(max(ci[0], 0.0)), chart_x(min(ci[1], 10.0))
             draw.line([(low, y_mid), (high, y_mid)], fill=WHISKER_COLOUR, width=2)

@@ -10,8 +10,69 @@ from typing import Any, Optional
 
 from .data import FIELD_COLUMNS, Sample
 from .protocols import Protocol, view_of
+from .scoring import SUBSCORES
 
 STATUSES = ("ok", "invalid_input", "edit_failed", "judge_failed")
+
+# The declared type of every results.jsonl column: "string", "float64", "int64", a list ["string"], or a dict
+# of sub-columns. Numbers are float whatever JSON would infer (3 vs 3.0); ids and every text are strings
+# ("0" stays "0"); every key is present on every row, null when it does not apply, so a column that is null on
+# every row of one run still has its type. `results_features` gives it as `datasets.Features`.
+_FIXED: dict[str, Any] = {
+    "id": "string", "category": "string", "instruction": "string", "status": "string", "score": "float64",
+    "edited_image": "string", "error": "string", "seed": "int64", "dimension": "string",
+    "metrics": None, "answers": None,  # the protocol's metric and question names (see `results_schema`)
+    "subscores": {name: "float64" for name in SUBSCORES}, "rubric": "string", "rubric_sha256": "string",
+    "rationale": "string", "judge_parse": "string", "judge_raw": ["string"], "digit_mass": None,
+    "human_score": "float64", "extras": None, "flags": ["string"], "attempts": {"edit": "int64", "judge": "int64"},
+}
+
+
+def results_schema(protocol: Protocol, extras: list[str]) -> dict[str, Any]:
+    """The columns of a run's results.jsonl (and baselines/*.jsonl): fixed, plus the protocol's metric and
+    question names and the dataset format's own fields (`extras`, kept as text)."""
+    answers = {name: "float64" for name in protocol.answer_names}
+    return {**_FIXED, "metrics": {m.name: "float64" for m in protocol.metrics}, "answers": answers,
+            "digit_mass": dict(answers), "extras": {name: "string" for name in sorted(extras)}}
+
+
+def results_features(schema: dict[str, Any]):
+    """`results_schema` as `datasets.Features`, for `datasets.load_dataset("json", ..., features=...)`."""
+    from datasets import Features, Value
+
+    def feature(spec):
+        if isinstance(spec, dict):
+            return {name: feature(sub) for name, sub in spec.items()}
+        if isinstance(spec, list):
+            return [feature(spec[0])]
+        return Value(spec)
+
+    return Features({name: feature(spec) for name, spec in schema.items()})
+
+
+def conform(row: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """`row` in the declared types and with exactly the declared keys (in their order). A key the schema does
+    not know is a bug here, not something to drop silently."""
+    unknown = set(row) - set(schema)
+    assert not unknown, f"results row has undeclared columns {sorted(unknown)}"
+    return {name: _conform(row.get(name), spec, name) for name, spec in schema.items()}
+
+
+def _conform(value: Any, spec: Any, name: str) -> Any:
+    if value is None:
+        return None
+    if isinstance(spec, dict):
+        assert isinstance(value, dict) and set(value) <= set(spec), (name, value)
+        return {key: _conform(value.get(key), sub, f"{name}.{key}") for key, sub in spec.items()}
+    if isinstance(spec, list):
+        return [_conform(v, spec[0], name) for v in value]
+    if spec == "float64":
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), (name, value)
+        return float(value)
+    if spec == "int64":
+        assert isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63, (name, value)
+        return value
+    return value if isinstance(value, str) else (str(value).lower() if isinstance(value, bool) else str(value))
 
 
 def build_row(sample: Sample, *, edit: dict[str, Any], judgement: Optional[dict[str, Any]], seed: Optional[int],

@@ -22,17 +22,17 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from .backends import EDITORS, JUDGES, registered
+from .backends import EDITORS, JUDGES
 from .config import BenchmarkConfig, ConfigError, section_fingerprint
 from .data import ImageRef, Sample, load_benchmark
 from .distributed import Distributed
 from .edit_stage import EditJob, EditStage
 from .judge_stage import EDITOR_JOB, JudgeJob, JudgeStage, plan_judge_batches
 from .judges import Rubrics
-from .models import check_tiny_name
 from .outputs import build_rows, rank_timings, write_outputs
+from .preflight import preflight
 from .protocols import Protocol, make_protocol, unmapped_categories
 from .provenance import backend_models, device_name, harness_commit, package_versions
 from .store import RUN_FILE, RunFolder, load_png, sample_seed
@@ -46,32 +46,11 @@ def _logger():
     return get_logger(__name__)
 
 
-def check_names(cfg: BenchmarkConfig) -> None:
-    """Tiny-model names are checked before anything is loaded (a typo is exit code 2)."""
-    for key in ("editor_model", "judge_model"):
-        for section in (cfg.editor_backend, cfg.judge_backend):
-            if isinstance(getattr(section, key, None), str):
-                check_tiny_name(key, getattr(section, key))
-
-
 def check_models(cfg: BenchmarkConfig) -> None:
     """Before the edit stage: both backends' pre-load checks (models exist, the pipeline takes the call's
     arguments, adapters fit). Downloads only small config files; builds tiny models on first use."""
     EDITORS[cfg.editor.editor].check(cfg.editor_backend, cfg)
     JUDGES[cfg.judge.judge].check(cfg.judge_backend, cfg)
-
-
-def check_output_dir(cfg: BenchmarkConfig) -> None:
-    """The output folder can be one: not an existing file, and not inside a local dataset folder (the run's
-    own files would change the data's identity, so the run could never resume, and an imagefolder would
-    even read them as samples). A manifest's folder is fine: a manifest is identified by its own content."""
-    output = Path(cfg.run.output_dir)
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is a file, not a folder.")
-    dataset = Path(cfg.data.dataset)
-    if dataset.is_dir() and output.resolve().is_relative_to(dataset.resolve()):
-        raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is inside the dataset folder {cfg.data.dataset!r}: "
-                          "put it somewhere else (the run's files would change the dataset).")
 
 
 def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubrics,
@@ -99,15 +78,17 @@ class Plan:
     baseline_records: dict[str, dict[str, dict]] = field(default_factory=dict)
 
 
-def run(cfg: BenchmarkConfig) -> Path:
-    """Run (or resume) the benchmark on every rank; rank 0 writes the outputs. Returns the output folder."""
-    registered()
-    check_names(cfg)
-    check_output_dir(cfg)
+def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = None) -> Path:
+    """Run (or resume) the benchmark on every rank; rank 0 writes the outputs. Returns the output folder.
+
+    `loaded`: what `bench_lib.preflight.preflight(cfg)` returned, when the caller ran it already (the command
+    line does, before torch is imported); otherwise it runs here."""
+    if loaded is None:
+        loaded = preflight(cfg)
     dist = Distributed(timeout_s=cfg.run.process_group_timeout)  # first: its timeout must win
     folder = RunFolder(Path(cfg.run.output_dir))
     try:
-        return _run(cfg, dist, folder)
+        return _run(cfg, dist, folder, loaded)
     finally:
         folder.lock.release()  # main process: held since the start
 
@@ -117,7 +98,7 @@ def _lock(folder: RunFolder) -> None:
     folder.lock.acquire()
 
 
-def _run(cfg: BenchmarkConfig, dist: Distributed, folder: RunFolder) -> Path:
+def _run(cfg: BenchmarkConfig, dist: Distributed, folder: RunFolder, loaded) -> Path:
     logger = _logger()
     dist.on_main(lambda: _lock(folder))  # before anything is loaded, and before any rank writes
     if cfg.run.overwrite and _slurm_restarts() > 0:
@@ -128,9 +109,10 @@ def _run(cfg: BenchmarkConfig, dist: Distributed, folder: RunFolder) -> Path:
         logger.warning("ignored: %s (options of backends this run does not use: editor %r, judge %r)",
                        ", ".join(cfg.ignored), cfg.editor.editor, cfg.judge.judge)
     started = dt.datetime.now(dt.timezone.utc)
-    quiet_libraries()
+    quiet_libraries(verbose=cfg.run.verbose)
 
-    samples, dataset_identity = dist.main_first(lambda: load_benchmark(cfg.data))
+    # A local dataset was read by the preflight on every process; a hub one is downloaded by one process first.
+    samples, dataset_identity = loaded or dist.main_first(lambda: load_benchmark(cfg.data))
     dist.main_first(lambda: check_models(cfg), local=True)
     rubrics = Rubrics(cfg.judge.prompts_dir)
     protocol = make_protocol(cfg.judge, rubrics)
@@ -172,7 +154,9 @@ def _run(cfg: BenchmarkConfig, dist: Distributed, folder: RunFolder) -> Path:
         for job, records in zip(jobs[1:], gathered[1:]):
             plan.baseline_records[job.kind].update({r["id"]: r for r in records})
         rows, baseline_rows = build_rows(cfg, samples, edits, judgements, plan.baseline_records, protocol)
-        meta = {"dataset": cfg.data.dataset, "editor": cfg.editor.editor,
+        local = Path(cfg.data.dataset).expanduser()
+        meta = {"dataset": cfg.data.dataset, "dataset_path": str(local.resolve()) if local.exists() else None,
+                "editor": cfg.editor.editor,
                 "editor_model": editor_cls.display_name(cfg.editor_backend), "judge": cfg.judge.judge,
                 "judge_model": JUDGES[cfg.judge.judge].display_name(cfg.judge_backend),
                 "judge_mode": cfg.judge.judge_mode, "limit": cfg.data.limit, "recipe": cfg.recipe,
@@ -202,14 +186,18 @@ def baseline_jobs(cfg: BenchmarkConfig, folder: RunFolder, plan: Plan, samples: 
     return jobs
 
 
-def quiet_libraries() -> None:
-    """The model libraries' own progress bars (one per pipeline call, per shard loaded) would interleave with
-    the harness's samples-done bar: off on every rank."""
+def quiet_libraries(*, verbose: bool) -> None:
+    """The model libraries' own progress bars (one per pipeline call, per shard loaded) and their info logs
+    would interleave with the harness's samples-done bars: off on every rank unless `verbose`."""
+    if verbose:
+        return
+    import datasets
     import diffusers
     import transformers
 
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    for library in (diffusers, transformers, datasets):
+        library.utils.logging.disable_progress_bar()
+        library.utils.logging.set_verbosity_warning()
 
 
 def _slurm_restarts() -> int:

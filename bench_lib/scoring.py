@@ -4,7 +4,8 @@ bootstrap confidence intervals and paired tests for reports and run comparisons.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 

@@ -15,8 +15,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from PIL import Image
 
@@ -169,11 +170,11 @@ class FolderLock:
     def acquire(self) -> bool:
         """Take the lock (True), or return False, with a warning, where the filesystem has no locks. Raises
         `ConfigError` naming the holder when another run holds it."""
+        import datetime as dt
         import errno
         import fcntl
         import logging
         import socket
-        import datetime as dt
 
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
         try:
@@ -341,7 +342,7 @@ class RunFolder:
         path = self.root / record["edited_image"]
         return path.is_file() and path.stat().st_size == record["size"]
 
-    def record_writer(self, attempt: int, stage: str, rank: int) -> "RecordWriter":
+    def record_writer(self, attempt: int, stage: str, rank: int) -> RecordWriter:
         return RecordWriter(self.root / RECORDS_DIR / f"attempt-{attempt:04d}.{stage}.rank-{rank:05d}.jsonl")
 
 

@@ -44,11 +44,11 @@ from transformers import (
     GenerationConfig,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
     Qwen2Tokenizer,
     Qwen2VLImageProcessor,
     Qwen2VLProcessor,
     Qwen2VLVideoProcessor,
-    Qwen2_5_VLProcessor,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
     Qwen3VLMoeConfig,
@@ -69,7 +69,8 @@ VOCAB_MULTIPLE = 64
 # Copied from transformers' `models/qwen2/tokenization_qwen2.py`. `\p{N}` matches one digit at a time,
 # so "10" pre-tokenizes to "1", "0" and no merge can join digits.
 QWEN2_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
 # The special tokens of the real Qwen2.5-VL / Qwen3-VL tokenizers, in their real id order
@@ -446,7 +447,8 @@ def build_lora(path: Path, *, seed: int, base: str = "qwen-image-edit", rank: in
 
     folder = Path(build_cached(base))
     pipeline_cls = getattr(diffusers, json.loads((folder / "model_index.json").read_text())["_class_name"])
-    transformer_cls = getattr(diffusers, json.loads((folder / "transformer" / "config.json").read_text())["_class_name"])
+    transformer_cls = getattr(diffusers,
+                              json.loads((folder / "transformer" / "config.json").read_text())["_class_name"])
     transformer = transformer_cls.from_pretrained(folder, subfolder="transformer")
     # Both LoRA matrices random (peft's default makes B zero: an adapter that changes nothing).
     config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,

@@ -60,7 +60,6 @@ from transformers import (
 
 from .tiny import _padded_vocab_size, _seeded
 
-
 # Training text for the tokenizers below: edit instructions, and FLUX.2's system prompt verbatim, so that it
 # tokenizes compactly and a small `max_sequence_length` still reaches the user's prompt.
 FLUX_CORPUS = (

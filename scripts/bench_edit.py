@@ -41,10 +41,9 @@ from PIL import Image  # noqa: E402
 from bench_lib.data import ImageRef, Sample  # noqa: E402
 from bench_lib.distributed import Distributed  # noqa: E402
 from bench_lib.edit_stage import EditJob, EditStage  # noqa: E402
-from bench_lib.editors.diffusers_pipeline import (DiffusersConfig, DiffusersEditor, apply_speed_options,  # noqa: E402
-                                                  torch_dtype)
+from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor, apply_speed_options, torch_dtype  # noqa: E402
 from bench_lib.models import resolve_model  # noqa: E402
-from bench_lib.store import RunFolder, save_png, sample_seed  # noqa: E402
+from bench_lib.store import RunFolder, sample_seed, save_png  # noqa: E402
 
 # Qwen-Image-Edit's published configurations (transformer 20.4B, Qwen2.5-VL-7B text encoder, the Qwen-Image VAE);
 # the tokenizer and processor are the tiny ones (their ids are valid in the real 152k vocabulary).
@@ -223,7 +222,8 @@ def main(argv=None) -> int:
     summary = {"editor": name, "transformer_parameters": params, "device": device_name, "dtype": args.dtype,
                "world_size": dist.world_size, "call": call_kwargs(args), "samples": args.samples,
                "image_side": args.image_side, "load_s": load_s, "direct_s_per_image": plain_s,
-               "harness": through, "barrier_wait_s_per_rank": waits, "overhead_ratio": through["s_per_image"] / plain_s, "switch_s": switch_s,
+               "harness": through, "barrier_wait_s_per_rank": waits, "overhead_ratio": through["s_per_image"] / plain_s,
+               "switch_s": switch_s,
                "judge_model": args.judge_model, "options": options, "torch": torch.__version__,
                "command": "python scripts/bench_edit.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if dist.is_main:

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image, ImageOps
 
 import bench_lib.runner as runner
-from bench_lib.protocols import make_protocol
 from bench_lib import config_from_dict
-from bench_lib.backends import EDITORS, EditResult, Editor, register_editor, registered
+from bench_lib.backends import EDITORS, Editor, EditResult, register_editor, registered
 from bench_lib.config import CORE_SECTIONS, ConfigError, all_keys, option, result_fields, section_fingerprint
+from bench_lib.protocols import make_protocol
 from bench_lib.store import read_run
 
 JUDGE = {"judge_model": "tiny:qwen3-vl", "judge_dtype": "float32", "judge_min_digit_mass": 0.0}

@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import compare_runs  # noqa: E402
+
 from bench_lib.store import jsonl_text, sha256_text  # noqa: E402
 
 FINGERPRINT = {"data": {"dataset_content": "sha256:abc", "dataset_split": "train", "columns": {}}, "scoring": 3,
@@ -42,7 +43,8 @@ def test_planted_difference_is_found_and_its_absence_is_not(tmp_path, capsys):
     _, planted = scores(rng, shift=0.6, base=base)
     _, unchanged = scores(rng, base=base)
     run_a = make_run(tmp_path / "a", a, failed={"s3"})
-    assert compare_runs.main([str(run_a), str(make_run(tmp_path / "b", planted)), "--json", str(tmp_path / "r.json")]) == 0
+    assert compare_runs.main([str(run_a), str(make_run(tmp_path / "b", planted)),
+                              "--json", str(tmp_path / "r.json")]) == 0
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["scored"] == {"a": 79, "b": 80, "both": 79}  # s3 failed in A: not a pair
     overall = result["overall"]
@@ -50,10 +52,16 @@ def test_planted_difference_is_found_and_its_absence_is_not(tmp_path, capsys):
     assert overall["ci"][0] > 0 and overall["p_value"] < 0.001
     for category in ("physics", "social"):
         assert result["categories"][category]["ci"][0] > 0
+    # The method label says how each p-value was computed: exact for few pairs, Monte Carlo for many.
+    methods = {result["overall"]["p_value_method"], *(c["p_value_method"] for c in result["categories"].values())}
+    assert result["overall"]["p_value_method"] == "monte carlo" and methods <= {"exact", "monte carlo"}
+    assert "exact" in result["method"]["p_value"] and "Monte Carlo" in result["method"]["p_value"]
+    assert "p_value_method" in result["method"]["p_value"]
     table = capsys.readouterr().out
     assert "| category | n | mean A | mean B | B - A | 95% CI | p |" in table and "| **overall** | 79 |" in table
 
-    none = compare_runs.compare(compare_runs.load_run(run_a), compare_runs.load_run(make_run(tmp_path / "c", unchanged)))
+    none = compare_runs.compare(compare_runs.load_run(run_a),
+                                compare_runs.load_run(make_run(tmp_path / "c", unchanged)))
     assert none["overall"]["ci"][0] < 0 < none["overall"]["ci"][1] and none["overall"]["p_value"] > 0.05
 
 
@@ -82,3 +90,12 @@ def test_other_score_formula_is_refused_and_another_judge_is_a_warning(tmp_path,
     assert "Warning: judge.qwen_vl.judge_model differs: 'j' (A) vs 'k' (B)" in capsys.readouterr().out
     assert compare_runs.main([str(run_a), str(tmp_path / "missing")]) == 2
     assert "not a finished run" in capsys.readouterr().err
+
+
+def test_every_option_has_help(capsys):
+    with pytest.raises(SystemExit):
+        compare_runs.main(["--help"])
+    text = capsys.readouterr().out
+    for option in ("--metric", "--json", "--resamples", "--seed"):
+        line = text.split(option, 1)[1].split("\n  -", 1)[0]
+        assert len(line.split()) > 3, (option, line)  # more than the metavar: a sentence of help

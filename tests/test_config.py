@@ -75,7 +75,8 @@ def test_default_is_the_smoke_recipe():
 def test_shipped_recipes_parse():
     cfg = parse_config(["--config", "configs/qwen_image_edit.yaml", "--dataset", "org/bench"])
     assert cfg.editor_backend.editor_model == "Qwen/Qwen-Image-Edit"
-    assert cfg.editor_backend.editor_kwargs == {"num_inference_steps": 50, "true_cfg_scale": 4.0, "negative_prompt": " "}
+    assert cfg.editor_backend.editor_kwargs == {"num_inference_steps": 50, "true_cfg_scale": 4.0,
+                                                "negative_prompt": " "}
     assert cfg.judge_backend.judge_model == "Qwen/Qwen3-VL-8B-Instruct"
     assert cfg.editor_backend.editor_dtype == cfg.judge_backend.judge_dtype == "bfloat16"
 

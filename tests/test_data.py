@@ -1,11 +1,11 @@
 import json
 
 import pytest
+from conftest import RISEBENCH
 from PIL import Image
 
 from bench_lib.config import ConfigError, DataConfig
 from bench_lib.data import ImageRef, load_samples, to_rgb
-from conftest import RISEBENCH
 
 
 def make_rows(tmp_path, n=3):
@@ -86,9 +86,9 @@ def test_dataset_image_paths_outside_the_dataset_are_not_opened(tmp_path):
     ds = datasets.Dataset.from_list(rows).cast_column("image", datasets.Image())
     (tmp_path / "pq").mkdir()
     ds.to_parquet(str(tmp_path / "pq" / "train-00000.parquet"))
-    samples = load_samples(DataConfig(dataset=str(tmp_path / "pq"), columns=COLUMNS))
-    with pytest.raises(ValueError, match="not inside the dataset"):
-        samples[0].source_image.load()
+    # Found when the dataset is read, before any model: every sample is unusable, so the run stops (exit 2).
+    with pytest.raises(ConfigError, match="none of the .* samples is usable.*outside the dataset's folder"):
+        load_samples(DataConfig(dataset=str(tmp_path / "pq"), columns=COLUMNS))
 
 
 @pytest.mark.skipif(not RISEBENCH.is_dir(), reason="../shared/data/risebench is not present in this clone")
@@ -101,7 +101,8 @@ def test_risebench_loads_with_only_a_column_mapping():
     assert samples[0].id == "temporal_reasoning_1"
     by_id = {s.id: s for s in samples}
     assert by_id["logical_reasoning_7"].reference_text.startswith("The first question mark")  # reference_txt
-    assert by_id["logical_reasoning_6"].reference_image is not None and by_id["logical_reasoning_6"].reference_text is None
+    assert (by_id["logical_reasoning_6"].reference_image is not None
+            and by_id["logical_reasoning_6"].reference_text is None)
     assert all(s.problem is None for s in samples)
     for s in samples:
         assert s.source_image.load().mode == "RGB"

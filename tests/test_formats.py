@@ -7,12 +7,12 @@ import json
 import shutil
 
 import pytest
+from conftest import RISEBENCH
 from PIL import Image
 
 from bench_lib.config import ConfigError, DataConfig
 from bench_lib.data import load_benchmark, load_samples
 from bench_lib.formats import detect, re_edit_id
-from conftest import RISEBENCH
 
 
 def png_bytes(color, size=(24, 16)) -> bytes:
@@ -43,7 +43,8 @@ def re_edit_records():
 
 
 def test_re_edit_ids_follow_its_loader():
-    assert re_edit_id({"original_image_path": "images/00025_physical_medium.png"}, "physical", 0) == "00025_physical_medium"
+    assert (re_edit_id({"original_image_path": "images/00025_physical_medium.png"}, "physical", 0)
+            == "00025_physical_medium")
     assert re_edit_id({"original_image_path": "a/b.jpg.png"}, "x", 0) == "b"  # every ".png", then every ".jpg"
     assert re_edit_id({"original_image_path": "a/b.jpeg"}, "x", 0) == "b.jpeg"  # only .png and .jpg are removed
     assert re_edit_id({"original_image_path": "c.png"}, "x", 0) == "c.png"  # no "/": the value as it is
@@ -115,7 +116,8 @@ def make_kris(tmp_path):
         (root / task).mkdir(parents=True)
         (root / task / "annotation.json").write_text(json.dumps(entries))
         for entry in entries.values():
-            for name in ([entry["ori_img"]] if isinstance(entry["ori_img"], str) else entry["ori_img"]) + [entry["gt_img"]]:
+            for name in (([entry["ori_img"]] if isinstance(entry["ori_img"], str) else entry["ori_img"])
+                         + [entry["gt_img"]]):
                 if name:
                     Image.new("RGB", (16, 16), "green").save(root / task / name)
     return root
@@ -149,7 +151,8 @@ def make_gedit(tmp_path):
 def test_gedit_parquet_read_unchanged(tmp_path):
     cfg = DataConfig(dataset=str(make_gedit(tmp_path)))
     samples = load_samples(cfg)  # a single parquet file; gedit recognised by its columns
-    assert [(s.id, s.category) for s in samples] == [("k0", "color_alter"), ("k1", "color_alter"), ("k2", "subject-add")]
+    assert [(s.id, s.category) for s in samples] == [("k0", "color_alter"), ("k1", "color_alter"),
+                                                     ("k2", "subject-add")]
     assert samples[1].fields == {"language": "cn", "intersection": False}
     assert samples[0].source_image.load().getpixel((0, 0)) == (255, 0, 0)
 

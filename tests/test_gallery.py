@@ -15,7 +15,8 @@ from bench_lib.runner import run
 from bench_lib.store import read_results
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt install chromium)")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None,
+                                    reason="headless Chromium is not installed (apt install chromium)")
 
 
 def _chromium(*args: str, profile: str) -> str:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from launch import ROOT, TINY_ARGS, WORKER, accelerate_launch
 from PIL import Image
+from test_multiprocess import make_manifest
 
 import bench_lib.edit_stage as edit_stage
 import bench_lib.outputs as outputs
@@ -26,10 +28,9 @@ from bench_lib import config_from_dict
 from bench_lib.config import ConfigError, DataConfig
 from bench_lib.data import load_samples
 from bench_lib.judges import Rubrics
+from bench_lib.preflight import check_output_dir
 from bench_lib.report import build_report, render_markdown, timing_summary
 from bench_lib.store import InconsistentRun, read_results, read_run
-from launch import ROOT, TINY_ARGS, WORKER, accelerate_launch
-from test_multiprocess import make_manifest
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import compare_runs  # noqa: E402
@@ -146,7 +147,7 @@ def test_output_dir_inside_a_local_dataset_folder_is_refused(tmp_path):
         runner.run(cfg)
     assert not (tmp_path / "data" / "runs").exists()
     # a manifest is identified by its content: its folder may hold the outputs
-    runner.check_output_dir(config_from_dict({**JUDGE_ONLY, "dataset": "data/demo/manifest.jsonl",
+    check_output_dir(config_from_dict({**JUDGE_ONLY, "dataset": "data/demo/manifest.jsonl",
                                               "output_dir": "data/demo/out"}))
 
 
@@ -160,7 +161,8 @@ def test_a_row_without_a_category_neither_makes_a_category_nor_blanks_the_macro_
             {"id": "d", "category": "causal", "status": "edit_failed", "score": None, "subscores": None},
             {"id": "e", "category": "", "status": "invalid_input", "score": None, "subscores": None}]
     for row in rows:
-        row["subscores"] = {k: row["score"] for k in ("instruction", "consistency", "quality")} if row["score"] else None
+        row["subscores"] = ({k: row["score"] for k in ("instruction", "consistency", "quality")}
+                            if row["score"] else None)
     meta = {"dataset": "d", "num_samples": 5, "editor_model": "e", "judge_model": "j", "world_size": 1, "seed": 0,
             "judge_mode": "logits", "score_formula": "viescore", "score_formula_text": "x"}
     report = build_report(rows, timings=timing_summary([{"load_editor": 0, "edit": 1, "edited": 1, "switch": 0,

@@ -105,7 +105,8 @@ def test_duplicate_ids_are_listed(tmp_path):
         load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl")))
 
 
-HOSTILE_IDS = ["../../escape", "a/b", "a_b", "back\\slash", "nul\x00byte", "x" * 300, "猫が溶ける", "🧊🔥", "Cup", "cup"]
+HOSTILE_IDS = ["../../escape", "a/b", "a_b", "back\\slash", "nul\x00byte", "x" * 300,
+               "猫が溶ける", "🧊🔥", "Cup", "cup"]
 
 
 def test_hostile_ids_and_fields_end_to_end(tmp_path):
@@ -156,7 +157,8 @@ def test_lone_surrogates(tmp_path):
                                      '"source_image": "a.png"}]')
     samples = load_samples(DataConfig(dataset=str(tmp_path / "m.json")))
     assert samples[0].problem is None and "not valid Unicode" in samples[1].problem
-    (tmp_path / "m2.json").write_text('[{"id": "\\ud800", "category": "c", "instruction": "x", "source_image": "a.png"}]')
+    (tmp_path / "m2.json").write_text('[{"id": "\\ud800", "category": "c", "instruction": "x", '
+                                      '"source_image": "a.png"}]')
     with pytest.raises(ConfigError, match="no usable id"):
         load_samples(DataConfig(dataset=str(tmp_path / "m2.json")))
 

@@ -5,8 +5,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from launch import TINY_ARGS, accelerate_launch
+
 from bench_lib.store import read_results
 
 DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
@@ -69,6 +69,10 @@ def test_seven_samples_same_results_on_1_2_3_processes(tmp_path):
     # same samples on 1 and 2 processes and the scores are bitwise equal, not just close.
     assert [(r["score"], r["subscores"]) for r in one[1]] == [(r["score"], r["subscores"]) for r in two[1]]
     assert len(one[2]["timings"]["per_rank"]) == 1 and len(three[2]["timings"]["per_rank"]) == 3
+    # Judge batches are dealt over the ranks across every judge job: no rank idles while another judges all.
+    for report in (two[2], three[2]):
+        judged = [r["judged"] for r in report["timings"]["per_rank"]]
+        assert all(n > 0 for n in judged) and sum(judged) == report["timings"]["judge_samples"], judged
 
 
 def test_more_processes_than_samples(tmp_path):

@@ -6,6 +6,8 @@ import math
 from types import SimpleNamespace
 
 import pytest
+from conftest import RISEBENCH
+from launch import TINY_ARGS, accelerate_launch
 from PIL import Image
 
 import bench_lib.runner as runner
@@ -16,8 +18,6 @@ from bench_lib.protocols import make_protocol, view_of
 from bench_lib.protocols.base import Answer
 from bench_lib.report import build_report, render_markdown, timing_summary
 from bench_lib.store import read_run
-from conftest import RISEBENCH
-from launch import TINY_ARGS, accelerate_launch
 
 SOURCE, EDITED, REFERENCE = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue"), \
     Image.new("RGB", (8, 8), "green")
@@ -185,8 +185,10 @@ def test_category_map_is_case_insensitive_and_checked():
 def test_viescore_report_follows_gedit_averages():
     p = protocol("viescore")
     rows = []
-    for i, (task, language, inter, o) in enumerate([("color_alter", "en", True, 4.0), ("color_alter", "en", False, 6.0),
-                                                    ("subject-add", "en", True, 9.0), ("color_alter", "cn", True, 2.0)]):
+    for i, (task, language, inter, o) in enumerate([("color_alter", "en", True, 4.0),
+                                                    ("color_alter", "en", False, 6.0),
+                                                    ("subject-add", "en", True, 9.0),
+                                                    ("color_alter", "cn", True, 2.0)]):
         rows.append({"id": str(i), "category": task, "status": "ok", "score": o, "flags": [], "judge_parse": "ok",
                      "metrics": {"semantics": o, "quality": o, "overall": o},
                      "extras": {"language": language, "intersection": inter}})
@@ -218,7 +220,7 @@ def test_the_shared_risebench_samples_through_the_risebench_protocol(tmp_path):
                     "logical_reasoning": "logical"}
     for row in run["rows"]:
         assert row["status"] == "ok" and row["score"] == row["metrics"]["score"]
-        assert ("plausibility" in row["answers"]) == (row["dimension"] != "logical")
+        assert (row["answers"]["plausibility"] is not None) == (row["dimension"] != "logical")  # asked or null
     report = run["report"]
     assert set(report["overall"]["metrics"]) == {"score", "accuracy", "reasoning", "consistency", "plausibility"}
     assert report["categories"]["logical_reasoning"]["metrics"]["plausibility"]["count"] == 0

@@ -37,7 +37,8 @@ def test_hub_models_resolve_to_the_cached_commit(tmp_path):
     (repo / "snapshots" / commit / "config.json").write_text("{}")
     source = provenance.model_source("org/judge", None, "config.json", cache_dir=str(tmp_path))
     assert source == {"id": "org/judge", "requested_revision": None, "source": "hub", "resolved_revision": commit}
-    assert provenance.model_source("org/judge", commit, "config.json", cache_dir=str(tmp_path))["resolved_revision"] == commit
+    assert provenance.model_source("org/judge", commit, "config.json",
+                                   cache_dir=str(tmp_path))["resolved_revision"] == commit
     missing = provenance.model_source("org/other", None, "config.json", cache_dir=str(tmp_path))
     assert missing["resolved_revision"] is None  # not cached: recorded as unresolved, never guessed
 

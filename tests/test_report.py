@@ -26,8 +26,9 @@ def test_failures_never_enter_the_mean():
 
 def test_report_and_markdown():
     rows = [row("physics", "ok", 4.0), row("social", "ok", 6.0), row("social", "edit_failed")]
-    timings = timing_summary([{"load_editor": 3.0, "edit": 10.0, "edited": 2, "switch": 1.0, "judge": 2.0, "judged": 2},
-                              {"load_editor": 3.0, "edit": 12.0, "edited": 1, "switch": 1.5, "judge": 1.0, "judged": 0}])
+    timings = timing_summary([
+        {"load_editor": 3.0, "edit": 10.0, "edited": 2, "switch": 1.0, "judge": 2.0, "judged": 2},
+        {"load_editor": 3.0, "edit": 12.0, "edited": 1, "switch": 1.5, "judge": 1.0, "judged": 0}])
     assert timings["edit_s"] == 12.0 and timings["edit_samples"] == 3 and timings["edit_samples_per_s"] == 0.25
     assert timings["judge_s"] == 2.0 and timings["judge_samples_per_s"] == 1.0 and timings["switch_s"] == 1.5
     meta = {"dataset": "d", "num_samples": 3, "editor_model": "e", "judge_model": "j", "world_size": 2, "seed": 0,
@@ -100,7 +101,8 @@ def test_confidence_intervals_and_micro_macro_means():
     assert overall["macro_ci95"][0] < 6.0 < overall["macro_ci95"][1]
     assert report["uncertainty"]["resamples"] == 10_000
     md = render_markdown(report, chart="report_chart.png")
-    assert "| social | 8.00 | [8.00, 8.00] |" in md and "macro mean (every category with a score weighs the same) is 6.00" in md
+    assert ("| social | 8.00 | [8.00, 8.00] |" in md
+            and "macro mean (every category with a score weighs the same) is 6.00" in md)
     assert "![Mean score per category with 95% confidence intervals](report_chart.png)" in md
     assert "| 0 | 3 | 2.000 | 4.0 | 1.0 | 4 | 0.500 |" in md
 

@@ -4,9 +4,8 @@ plain manifest with a column mapping (its format is also recognised without one:
 import json
 
 import pytest
-
 from conftest import RISEBENCH
-from launch import TINY_ARGS, accelerate_launch
+from launch import accelerate_launch
 
 COLUMNS = "id=index,source_image=image,reference_text=reference|reference_txt,reference_image=reference_img"
 

@@ -12,10 +12,10 @@ import bench_lib.edit_stage as edit_stage
 import bench_lib.judge_stage as judge_stage
 import bench_lib.runner as runner
 from bench_lib import config_from_dict
-from bench_lib.config import ConfigError
 from bench_lib.backends import EditResult
-from bench_lib.config import JudgeConfig
+from bench_lib.config import ConfigError, JudgeConfig
 from bench_lib.judges import Judgement, Rubrics
+from bench_lib.preflight import preflight
 from bench_lib.protocols import make_protocol
 from bench_lib.store import read_results
 
@@ -199,7 +199,7 @@ def test_changing_the_score_formula_rescores_without_rejudging(tmp_path):
 def test_unknown_tiny_model_is_a_config_error():
     cfg = config_from_dict({**SMOKE, "dataset": "x.jsonl", "editor_model": "tiny:nope"})
     with pytest.raises(ConfigError, match="tiny:nope"):
-        runner.check_names(cfg)
+        preflight(cfg)
 
 
 def test_a_full_disk_is_fatal_not_a_sample_failure(tmp_path, monkeypatch):

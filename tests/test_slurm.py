@@ -16,9 +16,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from launch import ROOT, TINY_ARGS, WORKER, accelerate_launch
 from test_multiprocess import assert_same_results, make_manifest
+
 from bench_lib.store import read_results
 
 LAUNCHER = ROOT / "scripts" / "slurm" / "launch.sh"
@@ -105,7 +105,8 @@ def test_multinode_command_line_gives_every_node_its_own_rank(tmp_path):
         opts = dict(zip(argv[1::2], argv[2::2]))
         assert argv[argv.index("--machine_rank") + 1] == node  # escaped: expanded on each node, not once
         assert argv[argv.index("--num_machines") + 1] == "2" and argv[argv.index("--num_processes") + 1] == "12"
-        assert argv[argv.index("--main_process_ip") + 1] == "gpu-a" and argv[argv.index("--main_process_port") + 1] == port
+        assert (argv[argv.index("--main_process_ip") + 1] == "gpu-a"
+                and argv[argv.index("--main_process_port") + 1] == port)
         assert argv[argv.index("--config_file") + 1] == "accelerate_configs/multinode.yaml" and "--multi_gpu" in argv
         assert argv[argv.index("--rdzv_backend") + 1] == "static"
         script = argv.index("run_benchmark.py")
@@ -209,7 +210,8 @@ def test_sbatch_on_a_real_slurm_cluster_equals_one_process(tmp_path, reference, 
 
 def test_sbatch_scripts_escape_the_rank_and_pass_arguments_through():
     text = LAUNCHER.read_text()
-    inner = next(line for line in text.splitlines() if line.strip().startswith("INNER='exec accelerate") and "--machine_rank" in line)
+    inner = next(line for line in text.splitlines()
+                 if line.strip().startswith("INNER='exec accelerate") and "--machine_rank" in line)
     assert '--machine_rank "$SLURM_NODEID"' in inner  # inside single quotes: expanded per node by srun's shell
     assert "srun --kill-on-bad-exit=1" in text and 'bash -c "$INNER" bash "$@")' in text
     for script in (SBATCH, MULTINODE):

@@ -8,7 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from launch import accelerate_launch
 from PIL import Image
+from test_backends import fingerprint_of
+from test_multiprocess import assert_same_results, make_manifest
 
 import bench_lib.runner as runner
 import run_benchmark
@@ -17,9 +20,6 @@ from bench_lib.config import ConfigError
 from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor
 from bench_lib.store import read_results, read_run, safe_stem
 from bench_lib.tiny import build_lora
-from launch import accelerate_launch
-from test_backends import fingerprint_of
-from test_multiprocess import assert_same_results, make_manifest
 
 JUDGE = {"judge_model": "tiny:qwen3-vl", "judge_dtype": "float32", "judge_min_digit_mass": 0.0}
 QWEN = {"num_inference_steps": 2, "height": 32, "width": 32, "true_cfg_scale": 1.0}

@@ -8,7 +8,7 @@ import logging
 
 from PIL import Image
 
-from ..backends import EditResult, Editor, register_editor
+from ..backends import Editor, EditResult, register_editor
 
 logger = logging.getLogger(__name__)
 

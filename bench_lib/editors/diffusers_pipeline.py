@@ -13,11 +13,12 @@ import hashlib
 import inspect
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
-from ..backends import EditResult, Editor, register_editor
+from ..backends import Editor, EditResult, register_editor
 from ..config import ConfigError, Dtype, option, result_fields
 from ..models import check_model_name, resolve_model
 
@@ -167,6 +168,21 @@ class DiffusersEditor(Editor):
     # --- before any weights load ------------------------------------------------------------------
 
     @classmethod
+    def preflight(cls, cfg: DiffusersConfig, bench) -> None:
+        """The model and the adapter can be found: a local path exists, a hub id is usable (no library needed)."""
+        from ..models import hub_problem, looks_local
+
+        check_model_name("editor_model", cfg.editor_model, revision=cfg.editor_revision, marker="model_index.json",
+                         resolve=False)
+        if cfg.lora and not Path(cfg.lora).expanduser().exists():
+            if looks_local(cfg.lora) or cfg.lora.count("/") != 1:
+                raise ConfigError(f"`lora` {cfg.lora!r}: no such file or folder.")
+            problem = hub_problem(cfg.lora, repo_type="model", revision=None, key="lora",
+                                  filename=cfg.lora_weight_name or "pytorch_lora_weights.safetensors")
+            if problem:
+                raise ConfigError(problem)
+
+    @classmethod
     def check(cls, cfg: DiffusersConfig, bench) -> None:
         """The pipeline exists and accepts every `editor_kwargs` key; the scheduler overrides, the adapter and
         the speed options fit it. Downloads only config files (and the adapter)."""
@@ -266,7 +282,7 @@ class DiffusersEditor(Editor):
         self._setup(pipe, device)
 
     @classmethod
-    def from_pipe(cls, cfg: DiffusersConfig, pipe, *, device) -> "DiffusersEditor":
+    def from_pipe(cls, cfg: DiffusersConfig, pipe, *, device) -> DiffusersEditor:
         """An editor around a pipeline built elsewhere (scripts/bench_edit.py: random real-size weights)."""
         editor = cls.__new__(cls)
         Editor.__init__(editor, cfg, device=device)
@@ -334,7 +350,8 @@ def check_attention_backend(name: str) -> None:
         backend = attention_dispatch.AttentionBackendName(name)
     except ValueError:
         known = sorted(b.value for b in attention_dispatch.AttentionBackendName)
-        raise ConfigError(f"`attention_backend` {name!r} is not a diffusers attention backend; known: {known}") from None
+        raise ConfigError(f"`attention_backend` {name!r} is not a diffusers attention backend; "
+                          f"known: {known}") from None
     check = getattr(attention_dispatch, "_check_attention_backend_requirements", None)
     if check is not None:
         try:

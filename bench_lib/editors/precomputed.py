@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..backends import EditResult, Editor, register_editor
+from ..backends import Editor, EditResult, register_editor
 from ..config import ConfigError, option
 from ..data import IMAGE_SUFFIXES, ImageRef, file_ref
 from ..store import safe_stem

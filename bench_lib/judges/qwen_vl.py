@@ -27,11 +27,20 @@ from typing import Any, Optional
 
 from ..backends import Judge, register_judge
 from ..config import ConfigError, Dtype, JudgeConfig, option, result_fields
-from ..models import check_model_name, resolve_model
 from ..editors.diffusers_pipeline import free_memory, torch_dtype
+from ..models import check_model_name, resolve_model
 from ..protocols.base import YES_NO, ZERO_TO_TEN, Protocol, Scale
-from .common import (GENERATE_FORMAT, STRICT_GENERATE_FORMAT, AnswerFormatError, Judgement, JudgeRequest, ask_images,
-                     build_messages, json_template, parse_answer)
+from .common import (
+    GENERATE_FORMAT,
+    STRICT_GENERATE_FORMAT,
+    AnswerFormatError,
+    Judgement,
+    JudgeRequest,
+    ask_images,
+    build_messages,
+    json_template,
+    parse_answer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +135,11 @@ class QwenVLJudge(Judge):
     Config = QwenVLConfig
 
     @classmethod
+    def preflight(cls, cfg: QwenVLConfig, bench) -> None:
+        check_model_name("judge_model", cfg.judge_model, revision=cfg.judge_revision, marker="config.json",
+                         resolve=False)
+
+    @classmethod
     def check(cls, cfg: QwenVLConfig, bench) -> None:
         """Before any weights load (and before the edit stage): the judge model exists and is a config
         transformers can read."""
@@ -174,7 +188,7 @@ class QwenVLJudge(Judge):
                     judge.judge_mode, protocol.name)
 
     @classmethod
-    def from_parts(cls, cfg: QwenVLConfig, judge: JudgeConfig, protocol: Protocol, model, processor) -> "QwenVLJudge":
+    def from_parts(cls, cfg: QwenVLConfig, judge: JudgeConfig, protocol: Protocol, model, processor) -> QwenVLJudge:
         """A judge around a model and processor built elsewhere (scripts/bench_judge.py: random real-size weights)."""
         out = cls.__new__(cls)
         out._setup(cfg, judge, protocol, model, processor)

@@ -21,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Optional
 
 from ..report import md_cell
 from ..scoring import bootstrap_ci
@@ -118,6 +119,7 @@ class Protocol(ABC):
     name: ClassVar[str] = ""
     metrics: ClassVar[tuple[Metric, ...]] = ()
     primary: ClassVar[str] = "score"  # a row's `score` and the report's `mean`
+    answer_names: ClassVar[tuple[str, ...]] = ()  # every question any sample may be asked (the rows' columns)
     dimensions: ClassVar[tuple[str, ...]] = ()  # what categories map to; () = categories are not used
     default_dimension: ClassVar[str] = "default"
     category_defaults: ClassVar[dict[str, str]] = {}  # known benchmarks' category names -> dimension

@@ -25,6 +25,7 @@ def labelled_images(images: dict[str, Any], *, reference: bool) -> tuple[tuple[s
 
 @register_protocol("default")
 class DefaultProtocol(Protocol):
+    answer_names = tuple(QUESTIONS)
     metrics = (Metric("score", 0, 10), Metric("instruction", 0, 10), Metric("consistency", 0, 10),
                Metric("quality", 0, 10))
     category_defaults = {  # RE-Edit's and RISEBench's names for categories the rubrics cover
@@ -50,7 +51,8 @@ class DefaultProtocol(Protocol):
     def row_fields(self, sample: SampleView, answers: Optional[dict[str, float]]) -> dict[str, Any]:
         if not sample.category:  # an invalid_input row without a category was judged with no rubric
             return {"subscores": answers, "rubric": None, "rubric_sha256": None}
-        return {"subscores": answers, "rubric": sample.dimension, "rubric_sha256": self.rubrics.sha256(sample.dimension)}
+        return {"subscores": answers, "rubric": sample.dimension,
+                "rubric_sha256": self.rubrics.sha256(sample.dimension)}
 
     def dimension_of(self, category: str, category_map: dict[str, str]) -> Optional[str]:
         return super().dimension_of(category, category_map) if category else None

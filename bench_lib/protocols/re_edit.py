@@ -20,7 +20,18 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..report import md_cell
-from .base import YES_NO, ZERO_TO_TEN, Answer, Ask, Metric, Protocol, Question, SampleView, format_metric, register_protocol
+from .base import (
+    YES_NO,
+    ZERO_TO_TEN,
+    Answer,
+    Ask,
+    Metric,
+    Protocol,
+    Question,
+    SampleView,
+    format_metric,
+    register_protocol,
+)
 
 DIMENSIONS = {
     "physical": "PHYSICAL and geometric consistency: lighting and shadows, contact and support between objects, "
@@ -67,6 +78,7 @@ QUESTIONS = {
 
 @register_protocol("re_edit")
 class REEditProtocol(Protocol):
+    answer_names = tuple(QUESTIONS)
     metrics = (Metric("yes_rate", 0, 1, "{:.1f}", scale_to_report=(0.0, 100.0)),
                Metric("instruction_following", 0, 10), Metric("semantic_consistency", 0, 10))
     primary = "yes_rate"

@@ -25,8 +25,18 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..report import md_cell
-from .base import (ONE_TO_FIVE, ZERO_OR_ONE, Answer, Ask, Metric, Protocol, Question, SampleView, format_metric,
-                   register_protocol)
+from .base import (
+    ONE_TO_FIVE,
+    ZERO_OR_ONE,
+    Answer,
+    Ask,
+    Metric,
+    Protocol,
+    Question,
+    SampleView,
+    format_metric,
+    register_protocol,
+)
 
 REASONING = (
     "You judge whether an edited image shows the correct outcome of a reasoning task.\n\n"
@@ -82,6 +92,7 @@ def _flag(sample: SampleView, name: str) -> bool:
 
 @register_protocol("risebench")
 class RISEBenchProtocol(Protocol):
+    answer_names = tuple(QUESTIONS)
     metrics = (Metric("score", 1, 5), Metric("accuracy", 0, 1, "{:.1%}"), Metric("reasoning", 1, 5),
                Metric("consistency", 1, 5), Metric("plausibility", 1, 5))
     dimensions = DIMENSIONS
@@ -100,8 +111,8 @@ class RISEBenchProtocol(Protocol):
             q = {n: Question(n, ZERO_OR_ONE, QUESTIONS[n]) for n in ("reasoning", "consistency")}
             line = ("" if with_reference_image else f"The correct answer: {sample.reference_text or '(none given)'}\n")
             if with_reference_image:
-                shown, images_r = "The first image is the reference of the correct answer, the second the edited image. ", \
-                    (("Reference image:", reference), ("Edited image:", edited))
+                shown = "The first image is the reference of the correct answer, the second the edited image. "
+                images_r = (("Reference image:", reference), ("Edited image:", edited))
             else:
                 shown, images_r = "The image is the edited image. ", (("Edited image:", edited),)
             asks.append(Ask("reasoning", images_r, LOGICAL_REASONING.format(**fill, reference_line=line, shown=shown),

@@ -17,8 +17,18 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..report import md_cell
-from .base import (ZERO_TO_TEN, Answer, Ask, Metric, Protocol, Question, SampleView, format_metric, register_protocol,
-                   sqrt_product)
+from .base import (
+    ZERO_TO_TEN,
+    Answer,
+    Ask,
+    Metric,
+    Protocol,
+    Question,
+    SampleView,
+    format_metric,
+    register_protocol,
+    sqrt_product,
+)
 
 SEMANTICS = (
     "You judge an image edit made from a text instruction. The first image is the original, the second is the "
@@ -44,6 +54,7 @@ QUESTIONS = {
 
 @register_protocol("viescore")
 class VIEScoreProtocol(Protocol):
+    answer_names = tuple(QUESTIONS)
     metrics = (Metric("semantics", 0, 10, "{:.3f}"), Metric("quality", 0, 10, "{:.3f}"),
                Metric("overall", 0, 10, "{:.3f}"))
     primary = "overall"

@@ -1,0 +1,7 @@
+"""`python -m bench_lib [--config RECIPE] [--key value ...]`: the same as `run_benchmark.py` and `edit-bench`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,40 @@
+"""The command line: `run_benchmark.py`, `python -m bench_lib` and the `edit-bench` console script all come here.
+
+Everything a user can get wrong is checked before a model library is imported, so `--help`, a bad key or
+value, a dataset that does not exist and a model name that can't be loaded all answer at once: one line on
+stderr, exit code 2. Only then does the run import torch (through `bench_lib.runner`).
+
+Exit codes: 0 the run finished (per-sample failures included), 2 a bad config, dataset or model name, 1 any
+other error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Optional
+
+from .config import ConfigError, parse_config
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Launchers set RANK in every process: only global rank 0 logs progress; all ranks log warnings.
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
+    try:
+        cfg = parse_config(argv)
+        if "--config" not in argv and not any(a.startswith("--config=") for a in argv):
+            logging.getLogger("run_benchmark").info("no --config given: running the offline smoke recipe %s",
+                                                    cfg.recipe)
+        from .preflight import preflight
+
+        loaded = preflight(cfg)  # every user mistake found so far without torch
+        from .runner import run
+
+        run(cfg, loaded=loaded)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,121 @@
+"""A finished run as a Hugging Face dataset: each results row with its images, so the hub's dataset viewer shows
+the source, the edit (and the reference) beside the scores.
+
+Columns: `source_image`, `edited_image` and, where the data has references, `reference_image` (`datasets.Image`,
+the encoded bytes as they are: the edit's PNG, the source's own file), then every results.jsonl column in its
+declared type (report.json's `results_features`). The run's headline, provenance and config go into the dataset
+card (README.md) and `DatasetInfo.description`. Nothing is recomputed: the rows are results.jsonl's, read through
+`store.read_run`, which refuses a folder whose files come from different reporting passes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import ConfigError, config_from_dict
+from .data import Sample, load_benchmark
+from .store import read_run, stamp_line
+
+CARD_FILE = "README.md"
+
+
+def export_run(run_dir: Path, out_dir: Path, *, dataset: Optional[str] = None):
+    """Write the run in `run_dir` to `out_dir` (`save_to_disk`, plus the card); returns the `datasets.Dataset`.
+    `dataset`: where the run's dataset is now, when it has moved since the run."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    run = read_run(Path(run_dir))
+    report, rows = run["report"], run["rows"]
+    if "results_features" not in report:
+        raise ConfigError(f"{run_dir}: report.json has no results_features (written by an older harness): "
+                          "rerun the same command to rewrite the outputs, then export.")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir} exists and is not empty: choose a new folder.")
+    samples = {s.id: s for s in _samples(report, dataset)}
+    missing = [r["id"] for r in rows if r["id"] not in samples]
+    if missing:
+        raise ConfigError(f"the dataset has no sample {missing[0]!r} of the run ({len(missing)} missing): is it the "
+                          "run's dataset? Pass --dataset with where it is now.")
+    results = datasets.Features.from_dict(report["results_features"])
+    if not results["extras"]:  # no format fields: Parquet (push_to_hub) cannot store an empty struct
+        del results["extras"]
+    with_reference = any(samples[r["id"]].reference_image is not None for r in rows)
+    images = {"source_image": datasets.Image(), "edited_image": datasets.Image(),
+              **({"reference_image": datasets.Image()} if with_reference else {})}
+    features = datasets.Features({**images, **{name: f for name, f in results.items() if name != "edited_image"},
+                                  "edited_image_path": datasets.Value("string")})
+
+    def records():
+        for row in rows:
+            sample = samples[row["id"]]
+            record = {name: row.get(name) for name in results if name != "edited_image"}
+            record["edited_image_path"] = row["edited_image"]
+            record["source_image"] = _image(sample.source_image)
+            record["edited_image"] = ({"bytes": (Path(run_dir) / row["edited_image"]).read_bytes(), "path": None}
+                                      if row.get("edited_image") else None)
+            if with_reference:
+                record["reference_image"] = _image(sample.reference_image)
+            yield record
+
+    info = datasets.DatasetInfo(description=_summary(report))
+    build = out_dir / ".build"  # the generator's Arrow cache: inside out_dir (never the user's HF cache), removed
+    try:
+        exported = datasets.Dataset.from_generator(records, features=features, info=info, cache_dir=str(build))
+        exported.save_to_disk(str(out_dir))
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    exported = datasets.load_from_disk(str(out_dir))
+    (out_dir / CARD_FILE).write_text(card(report), encoding="utf-8")
+    return exported
+
+
+def push(exported, out_dir: Path, repo: str, *, private: bool) -> None:
+    """Upload the exported dataset and its card to the hub (only when the user asks: `--push_to_hub`)."""
+    from huggingface_hub import DatasetCard
+
+    exported.push_to_hub(repo, private=private)
+    DatasetCard((Path(out_dir) / CARD_FILE).read_text(encoding="utf-8")).push_to_hub(repo, repo_type="dataset")
+
+
+def _samples(report: dict[str, Any], dataset: Optional[str]) -> list[Sample]:
+    config = dict(report["meta"]["config"])
+    config["dataset"] = dataset or report["meta"].get("dataset_path") or config["dataset"]
+    cfg = config_from_dict(config)
+    from .preflight import check_dataset_name
+
+    check_dataset_name(cfg.data)
+    samples, _ = load_benchmark(cfg.data)
+    return samples
+
+
+def _image(ref) -> Optional[dict[str, Any]]:
+    if ref is None or ref.problem is not None:
+        return None
+    return {"bytes": ref.read_bytes(), "path": None}
+
+
+def _summary(report: dict[str, Any]) -> str:
+    meta = report["meta"]
+    overall = report["overall"]
+    return (f"Edits of {meta['editor_model']} ({meta['editor']}) on {meta['dataset']}, judged by {meta['judge_model']} "
+            f"under the {meta['protocol']} protocol: {meta['primary_metric']} {overall.get('mean')} over "
+            f"{overall.get('count')} scored samples. {stamp_line(report['stamp'])}.")
+
+
+def card(report: dict[str, Any]) -> str:
+    """The dataset card: what the rows are, the headline, and the provenance and config as JSON."""
+    meta = report["meta"]
+    lines = ["---", "tags:", "- image-editing", "- benchmark-results", "---", "",
+             f"# Image-editing results: {meta['editor_model']}", "", _summary(report), "",
+             "Each row is one benchmark sample: the source image, the edit, the reference where the data has one, "
+             "and every score and judge answer of the run's results.jsonl (`edited_image_path` is the edit's file "
+             "in the run folder). `status` other than `ok` means the sample was not scored; its `error` says why.",
+             "", "## Overall", "", "```json", json.dumps(report["overall"], indent=2), "```", "",
+             "## Provenance", "", "```json", json.dumps(report.get("provenance"), indent=2), "```", "",
+             "## Config", "", "```json", json.dumps(meta.get("config"), indent=2), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""Checks that need no model library, run on every process before the process group and before torch, so a
+user's mistake is one line and exit code 2 within a second or two:
+
+- the output folder can be one (not a file, not inside a local dataset folder);
+- the model names: `tiny:` names exist, a local folder exists, a hub id is cached or reachable, exists and is
+  not gated (the backends' own `preflight`; one request each, no retries);
+- the dataset: a local path must exist (it is never sent to the hub), a hub id must be usable; a local
+  dataset is read whole here (text fields and image headers' existence, not pixels), so its problems
+  (missing columns, duplicate ids, no usable sample) come now, and the samples are handed to the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from .backends import EDITORS, JUDGES, registered
+from .config import BenchmarkConfig, ConfigError
+from .data import Sample, check_dataset_name, load_benchmark
+
+
+def check_output_dir(cfg: BenchmarkConfig) -> None:
+    """The output folder can be one: not an existing file, and not inside a local dataset folder (the run's
+    own files would change the data's identity, so the run could never resume, and an imagefolder would
+    even read them as samples). A manifest's folder is fine: a manifest is identified by its own content."""
+    output = Path(cfg.run.output_dir)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is a file, not a folder.")
+    dataset = Path(cfg.data.dataset)
+    if dataset.is_dir() and output.resolve().is_relative_to(dataset.resolve()):
+        raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is inside the dataset folder {cfg.data.dataset!r}: "
+                          "put it somewhere else (the run's files would change the dataset).")
+
+
+def preflight(cfg: BenchmarkConfig) -> Optional[tuple[list[Sample], str]]:
+    """Run the checks; returns (samples, dataset identity) of a local dataset, or None for a hub dataset (the
+    run loads it on the main process first, so one process downloads it)."""
+    registered()
+    check_output_dir(cfg)
+    EDITORS[cfg.editor.editor].preflight(cfg.editor_backend, cfg)
+    JUDGES[cfg.judge.judge].preflight(cfg.judge_backend, cfg)
+    check_dataset_name(cfg.data)
+    if Path(cfg.data.dataset).expanduser().exists():
+        return load_benchmark(cfg.data)
+    return None
