@@ -17,6 +17,11 @@ T = TypeVar("T")
 
 class Distributed:
     def __init__(self, *, timeout_s: int):
+        # Before the process group exists: imported after it (transformers imports it when a model loads), this
+        # module keeps the group alive past destroy_process_group(), so gloo's threads outlive close() and can
+        # free a collective's tensors while the interpreter shuts down: SIGABRT at exit ("terminate called
+        # without an active exception") after a finished run. tests/mp_worker.py checks the threads are gone.
+        import torch.distributed.fsdp  # noqa: F401
         from accelerate import Accelerator, InitProcessGroupKwargs, PartialState
 
         if PartialState._shared_state and torch.distributed.is_initialized():

@@ -23,3 +23,14 @@ def tiny_cache(tmp_path_factory):
         os.environ.pop("BENCH_TINY_CACHE", None)
     else:
         os.environ["BENCH_TINY_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+    """Five demo samples edited and judged by one plain process (tiny models): the result every multi-process,
+    resumed and cluster run of the same samples must reproduce. Made once per session, read-only for tests."""
+    from test_multiprocess import REFERENCE_ARGS, make_manifest, run
+
+    folder = tmp_path_factory.mktemp("reference")
+    manifest = make_manifest(folder, 5)
+    return manifest, run(folder, "one-process", 1, manifest, *REFERENCE_ARGS)

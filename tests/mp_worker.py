@@ -8,6 +8,7 @@ Fault injection for the tests, by environment variable (rank = global rank):
   BENCH_TEST_KILL_REPLACE=<rank>:<file name>  SIGKILL that rank just before it renames a file of that name into
                                      place (its temporary file is complete and still there)
   BENCH_TEST_SLOW_EDIT=<seconds>     every rank sleeps that long after each edit (a run that is still going)
+  BENCH_TEST_COUNT_LOADS=1           count editor pipelines and judges loaded (written into the worker's marker)
 """
 
 import json
@@ -19,6 +20,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_lib import ConfigError, parse_config, run  # noqa: E402
 
+LOADS = {"pipelines": 0, "judges": 0}
+
+
+def count_loads() -> None:
+    """Count every diffusers pipeline loaded from disk and every judge the judge stage loads."""
+    import diffusers
+
+    import bench_lib.judge_stage as judge_stage
+
+    real_pipeline = diffusers.DiffusionPipeline.from_pretrained.__func__
+    real_judge = judge_stage.load_judge
+
+    def pipeline(cls, *args, **kwargs):
+        LOADS["pipelines"] += 1
+        return real_pipeline(cls, *args, **kwargs)
+
+    def judge(*args, **kwargs):
+        LOADS["judges"] += 1
+        return real_judge(*args, **kwargs)
+
+    diffusers.DiffusionPipeline.from_pretrained = classmethod(pipeline)
+    judge_stage.load_judge = judge
+
 
 def inject_faults() -> None:
     import signal
@@ -27,6 +51,8 @@ def inject_faults() -> None:
     import bench_lib.judge_stage as judge_stage
 
     rank = int(os.environ.get("RANK", "0"))
+    if os.environ.get("BENCH_TEST_COUNT_LOADS"):
+        count_loads()
     if os.environ.get("BENCH_TEST_FAIL_LOAD") == str(rank):
         def failing_load(*args, **kwargs):
             raise RuntimeError("injected load failure")
@@ -84,8 +110,11 @@ def main() -> None:
 
     state = PartialState()
     assert state.num_processes == expected, f"world size {state.num_processes}, expected {expected}"
+    # The process group is really gone: a gloo thread left running can abort the process while it exits.
+    threads = [(task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()]
+    assert not [t for t in threads if "gloo" in t], f"process group threads still running after the run: {threads}"
     marker = Path(cfg.run.output_dir) / f"worker-{state.process_index}.json"
-    marker.write_text(json.dumps({"rank": state.process_index, "world_size": state.num_processes}))
+    marker.write_text(json.dumps({"rank": state.process_index, "world_size": state.num_processes, "loads": LOADS}))
 
 
 if __name__ == "__main__":

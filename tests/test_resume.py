@@ -3,15 +3,17 @@
 import json
 
 from launch import TINY_ARGS, accelerate_launch
-from test_multiprocess import assert_same_results, make_manifest, run
+from test_multiprocess import assert_same_results, make_manifest
+
+import bench_lib.cli as cli
+from bench_lib.store import read_results
 
 
-def crash(tmp_path, name, num_processes, manifest, kill, *extra):
-    result = accelerate_launch(num_processes, ["--dataset", str(manifest), "--output_dir", str(tmp_path / name),
-                                               *TINY_ARGS, *extra], timeout=300, check=False,
-                               env={"BENCH_TEST_KILL": kill})
+def crash(out, num_processes, manifest, kill, *extra):
+    result = accelerate_launch(num_processes, ["--dataset", str(manifest), "--output_dir", str(out), *TINY_ARGS,
+                                               *extra], timeout=300, check=False, env={"BENCH_TEST_KILL": kill})
     assert result.returncode != 0
-    assert not (tmp_path / name / "results.jsonl").exists()
+    assert not (out / "results.jsonl").exists() and not list(out.glob("worker-*.json"))  # no rank finished
 
 
 def records(out, stage):
@@ -19,29 +21,34 @@ def records(out, stage):
             for line in p.read_text().splitlines() if line.strip()]
 
 
-def test_kill_in_each_stage_then_resume_with_another_process_count(tmp_path):
-    manifest = make_manifest(tmp_path, 5)
-    baseline = run(tmp_path, "baseline", 1, manifest, "--edit_batch_size", "1")
+def test_kill_in_each_stage_then_resume_with_another_process_count(tmp_path, reference_run):
+    manifest, baseline = reference_run  # the same samples, uninterrupted, on one process
+    ids = [r["id"] for r in baseline[1]]
+    out = tmp_path / "run"
 
-    # Stage 1: rank 1 dies right after saving its second edit, before recording it.
-    crash(tmp_path, "edit_crash", 2, manifest, "edit:1:2", "--edit_batch_size", "1")
-    recorded = {r["id"] for r in records(tmp_path / "edit_crash", "edit")}
-    assert 0 < len(recorded) < 5
-    resumed = run(tmp_path, "edit_crash", 3, manifest, "--edit_batch_size", "1")
-    assert_same_results(baseline, resumed)
-    meta = resumed[2]["meta"]
-    assert meta["attempt"] == 2 and meta["reused_edits"] == len(recorded) and meta["world_size"] == 3
+    # Attempt 1, 2 processes: rank 1 dies right after saving its second edit, before recording it.
+    crash(out, 2, manifest, "edit:1:2", "--edit_batch_size", "1")
+    edited_first = {r["id"] for r in records(out, "edit")}
+    assert 0 < len(edited_first) < 5 and not records(out, "judge")
 
-    # Stage 2: rank 0 dies after scoring its first judge batch, before recording it.
-    crash(tmp_path, "judge_crash", 2, manifest, "judge:0:1", "--judge_batch_size", "1")
-    assert len(records(tmp_path / "judge_crash", "edit")) == 5
-    judged_before = {r["id"] for r in records(tmp_path / "judge_crash", "judge")}
-    resumed = run(tmp_path, "judge_crash", 1, manifest)
+    # Attempt 2, 3 processes: makes only the missing edits, then rank 0 dies after scoring its first judge
+    # batch, before recording it.
+    crash(out, 3, manifest, "judge:0:1", "--edit_batch_size", "1", "--judge_batch_size", "1")
+    assert sorted(r["id"] for r in records(out, "edit")) == sorted(ids)  # each edit made (and recorded) once
+    judged_before = {r["id"] for r in records(out, "judge")}
+    assert len(judged_before) < 5
+
+    # Attempt 3, 1 process (this one): only the missing judgements; no edit is redone, no editor even loaded.
+    assert cli.main(["--dataset", str(manifest), "--output_dir", str(out), *TINY_ARGS]) == 0
+    resumed = (out, read_results(out / "results.jsonl"), json.loads((out / "report.json").read_text()))
     assert_same_results(baseline, resumed)
-    meta = resumed[2]["meta"]
-    assert meta["reused_edits"] == 5 and meta["reused_judgements"] == len(judged_before) < 5
-    assert resumed[2]["timings"]["edit_samples"] == 0  # no edit was redone: no editor was even loaded
-    assert resumed[2]["timings"]["load_editor_s"] == 0
+    meta, timings = resumed[2]["meta"], resumed[2]["timings"]
+    assert meta["attempt"] == 3 and meta["world_size"] == 1
+    assert meta["reused_edits"] == 5 and meta["reused_judgements"] == len(judged_before)
+    assert timings["edit_samples"] == 0 and timings["load_editor_s"] == 0
+    # every row names the attempt that did its work
+    assert {r["id"]: r["attempts"]["edit"] for r in resumed[1]} == {i: 1 if i in edited_first else 2 for i in ids}
+    assert {r["id"]: r["attempts"]["judge"] for r in resumed[1]} == {i: 2 if i in judged_before else 3 for i in ids}
 
 
 def test_a_failing_rank_stops_every_rank_instead_of_waiting_for_the_timeout(tmp_path):

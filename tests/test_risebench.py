@@ -14,7 +14,8 @@ COLUMNS = "id=index,source_image=image,reference_text=reference|reference_txt,re
 def test_risebench_end_to_end_on_two_processes(tmp_path):
     out = tmp_path / "rise"
     accelerate_launch(2, ["--dataset", str(RISEBENCH / "data_total.json"), "--dataset_format", "manifest",
-                          "--columns", COLUMNS, "--output_dir", str(out), "--editor", "identity"], timeout=400)
+                          "--columns", COLUMNS, "--output_dir", str(out), "--editor", "identity",
+                          "--baselines", ""], timeout=400)
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     source = json.loads((RISEBENCH / "data_total.json").read_text())
     assert [r["id"] for r in rows] == [s["index"] for s in source]

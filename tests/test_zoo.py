@@ -74,7 +74,7 @@ def test_match_source_size_keeps_the_source_aspect_ratio():
 
 
 def test_kontext_results_are_the_same_on_1_and_2_processes(tmp_path):
-    manifest = make_manifest(tmp_path, 5)
+    manifest = make_manifest(tmp_path, 2)  # 2 processes: one sample each
     args = ["--config", "configs/smoke_flux_kontext.yaml", "--dataset", str(manifest), "--judge_batch_size", "2"]
     runs = []
     for n in (1, 2):
