@@ -231,7 +231,29 @@ class RunConfig:
                               f"days), got {self.process_group_timeout}.")
 
 
-CORE_SECTIONS = {"data": DataConfig, "editor": EditorConfig, "judge": JudgeConfig, "run": RunConfig}
+@dataclass
+class SweepConfig:
+    # Not in any fingerprint: each variant is a run of its own, fingerprinted by its own settings.
+    sweep: Any = option(
+        None, result=False, path="always",
+        help="Score several variants of the editor in one job, each a run of its own in output_dir/<variant>/: a "
+             "folder of LoRA adapters (each subfolder or .safetensors file one variant, in natural order, after "
+             "`base`, the recipe's editor without an adapter), or NAME=PATH,... (adapters; PATH none = no "
+             "adapter), or in a recipe a list of {name: ..., <editor keys>: ...}. The first variant is the "
+             "reference of the sweep report.")
+    sweep_base: bool = option(
+        True, result=False, help="With a folder `sweep`: score the recipe's editor without an adapter first, as "
+                                 "variant `base` (the reference).")
+
+    def __post_init__(self):
+        if isinstance(self.sweep, str) and not self.sweep.strip():
+            self.sweep = None
+        if self.sweep is not None and not isinstance(self.sweep, (str, list)):
+            raise ConfigError(f"`sweep` must be a folder, NAME=PATH,... or a list of variants, got {self.sweep!r}.")
+
+
+CORE_SECTIONS = {"data": DataConfig, "editor": EditorConfig, "judge": JudgeConfig, "run": RunConfig,
+                 "sweep": SweepConfig}
 
 
 @dataclass
@@ -242,12 +264,14 @@ class BenchmarkConfig:
     judge: JudgeConfig
     judge_backend: Any  # the chosen judge backend's own section
     run: RunConfig
+    sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
     recipe: Optional[str] = None  # the YAML file the values came from, for the log and report.json
     ignored: tuple[str, ...] = ()  # keys set for a backend this run does not use (logged once)
 
     def sections(self) -> dict[str, Any]:
         return {"data": self.data, "editor": self.editor, f"editor:{self.editor.editor}": self.editor_backend,
-                "judge": self.judge, f"judge:{self.judge.judge}": self.judge_backend, "run": self.run}
+                "judge": self.judge, f"judge:{self.judge.judge}": self.judge_backend, "run": self.run,
+                "sweep": self.sweep}
 
     def to_dict(self) -> dict[str, Any]:
         flat = {}
@@ -353,6 +377,8 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
             shown = str(value) if isinstance(value, str) else repr(value)
             raise ConfigError(f"`{key}` must be one of {list(choices)}, got {value!r}{_suggest(shown, choices)}.")
         return value
+    if tp is Any:  # `sweep`: text from the command line, a list from a recipe (checked by its section)
+        return value
     if tp is dict:
         if isinstance(value, str):
             return _parse_mapping(value)
@@ -415,6 +441,8 @@ def _metavar(tp: Any, name: str, path: Optional[str]) -> str:
         return "N"
     if tp is float:
         return "X"
+    if tp is Any:
+        return "FOLDER|NAME=PATH,..."
     if path is not None:
         return "PATH_OR_ID" if path == "local" else "PATH"
     return "REV" if name.endswith("_revision") else "TEXT"
@@ -507,6 +535,15 @@ def resolve_recipe_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
     keys = all_keys()
     out = dict(values)
     for name, value in values.items():
+        if name == "sweep" and isinstance(value, list):  # each variant's own paths, by their keys' rules
+            out[name] = [{**item, **resolve_recipe_paths({k: v for k, v in item.items() if k in keys}, base)}
+                         if isinstance(item, dict) else item for item in value]
+            continue
+        if name == "sweep" and isinstance(value, str) and "=" in value:  # NAME=PATH,...: each adapter's path
+            pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+            out[name] = ",".join(f"{n}={_recipe_path(base, p) if p.strip() and p.strip() != 'none' else p}"
+                                 for n, _, p in pairs)
+            continue
         kind = keys[name][0].field.metadata.get("path") if name in keys else None
         if kind is None or not isinstance(value, str) or not value or Path(value).is_absolute() \
                 or value.startswith("tiny:"):
@@ -515,6 +552,11 @@ def resolve_recipe_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
         if kind == "always" or candidate.exists():
             out[name] = str(candidate.resolve() if candidate.exists() else Path(os.path.abspath(candidate)))
     return out
+
+
+def _recipe_path(base: Path, value: str) -> str:
+    path = Path(value.strip()).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
 
 
 def load_recipe(path: Path) -> dict[str, Any]:
@@ -559,5 +601,5 @@ def config_from_dict(values: dict[str, Any], *, recipe: Optional[str] = None) ->
     ignored = tuple(sorted(name for name in values
                            if all(":" in k.section and k.section.split(":")[1] not in used for k in keys[name])))
     return BenchmarkConfig(data=core["data"], editor=core["editor"], editor_backend=backends["editor"],
-                           judge=core["judge"], judge_backend=backends["judge"], run=core["run"], recipe=recipe,
-                           ignored=ignored)
+                           judge=core["judge"], judge_backend=backends["judge"], run=core["run"],
+                           sweep=core["sweep"], recipe=recipe, ignored=ignored)

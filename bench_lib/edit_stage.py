@@ -13,7 +13,7 @@ import errno
 import math
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -50,6 +50,11 @@ class EditTimings:
     barrier_wait: float = 0.0  # waiting for the other ranks at the per-batch barriers
     free_editor: float = 0.0  # freeing the editor before the judge loads
     edited: int = 0  # samples this rank edited (invalid_input excluded)
+    loads: int = 0  # editors loaded (a sweep over adapters of one base: 1)
+    swaps: int = 0  # in-place switches to another job's editor settings
+
+    def minus(self, other: EditTimings) -> EditTimings:
+        return EditTimings(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
 
 
 @dataclass
@@ -153,6 +158,7 @@ class EditStage:
         self.trust_remote_code = trust_remote_code
         self.logger = logger
         self.timings = EditTimings()
+        self.job_timings: list[EditTimings] = []  # each job's share of `timings` (a sweep's variants)
         self.editor: Optional[Editor] = None
 
     def run(self, jobs: list[EditJob], *, close: bool = True) -> list[list[dict[str, Any]]]:
@@ -167,7 +173,9 @@ class EditStage:
                 self.logger.info("editing %d samples%s on %d process(es), shards %s; batches of up to %d per rank",
                                  len(job.samples), f" of {job.label}" if job.label else "", self.dist.world_size,
                                  shard_sizes, self.batch_size)
+            before = replace(self.timings)
             records.append(self._run_job(job, shard, shard_sizes, progress))
+            self.job_timings.append(self.timings.minus(before))
         progress.close()
         if close:
             t0 = time.perf_counter()
@@ -209,12 +217,14 @@ class EditStage:
             t0 = time.perf_counter()
             if self.editor.switch(job.editor_cfg):
                 self.timings.swap += time.perf_counter() - t0
+                self.timings.swaps += 1
                 return
         self.close()
         t0 = time.perf_counter()
         self.editor = load_editor(job.editor_cls, job.editor_cfg, device=self.dist.device,
                                   trust_remote_code=self.trust_remote_code)
         self.timings.load_editor += time.perf_counter() - t0
+        self.timings.loads += 1
 
     def close(self) -> None:
         """The editor must be gone before the judge takes its memory."""

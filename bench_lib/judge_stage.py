@@ -61,6 +61,7 @@ class JudgeTimings:
     load_judge: float = 0.0
     judge: float = 0.0  # judging, round barriers included
     judged: int = 0  # samples this rank judged
+    loads: int = 0  # judges loaded (one per run, a sweep's included; 0 on a rank with nothing to judge)
 
 
 @dataclass
@@ -215,9 +216,13 @@ class JudgeStage:
                                device=dist.device, device_map=dist.judge_device_map(),
                                trust_remote_code=self.cfg.run.trust_remote_code)
             self.timings.load_judge = time.perf_counter() - t0
+            self.timings.loads += 1
         writers = {j: job.folder.record_writer(job.attempt, job.record_kind, dist.rank) for j, job in enumerate(jobs)}
         records: list[list[dict[str, Any]]] = [[] for _ in jobs]
-        label = "judge" if len(jobs) == 1 else f"judge ({', '.join(job.name for job in jobs)})"
+        variants = sum(job.kind == EDITOR_JOB for job in jobs)
+        names = [job.name for job in jobs] if variants == 1 else \
+            [f"{variants} variants", *(job.name for job in jobs if job.kind != EDITOR_JOB)]
+        label = "judge" if len(jobs) == 1 else f"judge ({', '.join(names)})"
         progress = Progress(label, sum(len(batch) for _, batch in plan), unit="judgement", enabled=dist.is_main)
         started = time.perf_counter()
         for round_index in range(max(per_rank, default=0)):  # the same number of rounds on every rank

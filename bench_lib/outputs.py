@@ -38,11 +38,13 @@ from .store import (
 logger = logging.getLogger(__name__)
 
 
-def rank_timings(edit, judge) -> dict[str, float]:
-    """One rank's stage times in the report's terms (from the edit and judge stages' own timings)."""
+def rank_timings(edit, judge, free_editor: float) -> dict[str, float]:
+    """One rank's stage times in the report's terms (from the edit and judge stages' own timings; `edit` may be
+    one sweep variant's share of the edit stage)."""
     return {"load_editor": edit.load_editor, "edit": edit.edit, "barrier_wait": edit.barrier_wait,
-            "adapter_swap": edit.swap, "edited": edit.edited, "switch": edit.free_editor + judge.load_judge,
-            "judge": judge.judge, "judged": judge.judged}
+            "adapter_swap": edit.swap, "edited": edit.edited, "switch": free_editor + judge.load_judge,
+            "judge": judge.judge, "judged": judge.judged, "editor_loads": edit.loads, "adapter_swaps": edit.swaps,
+            "judge_loads": judge.loads}
 
 
 def edits_digest(records: list[dict]) -> Optional[dict]:

@@ -26,6 +26,15 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
     output = Path(cfg.run.output_dir)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is a file, not a folder.")
+    from .store import RUN_FILE
+    from .sweep import SWEEP_JSON
+
+    if cfg.sweep.sweep and (output / RUN_FILE).exists():
+        raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} holds a single run: a sweep needs a folder of its "
+                          "own (its variants go in subfolders).")
+    if not cfg.sweep.sweep and (output / SWEEP_JSON).exists():
+        raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} holds a sweep: give a variant's subfolder, or "
+                          "another folder, for a single run.")
     dataset = Path(cfg.data.dataset)
     if dataset.is_dir() and output.resolve().is_relative_to(dataset.resolve()):
         raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is inside the dataset folder {cfg.data.dataset!r}: "
@@ -38,6 +47,11 @@ def preflight(cfg: BenchmarkConfig) -> Optional[tuple[list[Sample], str]]:
     registered()
     check_output_dir(cfg)
     EDITORS[cfg.editor.editor].preflight(cfg.editor_backend, cfg)
+    if cfg.sweep.sweep:
+        from .sweep import expand
+
+        for variant in expand(cfg):  # every variant's adapter or pipeline can be found
+            EDITORS[variant.cfg.editor.editor].preflight(variant.cfg.editor_backend, variant.cfg)
     JUDGES[cfg.judge.judge].preflight(cfg.judge_backend, cfg)
     check_dataset_name(cfg.data)
     if Path(cfg.data.dataset).expanduser().exists():

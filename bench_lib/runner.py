@@ -46,10 +46,12 @@ def _logger():
     return get_logger(__name__)
 
 
-def check_models(cfg: BenchmarkConfig) -> None:
+def check_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]] = None) -> None:
     """Before the edit stage: both backends' pre-load checks (models exist, the pipeline takes the call's
-    arguments, adapters fit). Downloads only small config files; builds tiny models on first use."""
-    EDITORS[cfg.editor.editor].check(cfg.editor_backend, cfg)
+    arguments, adapters fit), for every variant's editor of a sweep. Downloads only small config files; builds
+    tiny models on first use."""
+    for variant in variants or [cfg]:
+        EDITORS[variant.editor.editor].check(variant.editor_backend, variant)
     JUDGES[cfg.judge.judge].check(cfg.judge_backend, cfg)
 
 
@@ -78,19 +80,36 @@ class Plan:
     baseline_records: dict[str, dict[str, dict]] = field(default_factory=dict)
 
 
+@dataclass
+class Unit:
+    """One output folder of a run: the run itself, or one variant of a sweep (bench_lib.sweep)."""
+
+    cfg: BenchmarkConfig
+    folder: RunFolder
+    label: str = ""  # the sweep variant's name; "" in a plain run
+    plan: Optional[Plan] = None
+
+
 def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = None) -> Path:
     """Run (or resume) the benchmark on every rank; rank 0 writes the outputs. Returns the output folder.
+    With `sweep` set, every variant is a run of its own in `output_dir/<variant>/` (bench_lib.sweep).
 
     `loaded`: what `bench_lib.preflight.preflight(cfg)` returned, when the caller ran it already (the command
     line does, before torch is imported); otherwise it runs here."""
     if loaded is None:
         loaded = preflight(cfg)
+    if cfg.sweep.sweep:
+        from .sweep import run_sweep
+
+        return run_sweep(cfg, loaded)
     dist = Distributed(timeout_s=cfg.run.process_group_timeout)  # first: its timeout must win
-    folder = RunFolder(Path(cfg.run.output_dir))
+    unit = Unit(cfg, RunFolder(Path(cfg.run.output_dir)))
     try:
-        return _run(cfg, dist, folder, loaded)
+        run_units(cfg, dist, [unit], loaded)
     finally:
-        folder.lock.release()  # main process: held since the start
+        unit.folder.lock.release()  # main process: held since the start
+    dist.close()
+    return unit.folder.root
 
 
 def _lock(folder: RunFolder) -> None:
@@ -98,12 +117,20 @@ def _lock(folder: RunFolder) -> None:
     folder.lock.acquire()
 
 
-def _run(cfg: BenchmarkConfig, dist: Distributed, folder: RunFolder, loaded) -> Path:
+def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded) -> dict[str, Any]:
+    """Edit, judge and report every unit (one for a plain run; a sweep's variants, which differ only in their
+    editor settings). The editor is loaded once and switched between units in place where it can be; the judge
+    is loaded once and judges every unit's edits in one stage; the sanity baselines (the same images for every
+    unit) are judged once, in the first unit's folder, and their records copied to the others. The main process
+    holds each unit's folder lock from the start (the caller releases them)."""
     logger = _logger()
-    dist.on_main(lambda: _lock(folder))  # before anything is loaded, and before any rank writes
+    for unit in units:
+        dist.on_main(lambda u=unit: _lock(u.folder))  # before anything is loaded, and before any rank writes
     if cfg.run.overwrite and _slurm_restarts() > 0:
         # A requeued SLURM job reruns the same command: `overwrite` would wipe what its first start did.
         logger.warning("SLURM restart %d of this job: resuming the run; `overwrite` is ignored", _slurm_restarts())
+        for unit in units:
+            unit.cfg.run.overwrite = False
         cfg.run.overwrite = False
     if cfg.ignored:
         logger.warning("ignored: %s (options of backends this run does not use: editor %r, judge %r)",
@@ -113,74 +140,129 @@ def _run(cfg: BenchmarkConfig, dist: Distributed, folder: RunFolder, loaded) -> 
 
     # A local dataset was read by the preflight on every process; a hub one is downloaded by one process first.
     samples, dataset_identity = loaded or dist.main_first(lambda: load_benchmark(cfg.data))
-    dist.main_first(lambda: check_models(cfg), local=True)
+    dist.main_first(lambda: check_models(cfg, [u.cfg for u in units]), local=True)
     rubrics = Rubrics(cfg.judge.prompts_dir)
     protocol = make_protocol(cfg.judge, rubrics)
     _log_input_problems(samples, protocol, cfg.judge.category_map, logger)
-    # The main process reads the folder and shares one plan, so every rank (every node, whatever its
+    # The main process reads the folders and shares one plan per unit, so every rank (every node, whatever its
     # filesystem cache shows) works from the same records.
-    plan = dist.on_main(lambda: _plan(cfg, folder, run_fingerprint(cfg, dataset_identity, rubrics, protocol), samples,
-                                      dist.world_size, logger))
-    _check_shared_folder(dist, folder, plan.attempt)
+    plans = dist.on_main(lambda: [_plan(u.cfg, u.folder, run_fingerprint(u.cfg, dataset_identity, rubrics, protocol),
+                                        samples, dist.world_size, logger) for u in units])
+    for unit, plan in zip(units, plans):
+        unit.plan = plan
+        _check_shared_folder(dist, unit.folder, plan.attempt)
 
-    # Stage 1: edit what has no usable edit yet (a resumed run skips the rest).
+    # Stage 1: edit what has no usable edit yet (a resumed run skips the rest), unit after unit.
     editor_cls = EDITORS[cfg.editor.editor]
-    to_edit = [s for s in samples if s.id not in plan.reusable]
+    to_edit = [[s for s in samples if s.id not in u.plan.reusable] for u in units]
     edit_stage = EditStage(dist, seed_of=lambda i: sample_seed(cfg.run.seed, i), batch_size=cfg.editor.edit_batch_size,
                            trust_remote_code=cfg.run.trust_remote_code, logger=logger)
-    (new_edits,) = edit_stage.run([EditJob(folder, plan.attempt, editor_cls, cfg.editor_backend, to_edit)])
-    edits, judgements = plan.edits, plan.judgements
-    for record in dist.all_gather(new_edits):
-        edits[record["id"]] = record
-        judgements.pop(record["id"], None)  # a new image needs a new judgement
+    new_edits = edit_stage.run([EditJob(u.folder, u.plan.attempt, editor_cls, u.cfg.editor_backend, todo, label=u.label)
+                                for u, todo in zip(units, to_edit)])
+    for unit, records in zip(units, new_edits):
+        for record in dist.all_gather(records):
+            unit.plan.edits[record["id"]] = record
+            unit.plan.judgements.pop(record["id"], None)  # a new image needs a new judgement
 
-    # Stage 2: judge every ok edit without an ok judgement (and the sanity baselines' images, if asked).
-    jobs = [JudgeJob(EDITOR_JOB, folder, plan.attempt,
-                     [s for s in samples if edits[s.id]["status"] == "ok"
-                      and judgements.get(s.id, {}).get("status") != "ok"],
-                     lambda s: load_png(folder.root / edits[s.id]["edited_image"]),
-                     lambda s: ImageRef(path=folder.root / edits[s.id]["edited_image"]).size())]
-    jobs += baseline_jobs(cfg, folder, plan, samples)
+    # Stage 2: judge every ok edit without an ok judgement, every unit's, and the sanity baselines' images once.
+    jobs = [editor_job(u, samples) for u in units]
+    shared = shared_baseline_records(units)
+    jobs += baseline_jobs(cfg, units[0], shared, samples)
     batches = dist.on_main(lambda: plan_judge_batches(jobs, protocol, cfg.judge.category_map,
                                                       batch_size=cfg.judge.judge_batch_size,
                                                       max_pixels=cfg.judge.judge_max_pixels))
     judge_stage = JudgeStage(dist, cfg, protocol, logger=logger)
     new_judgements = judge_stage.run(jobs, batches)
     gathered = [dist.gather(records) for records in new_judgements]  # the same order on every rank
-    per_rank = dist.gather([{"timings": rank_timings(edit_stage.timings, judge_stage.timings),
-                             "device": device_name(dist.device)}])
+    per_unit = [dist.gather([{"timings": rank_timings(job_timings, judge_stage.timings,
+                                                      edit_stage.timings.free_editor),
+                              "device": device_name(dist.device)}]) for job_timings in edit_stage.job_timings]
     if dist.is_main:
-        judgements.update({r["id"]: r for r in gathered[0]})
-        for job, records in zip(jobs[1:], gathered[1:]):
-            plan.baseline_records[job.kind].update({r["id"]: r for r in records})
-        rows, baseline_rows = build_rows(cfg, samples, edits, judgements, plan.baseline_records, protocol)
-        local = Path(cfg.data.dataset).expanduser()
-        meta = {"dataset": cfg.data.dataset, "dataset_path": str(local.resolve()) if local.exists() else None,
-                "editor": cfg.editor.editor,
-                "editor_model": editor_cls.display_name(cfg.editor_backend), "judge": cfg.judge.judge,
-                "judge_model": JUDGES[cfg.judge.judge].display_name(cfg.judge_backend),
-                "judge_mode": cfg.judge.judge_mode, "limit": cfg.data.limit, "recipe": cfg.recipe,
-                "seed": cfg.run.seed, "world_size": dist.world_size, "attempt": plan.attempt,
-                "reused_edits": len(samples) - len(to_edit),
-                "reused_judgements": sum(edits[s.id]["status"] == "ok" for s in samples) - len(jobs[0].samples),
-                "started": started.isoformat(timespec="seconds")}
-        write_outputs(cfg, folder, rows=rows, baseline_rows=baseline_rows, per_rank=per_rank, samples=samples,
-                      rubrics=rubrics, protocol=protocol, meta=meta, edit_records=[edits[s.id] for s in samples])
-        statuses = Counter(row["status"] for row in rows)
-        log = logger.info if statuses["ok"] == len(rows) else logger.warning
-        log("statuses: %s; wrote %s", dict(statuses), folder.root / "report.md")
+        for unit, records in zip(units, gathered):
+            unit.plan.judgements.update({r["id"]: r for r in records})
+        fresh = {job.kind: {r["id"]: r for r in records} for job, records in zip(jobs[len(units):],
+                                                                                 gathered[len(units):])}
+        share_baseline_records(units, shared, fresh)
+        for unit, todo, job, per_rank in zip(units, to_edit, jobs, per_unit):
+            _write_unit(unit, samples, protocol, rubrics, per_rank, started, dist.world_size,
+                        edited_now=len(todo), judged_now=len(job.samples), logger=logger)
     dist.barrier()
-    dist.close()
-    return folder.root
+    return {"per_unit": per_unit}  # main process: each unit's per-rank timings
 
 
-def baseline_jobs(cfg: BenchmarkConfig, folder: RunFolder, plan: Plan, samples: list[Sample]) -> list[JudgeJob]:
+def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, rubrics: Rubrics, per_rank: list[dict],
+                started: dt.datetime, world_size: int, *, edited_now: int, judged_now: int, logger) -> None:
+    cfg, plan = unit.cfg, unit.plan
+    edits, judgements = plan.edits, plan.judgements
+    rows, baseline_rows = build_rows(cfg, samples, edits, judgements, plan.baseline_records, protocol)
+    local = Path(cfg.data.dataset).expanduser()
+    meta = {"dataset": cfg.data.dataset, "dataset_path": str(local.resolve()) if local.exists() else None,
+            "editor": cfg.editor.editor,
+            "editor_model": EDITORS[cfg.editor.editor].display_name(cfg.editor_backend), "judge": cfg.judge.judge,
+            "judge_model": JUDGES[cfg.judge.judge].display_name(cfg.judge_backend),
+            "judge_mode": cfg.judge.judge_mode, "limit": cfg.data.limit, "recipe": cfg.recipe,
+            "seed": cfg.run.seed, "world_size": world_size, "attempt": plan.attempt,
+            "reused_edits": len(samples) - edited_now,
+            "reused_judgements": sum(edits[s.id]["status"] == "ok" for s in samples) - judged_now,
+            "started": started.isoformat(timespec="seconds")}
+    write_outputs(cfg, unit.folder, rows=rows, baseline_rows=baseline_rows, per_rank=per_rank, samples=samples,
+                  rubrics=rubrics, protocol=protocol, meta=meta, edit_records=[edits[s.id] for s in samples])
+    statuses = Counter(row["status"] for row in rows)
+    log = logger.info if statuses["ok"] == len(rows) else logger.warning
+    log("%sstatuses: %s; wrote %s", f"{unit.label}: " if unit.label else "", dict(statuses),
+        unit.folder.root / "report.md")
+
+
+def editor_job(unit: Unit, samples: list[Sample]) -> JudgeJob:
+    """The unit's ok edits without an ok judgement."""
+    edits, root = unit.plan.edits, unit.folder.root
+    todo = [s for s in samples if edits[s.id]["status"] == "ok"
+            and unit.plan.judgements.get(s.id, {}).get("status") != "ok"]
+    return JudgeJob(EDITOR_JOB, unit.folder, unit.plan.attempt, todo,
+                    lambda s: load_png(root / edits[s.id]["edited_image"]),
+                    lambda s: ImageRef(path=root / edits[s.id]["edited_image"]).size(), label=unit.label)
+
+
+def shared_baseline_records(units: list[Unit]) -> dict[str, dict[str, dict]]:
+    """Each baseline's records over all units (the first unit's win): the baseline's images and the judge are
+    the same for every unit, so a judgement made for one is every unit's."""
+    shared: dict[str, dict[str, dict]] = {}
+    for unit in reversed(units):
+        for name, records in unit.plan.baseline_records.items():
+            shared.setdefault(name, {}).update(records)
+    return shared
+
+
+def share_baseline_records(units: list[Unit], shared: dict[str, dict[str, dict]],
+                           fresh: dict[str, dict[str, dict]]) -> None:
+    """Main process: every unit gets the baseline records (`shared`: earlier ones, `fresh`: judged now, in the
+    first unit's folder); those a folder lacks are appended to its records as its own attempt's, so each folder
+    resumes and reports as a run of its own."""
+    def same(a: Optional[dict], b: dict) -> bool:
+        return a is not None and {**a, "attempt": None} == {**b, "attempt": None}
+
+    for name in shared:
+        shared[name].update(fresh.get(name, {}))
+    for i, unit in enumerate(units):
+        for name, records in shared.items():
+            own = unit.plan.baseline_records.setdefault(name, {})
+            written = fresh.get(name, {}) if i == 0 else {}  # the judge stage wrote these into the first folder
+            missing = [{**r, "attempt": unit.plan.attempt} for key, r in records.items()
+                       if key not in written and not same(own.get(key), r)]
+            unit.folder.record_writer(unit.plan.attempt, f"baseline-{name}", 0).write(missing)
+            own.update(records)
+            own.update({r["id"]: r for r in missing})
+
+
+def baseline_jobs(cfg: BenchmarkConfig, unit: Unit, records: dict[str, dict[str, dict]],
+                  samples: list[Sample]) -> list[JudgeJob]:
     """One judge job per sanity baseline: its images are computed from the source when judged (no model)."""
     jobs = []
     for name in cfg.editor.baseline_names():
         editor = EDITORS[name](EDITORS[name].Config(), device=None)
-        todo = [s for s in samples if not s.problem and plan.baseline_records[name].get(s.id, {}).get("status") != "ok"]
-        jobs.append(JudgeJob(name, folder, plan.attempt, todo,
+        done = records.setdefault(name, {})
+        todo = [s for s in samples if not s.problem and done.get(s.id, {}).get("status") != "ok"]
+        jobs.append(JudgeJob(name, unit.folder, unit.plan.attempt, todo,
                              lambda s, e=editor: e.edit(s, s.source_image.load(), seed=0).image,
                              lambda s: s.source_image.size()))  # both baselines keep the source's size
     return jobs

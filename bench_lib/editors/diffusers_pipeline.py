@@ -330,6 +330,26 @@ class DiffusersEditor(Editor):
         clean = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
         return EditResult(image=self.pipe.numpy_to_pil(clean)[0], flags=["non_finite"])
 
+    def switch(self, cfg: DiffusersConfig) -> bool:
+        """Another adapter (or none, or another scale) on the same base, in place: the old adapter is deleted and
+        the new one loaded under the same name, as a single run loads it, so the edits are bitwise a single run's.
+        Never fused into the base weights (repeated bf16 fuse/unfuse would drift them). Any other difference
+        (another pipeline, dtype, scheduler, speed option) needs a new load: returns False."""
+        if getattr(self, "pipe", None) is None or _without_adapter(cfg) != _without_adapter(self.cfg):
+            return False
+        old = self.cfg
+        if (old.lora, old.lora_weight_name) != (cfg.lora, cfg.lora_weight_name):
+            if old.lora:
+                self.pipe.delete_adapters(ADAPTER)
+            if cfg.lora:
+                self.pipe.load_lora_weights(_lora_source(cfg), weight_name=_lora_weight_name(cfg),
+                                            adapter_name=ADAPTER)
+        if cfg.lora:
+            self.pipe.set_adapters([ADAPTER], adapter_weights=[cfg.lora_scale])
+        self.cfg = cfg
+        logger.info("editor switched to %s", self.display_name(cfg))
+        return True
+
     def close(self) -> None:
         if getattr(self, "pipe", None) is None:
             return
@@ -389,6 +409,11 @@ def apply_speed_options(pipe, cfg: DiffusersConfig) -> None:
 
 
 # --- LoRA ---------------------------------------------------------------------------------------------
+
+
+def _without_adapter(cfg: DiffusersConfig) -> dict[str, Any]:
+    """The settings an adapter switch keeps: everything but the adapter."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("lora", "lora_weight_name", "lora_scale")}
 
 
 def _lora_source(cfg: DiffusersConfig) -> str:

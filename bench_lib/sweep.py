@@ -1,0 +1,367 @@
+"""A sweep: several variants of one editor (a training run's checkpoints as LoRA adapters, or other pipelines)
+scored in one job, each variant a run of its own in `output_dir/<variant>/`.
+
+```
+every rank: load the base pipeline once ─► variant 1's shard ─► swap the adapter in place ─► variant 2's ...
+            (another pipeline: freed and loaded; barriers per batch as in a plain run)
+            free the editor once ─► load the judge once ─► judge every variant's edits and the sanity baselines'
+            images (once for the whole sweep) in one stage, batches planned over all of them
+main:       each variant's outputs (results.jsonl, report.json/md, gallery, baselines copied in), then
+            sweep.json / sweep.md / sweep_chart.png: every metric per variant, the paired difference from the
+            reference (the first variant), the best variant per metric against the runner-up, and the timings
+```
+
+A variant's edits are bitwise those of a single run with its settings: the same seeds, the same adapter loading
+(never fused), and its fingerprint is the single run's, so a variant folder can even be resumed by a plain run.
+A rerun resumes every variant; a folder sweep that gained adapters edits and judges only the new ones.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import BenchmarkConfig, ConfigError, config_from_dict
+
+SWEEP_JSON, SWEEP_MD, SWEEP_CHART = "sweep.json", "sweep.md", "sweep_chart.png"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+_RESERVED = {SWEEP_JSON, SWEEP_MD, SWEEP_CHART}
+BASE = "base"
+
+
+@dataclass
+class Variant:
+    name: str
+    overrides: dict[str, Any]  # the editor keys it sets (over the recipe's)
+    cfg: BenchmarkConfig  # a plain run's config: output_dir/<name>, no sweep
+
+    @property
+    def step(self) -> Optional[int]:
+        return step_of(self.name)
+
+
+def natural_key(name: str) -> list:
+    """`step-100` < `step-1000`, `ckpt-9` < `ckpt-10`."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name)
+            if part]
+
+
+def step_of(name: str) -> Optional[int]:
+    """The training step a variant's name carries (its last number), or None."""
+    numbers = re.findall(r"\d+", name)
+    return int(numbers[-1]) if numbers else None
+
+
+def variant_specs(cfg: BenchmarkConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(name, editor overrides) of every variant, the reference first."""
+    spec = cfg.sweep.sweep
+    no_adapter = {"lora": None, "lora_weight_name": None}
+    if isinstance(spec, list):
+        out = []
+        for i, item in enumerate(spec):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise ConfigError(f"`sweep` item {i} must be a mapping with a `name` (and the editor keys it sets), "
+                                  f"got {item!r}.")
+            out.append((item["name"], {k: v for k, v in item.items() if k != "name"}))
+        return out
+    if "=" in spec:
+        out = []
+        for item in (i for i in spec.split(",") if i.strip()):
+            name, _, path = item.partition("=")
+            path = path.strip()
+            out.append((name.strip(), dict(no_adapter) if path in ("", "none") else {**no_adapter, "lora": path}))
+        return out
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"`sweep` {spec!r}: no such folder (a folder of adapters, or NAME=PATH,...).")
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")
+               and (p.is_dir() or p.suffix == ".safetensors")]
+    if not entries:
+        raise ConfigError(f"`sweep` folder {spec!r} has no adapters (subfolders or .safetensors files).")
+    adapters = [(p.stem if p.is_file() else p.name, {**no_adapter, "lora": str(p.resolve())})
+                for p in sorted(entries, key=lambda p: natural_key(p.stem if p.is_file() else p.name))]
+    return ([(BASE, dict(no_adapter))] if cfg.sweep.sweep_base else []) + adapters
+
+
+def expand(cfg: BenchmarkConfig) -> list[Variant]:
+    """The sweep's variants as plain runs' configs. Raises ConfigError for a bad name or a key a variant may not
+    set (only the editor backend's own keys vary: the data, the judge and the seed are the sweep's)."""
+    specs = variant_specs(cfg)
+    names = [name for name, _ in specs]
+    bad = [n for n in names if not _NAME.fullmatch(n) or n in _RESERVED]
+    if bad:
+        raise ConfigError(f"sweep variant name {bad[0]!r} can't be a folder name: use letters, digits, '.', '_', "
+                          "'+', '-' (starting with a letter or digit).")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"sweep variant names must be unique; repeated: {repeated}.")
+    allowed = {f.name for f in fields(cfg.editor_backend)}
+    flat = {**cfg.to_dict(), "sweep": None}
+    variants = []
+    for name, overrides in specs:
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise ConfigError(f"sweep variant {name!r} sets {unknown}: a variant sets only the {cfg.editor.editor} "
+                              f"editor's keys ({sorted(allowed)}).")
+        values = {**flat, **overrides, "output_dir": str(Path(cfg.run.output_dir) / name)}
+        try:
+            variants.append(Variant(name, overrides, config_from_dict(values, recipe=cfg.recipe)))
+        except ConfigError as err:
+            raise ConfigError(f"sweep variant {name!r}: {err}") from None
+    return variants
+
+
+def run_sweep(cfg: BenchmarkConfig, loaded) -> Path:
+    """Every variant edited (one editor load per pipeline, adapters swapped in place), judged in one stage and
+    reported in its own folder; then the sweep report. Every rank runs this."""
+    from .distributed import Distributed
+    from .runner import Unit, run_units
+    from .store import FolderLock, RunFolder
+
+    variants = expand(cfg)
+    dist = Distributed(timeout_s=cfg.run.process_group_timeout)
+    top = Path(cfg.run.output_dir)
+    lock = FolderLock(top)
+
+    def lock_top() -> None:
+        top.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+
+    dist.on_main(lock_top)
+    units = [Unit(v.cfg, RunFolder(top / v.name), label=v.name) for v in variants]
+    try:
+        per_unit = run_units(cfg, dist, units, loaded)["per_unit"]
+        if dist.is_main:
+            write_sweep_report(top, variants, per_unit)
+        dist.barrier()
+    finally:
+        for unit in units:
+            unit.folder.lock.release()
+        lock.release()
+    dist.close()
+    return top
+
+
+# --- the sweep report ---------------------------------------------------------------------------------------
+
+
+def sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[list[dict]]] = None) -> dict[str, Any]:
+    """sweep.json's content, from the variants' finished run folders (read through the same consistency check as
+    compare_runs, and compared with the same paired tests)."""
+    from .compare import load_run
+
+    runs = [load_run(top / v.name) for v in variants]
+    reports = [_read_report(top / v.name) for v in variants]
+    metrics = list((reports[0].get("protocol") or {}).get("metrics") or {"score": {}})
+    reference = runs[0]
+    rows = []
+    for variant, run, report in zip(variants, runs, reports):
+        overall = report["overall"]
+        rows.append({
+            "name": variant.name, "step": variant.step, "folder": variant.name, "overrides": variant.overrides,
+            "editor_model": report["meta"]["editor_model"],
+            "metrics": {m: overall["metrics"].get(m) for m in metrics},
+            "count": overall["count"], "failed": overall["failed"],
+            "vs_reference": None if run is reference else {m: _paired(reference, run, m) for m in metrics},
+        })
+    best = {}
+    for m in metrics:
+        ranked = sorted((r for r in rows if (r["metrics"][m] or {}).get("mean") is not None),
+                        key=lambda r: -r["metrics"][m]["mean"])
+        if not ranked:
+            best[m] = None
+            continue
+        entry = {"variant": ranked[0]["name"], "mean": ranked[0]["metrics"][m]["mean"], "runner_up": None}
+        if len(ranked) > 1:
+            first, second = (runs[[r["name"] for r in rows].index(x["name"])] for x in ranked[:2])
+            test = _paired(second, first, m)
+            entry.update(runner_up=ranked[1]["name"], vs_runner_up=test,
+                         significant=bool(test["ci"] and test["ci"][0] > 0 and test["p_value"] is not None
+                                          and test["p_value"] < 0.05))
+        best[m] = entry
+    return {"reference": variants[0].name, "metrics": metrics, "primary": metrics[0] if metrics else "score",
+            "protocol": (reports[0].get("protocol") or {}).get("name", "default"),
+            "higher_is_better": True, "variants": rows, "best": best,
+            "method": {"difference": "B - A over the sample ids both runs scored: 95% paired percentile bootstrap "
+                                     "and a two-sided paired permutation p-value, as scripts/compare_runs.py",
+                       "significant": "the best variant's difference from the runner-up has a 95% interval above 0 "
+                                      "and p < 0.05"},
+            "timings": sweep_timings(variants, per_unit) if per_unit else None}
+
+
+def _read_report(folder: Path) -> dict[str, Any]:
+    from .store import read_run
+
+    return read_run(folder)["report"]
+
+
+def _paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> dict[str, Any]:
+    """compare()'s overall test of B - A and its per-category tests, without the folders (they are the variants');
+    when there is nothing to compare (no sample scored in both), the reason instead of a number."""
+    from .compare import Refusal, compare
+
+    try:
+        result = compare(a, b, metric=metric)
+    except Refusal as err:
+        return {"difference": None, "ci": None, "p_value": None, "error": str(err)}
+    return {**result["overall"], "categories": result["categories"], "scored": result["scored"],
+            "warnings": result["warnings"]}
+
+
+def sweep_timings(variants: list[Variant], per_unit: list[list[dict]]) -> dict[str, Any]:
+    """Seconds, the slowest rank's where ranks wait for each other: each variant's editor load (the base, and a
+    reload for another pipeline), adapter swap and edit time, s/image (barrier waits excluded, over all ranks),
+    then the one model switch and the one judge stage."""
+    out: dict[str, Any] = {"variants": []}
+    for variant, ranks in zip(variants, per_unit):
+        t = [r["timings"] for r in ranks]
+        edited = sum(x["edited"] for x in t)
+        busy = sum(x["edit"] - x["barrier_wait"] for x in t)
+        out["variants"].append({"name": variant.name, "load_editor_s": round(max(x["load_editor"] for x in t), 3),
+                                "adapter_swap_s": round(max(x["adapter_swap"] for x in t), 3),
+                                "edit_s": round(max(x["edit"] for x in t), 3), "edited": edited,
+                                "edit_s_per_image": round(busy / edited, 4) if edited else None})
+    t = [r["timings"] for r in per_unit[0]]
+    out.update(switch_s=round(max(x["switch"] for x in t), 3), judge_s=round(max(x["judge"] for x in t), 3),
+               judged=sum(x["judged"] for x in t),
+               per_rank=[{"editor_loads": sum(ranks[i]["timings"]["editor_loads"] for ranks in per_unit),
+                          "adapter_swaps": sum(ranks[i]["timings"].get("adapter_swaps", 0) for ranks in per_unit),
+                          "judge_loads": t[i]["judge_loads"]} for i in range(len(t))])
+    return out
+
+
+def write_sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[list[dict]]]) -> dict[str, Any]:
+    from .outputs import optional_output
+    from .store import write_json, write_text
+
+    report = sweep_report(top, variants, per_unit)
+    write_json(top / SWEEP_JSON, report)
+    chart = optional_output(top / SWEEP_CHART, lambda: write_sweep_chart(top / SWEEP_CHART, report))
+    write_text(top / SWEEP_MD, render_sweep(report, chart=SWEEP_CHART if chart else None))
+    return report
+
+
+def _fmt(value: Optional[float], digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(ci: Optional[list[float]], digits: int = 2) -> str:
+    return "" if not ci else f" [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
+
+
+def render_sweep(report: dict[str, Any], *, chart: Optional[str]) -> str:
+    from .report import md_cell
+
+    metrics, ref = report["metrics"], report["reference"]
+    primary = report["primary"]
+    lines = [f"# Sweep: {len(report['variants'])} variants", "",
+             f"Protocol `{report['protocol']}`; reference variant `{md_cell(ref)}`. Each variant is a run of its own "
+             "in its folder (report.md there). Means with 95% bootstrap CIs; the difference from the reference is "
+             "paired over the samples both scored, with the permutation p-value (as compare_runs).", "",
+             f"| variant | step | {primary} | Δ {primary} vs {md_cell(ref)} | p | "
+             + " | ".join(md_cell(m) for m in metrics[1:]) + " | scored | failed |",
+             "|---|---:|---|---|---:|" + "---|" * (len(metrics) - 1) + "---:|---:|"]
+    for row in report["variants"]:
+        stats = row["metrics"]
+        cells = [f"{_fmt((stats[m] or {}).get('mean'))}{_interval((stats[m] or {}).get('ci95'))}" for m in metrics]
+        diff = (row["vs_reference"] or {}).get(primary)
+        delta = "reference" if diff is None else f"{_fmt(diff['difference'], 3)}{_interval(diff['ci'], 3)}"
+        p = "" if diff is None else _fmt(diff["p_value"], 4)
+        step = "" if row["step"] is None else str(row["step"])
+        lines.append(f"| {md_cell(row['name'])} | {step} | {cells[0]} | {delta} | {p} | "
+                     + " | ".join(cells[1:]) + f" | {row['count']} | {row['failed']} |")
+    lines += ["", "## Best variant per metric", "",
+              "| metric | best | mean | runner-up | difference [95% CI] | p | significant |",
+              "|---|---|---:|---|---|---:|---|"]
+    for m in metrics:
+        b = report["best"].get(m)
+        if not b:
+            lines.append(f"| {md_cell(m)} | – | | | | | |")
+            continue
+        test = b.get("vs_runner_up")
+        lines.append(f"| {md_cell(m)} | {md_cell(b['variant'])} | {_fmt(b['mean'])} | "
+                     f"{md_cell(b['runner_up'] or '–')} | "
+                     + (f"{_fmt(test['difference'], 3)}{_interval(test['ci'], 3)} | {_fmt(test['p_value'], 4)} | "
+                        f"{'yes' if b['significant'] else 'no'} |" if test else "| | |"))
+    timings = report.get("timings")
+    if timings:
+        lines += ["", "## Timings", "", "| variant | editor load (s) | adapter swap (s) | edit (s) | s/image |",
+                  "|---|---:|---:|---:|---:|"]
+        for t in timings["variants"]:
+            lines.append(f"| {md_cell(t['name'])} | {t['load_editor_s']:.2f} | {t['adapter_swap_s']:.3f} | "
+                         f"{t['edit_s']:.2f} | {_fmt(t['edit_s_per_image'], 3)} |")
+        loads = [r["editor_loads"] for r in timings["per_rank"]]
+        lines += ["", f"Model switch {timings['switch_s']:.2f} s, judge stage {timings['judge_s']:.2f} s "
+                      f"({timings['judged']} judgements). Editor loads per rank: {loads}; judge loads per rank: "
+                      f"{[r['judge_loads'] for r in timings['per_rank']]}. (Timings of this attempt: a resumed "
+                      "sweep shows only the work it did.)"]
+    if chart:
+        lines += ["", f"![each metric per variant]({chart})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep_chart(path: Path, report: dict[str, Any]) -> bool:
+    """One panel per metric: the mean (and 95% CI) per variant, a line over training steps when the variants'
+    names carry them (the reference without a step is a dashed line across). Pillow only."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from .store import save_png
+
+    metrics = [m for m in report["metrics"] if any((r["metrics"][m] or {}).get("mean") is not None
+                                                    for r in report["variants"])]
+    if not metrics:
+        return False
+    width, panel, left, pad = 760, 220, 70, 30
+    image = Image.new("RGB", (width, 40 + panel * len(metrics)), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=13)
+    rows = report["variants"]
+    stepped = [r for r in rows if r["step"] is not None]
+    use_steps = len(stepped) >= 2 and len({r["step"] for r in stepped}) == len(stepped)
+    draw.text((left, 10), "Mean per variant (95% CI)" + (" over training steps" if use_steps else ""), fill="black",
+              font=font)
+    for k, metric in enumerate(metrics):
+        top = 40 + k * panel
+        y0, y1 = top + 30, top + panel - 40
+        points = [(r, r["metrics"][metric]) for r in rows if (r["metrics"][metric] or {}).get("mean") is not None]
+        values = [v for _, s in points for v in [s["mean"], *(s.get("ci95") or [])]]
+        low, high = min(values), max(values)
+        if math.isclose(low, high):
+            low, high = low - 0.5, high + 0.5
+
+        def y_of(v: float, low: float = low, high: float = high, y0: float = y0, y1: float = y1) -> float:
+            return y1 - (v - low) / (high - low) * (y1 - y0)
+
+        plotted = [(r, s) for r, s in points if not use_steps or r["step"] is not None]
+        if use_steps:
+            steps = [r["step"] for r, _ in plotted]
+            span = (max(steps) - min(steps)) or 1
+            x_of = {r["name"]: left + pad + (r["step"] - min(steps)) / span * (width - left - 2 * pad)
+                    for r, _ in plotted}
+        else:
+            gap = (width - left - 2 * pad) / max(1, len(plotted) - 1)
+            x_of = {r["name"]: left + pad + i * gap for i, (r, _) in enumerate(plotted)}
+        draw.text((8, top), metric, fill="black", font=font)
+        for v in (low, high):
+            draw.text((8, y_of(v) - 7), f"{v:.2f}", fill=(90, 90, 90), font=font)
+        draw.line([(left, y0), (left, y1), (width - 10, y1)], fill=(150, 150, 150))
+        for r, s in points:
+            if use_steps and r["step"] is None:  # the reference without a step: a dashed line across
+                y = y_of(s["mean"])
+                for x in range(left, width - 10, 12):
+                    draw.line([(x, y), (x + 6, y)], fill=(200, 80, 60))
+                draw.text((width - 120, y - 16), r["name"], fill=(200, 80, 60), font=font)
+        line = [(x_of[r["name"]], y_of(s["mean"])) for r, s in plotted]
+        if use_steps and len(line) > 1:
+            draw.line(line, fill=(40, 90, 160), width=2)
+        for (r, s), (x, y) in zip(plotted, line):
+            if s.get("ci95"):
+                draw.line([(x, y_of(s["ci95"][0])), (x, y_of(s["ci95"][1]))], fill=(90, 90, 90), width=1)
+            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(40, 90, 160))
+            label = str(r["step"]) if use_steps else r["name"][:14]
+            draw.text((x - 3 * len(label), y1 + 6), label, fill="black", font=font)
+    save_png(image, path)
+    return True

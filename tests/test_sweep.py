@@ -1,0 +1,202 @@
+"""A sweep of checkpoints in one job: each variant equals a single run with its adapter, the base pipeline and the
+judge load once per rank, the sanity baselines are judged once, a grown folder only adds work, a killed sweep
+resumes to the uninterrupted result, and the sweep report's paired tests are compare_runs'."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from launch import ROOT, TINY_ARGS, accelerate_launch
+from test_multiprocess import make_manifest
+
+from bench_lib.config import ConfigError, parse_config
+from bench_lib.store import read_results
+from bench_lib.sweep import expand, natural_key, step_of
+
+COMMON = [*TINY_ARGS, "--edit_batch_size", "1", "--judge_batch_size", "2"]
+
+
+def build_adapters(folder: Path, steps) -> Path:
+    from bench_lib.tiny import build_lora
+
+    for step in steps:
+        build_lora(folder / f"step-{step}", seed=step)
+    return folder
+
+
+def single_runs(runs: dict[str, list[str]]) -> None:
+    """Plain runs, one after another in one fresh single-threaded process (as a launched worker computes)."""
+    code = "import sys, json\nfrom bench_lib.cli import main\nfor args in json.loads(sys.argv[1]):\n" \
+           "    assert main(args) == 0, args\n"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(list(runs.values()))], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-6000:]
+
+
+def assert_same_variant(a: Path, b: Path, *, first: int = 0) -> None:
+    """Variant folder `a` has b's rows (its first `first` rows, when b ran on only those samples)."""
+    rows_a, rows_b = read_results(a / "results.jsonl"), read_results(b / "results.jsonl")
+    rows_a = rows_a[:first] if first else rows_a
+    assert [r["id"] for r in rows_a] == [r["id"] for r in rows_b]
+    for x, y in zip(rows_a, rows_b):
+        assert x["status"] == y["status"] == "ok"
+        assert (a / x["edited_image"]).read_bytes() == (b / y["edited_image"]).read_bytes()  # bitwise
+        assert x["score"] == pytest.approx(y["score"], abs=1e-4)
+        assert x["metrics"] == pytest.approx(y["metrics"], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A 3-variant sweep (base and two adapters) of 2 samples on 2 processes, loads counted."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    adapters = build_adapters(tmp / "adapters", (200, 100))
+    manifest = make_manifest(tmp, 2)
+    out = tmp / "sweep"
+    args = ["--dataset", str(manifest), *COMMON, "--sweep", str(adapters)]
+    accelerate_launch(2, [*args, "--output_dir", str(out)], timeout=600, env={"BENCH_TEST_COUNT_LOADS": "1"})
+    return {"tmp": tmp, "adapters": adapters, "manifest": manifest, "out": out, "args": args}
+
+
+def test_each_variant_is_a_single_run_and_models_load_once(sweep):
+    out, tmp = sweep["out"], sweep["tmp"]
+    report = json.loads((out / "sweep.json").read_text())
+    assert [v["name"] for v in report["variants"]] == ["base", "step-100", "step-200"]  # natural order, base first
+    markers = [json.loads(p.read_text()) for p in sorted(out.glob("worker-*.json"))]
+    assert [m["world_size"] for m in markers] == [2, 2]
+    # One base pipeline and one judge per rank for the whole sweep; the adapters were swapped in place.
+    assert [m["loads"] for m in markers] == [{"pipelines": 1, "judges": 1}] * 2
+    assert [r["adapter_swaps"] for r in report["timings"]["per_rank"]] == [2, 2]
+    base = ["--dataset", str(sweep["manifest"]), *COMMON, "--limit", "1"]  # a sample's edit is its own
+    single_runs({"base": [*base, "--output_dir", str(tmp / "single-base")],
+                 **{name: [*base, "--lora", str(sweep["adapters"] / name), "--output_dir", str(tmp / f"single-{name}")]
+                    for name in ("step-100", "step-200")}})
+    for name in ("base", "step-100", "step-200"):
+        assert_same_variant(out / name, tmp / f"single-{name}", first=1)
+        # a variant folder is a plain run's: same fingerprint, so a plain run could resume it
+        assert json.loads((out / name / "run.json").read_text())["fingerprint"] == \
+            json.loads((tmp / f"single-{name}" / "run.json").read_text())["fingerprint"]
+    edits = {name: (out / name / "edits" / "physics_01.png").read_bytes() for name in ("base", "step-100", "step-200")}
+    assert len(set(edits.values())) == 3  # the adapters really change the edits
+
+
+def test_baselines_are_judged_once_and_every_variant_reports_them(sweep):
+    out = sweep["out"]
+    report = json.loads((out / "sweep.json").read_text())
+    assert report["timings"]["judged"] == 3 * 2 + 2 * 2  # three variants' edits, each baseline once
+    base_rows = read_results(out / "base" / "baselines" / "identity.jsonl")
+    for name in ("step-100", "step-200"):
+        rows = read_results(out / name / "baselines" / "identity.jsonl")
+        assert [r["score"] for r in rows] == [r["score"] for r in base_rows]
+        variant = json.loads((out / name / "report.json").read_text())
+        assert variant["baselines"]["identity"]["overall"]["count"] == 2
+
+
+def test_sweep_report_matches_compare_runs(sweep, tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import compare_runs
+
+    from bench_lib import compare
+
+    out = sweep["out"]
+    report = json.loads((out / "sweep.json").read_text())
+    for metric in report["metrics"]:
+        assert compare_runs.main([str(out / "base"), str(out / "step-200"), "--metric", metric, "--json",
+                                  str(tmp_path / "c.json")]) == 0
+        expected = json.loads((tmp_path / "c.json").read_text())["overall"]
+        got = report["variants"][2]["vs_reference"][metric]
+        assert {k: got[k] for k in expected} == expected
+    best = report["best"]["score"]
+    ranked = sorted(report["variants"], key=lambda v: -v["metrics"]["score"]["mean"])
+    assert best["variant"] == ranked[0]["name"] and best["runner_up"] == ranked[1]["name"]
+    runner_up_test = compare.compare(compare.load_run(out / ranked[1]["name"]), compare.load_run(out / best["variant"]))
+    assert best["vs_runner_up"]["p_value"] == runner_up_test["overall"]["p_value"]
+    assert isinstance(best["significant"], bool)
+    md = (out / "sweep.md").read_text()
+    assert "| step-100 | 100 |" in md and "## Best variant per metric" in md and (out / "sweep_chart.png").is_file()
+
+
+def test_a_new_adapter_adds_only_its_own_work(sweep):
+    grown = sweep["tmp"] / "grown"
+    shutil.copytree(sweep["out"], grown)
+    for marker in grown.glob("worker-*.json"):
+        marker.unlink()
+    build_adapters(sweep["adapters"], (1000,))
+    try:
+        accelerate_launch(1, [*sweep["args"], "--output_dir", str(grown)], timeout=600,
+                          env={"BENCH_TEST_COUNT_LOADS": "1"})
+    finally:
+        shutil.rmtree(sweep["adapters"] / "step-1000")
+    report = json.loads((grown / "sweep.json").read_text())
+    assert [v["name"] for v in report["variants"]] == ["base", "step-100", "step-200", "step-1000"]
+    edited = {v["name"]: v["edited"] for v in report["timings"]["variants"]}
+    assert edited == {"base": 0, "step-100": 0, "step-200": 0, "step-1000": 2}
+    assert report["timings"]["judged"] == 2  # the new variant's edits; baselines and old variants reused
+    for name in ("base", "step-100", "step-200"):
+        assert json.loads((grown / name / "report.json").read_text())["meta"]["reused_edits"] == 2
+        assert read_results(grown / name / "results.jsonl") == read_results(sweep["out"] / name / "results.jsonl")
+    (marker,) = [json.loads(p.read_text()) for p in grown.glob("worker-*.json")]
+    assert marker["loads"] == {"pipelines": 1, "judges": 1}
+    assert report["variants"][3]["vs_reference"]["score"]["n"] == 2
+
+
+def test_kill_mid_sweep_then_rerun_gives_the_uninterrupted_result(sweep):
+    out = sweep["tmp"] / "killed"
+    # rank 1 (one sample per variant) dies after its 3rd edit, step-200's, before recording it; the per-batch
+    # barrier means both ranks had finished base and step-100
+    result = accelerate_launch(2, [*sweep["args"], "--output_dir", str(out), "--process_group_timeout", "60"],
+                               timeout=600, check=False, env={"BENCH_TEST_KILL": "edit:1:3"})
+    assert result.returncode != 0 and not (out / "sweep.json").exists()
+    accelerate_launch(2, [*sweep["args"], "--output_dir", str(out)], timeout=600)
+    for name in ("base", "step-100", "step-200"):
+        assert_same_variant(out / name, sweep["out"] / name)
+    reused = [json.loads((out / n / "report.json").read_text())["meta"]["reused_edits"]
+              for n in ("base", "step-100", "step-200")]
+    assert reused[:2] == [2, 2] and reused[2] < 2  # what was done before the kill was kept, the rest redone
+
+
+def test_variants_from_a_folder_a_list_and_a_recipe(tmp_path):
+    for name in ("step-1000", "step-200", "step-30", ".hidden"):
+        (tmp_path / "a" / name).mkdir(parents=True)
+    (tmp_path / "a" / "notes.txt").write_text("not an adapter")
+    cfg = parse_config(["--sweep", str(tmp_path / "a"), "--output_dir", str(tmp_path / "o")])
+    variants = expand(cfg)
+    assert [v.name for v in variants] == ["base", "step-30", "step-200", "step-1000"]
+    assert variants[0].cfg.editor_backend.lora is None and variants[0].cfg.sweep.sweep is None
+    assert variants[1].cfg.editor_backend.lora == str((tmp_path / "a" / "step-30").resolve())
+    assert variants[3].cfg.run.output_dir == str(tmp_path / "o" / "step-1000")
+    cfg = parse_config(["--sweep", str(tmp_path / "a"), "--sweep-base", "false", "--output_dir", str(tmp_path)])
+    assert [v.name for v in expand(cfg)][0] == "step-30"
+    cfg = parse_config(["--sweep", f"x={tmp_path / 'a' / 'step-30'},plain=none", "--output_dir", str(tmp_path)])
+    assert [(v.name, v.cfg.editor_backend.lora) for v in expand(cfg)] == [
+        ("x", str(tmp_path / "a" / "step-30")), ("plain", None)]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("dataset: x.jsonl\neditor_model: tiny:qwen-image-edit\njudge_model: tiny:qwen3-vl\n"
+                      "sweep:\n  - {name: a, lora: a/step-30, lora_scale: 0.5}\n  - {name: b, lora_scale: 2}\n")
+    variants = expand(parse_config(["--config", str(recipe)]))
+    assert variants[0].cfg.editor_backend.lora == str((tmp_path / "a" / "step-30").resolve())  # recipe-relative
+    assert (variants[0].cfg.editor_backend.lora_scale, variants[1].cfg.editor_backend.lora_scale) == (0.5, 2.0)
+    assert natural_key("step-9") < natural_key("step-10") and step_of("ckpt_0007") == 7 and step_of("base") is None
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("a=x,a=y", "unique"), ("bad name=x", "folder name"), ("sweep.json=x", "folder name"),
+])
+def test_bad_variant_names_are_refused(tmp_path, spec, message):
+    with pytest.raises(ConfigError, match=message):
+        expand(parse_config(["--sweep", spec, "--output_dir", str(tmp_path)]))
+
+
+def test_a_variant_sets_only_editor_keys_and_missing_adapters_exit_2(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("dataset: x.jsonl\neditor_model: tiny:qwen-image-edit\njudge_model: tiny:qwen3-vl\n"
+                      "sweep:\n  - {name: a, seed: 3}\n")
+    with pytest.raises(ConfigError, match="sets \\['seed'\\]"):
+        expand(parse_config(["--config", str(recipe)]))
+    result = subprocess.run([sys.executable, "run_benchmark.py", "--sweep", f"a={tmp_path / 'nope'}", "--output_dir",
+                             str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "nope" in result.stderr and "Traceback" not in result.stderr
