@@ -42,7 +42,7 @@ def load_run(folder: Path) -> dict[str, Any]:
     except ConfigError as err:
         raise Refusal(str(err)) from None
     return {"folder": Path(folder), "fingerprint": run["fingerprint"], "rows": run["rows"],
-            "meta": run["report"]["meta"], "protocol": run["report"].get("protocol")}
+            "meta": run["report"]["meta"], "protocol": run["report"].get("protocol"), "report": run["report"]}
 
 
 def differences(a: Any, b: Any, path: str) -> list[tuple[str, Any, Any]]:

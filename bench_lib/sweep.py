@@ -153,8 +153,8 @@ def sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[lis
     compare_runs, and compared with the same paired tests)."""
     from .compare import load_run
 
-    runs = [load_run(top / v.name) for v in variants]
-    reports = [_read_report(top / v.name) for v in variants]
+    runs = [load_run(top / v.name) for v in variants]  # each folder read and checked once
+    reports = [run["report"] for run in runs]
     metrics = list((reports[0].get("protocol") or {}).get("metrics") or {"score": {}})
     reference = runs[0]
     rows = []
@@ -167,6 +167,7 @@ def sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[lis
             "count": overall["count"], "failed": overall["failed"],
             "vs_reference": None if run is reference else {m: _paired(reference, run, m) for m in metrics},
         })
+    run_of = {v.name: run for v, run in zip(variants, runs)}
     best = {}
     for m in metrics:
         ranked = sorted((r for r in rows if (r["metrics"][m] or {}).get("mean") is not None),
@@ -176,7 +177,7 @@ def sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[lis
             continue
         entry = {"variant": ranked[0]["name"], "mean": ranked[0]["metrics"][m]["mean"], "runner_up": None}
         if len(ranked) > 1:
-            first, second = (runs[[r["name"] for r in rows].index(x["name"])] for x in ranked[:2])
+            first, second = (run_of[x["name"]] for x in ranked[:2])
             test = _paired(second, first, m)
             entry.update(runner_up=ranked[1]["name"], vs_runner_up=test,
                          significant=bool(test["ci"] and test["ci"][0] > 0 and test["p_value"] is not None
@@ -190,12 +191,6 @@ def sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[lis
                        "significant": "the best variant's difference from the runner-up has a 95% interval above 0 "
                                       "and p < 0.05"},
             "timings": sweep_timings(variants, per_unit) if per_unit else None}
-
-
-def _read_report(folder: Path) -> dict[str, Any]:
-    from .store import read_run
-
-    return read_run(folder)["report"]
 
 
 def _paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> dict[str, Any]:
