@@ -10,12 +10,15 @@ other error.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
 from typing import Optional
 
 from .config import ConfigError, parse_config
+
+UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}  # exit code 1 with one line
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -37,4 +40,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in UNWRITABLE:
+            raise
+        # the output folder can't be written (or read): one line says why; the traceback adds nothing
+        logging.getLogger("run_benchmark").debug("stopped by", exc_info=True)
+        print(f"error: {err.strerror}: {err.filename}" if err.filename else f"error: {err}", file=sys.stderr)
+        return 1
     return 0

@@ -128,7 +128,7 @@ def edit_sample(editor: Optional[Editor], sample: Sample, *, seed: int, output_d
         flags = list(result.flags)
         if all(low == high for low, high in result.image.getextrema()):
             flags.append("constant_image")  # one colour everywhere: the edit almost surely failed
-        save_png(result.image, output_dir / relative)
+        save_png(result.image, output_dir / relative, root=output_dir)
     except Exception as err:
         if is_fatal(err):
             raise

@@ -20,6 +20,7 @@ import datetime as dt
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -113,16 +114,17 @@ def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = No
 
 
 def _lock(folder: RunFolder) -> None:
-    folder.root.mkdir(parents=True, exist_ok=True)
-    folder.lock.acquire()
+    folder.lock.acquire()  # makes the folder; removes it again at release if the run wrote nothing
 
 
-def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded) -> dict[str, Any]:
+def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded,
+              on_start: Optional[Callable[[], None]] = None) -> dict[str, Any]:
     """Edit, judge and report every unit (one for a plain run; a sweep's variants, which differ only in their
     editor settings). The editor is loaded once and switched between units in place where it can be; the judge
     is loaded once and judges every unit's edits in one stage; the sanity baselines (the same images for every
     unit) are judged once, in the first unit's folder, and their records copied to the others. The main process
-    holds each unit's folder lock from the start (the caller releases them)."""
+    holds each unit's folder lock from the start (the caller releases them). `on_start`: called on the main
+    process once every unit's folder has been checked, before the first is changed."""
     logger = _logger()
     for unit in units:
         dist.on_main(lambda u=unit: _lock(u.folder))  # before anything is loaded, and before any rank writes
@@ -146,8 +148,15 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     _log_input_problems(samples, protocol, cfg.judge.category_map, logger)
     # The main process reads the folders and shares one plan per unit, so every rank (every node, whatever its
     # filesystem cache shows) works from the same records.
-    plans = dist.on_main(lambda: [_plan(u.cfg, u.folder, run_fingerprint(u.cfg, dataset_identity, rubrics, protocol),
-                                        samples, dist.world_size, logger) for u in units])
+    def plan_units() -> list[Plan]:
+        prints = [run_fingerprint(u.cfg, dataset_identity, rubrics, protocol) for u in units]
+        for unit, fingerprint in zip(units, prints):  # all before any is changed: a refusal leaves them as they were
+            unit.folder.check(fingerprint, overwrite=unit.cfg.run.overwrite)
+        if on_start is not None:
+            on_start()
+        return [_plan(u.cfg, u.folder, fp, samples, dist.world_size, logger) for u, fp in zip(units, prints)]
+
+    plans = dist.on_main(plan_units)
     for unit, plan in zip(units, plans):
         unit.plan = plan
         _check_shared_folder(dist, unit.folder, plan.attempt)

@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional
@@ -57,41 +59,83 @@ def edit_path(sample_id: str) -> str:
     return f"{EDITS_DIR}/{safe_stem(sample_id)}.png"
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-_UMASK = _current_umask()  # read once at import: os.umask can only be read by setting it
+def _link_error(path: Path) -> OSError:
+    kind = "a symbolic link" if path.is_symlink() else "not a folder"
+    return OSError(errno.ELOOP, f"{path} is {kind}: the harness never writes through a link (nor into anything "
+                                "but a folder it made)", str(path))
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _open_folder(root: Path, relative: Path) -> int:
+    """A descriptor of the folder `root/relative`, made where missing. `root` is the folder a caller named (a
+    link in its own path is theirs to make); below it, every folder is a real one, never a link: each is opened
+    relative to the one above with O_NOFOLLOW, so one swapped for a link mid-run is refused too."""
+    fd = os.open(root, _DIR_FLAGS)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the permissions open() would give
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)  # the rename itself survives a power loss
+        here = Path(root)
+        for part in Path(relative).parts:
+            here = here / part
+            try:
+                os.mkdir(part, 0o777, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                below = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _link_error(here) from None
+                raise
+            os.close(fd)
+            fd = below
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
         os.close(fd)
+        raise
+    return fd
 
 
-def save_png(image: Image.Image, path: Path, *, text: Optional[dict[str, str]] = None) -> None:
-    """An RGB PNG, written atomically; `text` goes into PNG text chunks (the chart's output stamp)."""
+def _atomic_write(path: Path, write, *, root: Optional[Path] = None) -> None:
+    """`path` written whole or not at all: a temporary file in its folder, fsync'd, then renamed over it, so a
+    link in its place is replaced, never written through. With `root`, every folder between `root` and the file
+    is a real folder (see `_open_folder`); without it, the file's own folder is the one the caller named."""
+    path = Path(path)
+    if root is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd_dir = os.open(path.parent, _DIR_FLAGS)
+    else:
+        fd_dir = _open_folder(Path(root), path.parent.relative_to(root))
+    try:
+        while True:
+            tmp = f".{path.name}.{secrets.token_hex(4)}.tmp"  # the shape remove_temporary_files looks for
+            try:
+                # the umask applies, as with open(): outputs get the permissions any file the user makes gets
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                             dir_fd=fd_dir)
+                break
+            except FileExistsError:
+                continue
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path.name, src_dir_fd=fd_dir, dst_dir_fd=fd_dir)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=fd_dir)
+            except FileNotFoundError:
+                pass
+            raise
+        os.fsync(fd_dir)  # the rename itself survives a power loss
+    finally:
+        os.close(fd_dir)
+
+
+def save_png(image: Image.Image, path: Path, *, text: Optional[dict[str, str]] = None,
+             root: Optional[Path] = None) -> None:
+    """An RGB PNG, written atomically (`root`: see `_atomic_write`); `text` goes into PNG text chunks (the chart's
+    output stamp)."""
     info = None
     if text:
         from PIL.PngImagePlugin import PngInfo
@@ -99,7 +143,7 @@ def save_png(image: Image.Image, path: Path, *, text: Optional[dict[str, str]] =
         info = PngInfo()
         for key, value in text.items():
             info.add_itxt(key, value)
-    _atomic_write(path, lambda f: image.convert("RGB").save(f, format="PNG", pnginfo=info))
+    _atomic_write(path, lambda f: image.convert("RGB").save(f, format="PNG", pnginfo=info), root=root)
 
 
 def load_png(path: Path) -> Image.Image:
@@ -108,12 +152,12 @@ def load_png(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+def write_text(path: Path, text: str, *, root: Optional[Path] = None) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")), root=root)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+def write_json(path: Path, obj: Any, *, root: Optional[Path] = None) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", root=root)
 
 
 def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:
@@ -132,6 +176,19 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def differences(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) of every leaf where two nested mappings differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b), key=str)
+                for d in differences(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))]
+    return [] if a == b else [(path, a, b)]
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 # --- resume -------------------------------------------------------------------------------------
 #
 # <output_dir>/run.json                                what the results depend on, and the attempt count
@@ -148,6 +205,7 @@ BASELINES_DIR = "baselines"
 LOCK_FILE = ".lock"
 _OWNED = (RUN_FILE, RECORDS_DIR, EDITS_DIR, RESULTS_FILE, REPORT_FILE, "report.md", BASELINES_DIR, "gallery.html",
           "report_chart.png")
+_FOLDERS = (RECORDS_DIR, EDITS_DIR, BASELINES_DIR)
 _TMP_FOLDERS = (".", EDITS_DIR, BASELINES_DIR, RECORDS_DIR)  # where _atomic_write may have left a temporary file
 
 
@@ -160,29 +218,49 @@ class FolderLock:
     implement `flock` with the server's byte-range locks, so it holds across nodes (NFSv4, or NFSv3 with
     lockd). Such a lock is lost when the holding process closes ANY descriptor of the file, so nothing else
     in the harness opens it. A filesystem without locks at all (Lustre mounted without `-o flock`) gets a
-    warning and no lock.
+    warning and no lock. A `.lock` that is a link, a folder or anything but a plain file is refused (exit 2):
+    the lock is never taken (nor written) through a link.
+
+    `acquire` makes the folder if it is missing; `release` removes what `acquire` made when nothing else was
+    written beside the lock file (a run refused before it wrote anything leaves the folders as they were).
     """
 
     def __init__(self, root: Path):
         self.path = Path(root) / LOCK_FILE
         self._fd: Optional[int] = None
+        self._made: list[Path] = []  # folders and the lock file that `acquire` created, outermost first
 
     def acquire(self) -> bool:
         """Take the lock (True), or return False, with a warning, where the filesystem has no locks. Raises
-        `ConfigError` naming the holder when another run holds it."""
+        `ConfigError` naming the holder when another run holds it, or when `.lock` is not a plain file."""
         import datetime as dt
-        import errno
         import fcntl
         import logging
         import socket
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        folder = self.path.parent
+        missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+        folder.mkdir(parents=True, exist_ok=True)
+        self._made = [p for p in missing if p.is_dir()]
+        existed = os.path.lexists(self.path)
+        try:  # O_NONBLOCK: a FIFO planted as .lock can't block the open
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
+                raise ConfigError(self._not_a_lock()) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ConfigError(self._not_a_lock())
+        if not existed:
+            self._made.append(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "holder unknown"
                 os.close(fd)
+                self._made = []  # the holder's, now
                 raise ConfigError(f"{self.path.parent} is in use by another run ({holder}). Wait for it to "
                                   "finish, or use another output_dir.") from None
             os.close(fd)
@@ -196,10 +274,26 @@ class FolderLock:
         self._fd = fd
         return True
 
+    def _not_a_lock(self) -> str:
+        kind = ("a symbolic link" if self.path.is_symlink() else "a folder" if self.path.is_dir()
+                else "not a plain file")
+        return (f"{self.path} is {kind}: the harness locks output_dir with a plain file and never follows a link. "
+                "Remove it, or use another output_dir.")
+
     def release(self) -> None:
+        """Unlock; and where `acquire` made the folder (or the lock file) and nothing else was written in it,
+        remove them again."""
+        made, self._made = self._made, []
+        if self.path in made and os.path.isdir(self.path.parent) and os.listdir(self.path.parent) == [LOCK_FILE]:
+            os.unlink(self.path)  # still locked while it goes: a run that opened it meanwhile finds it in use
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the lock; the file stays for the next run
             self._fd = None
+        for folder in reversed([p for p in made if p != self.path]):
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                break
 
 
 class RunFolder:
@@ -207,27 +301,55 @@ class RunFolder:
         self.root = Path(output_dir)
         self.lock = FolderLock(self.root)
 
+    def check(self, fingerprint: dict[str, Any], *, overwrite: bool) -> None:
+        """Main process, before anything is written: raises `ConfigError` where `prepare` would refuse the folder
+        (a link or an odd file where the harness writes; unless `overwrite`: another run's results, a foreign
+        run file, another fingerprint). Writes nothing, so a sweep checks every variant's folder first."""
+        self._check_entries()
+        if overwrite:
+            return
+        previous = self._read_run_file()
+        if previous is None and any(os.path.lexists(self.root / name) for name in _OWNED):
+            raise ConfigError(f"{self.root} holds results but no {RUN_FILE}: refusing to mix runs. "
+                              "Use another output_dir, or --overwrite to discard them.")
+        if previous is not None and previous["fingerprint"] != fingerprint:
+            differ = differences(previous["fingerprint"], fingerprint)
+            details = "; ".join(f"{key}: {_short(old)} -> {_short(new)}" for key, old, new in differ)
+            raise ConfigError(f"{self.root} holds a run with different settings ({details[:2000]}). "
+                              "Resume with the same settings, use another output_dir, or --overwrite to start over.")
+
+    def _check_entries(self) -> None:
+        """Nothing the harness writes or deletes may be a link (it would write, or with --overwrite delete, through
+        it, out of the folder): not its files and folders, nor anything inside those folders. The harness never
+        makes a link, so one found here is someone else's: it is named, never removed."""
+        bad = []
+        for name in _OWNED:
+            path = self.root / name
+            if path.is_symlink():
+                bad.append(f"{path} is a symbolic link")
+            elif name in _FOLDERS and os.path.lexists(path) and not path.is_dir():
+                bad.append(f"{path} is not a folder")
+            elif name in _FOLDERS and path.is_dir():
+                with os.scandir(path) as entries:
+                    bad += [f"{entry.path} is a symbolic link" for entry in entries if entry.is_symlink()]
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise ConfigError(f"{bad[0]}{more}: the harness never writes or deletes through a link, nor into "
+                              "anything but a folder it made. Remove it, or use another output_dir.")
+
     def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool, versions: Optional[dict] = None,
                 info: Optional[dict] = None) -> int:
         """Main process only: check that the folder belongs to this run, start the next attempt.
 
         Returns the attempt number (1 for a fresh run). Raises `ConfigError` naming what differs when the
-        folder holds a run with another fingerprint, unless `overwrite` clears it first.
+        folder holds a run with another fingerprint, unless `overwrite` clears it first (see `check`).
         """
+        self.check(fingerprint, overwrite=overwrite)
         run_file = self.root / RUN_FILE
         if overwrite:
             self.clear()
         self.remove_temporary_files()  # left by a process killed mid-write (this run holds the folder's lock)
         previous = self._read_run_file()
-        if previous is None and any((self.root / name).exists() for name in _OWNED):
-            raise ConfigError(f"{self.root} holds results but no {RUN_FILE}: refusing to mix runs. "
-                              "Use another output_dir, or --overwrite to discard them.")
-        if previous is not None and previous["fingerprint"] != fingerprint:
-            old, new = previous["fingerprint"], fingerprint
-            differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ)
-            raise ConfigError(f"{self.root} holds a run with different settings ({details[:2000]}). "
-                              "Resume with the same settings, use another output_dir, or --overwrite to start over.")
         # Counting from the records too: a run.json rolled back by a crash can't reuse an attempt number.
         attempt = 1 + max([previous["attempts"] if previous else 0, *self._attempts_on_disk()])
         history = [h for h in (previous or {}).get("history") or [] if isinstance(h, dict)]
@@ -296,15 +418,17 @@ class RunFolder:
         return {k: (old[k], v) for k, v in versions.items() if k in old and old[k] != v}  # keys both recorded
 
     def clear(self) -> None:
-        """--overwrite: remove what the harness wrote (never the lock file: its holder is this run)."""
+        """--overwrite: remove what the harness wrote (never the lock file: its holder is this run; never through
+        a link: `check` refused the folder first)."""
         import shutil
 
+        self._check_entries()
         self.remove_temporary_files()
         for name in _OWNED:
             path = self.root / name
-            if path.is_dir():
+            if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
-            elif path.exists():
+            elif os.path.lexists(path):
                 path.unlink()
 
     def read_records(self) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -343,7 +467,8 @@ class RunFolder:
         return path.is_file() and path.stat().st_size == record["size"]
 
     def record_writer(self, attempt: int, stage: str, rank: int) -> RecordWriter:
-        return RecordWriter(self.root / RECORDS_DIR / f"attempt-{attempt:04d}.{stage}.rank-{rank:05d}.jsonl")
+        return RecordWriter(self.root / RECORDS_DIR / f"attempt-{attempt:04d}.{stage}.rank-{rank:05d}.jsonl",
+                            root=self.root)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -361,17 +486,36 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 class RecordWriter:
-    """Append-only JSONL; `write` returns once the lines are on disk (flush + fsync)."""
+    """Append-only JSONL; `write` returns once the lines are on disk (flush + fsync). Never through a link: the
+    file is opened with O_NOFOLLOW, its folders below `root` as in `_open_folder`."""
 
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+    def __init__(self, path: Path, *, root: Optional[Path] = None):
+        self.path = Path(path)
+        self.root = Path(root) if root is not None else self.path.parent
+        os.close(_open_folder(self.root, self.path.parent.relative_to(self.root)))
 
     def write(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))
+        text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
+        fd_dir = _open_folder(self.root, self.path.parent.relative_to(self.root))
+        try:
+            fd = os.open(self.path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o666, dir_fd=fd_dir)  # O_NONBLOCK: a FIFO in its place can't block
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise _link_error(self.path) from None
+            if err.errno == errno.ENXIO:
+                raise OSError(errno.ENXIO, f"{self.path} is not a plain file: records are appended to files only",
+                              str(self.path)) from None
+            raise
+        finally:
+            os.close(fd_dir)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise OSError(errno.EINVAL, f"{self.path} is not a plain file: records are appended to files only",
+                              str(self.path))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
 

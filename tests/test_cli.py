@@ -1,8 +1,12 @@
 """Exit codes of the entry script: 2 for a bad config or dataset, found before any model loads."""
 
+import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,3 +38,30 @@ def test_missing_model_and_unknown_pipeline_argument_exit_2_before_editing(tmp_p
                      "--judge_model", str(tmp_path / "no-such-judge"))
     assert result.returncode == 2 and "no-such-judge" in result.stderr
     assert not any(out.glob("edits/*.png"))  # nothing was edited before the error
+
+
+@pytest.mark.parametrize("writable_lock", [False, True])
+def test_a_read_only_output_folder_is_exit_1_with_one_line(tmp_path, capsys, monkeypatch, writable_lock):
+    """A folder on a read-only filesystem (or not writable by the user): exit code 1 and one line, no traceback,
+    whether the lock file already fails or only the first output does."""
+    from bench_lib import cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    if writable_lock:
+        (out / ".lock").write_text("")
+    real_open = os.open
+
+    def read_only_open(path, flags, *args, dir_fd=None, **kwargs):
+        where = Path(os.readlink(f"/proc/self/fd/{dir_fd}")) / path if dir_fd is not None else Path(path)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and where.absolute().is_relative_to(out) \
+                and not (writable_lock and where.name == ".lock"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(where))
+        return real_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    code = cli.main(["--editor", "identity", "--judge_model", "tiny:qwen3-vl", "--dataset", "data/demo/manifest.jsonl",
+                     "--limit", "1", "--output_dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: Read-only file system: "), err
+    assert str(out) in err[0]

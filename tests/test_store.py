@@ -1,3 +1,9 @@
+import json
+import os
+
+import pytest
+
+from bench_lib.config import ConfigError
 from bench_lib.store import edit_path, safe_stem, sample_seed
 
 
@@ -85,3 +91,156 @@ def test_overwrite_and_rollback_of_the_run_file(tmp_path):
     folder.record_writer(1, "edit", 0).write([{"id": "a", "status": "edit_failed"}])
     folder.record_writer(4, "edit", 0).write([{"id": "a", "status": "edit_failed"}])
     assert folder.prepare({"seed": 0}, overwrite=False) == 5  # never reuses an attempt number on disk
+
+
+# --- links and odd files in the output folder ---------------------------------------------------------------
+
+JUDGE_ONLY = ["--editor", "identity", "--judge_model", "tiny:qwen3-vl", "--judge_dtype", "float32",
+              "--judge_min_digit_mass", "0", "--dataset", "data/demo/manifest.jsonl", "--limit", "2",
+              "--gallery", "false"]
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def state(path):
+    if path.is_dir():
+        return sorted(os.listdir(path))
+    return path.read_bytes() if path.exists() else None
+
+
+def _link_to_file(lock, outside):
+    outside.write_text("precious\n")
+    lock.symlink_to(outside)
+
+
+def _dangling_link(lock, outside):
+    lock.symlink_to(outside)  # O_CREAT through it would create `outside`
+
+
+def _link_to_folder(lock, outside):
+    outside.mkdir()
+    lock.symlink_to(outside, target_is_directory=True)
+
+
+def _folder(lock, outside):
+    lock.mkdir()
+
+
+def _fifo(lock, outside):
+    os.mkfifo(lock)
+
+
+@pytest.mark.parametrize("make", [_link_to_file, _dangling_link, _link_to_folder, _folder, _fifo])
+def test_a_lock_that_is_not_a_plain_file_is_one_line_and_exit_2(tmp_path, capsys, make):
+    from bench_lib import cli
+
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    make(out / ".lock", outside)
+    before = state(outside)
+    assert cli.main([*JUDGE_ONLY, "--output_dir", str(out)]) == 2
+    assert ".lock" in one_line_error(capsys)
+    assert state(outside) == before  # nothing written (or created) through the link
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # and nothing else written
+
+
+def test_record_files_are_never_appended_through_a_link(tmp_path):
+    from bench_lib.store import RunFolder
+
+    folder = RunFolder(tmp_path / "out")
+    assert folder.prepare({"seed": 0}, overwrite=False) == 1
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "out" / "records").mkdir()
+    (tmp_path / "out" / "records" / "attempt-0001.edit.rank-00000.jsonl").symlink_to(victim)
+    with pytest.raises(OSError, match="link"):
+        folder.record_writer(1, "edit", 0).write([{"id": "a", "status": "edit_failed"}])
+    assert victim.read_text() == "precious\n"
+    # a records folder replaced by a link after the start is not written through either
+    (tmp_path / "out" / "records").rename(tmp_path / "moved")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "records").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(OSError, match="link"):
+        folder.record_writer(1, "edit", 1).write([{"id": "a", "status": "edit_failed"}])
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+@pytest.mark.parametrize("name", ["edits", "records", "baselines", "report.json"])
+def test_a_link_in_the_output_folder_is_refused_and_nothing_is_deleted_through_it(tmp_path, name, overwrite):
+    from bench_lib.store import RunFolder
+
+    out = tmp_path / "out"
+    RunFolder(out).prepare({"seed": 0}, overwrite=False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.png").write_bytes(b"keep")
+    (outside / ".keep.png.abc123.tmp").write_bytes(b"keep")  # the shape of a temporary file the harness removes
+    target = outside if name != "report.json" else outside / "keep.png"
+    (out / name).symlink_to(target, target_is_directory=target.is_dir())
+    with pytest.raises(ConfigError, match=f"{name}.*link"):
+        RunFolder(out).prepare({"seed": 0}, overwrite=overwrite)
+    assert sorted(p.name for p in outside.iterdir()) == [".keep.png.abc123.tmp", "keep.png"]
+    assert (out / name).is_symlink() and json.loads((out / "run.json").read_text())["attempts"] == 1
+
+
+def test_overwrite_with_a_linked_edits_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    from bench_lib import cli
+
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "mine.png").write_bytes(b"mine")
+    out.mkdir()
+    (out / "edits").symlink_to(outside, target_is_directory=True)
+    (out / "run.json").write_text(json.dumps({"fingerprint": {}, "attempts": 1}))
+    assert cli.main([*JUDGE_ONLY, "--output_dir", str(out), "--overwrite"]) == 2
+    assert "edits" in one_line_error(capsys)
+    assert [p.name for p in outside.iterdir()] == ["mine.png"] and (out / "edits").is_symlink()
+
+
+def test_a_link_inside_an_owned_folder_is_refused(tmp_path):
+    from bench_lib.store import RunFolder
+
+    out = tmp_path / "out"
+    RunFolder(out).prepare({"seed": 0}, overwrite=False)
+    (out / "records").mkdir()
+    (tmp_path / "victim").write_text("precious\n")
+    (out / "records" / "attempt-0002.edit.rank-00000.jsonl").symlink_to(tmp_path / "victim")
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match="attempt-0002.edit.rank-00000.jsonl.*link"):
+            RunFolder(out).prepare({"seed": 0}, overwrite=overwrite)
+    assert (tmp_path / "victim").read_text() == "precious\n"
+    assert json.loads((out / "run.json").read_text())["attempts"] == 1
+
+
+def test_atomic_writes_replace_a_link_instead_of_writing_through_it(tmp_path):
+    from bench_lib.store import write_text
+
+    (tmp_path / "victim").write_text("precious\n")
+    (tmp_path / "report.md").symlink_to(tmp_path / "victim")
+    write_text(tmp_path / "report.md", "new\n")
+    assert (tmp_path / "victim").read_text() == "precious\n"
+    assert not (tmp_path / "report.md").is_symlink() and (tmp_path / "report.md").read_text() == "new\n"
+
+
+def test_a_fingerprint_refusal_names_only_the_keys_that_changed(tmp_path):
+    from bench_lib.store import RunFolder
+
+    fp = {"data": {"dataset": "d", "split": "train", "columns": {"id": "index"}},
+          "editor": {"editor": "diffusers", "diffusers": {"editor_model": "m", "cache": {}, "compile": "none",
+                                                          "editor_kwargs": {"num_inference_steps": 2}}},
+          "scoring": 4}
+    RunFolder(tmp_path).prepare(fp, overwrite=False)
+    changed = json.loads(json.dumps(fp))
+    changed["editor"]["diffusers"]["editor_kwargs"]["num_inference_steps"] = 4
+    changed["data"]["columns"] = {"id": "key"}
+    with pytest.raises(ConfigError) as refused:
+        RunFolder(tmp_path).prepare(changed, overwrite=False)
+    message = str(refused.value)
+    assert "editor.diffusers.editor_kwargs.num_inference_steps: 2 -> 4" in message
+    assert "data.columns.id: 'index' -> 'key'" in message
+    assert "editor_model" not in message and "split" not in message and "'cache'" not in message
