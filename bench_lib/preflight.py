@@ -50,7 +50,7 @@ def preflight(cfg: BenchmarkConfig) -> Optional[tuple[list[Sample], str]]:
     if cfg.sweep.sweep:
         from .sweep import expand
 
-        for variant in expand(cfg):  # every variant's adapter or pipeline can be found
+        for variant in expand(cfg, announce=True):  # every variant's adapter or pipeline can be found
             EDITORS[variant.cfg.editor.editor].preflight(variant.cfg.editor_backend, variant.cfg)
     JUDGES[cfg.judge.judge].preflight(cfg.judge_backend, cfg)
     check_dataset_name(cfg.data)

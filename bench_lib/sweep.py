@@ -18,7 +18,11 @@ A rerun resumes every variant; a folder sweep that gained adapters edits and jud
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
+import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -55,8 +59,23 @@ def step_of(name: str) -> Optional[int]:
     return int(numbers[-1]) if numbers else None
 
 
-def variant_specs(cfg: BenchmarkConfig) -> list[tuple[str, dict[str, Any]]]:
-    """(name, editor overrides) of every variant, the reference first."""
+def checkpoint_overrides(path: Path) -> Optional[dict[str, Any]]:
+    """The editor keys that load what one entry of a `--sweep` folder holds, or None when it holds nothing the
+    editor can load (a `logs/` or `runs/` folder, a README). Today: a `.safetensors` file, or a folder with
+    `.safetensors` weights directly in it, is a LoRA adapter (`lora`). Other layouts a training job writes are
+    recognised here, and only here."""
+    if path.name.startswith("."):
+        return None
+    if path.is_file():
+        return {"lora": str(path.resolve())} if path.suffix == ".safetensors" else None
+    if path.is_dir() and any(p.suffix == ".safetensors" and p.is_file() for p in path.iterdir()):
+        return {"lora": str(path.resolve())}
+    return None
+
+
+def variant_specs(cfg: BenchmarkConfig, *, announce: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """(name, editor overrides) of every variant, the reference first. `announce`: log, once, the subfolders of a
+    `--sweep` folder that are not variants."""
     spec = cfg.sweep.sweep
     no_adapter = {"lora": None, "lora_weight_name": None}
     if isinstance(spec, list):
@@ -67,29 +86,44 @@ def variant_specs(cfg: BenchmarkConfig) -> list[tuple[str, dict[str, Any]]]:
                                   f"got {item!r}.")
             out.append((item["name"], {k: v for k, v in item.items() if k != "name"}))
         return out
-    if "=" in spec:
+    path = Path(spec).expanduser()
+    if "=" in spec and not path.exists():  # a path that exists is a path, '=' in it or not (lr=1e-4/ckpts)
         out = []
         for item in (i for i in spec.split(",") if i.strip()):
-            name, _, path = item.partition("=")
-            path = path.strip()
-            out.append((name.strip(), dict(no_adapter) if path in ("", "none") else {**no_adapter, "lora": path}))
+            name, _, where = item.partition("=")
+            where = where.strip()
+            out.append((name.strip(), dict(no_adapter) if where in ("", "none") else {**no_adapter, "lora": where}))
         return out
-    folder = Path(spec).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(f"`sweep` {spec!r}: no such folder (a folder of adapters, or NAME=PATH,...).")
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".")
-               and (p.is_dir() or p.suffix == ".safetensors")]
-    if not entries:
-        raise ConfigError(f"`sweep` folder {spec!r} has no adapters (subfolders or .safetensors files).")
-    adapters = [(p.stem if p.is_file() else p.name, {**no_adapter, "lora": str(p.resolve())})
-                for p in sorted(entries, key=lambda p: natural_key(p.stem if p.is_file() else p.name))]
-    return ([(BASE, dict(no_adapter))] if cfg.sweep.sweep_base else []) + adapters
+    reference = [(BASE, dict(no_adapter))] if cfg.sweep.sweep_base else []
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise ConfigError(f"`sweep` {spec!r} is a file, not an adapter: give a folder of checkpoints, one "
+                              "adapter's .safetensors file, or NAME=PATH,...")
+        return reference + [(path.stem, {**no_adapter, **checkpoint_overrides(path)})]
+    if not path.is_dir():
+        raise ConfigError(f"`sweep` {spec!r}: no such file or folder (a folder of checkpoints, an adapter's "
+                          ".safetensors file, or NAME=PATH,...).")
+    adapters, skipped = [], []
+    for entry in sorted(path.iterdir(), key=lambda p: natural_key(p.stem if p.is_file() else p.name)):
+        overrides = checkpoint_overrides(entry)
+        if overrides is not None:
+            adapters.append((entry.stem if entry.is_file() else entry.name, {**no_adapter, **overrides}))
+        elif entry.is_dir() and not entry.name.startswith("."):
+            skipped.append(entry.name)  # files beside the checkpoints are simply not variants
+    if not adapters:
+        none = f"; its subfolders hold none: {', '.join(skipped)}" if skipped else ""
+        raise ConfigError(f"`sweep` folder {spec!r} has no adapters (subfolders holding .safetensors weights, or "
+                          f".safetensors files){none}.")
+    if skipped and announce:
+        logging.getLogger(__name__).info("sweep folder %s: not variants (no adapter in them): %s", spec,
+                                         ", ".join(f"{name}/" for name in skipped))
+    return reference + adapters
 
 
-def expand(cfg: BenchmarkConfig) -> list[Variant]:
+def expand(cfg: BenchmarkConfig, *, announce: bool = False) -> list[Variant]:
     """The sweep's variants as plain runs' configs. Raises ConfigError for a bad name or a key a variant may not
     set (only the editor backend's own keys vary: the data, the judge and the seed are the sweep's)."""
-    specs = variant_specs(cfg)
+    specs = variant_specs(cfg, announce=announce)
     names = [name for name, _ in specs]
     bad = [n for n in names if not _NAME.fullmatch(n) or n in _RESERVED]
     if bad:
@@ -127,13 +161,25 @@ def run_sweep(cfg: BenchmarkConfig, loaded) -> Path:
     lock = FolderLock(top)
 
     def lock_top() -> None:
-        top.mkdir(parents=True, exist_ok=True)
         lock.acquire()
+        for variant in variants:  # a variant's folder is the sweep's: never a link out of it
+            folder = top / variant.name
+            if folder.is_symlink() or (os.path.lexists(folder) and not folder.is_dir()):
+                raise ConfigError(f"{folder} is {'a symbolic link' if folder.is_symlink() else 'not a folder'}: a "
+                                  "sweep writes each variant into a folder of its own, never through a link. "
+                                  "Remove it, or use another output_dir.")
 
-    dist.on_main(lock_top)
+    def discard_report() -> None:
+        """With --overwrite, once every variant folder is checked: the old sweep report goes with the old outputs
+        (a sweep killed after that must not leave it looking current beside emptied variant folders)."""
+        if cfg.run.overwrite:  # (run_units turns it off on a SLURM restart)
+            for name in (SWEEP_JSON, SWEEP_MD, SWEEP_CHART):
+                (top / name).unlink(missing_ok=True)
+
     units = [Unit(v.cfg, RunFolder(top / v.name), label=v.name) for v in variants]
     try:
-        per_unit = run_units(cfg, dist, units, loaded)["per_unit"]
+        dist.on_main(lock_top)
+        per_unit = run_units(cfg, dist, units, loaded, on_start=discard_report)["per_unit"]
         if dist.is_main:
             write_sweep_report(top, variants, per_unit)
         dist.barrier()
@@ -183,6 +229,7 @@ def sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[lis
                          significant=bool(test["ci"] and test["ci"][0] > 0 and test["p_value"] is not None
                                           and test["p_value"] < 0.05))
         best[m] = entry
+    stamp = {"variants": {v.name: run["report"]["stamp"] for v, run in zip(variants, runs)}}
     return {"reference": variants[0].name, "metrics": metrics, "primary": metrics[0] if metrics else "score",
             "protocol": (reports[0].get("protocol") or {}).get("name", "default"),
             "higher_is_better": True, "variants": rows, "best": best,
@@ -190,7 +237,54 @@ def sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[lis
                                      "and a two-sided paired permutation p-value, as scripts/compare_runs.py",
                        "significant": "the best variant's difference from the runner-up has a 95% interval above 0 "
                                       "and p < 0.05"},
-            "timings": sweep_timings(variants, per_unit) if per_unit else None}
+            "timings": sweep_timings(variants, per_unit) if per_unit else None, "stamp": stamp}
+
+
+def sweep_stamp_line(stamp: dict[str, Any]) -> str:
+    """The line sweep.md and the chart carry: the digest of the variants' output stamps sweep.json was made from."""
+    digest = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode("utf-8")).hexdigest()
+    return f"Sweep report of {len(stamp['variants'])} variants' outputs; their stamps' sha256 {digest}."
+
+
+def read_sweep(top: Path) -> dict[str, Any]:
+    """A finished sweep's report (sweep.json), after checking that every variant folder still holds the reporting
+    pass it was made from (a variant resumed or rerun on its own since, or a sweep killed while it rewrote its
+    variants, changes their stamps) and that sweep.md and the chart are this report's. Raises `ConfigError`
+    (`InconsistentRun` when the files disagree), naming them."""
+    from .store import STAMP_TEXT_KEY, InconsistentRun, _read_json_file, read_run
+
+    top = Path(top)
+    if not (top / SWEEP_JSON).is_file():
+        raise ConfigError(f"{top} is not a finished sweep: it has no {SWEEP_JSON}")
+    report = _read_json_file(top / SWEEP_JSON)
+    stamp = report.get("stamp")
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("variants"), dict):
+        raise InconsistentRun(f"{top}: {SWEEP_JSON} has no output stamp (an older harness): rerun the sweep's "
+                              "command to rewrite it.")
+    disagree = []
+    for name, expected in stamp["variants"].items():
+        try:
+            found = read_run(top / name)["run"]["outputs"]
+        except ConfigError:
+            disagree.append(f"{name}/ (not a finished run now)")
+            continue
+        if found != expected:
+            disagree.append(f"{name}/ (outputs of attempt {found.get('attempt')}, not of attempt "
+                            f"{expected.get('attempt')})")
+    line = sweep_stamp_line(stamp)
+    if (top / SWEEP_MD).is_file() and line not in (top / SWEEP_MD).read_text(encoding="utf-8", errors="replace"):
+        disagree.append(SWEEP_MD)
+    if (top / SWEEP_CHART).is_file():
+        from PIL import Image
+
+        with Image.open(top / SWEEP_CHART) as image:
+            if image.info.get(STAMP_TEXT_KEY) != line:
+                disagree.append(SWEEP_CHART)
+    if disagree:
+        raise InconsistentRun(f"{top}: its sweep report does not match its variants' outputs ({'; '.join(disagree)}), "
+                              "as after a kill, or a run in a variant's folder since. Rerun the sweep's command to "
+                              "rewrite it.")
+    return report
 
 
 def _paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> dict[str, Any]:
@@ -295,6 +389,8 @@ def render_sweep(report: dict[str, Any], *, chart: Optional[str]) -> str:
                       "sweep shows only the work it did.)"]
     if chart:
         lines += ["", f"![each metric per variant]({chart})"]
+    if report.get("stamp"):
+        lines += ["", sweep_stamp_line(report["stamp"])]
     return "\n".join(lines) + "\n"
 
 
@@ -303,7 +399,7 @@ def write_sweep_chart(path: Path, report: dict[str, Any]) -> bool:
     names carry them (the reference without a step is a dashed line across). Pillow only."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from .store import save_png
+    from .store import STAMP_TEXT_KEY, save_png
 
     metrics = [m for m in report["metrics"] if any((r["metrics"][m] or {}).get("mean") is not None
                                                     for r in report["variants"])]
@@ -358,5 +454,5 @@ def write_sweep_chart(path: Path, report: dict[str, Any]) -> bool:
             draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(40, 90, 160))
             label = str(r["step"]) if use_steps else r["name"][:14]
             draw.text((x - 3 * len(label), y1 + 6), label, fill="black", font=font)
-    save_png(image, path)
+    save_png(image, path, text={STAMP_TEXT_KEY: sweep_stamp_line(report["stamp"])} if report.get("stamp") else None)
     return True

@@ -159,9 +159,16 @@ def test_kill_mid_sweep_then_rerun_gives_the_uninterrupted_result(sweep):
     assert reused[:2] == [2, 2] and reused[2] < 2  # what was done before the kill was kept, the rest redone
 
 
+def adapter_folder(folder: Path) -> Path:
+    """A folder with the shape of an adapter (expand reads no weights)."""
+    folder.mkdir(parents=True)
+    (folder / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    return folder
+
+
 def test_variants_from_a_folder_a_list_and_a_recipe(tmp_path):
     for name in ("step-1000", "step-200", "step-30", ".hidden"):
-        (tmp_path / "a" / name).mkdir(parents=True)
+        adapter_folder(tmp_path / "a" / name)
     (tmp_path / "a" / "notes.txt").write_text("not an adapter")
     cfg = parse_config(["--sweep", str(tmp_path / "a"), "--output_dir", str(tmp_path / "o")])
     variants = expand(cfg)
@@ -200,3 +207,132 @@ def test_a_variant_sets_only_editor_keys_and_missing_adapters_exit_2(tmp_path):
     result = subprocess.run([sys.executable, "run_benchmark.py", "--sweep", f"a={tmp_path / 'nope'}", "--output_dir",
                              str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_sweep_folder_whose_path_holds_an_equals_sign_is_a_folder(tmp_path):
+    folder = tmp_path / "lr=1e-4,bs=8" / "ckpts"  # as Hydra names its output folders
+    adapter_folder(folder / "step-10")
+    variants = expand(parse_config(["--sweep", str(folder), "--output_dir", str(tmp_path / "o")]))
+    assert [(v.name, v.cfg.editor_backend.lora) for v in variants] == [
+        ("base", None), ("step-10", str((folder / "step-10").resolve()))]
+    # NAME=PATH still lists adapters by hand when the text is no path that exists
+    hand = adapter_folder(tmp_path / "lr=1e-3" / "step-20")
+    variants = expand(parse_config(["--sweep", f"x={hand},plain=none", "--output_dir", str(tmp_path / "o")]))
+    assert [(v.name, v.cfg.editor_backend.lora) for v in variants] == [("x", str(hand)), ("plain", None)]
+
+
+def test_one_adapter_file_is_a_sweep_of_it_against_the_base(tmp_path):
+    adapter = tmp_path / "step-500.safetensors"
+    adapter.write_bytes(b"")
+    variants = expand(parse_config(["--sweep", str(adapter), "--output_dir", str(tmp_path / "o")]))
+    assert [(v.name, v.cfg.editor_backend.lora) for v in variants] == [("base", None), ("step-500", str(adapter))]
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not an adapter"):
+        expand(parse_config(["--sweep", str(tmp_path / "notes.txt"), "--output_dir", str(tmp_path / "o")]))
+    with pytest.raises(ConfigError, match="no such file or folder"):
+        expand(parse_config(["--sweep", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "o")]))
+
+
+def test_subfolders_without_an_adapter_are_named_once_and_are_not_variants(tmp_path, caplog):
+    from bench_lib.preflight import preflight
+
+    ckpts = tmp_path / "ckpts"
+    adapter_folder(ckpts / "step-2")
+    build_adapters(ckpts, (1,))
+    (ckpts / "logs").mkdir()
+    (ckpts / "logs" / "events.out").write_text("x")
+    (ckpts / "runs").mkdir()
+    (ckpts / "README.md").write_text("files beside the checkpoints are not variants")
+    (ckpts / "training_args.bin").write_bytes(b"x")
+    cfg = parse_config(["--sweep", str(ckpts), "--output_dir", str(tmp_path / "o"), "--dataset",
+                        "data/demo/manifest.jsonl", "--limit", "1"])
+    caplog.set_level("INFO")
+    preflight(cfg)  # every variant's adapter checked: no lora_weight_name hint for logs/
+    variants = expand(cfg)
+    assert [v.name for v in variants] == ["base", "step-1", "step-2"]
+    named = [r.getMessage() for r in caplog.records if "not variants" in r.getMessage()]
+    assert len(named) == 1 and "logs/, runs/" in named[0] and "README" not in named[0]
+    for name in ("logs", "runs"):
+        (tmp_path / "nothing" / name).mkdir(parents=True)
+    with pytest.raises(ConfigError, match="has no adapters.*subfolders hold none: logs, runs"):
+        expand(parse_config(["--sweep", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "o")]))
+
+
+# --- in one process, with the identity editor: what a sweep leaves in its folders --------------------------------
+
+JUDGE_ONLY = ["--judge_model", "tiny:qwen3-vl", "--judge_dtype", "float32", "--judge_min_digit_mass", "0",
+              "--dataset", "data/demo/manifest.jsonl", "--limit", "1", "--gallery", "false", "--baselines", ""]
+
+
+def identity_sweep(tmp_path: Path, names: list[str]) -> list[str]:
+    recipe = tmp_path / f"sweep-{'-'.join(names)}.yaml"
+    recipe.write_text("editor: identity\nsweep:\n" + "".join(f"  - {{name: {n}}}\n" for n in names))
+    return ["--config", str(recipe), *JUDGE_ONLY]
+
+
+def test_a_refused_sweep_leaves_every_variant_folder_as_it_was(tmp_path, capsys):
+    from bench_lib import cli
+
+    top = tmp_path / "sweep"
+    assert cli.main([*identity_sweep(tmp_path, ["a"]), "--output_dir", str(top)]) == 0
+    # b holds a run with another seed: the sweep below must refuse it, and touch neither a nor c
+    assert cli.main(["--editor", "identity", *JUDGE_ONLY, "--seed", "1", "--output_dir", str(top / "b")]) == 0
+    before = {p: p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()
+    assert cli.main([*identity_sweep(tmp_path, ["a", "b", "c"]), "--output_dir", str(top)]) == 2
+    after = {p: p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file() and p.name != ".lock"}
+    assert after == before  # no phantom attempt in a/run.json, no folder made for c
+    assert json.loads((top / "a" / "run.json").read_text())["attempts"] == 1 and not (top / "c").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run.seed: 1 -> 0" in err[0], err
+
+
+def test_a_killed_overwrite_sweep_leaves_no_report_and_readers_refuse_a_stale_one(tmp_path, monkeypatch):
+    from bench_lib import cli, runner
+    from bench_lib.store import InconsistentRun
+
+    top = tmp_path / "sweep"
+    args = [*identity_sweep(tmp_path, ["a", "b"]), "--output_dir", str(top)]
+    assert cli.main(args) == 0
+    assert (top / "sweep.json").is_file() and (top / "sweep.md").is_file()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as if killed once the variant folders were emptied
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner.JudgeStage, "run", killed)
+        with pytest.raises(KeyboardInterrupt):
+            cli.main([*args, "--overwrite"])
+    assert not (top / "a" / "results.jsonl").exists()  # --overwrite emptied the variants ...
+    assert [p.name for p in top.iterdir() if p.is_file() and p.name != ".lock"] == []  # ... and their report
+    from bench_lib.sweep import read_sweep
+
+    with pytest.raises(ConfigError, match="not a finished sweep"):
+        read_sweep(top)
+
+    assert cli.main(args) == 0  # the same command again finishes the sweep
+    old_md = (top / "sweep.md").read_text()
+    assert read_sweep(top)["stamp"]["variants"]["a"]["attempt"] == 2
+    # a run in a variant's folder since: the sweep report no longer describes it
+    assert cli.main(["--editor", "identity", *JUDGE_ONLY, "--score_formula", "mean", "--output_dir",
+                     str(top / "a")]) == 0
+    with pytest.raises(InconsistentRun, match="a/ \\(outputs of attempt 3, not of attempt 2\\)"):
+        read_sweep(top)
+    assert cli.main(args) == 0
+    read_sweep(top)
+    (top / "sweep.md").write_text(old_md)  # a sweep.md from another pass
+    with pytest.raises(InconsistentRun, match="sweep.md"):
+        read_sweep(top)
+
+
+def test_a_variant_folder_that_is_a_link_is_refused(tmp_path, capsys):
+    from bench_lib import cli
+
+    top, outside = tmp_path / "sweep", tmp_path / "outside"
+    outside.mkdir()
+    top.mkdir()
+    (top / "b").symlink_to(outside, target_is_directory=True)
+    assert cli.main([*identity_sweep(tmp_path, ["a", "b"]), "--output_dir", str(top)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{top / 'b'} is a symbolic link" in err[0], err
+    assert list(outside.iterdir()) == [] and not (top / "a").exists()
