@@ -89,8 +89,12 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
                                     models=history[-1]["models"], seed=cfg.run.seed)  # as resolved at the start
     provenance.update(started=meta["started"], finished=meta["finished"], fingerprint=folder.fingerprint(),
                       attempts=history, edits=edits_digest(edit_records))
-    report = build_report(rows, timings=timing_summary([r["timings"] for r in per_rank]), meta=meta,
-                          baselines=baseline_rows, provenance=provenance, protocol=protocol)
+    timings = {**timing_summary([r["timings"] for r in per_rank]), "attempt": meta["attempt"]}
+    worked = did_work(meta["attempt"], rows, baseline_rows)
+    if not worked:  # a resume with nothing to do: the timings of the last attempt that did the work
+        timings = folder.worked_timings() or timings
+    report = build_report(rows, timings=timings, meta=meta, baselines=baseline_rows, provenance=provenance,
+                          protocol=protocol)
     results_text = jsonl_text(rows)
     baseline_texts = {name: jsonl_text(brows) for name, brows in baseline_rows.items()}
     report["results_features"] = results_features(schema_of(rows, protocol)).to_dict()  # datasets.Features
@@ -98,7 +102,7 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
                        "baselines_sha256": {name: sha256_text(text) for name, text in baseline_texts.items()}}
     write_text(output_dir / RESULTS_FILE, results_text)
     for name, text in baseline_texts.items():
-        write_text(output_dir / BASELINES_DIR / f"{name}.jsonl", text)
+        write_text(output_dir / BASELINES_DIR / f"{name}.jsonl", text, root=output_dir)
     for stale in (output_dir / BASELINES_DIR).glob("*.jsonl"):  # baselines an earlier attempt asked for
         if stale.stem not in baseline_rows:
             stale.unlink()
@@ -111,8 +115,15 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
                         lambda: write_gallery(output_dir / GALLERY_FILE, rows, samples, report))
     else:
         (output_dir / GALLERY_FILE).unlink(missing_ok=True)  # an earlier attempt's would look current
-    folder.record_outputs(report["stamp"])
+    folder.record_outputs(report["stamp"], timings=timings if worked else None)
     return report
+
+
+def did_work(attempt: int, rows: list[dict], baseline_rows: dict[str, list[dict]]) -> bool:
+    """Whether this attempt edited or judged any sample (the editor's or a baseline's); re-recording a sample's
+    invalid input is no work."""
+    return any(row["status"] != "invalid_input" and attempt in (row.get("attempts") or {}).values()
+               for row in [*rows, *(row for brows in baseline_rows.values() for row in brows)])
 
 
 def optional_output(path: Path, write: Callable[[], Any]) -> Any:

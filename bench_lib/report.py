@@ -251,11 +251,16 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
         for name, stats in [*agreement["categories"].items(), (OVERALL, agreement["overall"])]:
             lines.append(f"| {_label(name)} | {stats['n']} | {_fmt(stats['spearman'], 3)} | "
                          f"{_fmt(stats['kendall_tau_b'], 3)} |")
+    worked = timings.get("attempt")
+    if worked is not None:
+        lines += ["", f"Timings of attempt {worked}" + ("." if worked == meta.get("attempt") else
+                  f", the last that edited or judged anything (attempt {meta.get('attempt')} reused every edit "
+                  "and judgement).")]
     lines += ["", "| stage | wall time (s) | samples | samples/s |", "|---|---:|---:|---:|"]
     for stage in STAGES:
         lines.append(f"| {stage} | {_fmt(timings[f'{stage}_s'], 1)} | {timings.get(f'{stage}_samples', '–')} | "
                      f"{_fmt(timings.get(f'{stage}_samples_per_s'), 3)} |")
-    lines += ["", "Per rank (this attempt): edit seconds per image (barrier waits excluded), seconds spent waiting "
+    lines += ["", "Per rank: edit seconds per image (barrier waits excluded), seconds spent waiting "
               "for other ranks at the edit stage's barriers, model switch, judge seconds per sample.", "",
               "| rank | edited | edit s/image | barrier wait (s) | switch (s) | judged | judge s/sample |",
               "|---:|---:|---:|---:|---:|---:|---:|"]

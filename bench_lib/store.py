@@ -368,11 +368,23 @@ class RunFolder:
                 removed.append(stale)
         return removed
 
-    def record_outputs(self, stamp: dict[str, Any]) -> None:
-        """Main process, last step of a reporting pass: run.json names the outputs that belong together."""
+    def record_outputs(self, stamp: dict[str, Any], *, timings: Optional[dict[str, Any]] = None) -> None:
+        """Main process, last step of a reporting pass: run.json names the outputs that belong together. `timings`:
+        the attempt's own, when it edited or judged anything (kept in its history entry, see `worked_timings`)."""
         data = self._read_run_file()
         assert data is not None, "record_outputs before prepare"
-        write_json(self.root / RUN_FILE, {**data, "outputs": stamp})
+        history = data.get("history") or []
+        if timings is not None:
+            history = [{**h, "timings": timings} if isinstance(h, dict) and h.get("attempt") == stamp["attempt"]
+                       else h for h in history]
+        write_json(self.root / RUN_FILE, {**data, "history": history, "outputs": stamp})
+
+    def worked_timings(self) -> Optional[dict[str, Any]]:
+        """The timings of the latest attempt that edited or judged anything (they carry its `attempt`), or None."""
+        for entry in reversed(self.history()):
+            if isinstance(entry, dict) and isinstance(entry.get("timings"), dict):
+                return entry["timings"]
+        return None
 
     def fingerprint(self) -> Optional[dict[str, Any]]:
         data = self._read_run_file()

@@ -256,7 +256,8 @@ def test_sanity_baseline_editors_and_in_run_baselines_agree(tmp_path, editor):
     runner.run(config_from_dict({**cfg, "baselines": "identity"}))
     assert not (out / "baselines" / "blank.jsonl").exists()
     report = json.loads((out / "report.json").read_text())
-    assert list(report["baselines"]) == ["identity"] and report["timings"]["judge_samples"] == 0
+    assert list(report["baselines"]) == ["identity"] and report["meta"]["reused_judgements"] == 3
+    assert report["timings"]["attempt"] == 1  # attempt 2 judged nothing: its report shows attempt 1's timings
 
 
 def test_fit_pixels_keeps_aspect_and_small_images():
