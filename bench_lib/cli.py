@@ -4,8 +4,10 @@ Everything a user can get wrong is checked before a model library is imported, s
 value, a dataset that does not exist and a model name that can't be loaded all answer at once: one line on
 stderr, exit code 2. Only then does the run import torch (through `bench_lib.runner`).
 
-Exit codes: 0 the run finished (per-sample failures included), 2 a bad config, dataset or model name, 1 any
-other error.
+Exit codes: 0 the run finished and scored at least one sample (per-sample failures included), 2 a bad config,
+dataset or model name, 1 any other error: among them a run that stopped early because its first samples all
+failed with the same error, a finished run that scored nothing (its reports are written), a wrong launch (see
+bench_lib.failures); those three are one line on stderr.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 from typing import Optional
 
 from .config import ConfigError, parse_config
+from .failures import RunFailed
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -37,4 +40,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:  # the records (and, for a finished run, the reports) are kept
+        if not err.reported:
+            print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
