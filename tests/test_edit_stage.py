@@ -53,6 +53,7 @@ def broken_editor():
     yield BrokenEditor
     EDITORS.pop("test-broken")
     JUDGES.pop("test-scripted")
+    BrokenEditor.mode, ScriptedJudge.mode = "raise", "answer"
 
 
 def config(tmp_path, rows, **extra):

@@ -54,6 +54,7 @@ def scripted_judge():
     ScriptedJudge.mode, ScriptedJudge.calls = "answer", 0
     yield ScriptedJudge
     JUDGES.pop("test-scripted")
+    ScriptedJudge.mode = "answer"
 
 
 def write_manifest(folder: Path, rows: int, *, missing=()) -> Path:

@@ -206,7 +206,7 @@ def test_a_sweep_writes_every_report_then_fails_if_a_variant_scored_nothing(tmp_
     """Rule (b) per variant: `bad` fails every sample (two error types: no early stop), `good` scores; every
     variant's reports and the sweep report are written, then the sweep fails naming `bad`."""
     from test_edit_stage import BrokenEditor, register_backends
-    from test_judge_stage import write_manifest
+    from test_judge_stage import ScriptedJudge, write_manifest
 
     import bench_lib.runner as runner
     from bench_lib.backends import EDITORS, JUDGES
@@ -215,7 +215,7 @@ def test_a_sweep_writes_every_report_then_fails_if_a_variant_scored_nothing(tmp_
     from bench_lib.store import read_run
 
     register_backends()
-    BrokenEditor.mode = "fixed"
+    BrokenEditor.mode, ScriptedJudge.mode = "fixed", "answer"
     out = tmp_path / "out"
     try:
         cfg = config_from_dict({"dataset": str(write_manifest(tmp_path / "data", 4)), "output_dir": str(out),
