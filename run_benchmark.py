@@ -10,8 +10,9 @@ Real run on six GPUs:
         --config configs/qwen_image_edit.yaml --dataset <hub id | folder | file> --output_dir runs/ckpt-1
 
 The same command line as `python -m bench_lib` and the `edit-bench` console script (`pip install -e .`); this
-file is what `accelerate launch` runs. Exit code: 0 the run finished (per-sample failures included), 2 a bad
-config, dataset or model name (found before any model loads), 1 otherwise.
+file is what `accelerate launch` runs. Exit code: 0 the run finished and scored at least one sample (per-sample
+failures included), 2 a bad config, dataset or model name (found before any model loads), 1 otherwise (a run
+stopped early because its first 8 samples failed with the same error, or one that scored nothing: one line).
 """
 
 import sys

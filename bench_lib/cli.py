@@ -4,8 +4,10 @@ Everything a user can get wrong is checked before a model library is imported, s
 value, a dataset that does not exist and a model name that can't be loaded all answer at once: one line on
 stderr, exit code 2. Only then does the run import torch (through `bench_lib.runner`).
 
-Exit codes: 0 the run finished (per-sample failures included), 2 a bad config, dataset or model name, 1 any
-other error.
+Exit codes: 0 the run finished and scored at least one sample (per-sample failures included), 2 a bad config,
+dataset or model name, 1 any other error: among them a run that stopped early because its first samples all
+failed with the same error, a finished run that scored nothing (its reports are written), a wrong launch (see
+bench_lib.failures); those three are one line on stderr.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from typing import Optional
 
 from .config import ConfigError, parse_config
+from .failures import RunFailed
 
 UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}  # exit code 1 with one line
 
@@ -46,5 +49,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         # the output folder can't be written (or read): one line says why; the traceback adds nothing
         logging.getLogger("run_benchmark").debug("stopped by", exc_info=True)
         print(f"error: {err.strerror}: {err.filename}" if err.filename else f"error: {err}", file=sys.stderr)
+        return 1
+    except RunFailed as err:  # the records (and, for a finished run, the reports) are kept
+        if not err.reported:
+            print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

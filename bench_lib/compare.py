@@ -85,6 +85,8 @@ def metric_values(run: dict[str, Any], metric: str) -> dict[str, float]:
 
 def compare(a: dict[str, Any], b: dict[str, Any], *, metric: Optional[str] = None,
             resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise Refusal(f"resamples must be a positive whole number, got {resamples!r}")
     warnings = check_comparable(a, b)
     known = sorted((a.get("protocol") or {}).get("metrics") or {"score": {}})
     metric = metric or "score"

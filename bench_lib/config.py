@@ -501,8 +501,12 @@ def parse_config(argv: Optional[list[str]] = None) -> BenchmarkConfig:
     """Parse `--config recipe.yaml` plus `--key value` overrides into a validated `BenchmarkConfig`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     first = argparse.ArgumentParser(add_help=False)
-    first.add_argument("--config")
+    first.add_argument("--config", action="append")
     known, _ = first.parse_known_args(argv)
+    if known.config and len(known.config) > 1:
+        raise ConfigError(f"--config given {len(known.config)} times ({', '.join(known.config)}): a run takes one "
+                          "recipe; override its keys with --key value.")
+    known.config = known.config[0] if known.config else None
     recipe_path = Path(known.config) if known.config else DEFAULT_RECIPE
     if "-h" in argv or "--help" in argv:
         values = resolve_recipe_paths(load_recipe(recipe_path), recipe_path.parent) if recipe_path.is_file() else {}

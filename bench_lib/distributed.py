@@ -33,10 +33,12 @@ class Distributed:
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched != self.world_size:
             # e.g. a multi-process CPU launch without ACCELERATE_USE_CPU=1: every process would believe
-            # it is alone and run the whole benchmark into the same output folder.
-            raise RuntimeError(
-                f"the launcher started {launched} processes but this one sees a world of {self.world_size}. "
-                "On a machine without GPUs set ACCELERATE_USE_CPU=1 (see accelerate_configs/cpu.yaml).")
+            # it is alone and run the whole benchmark into the same output folder. One line from each process.
+            from .failures import RunFailed
+
+            raise RunFailed(
+                f"the launcher started {launched} processes but this one sees a world of {self.world_size}: "
+                "on a machine without GPUs set ACCELERATE_USE_CPU=1 (see accelerate_configs/cpu.yaml).")
         self._check_process_group()
 
     @property

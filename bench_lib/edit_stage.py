@@ -22,6 +22,7 @@ from PIL import Image
 from .backends import Editor
 from .data import Sample
 from .distributed import Distributed
+from .failures import RepeatedFailure, RunFailed, exception_type
 from .progress import Progress
 from .store import RunFolder, edit_path, save_png
 
@@ -38,6 +39,7 @@ class EditJob:
     editor_cfg: Any
     samples: list[Sample]
     label: str = ""  # a sweep variant's name; "" in a plain run
+    done_ok: int = 0  # ok edits kept from earlier attempts (they count first for the early stop)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Outcome:
     error: Optional[str] = None
     flags: list[str] = field(default_factory=list)  # suspicious edit output; the sample is still judged
     info: dict[str, Any] = field(default_factory=dict)
+    exception: Optional[str] = None  # edit_failed: the type of what the editor raised (for the early stop)
 
 
 def error_text(err: BaseException) -> str:
@@ -120,7 +123,7 @@ def edit_sample(editor: Optional[Editor], sample: Sample, *, seed: int, output_d
             return Outcome(status="invalid_input", error=f"cannot read reference image "
                                                          f"{sample.reference_image.describe()}: {error_text(err)}")
     relative = edit_path(sample.id)
-    failure = None
+    failure = kind = None
     try:
         result = editor.edit(sample, source, seed=seed)
         if not isinstance(result.image, Image.Image):
@@ -133,10 +136,10 @@ def edit_sample(editor: Optional[Editor], sample: Sample, *, seed: int, output_d
         if is_fatal(err):
             raise
         warn_every_rank("edit of %r failed:\n%s", sample.id, traceback.format_exc())
-        failure = error_text(err)
+        failure, kind = error_text(err), exception_type(err)
     if failure is not None:
         free_memory()  # outside the except block: its traceback no longer pins the failed call's tensors
-        return Outcome(status="edit_failed", error=failure)
+        return Outcome(status="edit_failed", error=failure, exception=kind)
     return Outcome(edited_image=relative, flags=flags, info=dict(result.info))
 
 
@@ -174,7 +177,12 @@ class EditStage:
                                  len(job.samples), f" of {job.label}" if job.label else "", self.dist.world_size,
                                  shard_sizes, self.batch_size)
             before = replace(self.timings)
-            records.append(self._run_job(job, shard, shard_sizes, progress))
+            try:
+                records.append(self._run_job(job, shard, shard_sizes, progress))
+            except RunFailed:  # every rank stopped at the same barrier
+                progress.close()
+                self.close()
+                raise
             self.job_timings.append(self.timings.minus(before))
         progress.close()
         if close:
@@ -188,20 +196,26 @@ class EditStage:
         num_batches = math.ceil(max(shard_sizes) / self.batch_size) if shard_sizes else 0
         writer = job.folder.record_writer(job.attempt, "edit", self.dist.rank)
         records: list[dict[str, Any]] = []
+        watch = RepeatedFailure(self.dist, f"edited{f' for variant {job.label}' if job.label else ''}",
+                                done_ok=job.done_ok)
         for b in range(num_batches):
             started = time.perf_counter()
-            batch_records = []
+            batch_records, attempts = [], []
             for sample in shard[b * self.batch_size:(b + 1) * self.batch_size]:
                 if not sample.problem:
                     self._editor_for(job)  # loads or switches only on a rank that has something to edit
                 outcome = edit_sample(self.editor, sample, seed=self.seed_of(sample.id), output_dir=job.folder.root)
                 batch_records.append(edit_record(sample.id, outcome, job.folder.root, job.attempt))
+                if outcome.status != "invalid_input":
+                    attempts.append(((sample.index,), outcome.exception, sample.id, outcome.error))
             writer.write(batch_records)  # on disk before the barrier: a crash after it loses nothing
             records += batch_records
             waited = time.perf_counter()
-            self.dist.barrier()
+            stop = watch.barrier(attempts, last=b == num_batches - 1)  # every rank's outcomes, on every rank
             self.timings.barrier_wait += time.perf_counter() - waited
             self.timings.edit += time.perf_counter() - started
+            if stop:
+                raise RunFailed(stop)
             # every rank is past batch b: all of them have done min(size, (b + 1) * batch_size) samples
             progress.update_to(progress.base + sum(min(n, (b + 1) * self.batch_size) for n in shard_sizes))
         progress.base += sum(shard_sizes)

@@ -22,6 +22,7 @@ from PIL import Image
 from .data import Sample
 from .distributed import Distributed
 from .edit_stage import error_text, free_memory, is_fatal, warn_every_rank
+from .failures import RepeatedFailure, RunFailed, exception_type
 from .judges import Judgement, JudgeRequest
 from .progress import Progress
 from .protocols import Protocol, view_of
@@ -69,6 +70,7 @@ class JudgeOutcome:
     status: str = "ok"
     error: Optional[str] = None
     judgement: Optional[Judgement] = None
+    exception: Optional[str] = None  # judge_failed because the judge raised: the exception's type (early stop)
 
 
 def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
@@ -103,7 +105,7 @@ def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
             outcomes[sample.id].error = f"cannot read an image for judging: {error_text(err)}"
     if not ready:
         return
-    failure = None
+    failure = kind = None
     try:
         judgements = judge.score(requests)
         if len(judgements) != len(ready):  # a judge backend bug: never pair judgements with the wrong samples
@@ -112,11 +114,12 @@ def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
         if is_fatal(err):
             raise
         warn_every_rank("judging %s failed:\n%s", [s.id for s in ready], traceback.format_exc())
-        failure = error_text(err)
+        failure, kind = error_text(err), exception_type(err)
     if failure is not None:
         free_memory()  # outside the except block, so the failed batch's tensors can go
         if len(ready) == 1:
-            outcomes[ready[0].id].status, outcomes[ready[0].id].error = "judge_failed", failure
+            outcome = outcomes[ready[0].id]
+            outcome.status, outcome.error, outcome.exception = "judge_failed", failure, kind
             return
         for sample in ready:  # one at a time, so only the culprit fails
             judge_batch(judge, [sample], outcomes, load_edited, max_pixels=max_pixels, protocol=protocol,
@@ -202,9 +205,10 @@ class JudgeStage:
         self.logger = logger
         self.timings = JudgeTimings()
 
-    def run(self, jobs: list[JudgeJob], plan: list[tuple[int, list[int]]]) -> list[list[dict[str, Any]]]:
+    def run(self, jobs: list[JudgeJob], plan: list[tuple[int, list[int]]], *,
+            done_ok: int = 0) -> list[list[dict[str, Any]]]:
         """Judge this rank's batches of `plan` (the same on every rank); returns this rank's new judge records
-        per job, in dataset order."""
+        per job, in dataset order. `done_ok`: ok judgements kept from earlier attempts (for the early stop)."""
         dist, world = self.dist, self.dist.world_size
         mine = dist.shard(deal(plan, world))
         per_rank = [len(range(rank, len(plan), world)) for rank in range(world)]
@@ -225,7 +229,10 @@ class JudgeStage:
         label = "judge" if len(jobs) == 1 else f"judge ({', '.join(names)})"
         progress = Progress(label, sum(len(batch) for _, batch in plan), unit="judgement", enabled=dist.is_main)
         started = time.perf_counter()
-        for round_index in range(max(per_rank, default=0)):  # the same number of rounds on every rank
+        watch = RepeatedFailure(dist, "judged", done_ok=done_ok)
+        rounds, stop = max(per_rank, default=0), None
+        for round_index in range(rounds):  # the same number of rounds on every rank
+            attempts = []
             if round_index < len(mine):
                 j, indices = mine[round_index]
                 job = jobs[j]
@@ -237,14 +244,21 @@ class JudgeStage:
                 writers[j].write(batch_records)
                 records[j] += batch_records
                 self.timings.judged += len(batch)
-            dist.barrier()
+                position = round_index * world + dist.rank  # this batch's place in the plan (see deal())
+                attempts = [((position, k), outcomes[s.id].exception, s.id, outcomes[s.id].error)
+                            for k, s in enumerate(batch) if outcomes[s.id].status != "invalid_input"]
+            stop = watch.barrier(attempts, last=round_index == rounds - 1)  # every rank's outcomes, on every rank
             progress.update_to(sum(sum(s[:round_index + 1]) for s in sizes))
+            if stop:
+                break
         progress.close()
         self.timings.judge = time.perf_counter() - started
         if judge is not None:
             judge.close()
             del judge
         free_memory()
+        if stop:
+            raise RunFailed(stop)
         positions = [{s.id: i for i, s in enumerate(job.samples)} for job in jobs]
         return [sorted(rs, key=lambda r: positions[j][r["id"]]) for j, rs in enumerate(records)]
 

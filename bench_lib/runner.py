@@ -30,6 +30,7 @@ from .config import BenchmarkConfig, ConfigError, section_fingerprint
 from .data import ImageRef, Sample, load_benchmark
 from .distributed import Distributed
 from .edit_stage import EditJob, EditStage
+from .failures import RunFailed, nothing_scored
 from .judge_stage import EDITOR_JOB, JudgeJob, JudgeStage, plan_judge_batches
 from .judges import Rubrics
 from .outputs import build_rows, rank_timings, write_outputs
@@ -106,11 +107,27 @@ def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = No
     dist = Distributed(timeout_s=cfg.run.process_group_timeout)  # first: its timeout must win
     unit = Unit(cfg, RunFolder(Path(cfg.run.output_dir)))
     try:
-        run_units(cfg, dist, [unit], loaded)
+        unscored = run_units(cfg, dist, [unit], loaded)["unscored"]
+        if unscored:
+            raise nothing_scored(unscored)  # after the whole report set is written
+    except RunFailed as err:  # every rank raised it at the same barrier
+        fail_together(dist, err)
+        raise
     finally:
         unit.folder.lock.release()  # main process: held since the start
     dist.close()
     return unit.folder.root
+
+
+def fail_together(dist: Distributed, err: RunFailed) -> None:
+    """Every rank raised `err` at the same point: the main process reports it in one line while every rank still
+    waits at a barrier (a launcher stops the others as soon as one process exits with an error), then the process
+    group closes as after a finished run. The command line then exits with code 1 without a second line."""
+    if dist.is_main:
+        _logger().error("%s", err)
+    err.reported = True
+    dist.barrier()
+    dist.close()
 
 
 def _lock(folder: RunFolder) -> None:
@@ -166,8 +183,8 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     to_edit = [[s for s in samples if s.id not in u.plan.reusable] for u in units]
     edit_stage = EditStage(dist, seed_of=lambda i: sample_seed(cfg.run.seed, i), batch_size=cfg.editor.edit_batch_size,
                            trust_remote_code=cfg.run.trust_remote_code, logger=logger)
-    new_edits = edit_stage.run([EditJob(u.folder, u.plan.attempt, editor_cls, u.cfg.editor_backend, todo, label=u.label)
-                                for u, todo in zip(units, to_edit)])
+    new_edits = edit_stage.run([EditJob(u.folder, u.plan.attempt, editor_cls, u.cfg.editor_backend, todo, label=u.label,
+                                        done_ok=len(u.plan.reusable)) for u, todo in zip(units, to_edit)])
     for unit, records in zip(units, new_edits):
         for record in dist.all_gather(records):
             unit.plan.edits[record["id"]] = record
@@ -181,11 +198,15 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
                                                       batch_size=cfg.judge.judge_batch_size,
                                                       max_pixels=cfg.judge.judge_max_pixels))
     judge_stage = JudgeStage(dist, cfg, protocol, logger=logger)
-    new_judgements = judge_stage.run(jobs, batches)
+    judged_ok = sum(r.get("status") == "ok" for records in shared.values() for r in records.values()) + sum(
+        u.plan.edits[s.id]["status"] == "ok" and u.plan.judgements.get(s.id, {}).get("status") == "ok"
+        for u in units for s in samples)
+    new_judgements = judge_stage.run(jobs, batches, done_ok=judged_ok)
     gathered = [dist.gather(records) for records in new_judgements]  # the same order on every rank
     per_unit = [dist.gather([{"timings": rank_timings(job_timings, judge_stage.timings,
                                                       edit_stage.timings.free_editor),
                               "device": device_name(dist.device)}]) for job_timings in edit_stage.job_timings]
+    unscored = []  # (variant, why) of each folder where no editor sample was scored
     if dist.is_main:
         for unit, records in zip(units, gathered):
             unit.plan.judgements.update({r["id"]: r for r in records})
@@ -193,14 +214,19 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
                                                                                  gathered[len(units):])}
         share_baseline_records(units, shared, fresh)
         for unit, todo, job, per_rank in zip(units, to_edit, jobs, per_unit):
-            _write_unit(unit, samples, protocol, rubrics, per_rank, started, dist.world_size,
-                        edited_now=len(todo), judged_now=len(job.samples), logger=logger)
-    dist.barrier()
-    return {"per_unit": per_unit}  # main process: each unit's per-rank timings
+            statuses = _write_unit(unit, samples, protocol, rubrics, per_rank, started, dist.world_size,
+                                   edited_now=len(todo), judged_now=len(job.samples), logger=logger)
+            if not statuses["ok"]:
+                unscored.append((unit.label, f"none of the {sum(statuses.values())} samples is ok "
+                                             f"({', '.join(f'{n} {k}' for k, n in sorted(statuses.items()))}); the "
+                                             f"reports are written in {unit.folder.root} (see each row's error)"))
+    unscored = dist.all_gather([unscored] if dist.is_main else [])[0]  # also the barrier after the reports
+    # main process: each unit's per-rank timings; every rank: the folders that scored nothing (exit code 1)
+    return {"per_unit": per_unit, "unscored": unscored}
 
 
 def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, rubrics: Rubrics, per_rank: list[dict],
-                started: dt.datetime, world_size: int, *, edited_now: int, judged_now: int, logger) -> None:
+                started: dt.datetime, world_size: int, *, edited_now: int, judged_now: int, logger) -> Counter:
     cfg, plan = unit.cfg, unit.plan
     edits, judgements = plan.edits, plan.judgements
     rows, baseline_rows = build_rows(cfg, samples, edits, judgements, plan.baseline_records, protocol)
@@ -220,6 +246,7 @@ def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, rubrics: 
     log = logger.info if statuses["ok"] == len(rows) else logger.warning
     log("%sstatuses: %s; wrote %s", f"{unit.label}: " if unit.label else "", dict(statuses),
         unit.folder.root / "report.md")
+    return statuses
 
 
 def editor_job(unit: Unit, samples: list[Sample]) -> JudgeJob:

@@ -152,7 +152,8 @@ def run_sweep(cfg: BenchmarkConfig, loaded) -> Path:
     """Every variant edited (one editor load per pipeline, adapters swapped in place), judged in one stage and
     reported in its own folder; then the sweep report. Every rank runs this."""
     from .distributed import Distributed
-    from .runner import Unit, run_units
+    from .failures import RunFailed, nothing_scored
+    from .runner import Unit, fail_together, run_units
     from .store import FolderLock, RunFolder
 
     variants = expand(cfg)
@@ -179,10 +180,15 @@ def run_sweep(cfg: BenchmarkConfig, loaded) -> Path:
     units = [Unit(v.cfg, RunFolder(top / v.name), label=v.name) for v in variants]
     try:
         dist.on_main(lock_top)
-        per_unit = run_units(cfg, dist, units, loaded, on_start=discard_report)["per_unit"]
+        done = run_units(cfg, dist, units, loaded, on_start=discard_report)
         if dist.is_main:
-            write_sweep_report(top, variants, per_unit)
+            write_sweep_report(top, variants, done["per_unit"])
         dist.barrier()
+        if done["unscored"]:  # after every report is written: the sweep fails if any variant scored nothing
+            raise nothing_scored(done["unscored"])
+    except RunFailed as err:  # every rank raised it at the same barrier
+        fail_together(dist, err)
+        raise
     finally:
         for unit in units:
             unit.folder.lock.release()

@@ -36,15 +36,29 @@ def main(argv=None) -> int:
                              "runs always give the same table")
     args = parser.parse_args(argv)
     try:
+        if args.json:
+            check_output_file(args.json)
         result = compare(load_run(args.run_a), load_run(args.run_b), metric=args.metric,
                          resamples=args.resamples, seed=args.seed)
     except Refusal as err:
         print(f"compare_runs: {err}", file=sys.stderr)
         return 2
-    print(render(result), end="")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        try:
+            args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        except OSError as err:
+            print(f"compare_runs: can't write --json {args.json}: {err.strerror or err}", file=sys.stderr)
+            return 2
+    print(render(result), end="")
     return 0
+
+
+def check_output_file(path: Path) -> None:
+    """Before any work: `--json` must name a file in a folder that exists (a typo is not created)."""
+    if path.is_dir():
+        raise Refusal(f"--json {path} is a folder: give a file name")
+    if not path.parent.is_dir():
+        raise Refusal(f"--json {path}: the folder {path.parent} does not exist")
 
 
 if __name__ == "__main__":

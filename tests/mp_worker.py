@@ -9,6 +9,11 @@ Fault injection for the tests, by environment variable (rank = global rank):
                                      place (its temporary file is complete and still there)
   BENCH_TEST_SLOW_EDIT=<seconds>     every rank sleeps that long after each edit (a run that is still going)
   BENCH_TEST_COUNT_LOADS=1           count editor pipelines and judges loaded (written into the worker's marker)
+  BENCH_TEST_REGISTER=<module>:<fn>  call that function of a test module first (it registers test backends
+                                     through the real registry, as the test module itself does in process)
+
+A run that ends with `RunFailed` (stopped early, or nothing scored) exits with code 1 as the command line does,
+after the same world-size checks, with the message in the worker's marker.
 """
 
 import json
@@ -19,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_lib import ConfigError, parse_config, run  # noqa: E402
+from bench_lib.failures import RunFailed  # noqa: E402
 
 LOADS = {"pipelines": 0, "judges": 0}
 
@@ -97,15 +103,30 @@ def inject_faults() -> None:
             setattr(module, name, killing)
 
 
+def register_test_backends() -> None:
+    spec = os.environ.get("BENCH_TEST_REGISTER")
+    if spec:
+        import importlib
+
+        module, _, function = spec.partition(":")
+        getattr(importlib.import_module(module), function)()
+
+
 def main() -> None:
+    register_test_backends()
     inject_faults()
     expected = int(os.environ["BENCH_EXPECT_WORLD_SIZE"])
+    failed = None
     try:
         cfg = parse_config(sys.argv[1:])
         run(cfg)
     except ConfigError as err:  # as run_benchmark.py does: one line, exit code 2
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunFailed as err:  # as run_benchmark.py does: one line (logged by the main process), exit code 1
+        if not err.reported:
+            print(f"error: {err}", file=sys.stderr)
+        failed = str(err)
     from accelerate import PartialState
 
     state = PartialState()
@@ -114,7 +135,10 @@ def main() -> None:
     threads = [(task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()]
     assert not [t for t in threads if "gloo" in t], f"process group threads still running after the run: {threads}"
     marker = Path(cfg.run.output_dir) / f"worker-{state.process_index}.json"
-    marker.write_text(json.dumps({"rank": state.process_index, "world_size": state.num_processes, "loads": LOADS}))
+    marker.write_text(json.dumps({"rank": state.process_index, "world_size": state.num_processes, "loads": LOADS,
+                                  "failed": failed}))
+    if failed is not None:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -65,3 +65,35 @@ def test_a_read_only_output_folder_is_exit_1_with_one_line(tmp_path, capsys, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and err[0].startswith("error: Read-only file system: "), err
     assert str(out) in err[0]
+
+
+def test_a_run_that_scores_nothing_writes_its_reports_and_exits_1_in_one_line(tmp_path):
+    """The random tiny judge in generate mode writes noise: every answer fails to parse (never an early stop),
+    the run finishes and writes every report, then says in one line that nothing was scored."""
+    out = tmp_path / "out"
+    result = run_cli("--limit", "2", "--editor", "blank", "--baselines", "identity", "--judge_mode", "generate",
+                     "--judge_max_new_tokens", "8", "--output_dir", str(out))
+    assert result.returncode == 1, result.stderr[-4000:]
+    assert result.stderr.count("nothing was scored: none of the 2 samples is ok (2 judge_failed)") == 1
+    assert "Traceback" not in result.stderr and "stopped early" not in result.stderr
+    for name in ("results.jsonl", "report.json", "report.md", "baselines/identity.jsonl"):
+        assert (out / name).is_file(), name
+
+
+def test_several_cpu_processes_without_accelerate_use_cpu_is_one_line_per_process(tmp_path):
+    """Without ACCELERATE_USE_CPU every CPU process believes it is alone: each says so in one line (no
+    traceback of ours), before anything is written to the output folder."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ACCELERATE_USE_CPU", "ACCELERATE_CONFIG_FILE")}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "accelerate_configs" /
+           "cpu.yaml"), "--num_processes", "2", "--main_process_port", "0", "run_benchmark.py", "--limit", "1",
+           "--output_dir", str(tmp_path / "out")]
+    result = subprocess.run(cmd, cwd=ROOT, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert output.count("error: the launcher started 2 processes but this one sees a world of 1: on a machine "
+                        "without GPUs set ACCELERATE_USE_CPU=1") == 2, output[-6000:]
+    assert "bench_lib/" not in output  # no frame of ours: no traceback
+    assert not (tmp_path / "out" / "run.json").exists()

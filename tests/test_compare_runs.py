@@ -99,3 +99,18 @@ def test_every_option_has_help(capsys):
     for option in ("--metric", "--json", "--resamples", "--seed"):
         line = text.split(option, 1)[1].split("\n  -", 1)[0]
         assert len(line.split()) > 3, (option, line)  # more than the metavar: a sentence of help
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--resamples", "0", "resamples must be a positive whole number, got 0"),
+    ("--resamples", "-5", "resamples must be a positive whole number, got -5"),
+    ("--json", "{tmp}/no-such-folder/r.json", "no-such-folder"),
+    ("--json", "{tmp}", "is a folder"),
+])
+def test_bad_options_are_one_line_and_exit_2(tmp_path, capsys, option, value, message):
+    data = {f"s{i}": float(i) for i in range(6)}
+    run_a, run_b = make_run(tmp_path / "a", data), make_run(tmp_path / "b", data)
+    assert compare_runs.main([str(run_a), str(run_b), option, value.format(tmp=tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err
+    assert not (tmp_path / "no-such-folder").exists()  # refused, not created

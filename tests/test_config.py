@@ -111,3 +111,13 @@ def test_score_weights_not_named_weigh_one_and_baselines_are_a_list(tmp_path):
                         "--baselines", " blank, identity,blank"])
     assert cfg.judge.score_weights == {"instruction": 1.0, "consistency": 1.0, "quality": 3.0}
     assert cfg.editor.baseline_names() == ["blank", "identity"]
+
+
+def test_two_recipes_are_refused(tmp_path):
+    """Two `--config` flags: refused in one line, never the last one silently."""
+    other = tmp_path / "other.yaml"
+    other.write_text(BASE.replace("e\n", "e2\n"))
+    for argv in (["--config", write(tmp_path, BASE), "--config", str(other)],
+                 [f"--config={other}", "--seed", "1", "--config", write(tmp_path, BASE)]):
+        with pytest.raises(ConfigError, match="--config given 2 times.*one recipe"):
+            parse_config(argv)

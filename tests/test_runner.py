@@ -14,6 +14,7 @@ import bench_lib.runner as runner
 from bench_lib import config_from_dict
 from bench_lib.backends import EditResult
 from bench_lib.config import ConfigError, JudgeConfig
+from bench_lib.failures import RunFailed
 from bench_lib.judges import Judgement, Rubrics
 from bench_lib.preflight import preflight
 from bench_lib.protocols import make_protocol
@@ -160,12 +161,14 @@ def test_length_batches_group_similar_lengths_and_cover_every_item_once():
 
 def test_generate_mode_end_to_end_with_the_random_judge(tmp_path):
     """The random tiny judge writes noise: every answer fails to parse, is asked again, fails again, and
-    becomes judge_failed with both raw answers kept; nothing enters a mean."""
+    becomes judge_failed with both raw answers kept; nothing enters a mean. Unparsed answers never stop a run
+    early: it writes every report, then fails because nothing was scored."""
     out = tmp_path / "gen"
     cfg = {**SMOKE, "dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "limit": 3, "editor": "identity",
            "judge_mode": "generate", "judge_max_new_tokens": 8,
            "judge_batch_size": 2}
-    runner.run(config_from_dict(cfg))
+    with pytest.raises(RunFailed, match=r"nothing was scored: none of the 3 samples is ok \(3 judge_failed\)"):
+        runner.run(config_from_dict(cfg))
     rows = read_results(out / "results.jsonl")
     assert [r["id"] for r in rows] == ["physics_01", "physics_02", "environment_01"]  # dataset order
     for r in rows:

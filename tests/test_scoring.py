@@ -128,6 +128,11 @@ def test_parse_answer_accepts_a_final_json_object(text, rationale):
     ('{"instruction": 7, "consistency": 10, "quality": 3', "does not end"),
     ("[7, 10, 3]", "does not end"),
     ("{'instruction': 7, 'consistency': 10, 'quality': 3}", "valid JSON"),
+    # ambiguous: a key twice (json.loads keeps the last), or a second answer object before the last one
+    ('{"instruction": 0, "consistency": 10, "quality": 3, "instruction": 10}', "more than once: instruction"),
+    (f'{GOOD}\n{{"instruction": 2, "consistency": 2, "quality": 2}}', "two answers"),
+    (f'First guess: {{"instruction": 9}}. Final: {GOOD}', "two answers"),
+    (f'```json\n{GOOD}\n```\nSo: {GOOD}', "two answers"),
 ])
 def test_parse_answer_is_strict(text, message):
     with pytest.raises(AnswerFormatError, match=message):

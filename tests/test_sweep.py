@@ -336,3 +336,35 @@ def test_a_variant_folder_that_is_a_link_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{top / 'b'} is a symbolic link" in err[0], err
     assert list(outside.iterdir()) == [] and not (top / "a").exists()
+
+
+def test_a_sweep_writes_every_report_then_fails_if_a_variant_scored_nothing(tmp_path):
+    """Rule (b) per variant: `bad` fails every sample (two error types: no early stop), `good` scores; every
+    variant's reports and the sweep report are written, then the sweep fails naming `bad`."""
+    from test_edit_stage import BrokenEditor, register_backends
+    from test_judge_stage import ScriptedJudge, write_manifest
+
+    import bench_lib.runner as runner
+    from bench_lib.backends import EDITORS, JUDGES
+    from bench_lib.config import config_from_dict
+    from bench_lib.failures import RunFailed
+    from bench_lib.store import read_run
+
+    register_backends()
+    BrokenEditor.mode, ScriptedJudge.mode = "fixed", "answer"
+    out = tmp_path / "out"
+    try:
+        cfg = config_from_dict({"dataset": str(write_manifest(tmp_path / "data", 4)), "output_dir": str(out),
+                                "editor": "test-broken", "judge": "test-scripted", "baselines": "identity",
+                                "sweep": [{"name": "good"}, {"name": "bad", "mixed": True}]})
+        with pytest.raises(RunFailed, match=r"^1 sweep variant\(s\) scored nothing: bad: none of the 4 samples is "
+                                            r"ok \(4 edit_failed\)"):
+            runner.run(cfg)
+    finally:
+        EDITORS.pop("test-broken")
+        JUDGES.pop("test-scripted")
+    assert [r["status"] for r in read_run(out / "good")["rows"]] == ["ok"] * 4
+    assert [r["status"] for r in read_run(out / "bad")["rows"]] == ["edit_failed"] * 4
+    report = json.loads((out / "sweep.json").read_text())
+    assert [(v["name"], v["count"], v["failed"]) for v in report["variants"]] == [("good", 4, 0), ("bad", 0, 4)]
+    assert (out / "sweep.md").is_file()

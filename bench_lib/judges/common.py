@@ -49,14 +49,16 @@ def parse_answer(text: str, questions: tuple[Question, ...]) -> tuple[dict[str, 
 
     The answer must end with one JSON object (a closing code fence after it is allowed) whose keys are exactly
     the questions' names and whose values are answers on their scales: integers in range (7.5, "7" and 11 fail),
-    "yes"/"no" for a yes/no question. The text before the object is the rationale.
+    "yes"/"no" for a yes/no question. The text before the object is the rationale. Ambiguous answers fail too: a
+    key given twice (JSON keeps the last), or another JSON object holding any of the questions' names before the
+    last one (two answers: which one is meant?).
     """
     body = text.strip()
     if body.endswith("```"):
         body = body[:-3].rstrip()
     if not body.endswith("}"):
         raise AnswerFormatError("the answer does not end with a JSON object")
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=_Pairs)
     start = body.rfind("{")
     value = None
     while start != -1:  # the last "{" from which a JSON value runs exactly to the end
@@ -70,7 +72,11 @@ def parse_answer(text: str, questions: tuple[Question, ...]) -> tuple[dict[str, 
         start = body.rfind("{", 0, start)
     if not isinstance(value, dict):
         raise AnswerFormatError("the answer does not end with a valid JSON object")
+    if value.repeated:
+        raise AnswerFormatError(f"the JSON object gives a key more than once: {', '.join(value.repeated)}")
     names = [q.name for q in questions]
+    if _answer_objects(body[:start], names):
+        raise AnswerFormatError("the answer holds two answers (JSON objects with the questions' keys)")
     if sorted(value) != sorted(names):
         raise AnswerFormatError(f"the JSON object has keys {sorted(value)}, expected exactly {sorted(names)}")
     answers = {}
@@ -88,6 +94,30 @@ def parse_answer(text: str, questions: tuple[Question, ...]) -> tuple[dict[str, 
     if rationale.endswith("```json") or rationale.endswith("```"):
         rationale = rationale.rsplit("```", 1)[0].rstrip()
     return answers, rationale
+
+
+class _Pairs(dict):
+    """A decoded JSON object that remembers the keys it was given more than once."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]):
+        super().__init__(pairs)
+        keys = [key for key, _ in pairs]
+        self.repeated = sorted({key for key in keys if keys.count(key) > 1})
+
+
+def _answer_objects(text: str, names: list[str]) -> bool:
+    """Whether `text` holds a JSON object with any of the questions' names as keys."""
+    decoder = json.JSONDecoder(object_pairs_hook=_Pairs)
+    start = text.find("{")
+    while start != -1:
+        try:
+            candidate, _ = decoder.raw_decode(text, start)
+            if isinstance(candidate, dict) and set(candidate) & set(names):
+                return True
+        except json.JSONDecodeError:
+            pass
+        start = text.find("{", start + 1)
+    return False
 
 
 def build_messages(ask: Ask, question: str) -> list[dict]:
