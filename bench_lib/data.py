@@ -568,7 +568,7 @@ def _read_table(cfg: DataConfig):
             raise ConfigError(f"dataset {cfg.dataset!r}: format kris needs KRIS-Bench's folder of task folders.")
         rows, identity = formats.read_kris(path)
         return _ManifestTable(rows, base=path, identity=identity, name=str(path)), formats.FORMATS[name]
-    table = _dataset_table(cfg, path)
+    table = _dataset_table(cfg, path, name)
     if name == "gedit" or (cfg.dataset_format == "auto" and formats.GEDIT_COLUMNS <= set(table.columns)):
         return table, formats.FORMATS["gedit"]
     return table, formats.FORMATS["datasets"]
@@ -590,7 +590,7 @@ def check_dataset_name(cfg: DataConfig) -> None:
         raise ConfigError(problem)
 
 
-def _dataset_table(cfg: DataConfig, path: Path) -> _DatasetTable:
+def _dataset_table(cfg: DataConfig, path: Path, name: str) -> _DatasetTable:
     import datasets
 
     if path.is_dir():
@@ -604,6 +604,13 @@ def _dataset_table(cfg: DataConfig, path: Path) -> _DatasetTable:
         return _DatasetTable(_load_dataset(cfg, str(path)), base=path.resolve())
     if path.is_file():
         builder = {".parquet": "parquet", ".csv": "csv"}.get(path.suffix.lower())
+        if builder is None and cfg.dataset_format != "auto":  # a named format that does not read such files
+            reads = ("GEdit-Bench's dataset (a hub id, a local dataset folder, or a .parquet/.csv file with columns "
+                     "key, task_type, instruction, instruction_language, input_image)" if name == "gedit"
+                     else "a hub id, a local dataset folder, or a .parquet/.csv file")
+            hint = ": read it with dataset_format manifest (or auto)" if path.suffix in (".json", ".jsonl") else ""
+            raise ConfigError(f"dataset {cfg.dataset!r}: format {name} reads {reads}, not a "
+                              f"{path.suffix or 'suffix-less'} file{hint}.")
         if builder is None:
             raise ConfigError(f"dataset {cfg.dataset!r} is a file but not a .json/.jsonl manifest, .parquet or .csv.")
         return _DatasetTable(_load_dataset(cfg, builder, data_files=str(path), split="train"),
