@@ -602,6 +602,8 @@ def _dataset_table(cfg: DataConfig, path: Path, name: str) -> _DatasetTable:
                 loaded = loaded[cfg.dataset_split]
             return _DatasetTable(loaded, base=path.resolve())
         return _DatasetTable(_load_dataset(cfg, str(path)), base=path.resolve())
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"dataset {cfg.dataset!r} is {not_regular(path)}, not a file or folder.")
     if path.is_file():
         builder = {".parquet": "parquet", ".csv": "csv"}.get(path.suffix.lower())
         if builder is None and cfg.dataset_format != "auto":  # a named format that does not read such files

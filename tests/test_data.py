@@ -284,3 +284,9 @@ def test_a_fifo_as_a_source_or_reference_is_that_sample_invalid_input(tmp_path):
                                  "image file"
     assert "reference_image file" in samples[1].problem and "FIFO" in samples[1].problem
     assert samples[2].problem is None
+    for name in ("d.parquet", "d.jsonl"):  # the dataset itself
+        os.mkfifo(tmp_path / name)
+        outcome = finishes(lambda n=name: load_samples(DataConfig(dataset=str(tmp_path / n))),
+                           unblock=[tmp_path / name])
+        assert isinstance(outcome.get("error"), ConfigError), outcome
+        assert "is a FIFO (named pipe), not a file or folder" in str(outcome["error"])
