@@ -4,8 +4,10 @@ Each sample's edit comes from a dataset column (`--columns edited_image=<column>
 dataset, image bytes, or a base64/data-URI string) or from a folder (`--edits_dir DIR`) holding one image per
 sample, named by the sample id with the output folder's safe-name rules (`bench_lib.store.safe_stem`: an id
 made of [a-z0-9._-] is its own name) and any image extension. A missing or unreadable edit is that sample's
-`edit_failed`, with the path in `error`. The run costs judge time only; every edit's sha256 is kept in its
-record, and provenance records one digest over them all (`bench_lib.outputs.edits_digest`).
+`edit_failed`, with the path in `error` (so is a file that is not a regular file, and a symbolic link out of the
+folder). The run costs judge time only; every edit's sha256 is kept in its record, and provenance records one
+digest over them all (`bench_lib.outputs.edits_digest`). A resumed run compares each kept edit with its file
+(`stale_edits`): a changed one is read and judged again.
 """
 
 from __future__ import annotations
