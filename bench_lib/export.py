@@ -160,6 +160,11 @@ def _public(value: Any, *, rounded: bool = False) -> Any:
         return [_public(v, rounded=rounded) for v in value]
     if isinstance(value, float) and rounded:
         return round(value, 4)
-    if isinstance(value, str) and (value.startswith(("/", "~")) or re.match(r"[A-Za-z]:[\\/]", value)):
+    if isinstance(value, str) and re.match(r"[A-Za-z]:[\\/]", value):  # a Windows path
         return re.split(r"[\\/]", value.rstrip("/\\"))[-1] or value
+    if isinstance(value, str):  # "/a/b/c", "~/a/c", "precomputed:/a/c" -> "c"; URLs and ORG/NAME stay
+        return _ABSOLUTE.sub(lambda m: m.group(1), value)
     return value
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.\-/~])~?/(?:[^\s/\"']+/)*([^\s/\"']+)/?")

@@ -117,3 +117,17 @@ def test_the_card_names_the_dataset_not_a_local_path_and_rounds_the_means(run_wi
     assert repr(mean) not in card and f"score {mean:.2f} over 2 scored samples" in card
     assert f'"mean": {round(mean, 4)},' in card
     assert stamp_line(report["stamp"]) + "\n" in card  # one full stop
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("/home/me/data/manifest.jsonl", "manifest.jsonl"), ("/home/me/KRIS_Bench/", "KRIS_Bench"),
+    ("precomputed:/home/me/edits", "precomputed:edits"), ("~/models/lora", "lora"),
+    ("cannot read /tmp/x/a.png: gone", "cannot read a.png: gone"),
+    ("https://huggingface.co/org/name", "https://huggingface.co/org/name"), ("org/name", "org/name"),
+    ("data/demo/manifest.jsonl", "data/demo/manifest.jsonl"), ("tiny:qwen3-vl", "tiny:qwen3-vl"),
+    (1.23456789, 1.23456789),  # config values are never rounded
+])
+def test_the_card_shows_a_local_path_by_its_last_part(value, shown):
+    from bench_lib.export import _public
+
+    assert _public({"k": [value]}) == {"k": [shown]}
