@@ -91,6 +91,13 @@ class Editor(Backend):
     @abstractmethod
     def edit(self, sample: Sample, source: Image.Image, *, seed: int) -> EditResult: ...
 
+    @classmethod
+    def stale_edits(cls, cfg: Any, samples: list[Sample], records: dict[str, dict]) -> dict[str, str]:
+        """Main process, when a run resumes: sample id -> why, for each kept ok edit (`records`: the latest edit
+        record per id) that no longer stands for what this editor would give now (an edit read from a file that
+        has changed since). They are edited and judged again."""
+        return {}
+
     def switch(self, cfg: Any) -> bool:
         """Become the editor `cfg` describes without reloading (a sweep's next variant: another adapter on the
         same base), set `self.cfg` and return True; or return False when that needs a new load (the runner then

@@ -17,7 +17,10 @@ import json
 import math
 import os
 import re
+import stat
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -84,6 +87,52 @@ def decode(image: Image.Image, *, max_pixels: int) -> Image.Image:
     return to_rgb(image)
 
 
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def not_regular(path: Path) -> Optional[str]:
+    """Why `path` can't be read as a file ("not found", "a FIFO (named pipe)", ...), or None for a regular file (or
+    a link to one). Reading a FIFO would wait forever for a writer, a device would never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "not found"
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: Path):
+    """`open(path, "rb")` for a regular file only; anything else raises `ValueError` saying what it is, at once
+    (the file is opened non-blocking, so a FIFO swapped in after a check can't hang the process either)."""
+    problem = not_regular(path)
+    if problem == "not found":
+        raise FileNotFoundError(f"no such file: {path}")
+    if problem is not None:
+        raise ValueError(f"{path} is {problem}, not an image file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{path} is {_kind(mode)}, not an image file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of a regular file (see `open_regular`)."""
+    with open_regular(path) as f:
+        return f.read()
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """Where one image lives; `load()` decodes it. One of `path`, `data`, `row` or `problem` is set."""
@@ -110,20 +159,26 @@ class ImageRef:
             return self._resolved().read_bytes()
         if self.encoded is not None:
             return base64.b64decode(self.encoded, validate=False)
-        return self.data if self.data is not None else self.path.read_bytes()
+        return self.data if self.data is not None else read_regular(self.path)
 
     def size(self) -> tuple[int, int]:
         """(width, height) from the image's header, without decoding its pixels."""
         with self._open() as image:
             return image.size
 
-    def _open(self) -> Image.Image:
+    @contextmanager
+    def _open(self) -> Iterator[Image.Image]:
         if self.problem is not None:
             raise ValueError(self.problem)
         if self.path is None and self.data is None and self.encoded is None:
-            return self._resolved()._open()
-        source = self.path if self.path is not None else io.BytesIO(self.read_bytes())
-        return Image.open(source, formats=IMAGE_FORMATS)
+            with self._resolved()._open() as image:
+                yield image
+        elif self.path is not None:
+            with open_regular(self.path) as f, Image.open(f, formats=IMAGE_FORMATS) as image:
+                yield image
+        else:
+            with Image.open(io.BytesIO(self.read_bytes()), formats=IMAGE_FORMATS) as image:
+                yield image
 
     def _resolved(self) -> ImageRef:
         """An undecoded datasets.Image value {"bytes": ..., "path": ...} as a bytes or path reference."""
@@ -262,8 +317,9 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
         ref = images.get(name)
         if ref is not None and ref.problem is not None:
             problems.append(f"{name}: {ref.problem}")
-        elif ref is not None and ref.path is not None and not ref.path.is_file():
-            problems.append(f"{name} file not found: {ref.path}")
+        elif ref is not None and ref.path is not None and (unusable := not_regular(ref.path)) is not None:
+            problems.append(f"{name} file not found: {ref.path}" if unusable == "not found"
+                            else f"{name} file {ref.path} is {unusable}, not an image file")
     if images.get("source_image") is None:
         problems.append("source_image is missing")
     return Sample(
@@ -512,7 +568,7 @@ def _read_table(cfg: DataConfig):
             raise ConfigError(f"dataset {cfg.dataset!r}: format kris needs KRIS-Bench's folder of task folders.")
         rows, identity = formats.read_kris(path)
         return _ManifestTable(rows, base=path, identity=identity, name=str(path)), formats.FORMATS[name]
-    table = _dataset_table(cfg, path)
+    table = _dataset_table(cfg, path, name)
     if name == "gedit" or (cfg.dataset_format == "auto" and formats.GEDIT_COLUMNS <= set(table.columns)):
         return table, formats.FORMATS["gedit"]
     return table, formats.FORMATS["datasets"]
@@ -534,7 +590,7 @@ def check_dataset_name(cfg: DataConfig) -> None:
         raise ConfigError(problem)
 
 
-def _dataset_table(cfg: DataConfig, path: Path) -> _DatasetTable:
+def _dataset_table(cfg: DataConfig, path: Path, name: str) -> _DatasetTable:
     import datasets
 
     if path.is_dir():
@@ -546,8 +602,17 @@ def _dataset_table(cfg: DataConfig, path: Path) -> _DatasetTable:
                 loaded = loaded[cfg.dataset_split]
             return _DatasetTable(loaded, base=path.resolve())
         return _DatasetTable(_load_dataset(cfg, str(path)), base=path.resolve())
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"dataset {cfg.dataset!r} is {not_regular(path)}, not a file or folder.")
     if path.is_file():
         builder = {".parquet": "parquet", ".csv": "csv"}.get(path.suffix.lower())
+        if builder is None and cfg.dataset_format != "auto":  # a named format that does not read such files
+            reads = ("GEdit-Bench's dataset (a hub id, a local dataset folder, or a .parquet/.csv file with columns "
+                     "key, task_type, instruction, instruction_language, input_image)" if name == "gedit"
+                     else "a hub id, a local dataset folder, or a .parquet/.csv file")
+            hint = ": read it with dataset_format manifest (or auto)" if path.suffix in (".json", ".jsonl") else ""
+            raise ConfigError(f"dataset {cfg.dataset!r}: format {name} reads {reads}, not a "
+                              f"{path.suffix or 'suffix-less'} file{hint}.")
         if builder is None:
             raise ConfigError(f"dataset {cfg.dataset!r} is a file but not a .json/.jsonl manifest, .parquet or .csv.")
         return _DatasetTable(_load_dataset(cfg, builder, data_files=str(path), split="train"),

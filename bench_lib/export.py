@@ -10,13 +10,17 @@ card (README.md) and `DatasetInfo.description`. Nothing is recomputed: the rows 
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
 
+from PIL import Image
+
 from .config import ConfigError, config_from_dict
-from .data import Sample, load_benchmark
+from .data import IMAGE_FORMATS, ImageRef, Sample, load_benchmark
 from .store import read_run, stamp_line
 
 CARD_FILE = "README.md"
@@ -34,9 +38,18 @@ def export_run(run_dir: Path, out_dir: Path, *, dataset: Optional[str] = None):
         raise ConfigError(f"{run_dir}: report.json has no results_features (written by an older harness): "
                           "rerun the same command to rewrite the outputs, then export.")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file: give a new (or empty) folder for the dataset.")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir} exists and is not empty: choose a new folder.")
-    samples = {s.id: s for s in _samples(report, dataset)}
+    loaded, identity, where = _samples(report, dataset)
+    expected = ((run.get("fingerprint") or {}).get("data") or {}).get("dataset_content")
+    if identity != expected:  # the same ids are not the same data: the images would belong to other samples
+        moved = (" (a dataset read by `datasets` is identified by its fingerprint, which also changes when its "
+                 "files move)" if str(expected).startswith("datasets:") else "")
+        raise ConfigError(f"the dataset at {where} is not the run's data: its content is {identity}, the run's was "
+                          f"{expected}{moved}. Pass --dataset with the data the run used.")
+    samples = {s.id: s for s in loaded}
     missing = [r["id"] for r in rows if r["id"] not in samples]
     if missing:
         raise ConfigError(f"the dataset has no sample {missing[0]!r} of the run ({len(missing)} missing): is it the "
@@ -56,7 +69,7 @@ def export_run(run_dir: Path, out_dir: Path, *, dataset: Optional[str] = None):
             record = {name: row.get(name) for name in results if name != "edited_image"}
             record["edited_image_path"] = row["edited_image"]
             record["source_image"] = _image(sample.source_image)
-            record["edited_image"] = ({"bytes": (Path(run_dir) / row["edited_image"]).read_bytes(), "path": None}
+            record["edited_image"] = (_image(ImageRef(path=Path(run_dir) / row["edited_image"]))
                                       if row.get("edited_image") else None)
             if with_reference:
                 record["reference_image"] = _image(sample.reference_image)
@@ -82,40 +95,76 @@ def push(exported, out_dir: Path, repo: str, *, private: bool) -> None:
     DatasetCard((Path(out_dir) / CARD_FILE).read_text(encoding="utf-8")).push_to_hub(repo, repo_type="dataset")
 
 
-def _samples(report: dict[str, Any], dataset: Optional[str]) -> list[Sample]:
+def _samples(report: dict[str, Any], dataset: Optional[str]) -> tuple[list[Sample], str, str]:
+    """The samples of the dataset (where it is now), its content identity, and where it was read."""
     config = dict(report["meta"]["config"])
     config["dataset"] = dataset or report["meta"].get("dataset_path") or config["dataset"]
     cfg = config_from_dict(config)
     from .preflight import check_dataset_name
 
     check_dataset_name(cfg.data)
-    samples, _ = load_benchmark(cfg.data)
-    return samples
+    samples, identity = load_benchmark(cfg.data)
+    return samples, identity, cfg.data.dataset
 
 
-def _image(ref) -> Optional[dict[str, Any]]:
+def _image(ref: Optional[ImageRef]) -> Optional[dict[str, Any]]:
+    """The image's encoded bytes as they are, or None (an empty cell; the row's status and error say why) when it
+    can't be read: a missing file, bad base64, not an image, or not a regular file (a FIFO is never waited on)."""
     if ref is None or ref.problem is not None:
         return None
-    return {"bytes": ref.read_bytes(), "path": None}
+    try:
+        data = ref.read_bytes()
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS):  # the header only: the viewer can show it
+            pass
+    except (OSError, ValueError):  # binascii.Error and PIL's UnidentifiedImageError included
+        return None
+    return {"bytes": data, "path": None}
 
 
 def _summary(report: dict[str, Any]) -> str:
     meta = report["meta"]
     overall = report["overall"]
-    return (f"Edits of {meta['editor_model']} ({meta['editor']}) on {meta['dataset']}, judged by {meta['judge_model']} "
-            f"under the {meta['protocol']} protocol: {meta['primary_metric']} {overall.get('mean')} over "
-            f"{overall.get('count')} scored samples. {stamp_line(report['stamp'])}.")
+    mean = overall.get("mean")
+    return (f"Edits of {_public(meta['editor_model'])} ({meta['editor']}) on {_public(meta['dataset'])}, judged by "
+            f"{_public(meta['judge_model'])} under the {meta['protocol']} protocol: {meta['primary_metric']} "
+            f"{'none' if mean is None else f'{mean:.2f}'} over {overall.get('count')} scored samples. "
+            f"{stamp_line(report['stamp'])}")
 
 
 def card(report: dict[str, Any]) -> str:
-    """The dataset card: what the rows are, the headline, and the provenance and config as JSON."""
+    """The dataset card: what the rows are, the headline, and the provenance and config as JSON. Meant to be
+    published: a path on this machine is shown by its last part (the dataset's file or folder name), and the means
+    are rounded (4 decimals; 2 in the headline line, as in report.md)."""
     meta = report["meta"]
     lines = ["---", "tags:", "- image-editing", "- benchmark-results", "---", "",
-             f"# Image-editing results: {meta['editor_model']}", "", _summary(report), "",
+             f"# Image-editing results: {_public(meta['editor_model'])}", "", _summary(report), "",
              "Each row is one benchmark sample: the source image, the edit, the reference where the data has one, "
              "and every score and judge answer of the run's results.jsonl (`edited_image_path` is the edit's file "
              "in the run folder). `status` other than `ok` means the sample was not scored; its `error` says why.",
-             "", "## Overall", "", "```json", json.dumps(report["overall"], indent=2), "```", "",
-             "## Provenance", "", "```json", json.dumps(report.get("provenance"), indent=2), "```", "",
-             "## Config", "", "```json", json.dumps(meta.get("config"), indent=2), "```", ""]
+             "", "## Overall", "", "```json", _json(report["overall"], rounded=True), "```", "",
+             "## Provenance", "", "```json", _json(report.get("provenance")), "```", "",
+             "## Config", "", "```json", _json(meta.get("config")), "```", ""]
     return "\n".join(lines)
+
+
+def _json(value: Any, *, rounded: bool = False) -> str:
+    return json.dumps(_public(value, rounded=rounded), indent=2, ensure_ascii=False)
+
+
+def _public(value: Any, *, rounded: bool = False) -> Any:
+    """`value` with every absolute local path replaced by its last part (and, `rounded`, every float rounded to 4
+    decimals: the means, not a config's values)."""
+    if isinstance(value, dict):
+        return {key: _public(v, rounded=rounded) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_public(v, rounded=rounded) for v in value]
+    if isinstance(value, float) and rounded:
+        return round(value, 4)
+    if isinstance(value, str) and re.match(r"[A-Za-z]:[\\/]", value):  # a Windows path
+        return re.split(r"[\\/]", value.rstrip("/\\"))[-1] or value
+    if isinstance(value, str):  # "/a/b/c", "~/a/c", "precomputed:/a/c" -> "c"; URLs and ORG/NAME stay
+        return _ABSOLUTE.sub(lambda m: m.group(1), value)
+    return value
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.\-/~])~?/(?:[^\s/\"']+/)*([^\s/\"']+)/?")

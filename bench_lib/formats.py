@@ -21,8 +21,10 @@ same pixel cap, checked before any pixel is decoded).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -62,41 +64,151 @@ def detect(cfg: DataConfig) -> str:
     if path.is_dir():
         return "kris" if any(path.glob("*/annotation.json")) else "datasets"
     if path.suffix in (".json", ".jsonl") and path.is_file():
-        first = _first_record(path)
-        if first is not None and RE_EDIT_FIELDS <= set(first):
+        keys = first_record_keys(path)
+        if keys is not None and RE_EDIT_FIELDS <= keys:
             return "re_edit"
-        if first is not None and RISEBENCH_FIELDS <= set(first) and not {"id", "source_image"} & set(first):
+        if keys is not None and RISEBENCH_FIELDS <= keys and not {"id", "source_image"} & keys:
             return "risebench"
         return "manifest"
     return "datasets"
 
 
-def _first_record(path: Path) -> Optional[dict]:
-    """The first record of a JSON list (or of the first list in an object), or of a JSONL file, read without
-    parsing the whole file when it is large (RE-Edit's file holds every image as base64)."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 20).decode("utf-8-sig", errors="ignore")
-    if path.suffix == ".jsonl":
-        line = next((line for line in head.splitlines() if line.strip()), "")
-        try:
-            value = json.loads(line)
-        except ValueError:
+def first_record_keys(path: Path) -> Optional[set[str]]:
+    """The keys of the first record of a JSON list (or of the first non-empty list of an object), or of a JSONL
+    file; None when there is none or the file is not JSON. The file is streamed: a record of any size is read
+    through (RE-Edit's records hold an image each as base64) while only the keys are kept, and nothing after
+    the first record is read."""
+    try:
+        with open(path, "rb") as f:
+            stream = _JsonStream(f)
+            first = stream.peek()
+            if first == "{" and path.suffix == ".jsonl":
+                return stream.keys()
+            if first == "[" and path.suffix == ".json":
+                stream.pos += 1
+                return stream.keys() if stream.peek() == "{" else None
+            if first == "{" and path.suffix == ".json":  # {category: [records]}
+                stream.pos += 1
+                while stream.peek() == '"':
+                    stream.string(keep=False)
+                    stream.expect(":")
+                    if stream.peek() == "[":
+                        stream.pos += 1
+                        if stream.peek() == "{":
+                            return stream.keys()
+                        if stream.peek() != "]":
+                            return None
+                        stream.pos += 1
+                    else:
+                        stream.skip()
+                    if not stream.take(","):
+                        return None
             return None
-        return value if isinstance(value, dict) else None
-    start = head.find("{", head.find("[") if "[" in head else 0)
-    decoder = json.JSONDecoder()
-    while start != -1:
-        try:
-            value, _ = decoder.raw_decode(head, start)
-            if isinstance(value, dict) and not any(isinstance(v, list) for v in value.values()):
-                return value
-            if isinstance(value, dict):  # {category: [records]}: the first record of the first list
-                first = next((v[0] for v in value.values() if isinstance(v, list) and v), None)
-                return first if isinstance(first, dict) else None
-        except ValueError:
-            pass
-        start = head.find("{", start + 1)
-    return None
+    except ValueError:  # not JSON (the manifest reader says where)
+        return None
+
+
+_STRING_STOP = re.compile(r'["\\]')
+_SCALAR_END = re.compile(r"[,\]}\s]")
+
+
+class _JsonStream:
+    """A JSON text read a chunk at a time, with what has been consumed dropped: enough of a parser to walk over
+    values of any size (long strings are skipped with a regular-expression search, not character by character)."""
+
+    def __init__(self, f, chunk: int = 1 << 20):
+        self.f, self.chunk = f, chunk
+        self.text, self.pos = "", 0
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+
+    def fill(self) -> bool:
+        """Read the next chunk (False at the end of the file)."""
+        data = self.f.read(self.chunk)
+        self.text = self.text[self.pos:] + self.decoder.decode(data, final=not data)
+        self.pos = 0
+        return bool(data)
+
+    def peek(self) -> str:
+        """The next character that is not white space ("" at the end), not consumed."""
+        while True:
+            while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self.fill():
+                return ""
+
+    def take(self, char: str) -> bool:
+        if self.peek() != char:
+            return False
+        self.pos += 1
+        return True
+
+    def expect(self, char: str) -> None:
+        if not self.take(char):
+            raise ValueError(f"expected {char!r}")
+
+    def string(self, *, keep: bool) -> Optional[str]:
+        """The string that starts here (its text when `keep`, else it is only skipped)."""
+        self.expect('"')
+        raw = []
+        while True:
+            stop = _STRING_STOP.search(self.text, self.pos)
+            if stop is None or (stop.group() == "\\" and stop.end() >= len(self.text)):
+                end = stop.start() if stop else len(self.text)  # an escape cut by the chunk waits for the next
+                if keep:
+                    raw.append(self.text[self.pos:end])
+                self.pos = end
+                if not self.fill():
+                    raise ValueError("unterminated string")
+                continue
+            end = stop.end() + (stop.group() == "\\")  # a backslash and the character it escapes
+            if keep:
+                raw.append(self.text[self.pos:end])
+            self.pos = end
+            if stop.group() == '"':
+                return json.loads('"' + "".join(raw)) if keep else None
+
+    def skip(self) -> None:
+        """Walk over the value that starts here."""
+        char = self.peek()
+        if char == '"':
+            self.string(keep=False)
+        elif char in ("{", "["):
+            depth = 0
+            while True:
+                char = self.peek()
+                if char == "":
+                    raise ValueError("unterminated value")
+                if char == '"':
+                    self.string(keep=False)
+                    continue
+                self.pos += 1
+                depth += {"{": 1, "[": 1, "}": -1, "]": -1}.get(char, 0)
+                if depth == 0:
+                    return
+        elif char:
+            while (end := _SCALAR_END.search(self.text, self.pos)) is None:
+                self.pos = len(self.text)
+                if not self.fill():
+                    return
+            self.pos = end.start()
+        else:
+            raise ValueError("no value")
+
+    def keys(self) -> set[str]:
+        """The keys of the object that starts here (its values are skipped)."""
+        self.expect("{")
+        keys: set[str] = set()
+        if self.take("}"):
+            return keys
+        while True:
+            keys.add(self.string(keep=True))
+            self.expect(":")
+            self.skip()
+            if self.take("}"):
+                return keys
+            self.expect(",")
 
 
 def re_edit_id(record: dict, category: str, index: int) -> Any:
@@ -138,6 +250,8 @@ def read_kris(root: Path) -> tuple[list[dict], str]:
     rows, digest = [], hashlib.sha256()
     for annotation in sorted(root.glob("*/annotation.json")):
         task = annotation.parent.name
+        if not annotation.is_file():  # a FIFO would wait forever for a writer
+            raise ConfigError(f"{str(annotation)!r} is not a regular file.")
         raw = annotation.read_bytes()
         digest.update(task.encode() + b"\0" + raw + b"\0")
         try:
@@ -146,7 +260,11 @@ def read_kris(root: Path) -> tuple[list[dict], str]:
             raise ConfigError(f"{str(annotation)!r} is not valid JSON: {err}") from None
         if not isinstance(entries, dict):
             raise ConfigError(f"{str(annotation)!r} must be an object keyed by image id.")
-        for key in sorted(entries, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k))):
+        odd = [key for key in entries if any(c.isdigit() and c not in "0123456789" for c in key)]
+        if odd:
+            raise ConfigError(f"{str(annotation)!r}: key {odd[0]!r} is a number written with other than the digits "
+                              "0-9 (KRIS-Bench numbers its samples 1, 2, ...): rename it.")
+        for key in sorted(entries, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k)):
             entry = entries[key] if isinstance(entries[key], dict) else {}
             source = entry.get("ori_img")
             gt = entry.get("gt_img")

@@ -2,6 +2,7 @@
 user's mistake is one line and exit code 2 within a second or two:
 
 - the output folder can be one (not a file, not inside a local dataset folder);
+- the judge's rubrics can be read and `category_map` names the protocol's dimensions;
 - the model names: `tiny:` names exist, a local folder exists, a hub id is cached or reachable, exists and is
   not gated (the backends' own `preflight`; one request each, no retries);
 - the dataset: a local path must exist (it is never sent to the hub), a hub id must be usable; a local
@@ -17,6 +18,8 @@ from typing import Optional
 from .backends import EDITORS, JUDGES, registered
 from .config import BenchmarkConfig, ConfigError
 from .data import Sample, check_dataset_name, load_benchmark
+from .judges import Rubrics
+from .protocols import make_protocol
 
 
 def check_output_dir(cfg: BenchmarkConfig) -> None:
@@ -53,6 +56,7 @@ def preflight(cfg: BenchmarkConfig) -> Optional[tuple[list[Sample], str]]:
         for variant in expand(cfg, announce=True):  # every variant's adapter or pipeline can be found
             EDITORS[variant.cfg.editor.editor].preflight(variant.cfg.editor_backend, variant.cfg)
     JUDGES[cfg.judge.judge].preflight(cfg.judge_backend, cfg)
+    make_protocol(cfg.judge, Rubrics(cfg.judge.prompts_dir))  # the rubrics read, `category_map` names dimensions
     check_dataset_name(cfg.data)
     if Path(cfg.data.dataset).expanduser().exists():
         return load_benchmark(cfg.data)

@@ -336,7 +336,11 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
             "harness": harness_commit(), "models": backend_models(cfg)}
     attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info)
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
-    reusable = {s.id for s in samples if folder.edit_is_reusable(edits.get(s.id))}
+    stale = EDITORS[cfg.editor.editor].stale_edits(cfg.editor_backend, samples, edits)
+    if stale:
+        first = next(iter(stale))
+        logger.warning("%d kept edit(s) are done again: %r: %s", len(stale), first, stale[first])
+    reusable = {s.id for s in samples if s.id not in stale and folder.edit_is_reusable(edits.get(s.id))}
     baselines = {name: folder.read_baseline_records(name) for name in cfg.editor.baseline_names()}
     return Plan(attempt, edits, judgements, reusable, baselines)
 

@@ -3,7 +3,8 @@
     python scripts/export_results.py outputs/smoke exported/smoke
     python scripts/export_results.py outputs/smoke exported/smoke --push_to_hub my-org/smoke-results --private
 
-Then: `datasets.load_from_disk("exported/smoke")`. Exit code 2 for a folder that is not one finished run.
+Then: `datasets.load_from_disk("exported/smoke")`. Exit code 2 for a folder that is not one finished run, data
+that is not the run's (`--dataset`), or an output folder that is a file or not empty.
 """
 
 import argparse

@@ -218,3 +218,75 @@ def test_image_size_is_read_from_the_header(tmp_path):
     Image.new("RGB", (30, 12)).save(tmp_path / "a.png")
     assert ImageRef(path=tmp_path / "a.png").size() == (30, 12)
     assert ImageRef(data=(tmp_path / "a.png").read_bytes()).size() == (30, 12)
+
+
+# --- files that are not files: a FIFO waits forever for a writer, a device never ends ----------------
+
+
+def finishes(call, *, unblock=(), timeout=30.0):
+    """Run `call` in a thread; fail (never hang) when it is still running after `timeout` s. A FIFO in `unblock`
+    is then opened for writing and closed, so a reader stuck on it gets EOF and the thread ends."""
+    import os
+    import threading
+
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = call()
+        except BaseException as err:  # handed to the test, which asserts on it
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    hung = thread.is_alive()
+    for fifo in unblock if hung else ():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass  # no reader waits on this one
+    thread.join(5)
+    assert not hung, f"{call} blocked on a file that is not a regular file"
+    return outcome
+
+
+def test_a_fifo_a_device_or_a_socket_is_refused_at_once_never_waited_on(tmp_path):
+    import os
+    import socket
+
+    fifo = tmp_path / "a.png"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "b.png"))
+    try:
+        for path, kind in ((fifo, "FIFO"), (tmp_path / "b.png", "socket"), ("/dev/zero", "character device")):
+            ref = ImageRef(path=path)
+            for method in (ref.load, ref.size, ref.read_bytes):
+                outcome = finishes(method, unblock=[fifo])
+                assert isinstance(outcome.get("error"), ValueError) and kind in str(outcome["error"]), outcome
+    finally:
+        sock.close()
+
+
+def test_a_fifo_as_a_source_or_reference_is_that_sample_invalid_input(tmp_path):
+    import os
+
+    rows = make_rows(tmp_path)
+    os.mkfifo(tmp_path / "img" / "pipe.png")
+    rows[0]["image"] = "img/pipe.png"
+    rows[1]["reference_image"] = "img/pipe.png"
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    outcome = finishes(lambda: load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl"), columns=COLUMNS)),
+                       unblock=[tmp_path / "img" / "pipe.png"])
+    samples = outcome["value"]
+    assert samples[0].problem == f"source_image file {tmp_path / 'img' / 'pipe.png'} is a FIFO (named pipe), not an " \
+                                 "image file"
+    assert "reference_image file" in samples[1].problem and "FIFO" in samples[1].problem
+    assert samples[2].problem is None
+    for name in ("d.parquet", "d.jsonl"):  # the dataset itself
+        os.mkfifo(tmp_path / name)
+        outcome = finishes(lambda n=name: load_samples(DataConfig(dataset=str(tmp_path / n))),
+                           unblock=[tmp_path / name])
+        assert isinstance(outcome.get("error"), ConfigError), outcome
+        assert "is a FIFO (named pipe), not a file or folder" in str(outcome["error"])

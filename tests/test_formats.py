@@ -207,3 +207,107 @@ def test_the_benchmark_recipes_run_on_their_formats(tmp_path, recipe):
     assert run["report"]["protocol"]["name"] == cfg.judge.protocol
     assert [r["status"] for r in run["rows"]].count("ok") == len([r for r in run["rows"] if not r["error"]]) > 0
     assert "the benchmark's own table" in (tmp_path / "out" / "report.md").read_text()
+
+
+def noise_b64(side=640) -> str:
+    """A PNG of noise (it does not compress): over 1 MiB as base64, the size of a real RE-Edit record's image."""
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@pytest.mark.parametrize("shape", ["list", "by_category", "jsonl"])
+def test_a_re_edit_file_whose_first_record_is_larger_than_a_mebibyte_is_detected(tmp_path, shape, monkeypatch):
+    import builtins
+
+    import bench_lib.formats as formats
+
+    records = re_edit_records()
+    # the image first, then a key and a value with escapes, then the fields detection needs
+    records[0] = {"src_img_b64": noise_b64(), "note \"q\" \\": "a\\\"b",
+                  **{k: v for k, v in records[0].items() if k != "src_img_b64"}}
+    assert len(records[0]["src_img_b64"]) > 1 << 20
+    path = tmp_path / ("RE-Edit.jsonl" if shape == "jsonl" else "RE-Edit.json")
+    first_size = len(json.dumps(records[0]))
+    if shape == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    else:
+        path.write_text(json.dumps(records if shape == "list" else {"physical": [], "all": records}))
+    read = []
+
+    def counting_open(*args, **kwargs):
+        f = builtins.open(*args, **kwargs)
+        original = f.read
+        f.read = lambda n=-1: (data := original(n), read.append(len(data)))[0]
+        return f
+
+    monkeypatch.setattr(formats, "open", counting_open, raising=False)
+    assert detect(DataConfig(dataset=str(path))) == "re_edit"
+    assert sum(read) < first_size + (2 << 20) and -1 not in read  # streamed: never the whole file at once
+    monkeypatch.undo()
+    samples = load_samples(DataConfig(dataset=str(path), max_image_pixels=1_000_000))
+    assert samples[0].id == "00025_physical_medium" and samples[0].source_image.size() == (640, 640)
+
+
+def test_detection_reads_only_up_to_the_first_record(tmp_path):
+    from bench_lib.formats import first_record_keys
+
+    record = {"subset": "physical", "src_img_b64": noise_b64(), "edit_instruction_en": "Melt it."}
+    path = tmp_path / "big.json"
+    path.write_text("[" + json.dumps(record) + ", " + "x" * (3 << 20))  # what follows is never parsed
+    assert first_record_keys(path) == set(record)
+    for text, keys in [("[]", None), ("[1, 2]", None), ('{"a": 1}', None), ('{"a": [], "b": [{"k": 1}]}', {"k"}),
+                       ('{"n": {"y": [1, "]}"]}, "m": -1.5e3, "b": [{"k": true}]}', {"k"}),
+                       ('[{"k": "unterminated', None), ("not json", None), ('\ufeff[{"k\\u00e9": null}]', {"ké"})]:
+        path.write_text(text, encoding="utf-8")
+        assert first_record_keys(path) == keys, text
+    # every cut of the text between two chunks: escapes, multi-byte characters and numbers split anywhere
+    from bench_lib.formats import _JsonStream
+
+    text = '{"a\\"b": "x\\\\", "é\\u00e9": [1, {"d": "\\"}"}], "n": -12.5e3, "e": null}'
+    for chunk in (1, 2, 3, 5, 64):
+        assert _JsonStream(io.BytesIO(text.encode()), chunk=chunk).keys() == {'a"b', "éé", "n", "e"}, chunk
+
+
+def test_a_kris_key_written_with_other_digits_is_one_line_and_exit_2(tmp_path):
+    from test_newcomer import assert_one_line, probe
+
+    root = make_kris(tmp_path)
+    annotation = root / "chemistry" / "annotation.json"
+    entries = json.loads(annotation.read_text())
+    entries["²"] = entries["2"]  # str.isdigit() says yes, int() says no
+    annotation.write_text(json.dumps(entries))
+    result, imported, errors = probe("--dataset", str(root), "--editor", "identity", "--output_dir",
+                                     str(tmp_path / "out"))
+    assert_one_line(result, errors, str(annotation), "key '²'")
+    assert imported == [] and not (tmp_path / "out").exists()
+    del entries["²"]
+    entries["a"] = entries["10"] = entries["2"]  # other text keys keep their order: numbers first, then text
+    annotation.write_text(json.dumps(entries))
+    assert [s.id for s in load_samples(DataConfig(dataset=str(root)))][:4] == ["chemistry_1", "chemistry_2",
+                                                                              "chemistry_10", "chemistry_a"]
+
+
+def test_a_fifo_named_annotation_json_is_refused_not_waited_on(tmp_path):
+    import os
+
+    from test_data import finishes
+
+    root = make_kris(tmp_path)
+    (root / "zz_task").mkdir()
+    os.mkfifo(root / "zz_task" / "annotation.json")
+    outcome = finishes(lambda: load_samples(DataConfig(dataset=str(root))),
+                       unblock=[root / "zz_task" / "annotation.json"])
+    assert isinstance(outcome.get("error"), ConfigError) and "not a regular file" in str(outcome["error"])
+
+
+def test_gedit_on_a_jsonl_file_says_what_gedit_reads(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"id": "a"}\n')
+    with pytest.raises(ConfigError) as refused:
+        load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl"), dataset_format="gedit"))
+    message = str(refused.value)
+    assert "format gedit reads GEdit-Bench's dataset" in message and "a .jsonl file" in message
+    assert "dataset_format manifest" in message and "not a .json/.jsonl" not in message

@@ -165,6 +165,16 @@ def test_default_math_is_the_score_formula():
 # --- categories ------------------------------------------------------------------------------------------
 
 
+def test_a_wrong_category_map_is_one_line_before_torch_and_before_the_output_folder(tmp_path):
+    from test_newcomer import assert_one_line, probe
+
+    out = tmp_path / "out"
+    result, imported, errors = probe("--dataset", "data/demo/manifest.jsonl", "--editor", "identity", "--output_dir",
+                                     str(out), "--protocol", "risebench", "--category_map", "physics=gravity")
+    assert_one_line(result, errors, "`category_map` maps to ['gravity']", "'risebench'")
+    assert imported == [] and not out.exists()
+
+
 def test_category_map_is_case_insensitive_and_checked():
     p = make_protocol(JudgeConfig(protocol="risebench", category_map={"Aging": "TEMPORAL"}),
                       Rubrics(JudgeConfig().prompts_dir))

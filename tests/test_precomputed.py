@@ -1,0 +1,118 @@
+"""The precomputed editor: edits made elsewhere, read from a folder (or a dataset column) and judged."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from launch import ROOT
+from PIL import Image
+from test_multiprocess import make_manifest
+
+import bench_lib.cli as cli
+from bench_lib.config import DataConfig
+from bench_lib.data import load_samples
+from bench_lib.editors.precomputed import PrecomputedConfig, PrecomputedEditor
+from bench_lib.store import read_run, safe_stem
+
+JUDGE = ["--judge_model", "tiny:qwen3-vl", "--judge_dtype", "float32", "--judge_min_digit_mass", "0",
+         "--gallery", "false", "--baselines", ""]
+
+
+def source_copies(tmp_path, manifest, name="edits-elsewhere"):
+    """A folder holding each sample's source image under the sample's own name (PNG)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        with Image.open(manifest.parent / row["source_image"]) as image:
+            image.convert("RGB").save(folder / f"{safe_stem(row['id'])}.png")
+    return folder
+
+
+def precomputed(manifest, edits, out):
+    return ["--dataset", str(manifest), "--editor", "precomputed", "--edits_dir", str(edits),
+            "--output_dir", str(out), *JUDGE]
+
+
+def edit_records(out):
+    return [json.loads(line) for path in sorted((out / "records").glob("attempt-*.edit.*.jsonl"))
+            for line in path.read_text().splitlines()]
+
+
+def test_an_edit_replaced_between_a_run_and_its_resume_is_read_and_judged_again(tmp_path):
+    manifest = make_manifest(tmp_path, 3)
+    ids = [json.loads(line)["id"] for line in manifest.read_text().splitlines()]
+    edits = source_copies(tmp_path, manifest)
+    out = tmp_path / "run"
+    # first given relative to the working folder, then absolute: the same folder, so the run resumes
+    assert cli.main(precomputed(manifest, os.path.relpath(edits), out)) == 0
+    first = read_run(out)["rows"]
+
+    changed = edits / f"{safe_stem(ids[0])}.png"
+    with Image.open(changed) as image:
+        image.transpose(Image.Transpose.ROTATE_180).resize((48, 40)).save(changed)
+    assert cli.main(precomputed(manifest, edits, out)) == 0
+    resumed = read_run(out)
+
+    fresh_out = tmp_path / "fresh"
+    assert cli.main(precomputed(manifest, edits, fresh_out)) == 0
+    fresh = read_run(fresh_out)["rows"]
+    assert abs(fresh[0]["score"] - first[0]["score"]) > 1e-3  # the new edit scores differently: the check has teeth
+    assert resumed["report"]["meta"]["attempt"] == 2 and resumed["report"]["meta"]["reused_edits"] == 2
+    assert [(r["id"], r["status"]) for r in resumed["rows"]] == [(r["id"], r["status"]) for r in fresh]
+    for row, expected in zip(resumed["rows"], fresh):  # batch composition moves the last bits only
+        assert row["subscores"] == pytest.approx(expected["subscores"], abs=1e-4)
+    with Image.open(out / resumed["rows"][0]["edited_image"]) as image:
+        assert image.size == (48, 40)  # the output folder's copy is the new edit
+    latest = {r["id"]: r for r in edit_records(out)}
+    assert latest[ids[0]]["attempt"] == 2 and latest[ids[1]]["attempt"] == 1
+    assert latest[ids[0]]["edit_sha256"] == hashlib.sha256(changed.read_bytes()).hexdigest()
+
+    # an edit that disappeared is that sample's edit_failed now, not the old image's score
+    changed.unlink()
+    assert cli.main(precomputed(manifest, edits, out)) == 0
+    rows = read_run(out)["rows"]
+    assert [r["status"] for r in rows] == ["edit_failed", "ok", "ok"] and "no edit for this sample" in rows[0]["error"]
+
+
+def test_a_fifo_in_edits_dir_is_that_sample_edit_failed_not_a_hang(tmp_path):
+    manifest = make_manifest(tmp_path, 3)
+    ids = [json.loads(line)["id"] for line in manifest.read_text().splitlines()]
+    edits = source_copies(tmp_path, manifest)
+    fifo = edits / f"{safe_stem(ids[1])}.png"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    out = tmp_path / "run"
+    try:  # its own process, so a hang is a timeout here (and is then killed), not a stuck test session
+        result = subprocess.run([sys.executable, "-m", "bench_lib", *precomputed(manifest, edits, out)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run waited on the FIFO in edits_dir")
+    assert result.returncode == 0, result.stderr
+    rows = read_run(out)["rows"]
+    assert [r["status"] for r in rows] == ["ok", "edit_failed", "ok"]
+    assert f"{fifo} is a FIFO (named pipe), not an image file" in rows[1]["error"]
+
+
+def test_a_symlinked_edit_is_named_as_a_link_out_of_edits_dir(tmp_path):
+    manifest = make_manifest(tmp_path, 2)
+    ids = [json.loads(line)["id"] for line in manifest.read_text().splitlines()]
+    edits = source_copies(tmp_path, manifest)
+    elsewhere = tmp_path / "elsewhere.png"
+    link = edits / f"{safe_stem(ids[0])}.png"
+    link.rename(elsewhere)
+    link.symlink_to(elsewhere)
+    inside = edits / f"{safe_stem(ids[1])}.png"
+    inside.rename(edits / "kept.png")
+    inside.symlink_to(edits / "kept.png")  # a link that stays inside the folder is followed
+    editor = PrecomputedEditor(PrecomputedConfig(edits_dir=str(edits)), device=None)
+    samples = load_samples(DataConfig(dataset=str(manifest)))
+    with pytest.raises(ValueError) as refused:
+        editor.edit(samples[0], None, seed=0)
+    assert str(refused.value) == (f"the edit {link} is a symbolic link to {elsewhere}, outside edits_dir: links out "
+                                  "of the folder are not followed (copy the file in)")
+    kept = editor.edit(samples[1], None, seed=0)
+    assert kept.info["edit_sha256"] == hashlib.sha256((edits / "kept.png").read_bytes()).hexdigest()
