@@ -319,9 +319,13 @@ class DiffusersEditor(Editor):
         # A CPU generator gives the same initial noise on every device type and GPU count.
         generator = torch.Generator(device=self._generator_device).manual_seed(seed)
         size = {"width": source.width, "height": source.height} if self.cfg.match_source_size else {}
-        with torch.inference_mode():
-            images = self.pipe(image=source, prompt=sample.instruction, generator=generator, **size,
-                               **self.kwargs).images
+        self._reset_cache()  # a call that died mid-way (an OOM) left its cached steps behind
+        try:
+            with torch.inference_mode():
+                images = self.pipe(image=source, prompt=sample.instruction, generator=generator, **size,
+                                   **self.kwargs).images
+        finally:
+            self._reset_cache()  # and frees them now, not at the next call
         if not isinstance(images, np.ndarray):
             return EditResult(image=images[0])
         array = images[:1]
@@ -329,6 +333,16 @@ class DiffusersEditor(Editor):
             return EditResult(image=self.pipe.numpy_to_pil(array)[0])
         clean = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
         return EditResult(image=self.pipe.numpy_to_pil(clean)[0], flags=["non_finite"])
+
+    def _reset_cache(self) -> None:
+        """Forget a diffusers cache's state (`cache`): diffusers resets it only at the end of a call that
+        succeeded, so after one that failed every later call would start from its cached residuals (a shape
+        mismatch, or silently other pixels)."""
+        if not self.cfg.cache:
+            return
+        for component in self.pipe.components.values():
+            if hasattr(component, "_reset_stateful_cache"):
+                component._reset_stateful_cache()
 
     def switch(self, cfg: DiffusersConfig) -> bool:
         """Another adapter (or none, or another scale) on the same base, in place: the old adapter is deleted and
@@ -402,10 +416,13 @@ def apply_speed_options(pipe, cfg: DiffusersConfig) -> None:
         pipe.transformer.set_attention_backend(cfg.attention_backend)
     if cfg.cache:
         pipe.transformer.enable_cache(cache_config(cfg.cache))
+    # A cache's hooks call functions diffusers marks torch.compiler.disable: a full graph can't hold them (every
+    # call would fail), so with a cache the compiled graph breaks around them.
+    fullgraph = not cfg.cache
     if cfg.compile == "regional":
-        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+        pipe.transformer.compile_repeated_blocks(fullgraph=fullgraph)
     elif cfg.compile == "full":
-        pipe.transformer.compile(fullgraph=True)
+        pipe.transformer.compile(fullgraph=fullgraph)
 
 
 # --- LoRA ---------------------------------------------------------------------------------------------
