@@ -190,6 +190,7 @@ class EditStage:
         records: list[dict[str, Any]] = []
         for b in range(num_batches):
             started = time.perf_counter()
+            loading = self.timings.load_editor + self.timings.swap  # counted there, not in `edit` as well
             batch_records = []
             for sample in shard[b * self.batch_size:(b + 1) * self.batch_size]:
                 if not sample.problem:
@@ -201,7 +202,8 @@ class EditStage:
             waited = time.perf_counter()
             self.dist.barrier()
             self.timings.barrier_wait += time.perf_counter() - waited
-            self.timings.edit += time.perf_counter() - started
+            loading = self.timings.load_editor + self.timings.swap - loading  # this batch's loads and swaps
+            self.timings.edit += time.perf_counter() - started - loading
             # every rank is past batch b: all of them have done min(size, (b + 1) * batch_size) samples
             progress.update_to(progress.base + sum(min(n, (b + 1) * self.batch_size) for n in shard_sizes))
         progress.base += sum(shard_sizes)
