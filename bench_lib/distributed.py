@@ -60,10 +60,11 @@ class Distributed:
         return self.state.device
 
     def judge_device_map(self) -> Optional[dict]:
-        """`{"": local index}` on accelerators (never "auto" under data parallelism); None on CPU."""
+        """`{"": this rank's device}` on accelerators, the very device the editor used (accelerate's, which need
+        not be the local process index); never "auto" under data parallelism. None on CPU."""
         if self.device.type == "cpu":
             return None
-        return {"": self.state.local_process_index}
+        return {"": self.device.index if self.device.index is not None else self.device.type}
 
     def _check_process_group(self) -> None:
         """Fail fast with a clear message if the ranks cannot talk, before any model is loaded."""
