@@ -66,6 +66,19 @@ class Distributed:
             return None
         return {"": self.device.index if self.device.index is not None else self.device.type}
 
+    def reset_peak_memory(self) -> None:
+        """Start a new high-water mark of this rank's device memory (a stage's, a job's); CUDA only."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory(self) -> dict[str, Optional[int]]:
+        """This rank's peak allocated and reserved device memory (bytes) since the last reset: how close it came
+        to running out. None on devices without these statistics (CPU): nothing was measured."""
+        if self.device.type != "cuda":
+            return {"max_memory_allocated": None, "max_memory_reserved": None}
+        return {"max_memory_allocated": torch.cuda.max_memory_allocated(self.device),
+                "max_memory_reserved": torch.cuda.max_memory_reserved(self.device)}
+
     def _check_process_group(self) -> None:
         """Fail fast with a clear message if the ranks cannot talk, before any model is loaded."""
         ranks = self.gather([self.rank])

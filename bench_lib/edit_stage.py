@@ -52,9 +52,23 @@ class EditTimings:
     edited: int = 0  # samples this rank edited (invalid_input excluded)
     loads: int = 0  # editors loaded (a sweep over adapters of one base: 1)
     swaps: int = 0  # in-place switches to another job's editor settings
+    # peak device memory (bytes) while editing (a job's: since it began; the stage's: the largest); None on CPU
+    max_memory_allocated: Optional[int] = None
+    max_memory_reserved: Optional[int] = None
 
     def minus(self, other: EditTimings) -> EditTimings:
-        return EditTimings(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+        """The time and counts spent since `other` (the peaks are not differences: they stay `self`'s)."""
+        return EditTimings(**{f.name: getattr(self, f.name) if f.name in PEAKS
+                              else getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    def add_peaks(self, peaks: dict[str, Optional[int]]) -> None:
+        """Raise the stage's peaks to a job's."""
+        for name in PEAKS:
+            if peaks[name] is not None:
+                setattr(self, name, max(getattr(self, name) or 0, peaks[name]))
+
+
+PEAKS = ("max_memory_allocated", "max_memory_reserved")
 
 
 @dataclass
@@ -174,8 +188,11 @@ class EditStage:
                                  len(job.samples), f" of {job.label}" if job.label else "", self.dist.world_size,
                                  shard_sizes, self.batch_size)
             before = replace(self.timings)
+            self.dist.reset_peak_memory()
             records.append(self._run_job(job, shard, shard_sizes, progress))
-            self.job_timings.append(self.timings.minus(before))
+            peaks = self.dist.peak_memory()
+            self.timings.add_peaks(peaks)
+            self.job_timings.append(replace(self.timings.minus(before), **peaks))
         progress.close()
         if close:
             t0 = time.perf_counter()

@@ -100,3 +100,60 @@ def test_edit_time_excludes_a_reload_between_jobs(slow_editor, dist, tmp_path):
     assert t.edit + t.load_editor <= total
     for job in stage.job_timings:  # each job's share too
         assert job.loads == 1 and job.edit + job.load_editor <= total
+
+
+class FakeCudaMemory:
+    """torch.cuda's peak-memory statistics, driven by the test: `use(n)` allocates n bytes (reserving twice)."""
+
+    def __init__(self):
+        self.current = self.peak = 0
+        self.resets = 0
+
+    def use(self, n):
+        self.current += n
+        self.peak = max(self.peak, self.current)
+
+    def free(self, n):
+        self.current -= n
+
+    def install(self, monkeypatch):
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", self.reset)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self.peak)
+        monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 2 * self.peak)
+        monkeypatch.setattr(Distributed, "device", property(lambda dist: torch.device("cuda", 0)))
+
+    def reset(self, device=None):
+        self.resets += 1
+        self.peak = self.current
+
+
+def test_each_job_records_its_peak_device_memory(slow_editor, dist, tmp_path, monkeypatch):
+    """Per job (a sweep's variant): the peak allocated and reserved bytes since the job began, the stage's own
+    maximum over jobs; a stage run on a CPU records None (not 0: nothing was measured)."""
+    samples = make_samples(tmp_path, 2)
+    cpu = stage_for(dist)
+    (records,) = cpu.run([EditJob(RunFolder(tmp_path / "cpu"), 1, slow_editor, SlowLoadConfig(), samples)])
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    for t in (cpu.timings, *cpu.job_timings):
+        assert t.max_memory_allocated is None and t.max_memory_reserved is None
+    memory = FakeCudaMemory()
+    memory.install(monkeypatch)
+    real_edit = SlowLoadEditor.edit
+
+    def edit(self, sample, source, *, seed):  # the red job's edits take 5 bytes, the blue job's 3
+        memory.use(5 if self.cfg.colour == "red" else 3)
+        memory.free(5 if self.cfg.colour == "red" else 3)
+        return real_edit(self, sample, source, seed=seed)
+
+    monkeypatch.setattr(SlowLoadEditor, "edit", edit)
+    memory.use(100)  # whatever the process holds before the stage (the weights it keeps count in every peak)
+    stage = stage_for(dist)
+    stage.run([EditJob(RunFolder(tmp_path / colour), 1, slow_editor, SlowLoadConfig(colour), samples, label=colour)
+               for colour in ("red", "blue")], close=True)
+    first, second = stage.job_timings
+    assert (first.max_memory_allocated, first.max_memory_reserved) == (105, 210)
+    assert (second.max_memory_allocated, second.max_memory_reserved) == (103, 206)
+    assert (stage.timings.max_memory_allocated, stage.timings.max_memory_reserved) == (105, 210)
+    assert memory.resets == 2
