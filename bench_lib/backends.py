@@ -91,6 +91,13 @@ class Editor(Backend):
     @abstractmethod
     def edit(self, sample: Sample, source: Image.Image, *, seed: int) -> EditResult: ...
 
+    def loaded_problem(self, recorded: dict[str, Any]) -> Optional[str]:
+        """Why the weights loaded now are not the ones `recorded` (this backend's fingerprint as the run recorded
+        it when it was planned) describes, or None. The edit stage asks after each load or switch and edits
+        nothing with a mismatch: an adapter saved again in place between planning and loading would otherwise
+        be recorded under the old hash. By default nothing is identified by content at load time."""
+        return None
+
     def switch(self, cfg: Any) -> bool:
         """Become the editor `cfg` describes without reloading (a sweep's next variant: another adapter on the
         same base), set `self.cfg` and return True; or return False when that needs a new load (the runner then

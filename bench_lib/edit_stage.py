@@ -205,6 +205,7 @@ class EditStage:
         num_batches = math.ceil(max(shard_sizes) / self.batch_size) if shard_sizes else 0
         writer = job.folder.record_writer(job.attempt, "edit", self.dist.rank)
         records: list[dict[str, Any]] = []
+        refused: Optional[str] = None  # why this job's loaded editor may not edit ("": it may)
         for b in range(num_batches):
             started = time.perf_counter()
             loading = self.timings.load_editor + self.timings.swap  # counted there, not in `edit` as well
@@ -212,7 +213,13 @@ class EditStage:
             for sample in shard[b * self.batch_size:(b + 1) * self.batch_size]:
                 if not sample.problem:
                     self._editor_for(job)  # loads or switches only on a rank that has something to edit
-                outcome = edit_sample(self.editor, sample, seed=self.seed_of(sample.id), output_dir=job.folder.root)
+                    if refused is None:
+                        refused = self._loaded_problem(job)
+                if refused and not sample.problem:
+                    outcome = Outcome(status="edit_failed", error=refused)
+                else:
+                    outcome = edit_sample(self.editor, sample, seed=self.seed_of(sample.id),
+                                          output_dir=job.folder.root)
                 batch_records.append(edit_record(sample.id, outcome, job.folder.root, job.attempt))
             writer.write(batch_records)  # on disk before the barrier: a crash after it loses nothing
             records += batch_records
@@ -226,6 +233,15 @@ class EditStage:
         progress.base += sum(shard_sizes)
         self.timings.edited += sum(r["status"] != "invalid_input" for r in records)
         return records
+
+    def _loaded_problem(self, job: EditJob) -> str:
+        """"" when the loaded editor is the one the job's folder recorded when the run was planned (an adapter by
+        its hash), else why not: then none of the job's samples is edited with it."""
+        recorded = (job.folder.fingerprint() or {}).get("editor", {}).get(job.editor_cls.name)
+        problem = self.editor.loaded_problem(recorded) if isinstance(recorded, dict) else None
+        if problem:
+            warn_every_rank("%s%s", f"{job.label}: " if job.label else "", problem)
+        return problem or ""
 
     def _editor_for(self, job: EditJob) -> None:
         """The editor `job` needs: the loaded one, switched in place when it can (a sweep's next adapter),
