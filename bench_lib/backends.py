@@ -8,6 +8,7 @@ A backend owns its whole contract, so adding one is one module (plus a recipe an
 - `preflight(cfg, bench)`: what can be checked without a model library (names, paths), at once;
 - `check(cfg, bench)`: everything that can be checked before any weights load (exit code 2, not a lost
   edit stage);
+- `download(cfg, bench)`: the weights into the node's cache before the edit stage (one process per node);
 - `provenance(cfg)`: where its model came from (source, resolved revision, adapter hashes), recorded in
   run.json and report.json;
 - `display_name(cfg)`: how reports name it;
@@ -57,6 +58,13 @@ class Backend(ABC):
     def check(cls, cfg: Any, bench: BenchmarkConfig) -> None:
         """Before any weights load: raise `ConfigError` for anything that would fail later (`bench`: the whole
         run's config, for checks that involve other sections)."""
+
+    @classmethod
+    def download(cls, cfg: Any, bench: BenchmarkConfig, *, done: set) -> None:
+        """After `check`, before the edit stage, on each node's local main process only: fetch the model's weights
+        into the node's cache (offline: check they are there), so that no rank downloads inside a stage while
+        the others wait. `done`: what this step has fetched already (a sweep's variants share a base model):
+        skip those, add yours. Raise `ConfigError` when they cannot be had."""
 
     @classmethod
     def fingerprint(cls, cfg: Any, bench: BenchmarkConfig) -> dict[str, Any]:

@@ -100,6 +100,29 @@ class Distributed:
             if first:
                 self.barrier()
 
+    def on_local_main(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on each node's local main process only (a download into the node's cache) while the node's
+        other processes wait; if it fails on any node, every rank raises (a `ConfigError` as one, anything else
+        as a RuntimeError naming it). The wait is a gather under the process-group timeout: it must cover the
+        slowest node's `fn`."""
+        from .config import ConfigError
+
+        failure: Optional[BaseException] = None
+        if self.is_local_main:
+            try:
+                fn()
+            except Exception as err:
+                failure = err
+        problems = self.all_gather([None if failure is None else (isinstance(failure, ConfigError),
+                                                                  f"{type(failure).__name__}: {failure}")])
+        if failure is not None:
+            raise failure
+        for problem in problems:
+            if problem is not None:
+                is_config, text = problem
+                raise ConfigError(text.removeprefix("ConfigError: ")) if is_config else \
+                    RuntimeError(f"another node's local main process failed: {text}")
+
     def on_main(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the main process only; every rank gets its result, or raises its `ConfigError`."""
         from .config import ConfigError

@@ -8,11 +8,15 @@ gated. One attempt each, no retries.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
 from .config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
 # The tiny models bench_lib.tiny can build (its BUILDERS has exactly these; a test checks).
@@ -120,3 +124,77 @@ def check_model_name(key: str, name: str, *, revision: Optional[str], marker: st
     if problem:
         raise ConfigError(problem)
     return name
+
+
+# What a transformers model's from_pretrained reads (configs, tokenizer and processor files, safetensors weights):
+# never the other weight formats a repository may also hold (.bin, .pth, .gguf, ONNX, ...).
+TRANSFORMERS_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
+
+def download_model(key: str, name: str, *, revision: Optional[str], pipeline: bool,
+                   trust_remote_code: bool = False) -> None:
+    """Put hub model `name`'s weights into the local hub cache before anything loads it (a local folder or a
+    `tiny:` model: nothing to do), with the hub's progress bars; offline (HF_HUB_OFFLINE), check they are there.
+    `pipeline`: a diffusers pipeline, fetched with diffusers' own `DiffusionPipeline.download` (the very files
+    `from_pretrained` reads: the components model_index.json names, safetensors only); else a transformers
+    model (`TRANSFORMERS_FILES`). Raises ConfigError when they cannot be had."""
+    if is_tiny(name) or Path(name).expanduser().exists():
+        return
+    from huggingface_hub import constants
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    offline = constants.HF_HUB_OFFLINE
+    logger.info("%s %s%s into the hub cache (%s)", "checking" if offline else "fetching", name,
+                f" at {revision}" if revision else "", constants.HF_HUB_CACHE)
+    quiet = are_progress_bars_disabled()
+    enable_progress_bars()  # a download of tens of GB shows its progress, even when the run is quiet
+    started = time.perf_counter()
+    try:
+        if pipeline:
+            from diffusers import DiffusionPipeline
+
+            folder = DiffusionPipeline.download(name, revision=revision, use_safetensors=True,
+                                                local_files_only=offline, trust_remote_code=trust_remote_code)
+        else:
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(name, revision=revision, allow_patterns=TRANSFORMERS_FILES,
+                                       local_files_only=offline)
+    except Exception as err:  # the hub's, the transport's, diffusers' OSError/ValueError
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        hint = (" Offline mode is on: run `hf download " + name + "` where the hub is reachable (same HF_HOME)."
+                if offline else "")
+        failed = "found in the cache" if offline else "downloaded"
+        raise ConfigError(f"`{key}` {name!r}: its weights could not be {failed}: {type(err).__name__}: "
+                          f"{first}.{hint}") from None
+    finally:
+        if quiet:
+            disable_progress_bars()
+    missing = missing_weights(Path(folder))
+    if missing:
+        raise ConfigError(f"`{key}` {name!r}: the cached snapshot {folder} lacks weight files: "
+                          f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}. "
+                          + (f"Run `hf download {name}` where the hub is reachable (same HF_HOME)." if offline
+                             else "Run again to resume the download."))
+    logger.info("%s ready in %.0f s", name, time.perf_counter() - started)
+
+
+def missing_weights(folder: Path) -> list[str]:
+    """The weight files a model snapshot needs and lacks: every shard a `*.safetensors.index.json` lists, and
+    some weights in every folder that holds a model's config.json (a diffusers component or a transformers
+    model: a scheduler's or processor's config files have other names). Paths relative to `folder`."""
+    import json
+
+    missing = []
+    for index in sorted(folder.rglob("*.safetensors.index.json")):
+        try:
+            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError):
+            missing.append(str(index.relative_to(folder)))
+            continue
+        missing += [str((index.parent / s).relative_to(folder)) for s in sorted(shards)
+                    if not (index.parent / s).is_file()]
+    for config in sorted(folder.rglob("config.json")):
+        if not any(config.parent.glob("*.safetensors")) and not any(config.parent.glob("*.safetensors.index.json")):
+            missing.append(str(config.parent.relative_to(folder) / "*.safetensors"))
+    return missing

@@ -332,3 +332,25 @@ def test_each_stage_s_peak_memory_reaches_the_report(tmp_path, monkeypatch):
     assert (rank["edit_max_memory_allocated"], rank["edit_max_memory_reserved"]) == (5100, 10200)
     assert (rank["judge_max_memory_allocated"], rank["judge_max_memory_reserved"]) == (1100, 2200)
     assert "| 0.00 / 0.00 | 0.00 / 0.00 |" in (out / "report.md").read_text()  # a few bytes: 0.00 GiB
+
+
+@pytest.mark.usefixtures("slow_editor")
+def test_models_are_fetched_before_the_edit_stage(tmp_path, monkeypatch):
+    """The weights come into the node's cache in a step of their own (bench_lib.models.download_model), before the
+    first editor load: never inside a timed stage, on every rank at once."""
+    events = []
+    real_download, real_load = runner.download_models, edit_stage.load_editor
+
+    def download(*args, **kwargs):
+        events.append("download")
+        return real_download(*args, **kwargs)
+
+    def load(*args, **kwargs):
+        events.append("load editor")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "download_models", download)
+    monkeypatch.setattr(edit_stage, "load_editor", load)
+    runner.run(config_from_dict({**SMOKE, "editor": "test-slow-load", "dataset": "data/demo/manifest.jsonl",
+                                 "limit": 1, "baselines": "", "output_dir": str(tmp_path / "out")}))
+    assert events == ["download", "load editor"]

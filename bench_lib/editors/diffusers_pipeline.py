@@ -206,6 +206,16 @@ class DiffusersEditor(Editor):
                 raise ConfigError(f"`compile: regional` needs a transformer with repeated blocks; "
                                   f"{transformer_cls.__name__} declares none (use compile: full).")
 
+    @classmethod
+    def download(cls, cfg: DiffusersConfig, bench, *, done: set) -> None:
+        from ..models import download_model
+
+        if ("pipeline", cfg.editor_model, cfg.editor_revision) in done:
+            return  # another variant's: adapters ride on the same base (`check` fetched the adapter files)
+        done.add(("pipeline", cfg.editor_model, cfg.editor_revision))
+        download_model("editor_model", cfg.editor_model, revision=cfg.editor_revision, pipeline=True,
+                       trust_remote_code=bool(bench and bench.run.trust_remote_code))
+
     @staticmethod
     def _pipeline_class(cfg: DiffusersConfig):
         import diffusers
