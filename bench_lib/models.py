@@ -149,24 +149,26 @@ def download_model(key: str, name: str, *, revision: Optional[str], pipeline: bo
     quiet = are_progress_bars_disabled()
     enable_progress_bars()  # a download of tens of GB shows its progress, even when the run is quiet
     started = time.perf_counter()
-    try:
+
+    def fetch(local_files_only: bool) -> str:
         if pipeline:
             from diffusers import DiffusionPipeline
 
-            folder = DiffusionPipeline.download(name, revision=revision, use_safetensors=True,
-                                                local_files_only=offline, trust_remote_code=trust_remote_code)
-        else:
-            from huggingface_hub import snapshot_download
+            return DiffusionPipeline.download(name, revision=revision, use_safetensors=True,
+                                              local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+        from huggingface_hub import snapshot_download
 
-            folder = snapshot_download(name, revision=revision, allow_patterns=TRANSFORMERS_FILES,
-                                       local_files_only=offline)
+        return snapshot_download(name, revision=revision, allow_patterns=TRANSFORMERS_FILES,
+                                 local_files_only=local_files_only)
+
+    try:
+        folder = fetch(offline)
     except Exception as err:  # the hub's, the transport's, diffusers' OSError/ValueError
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        hint = (" Offline mode is on: run `hf download " + name + "` where the hub is reachable (same HF_HOME)."
-                if offline else "")
-        failed = "found in the cache" if offline else "downloaded"
-        raise ConfigError(f"`{key}` {name!r}: its weights could not be {failed}: {type(err).__name__}: "
-                          f"{first}.{hint}") from None
+        folder = None if offline else _cached_snapshot(fetch)  # the hub failed, but the weights may be cached
+        if folder is None:
+            _download_failed(key, name, err, offline)
+        logger.warning("%s: the hub failed (%s: %s); using the cached snapshot %s", name, type(err).__name__,
+                       str(err).strip()[:200], folder)
     finally:
         if quiet:
             disable_progress_bars()
@@ -177,6 +179,22 @@ def download_model(key: str, name: str, *, revision: Optional[str], pipeline: bo
                           + (f"Run `hf download {name}` where the hub is reachable (same HF_HOME)." if offline
                              else "Run again to resume the download."))
     logger.info("%s ready in %.0f s", name, time.perf_counter() - started)
+
+
+def _cached_snapshot(fetch) -> Optional[str]:
+    try:
+        return fetch(True)
+    except Exception:  # not cached either: the caller reports the hub's error, the informative one
+        return None
+
+
+def _download_failed(key: str, name: str, err: Exception, offline: bool) -> None:
+    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+    hint = (" Offline mode is on: run `hf download " + name + "` where the hub is reachable (same HF_HOME)."
+            if offline else "")
+    failed = "found in the cache" if offline else "downloaded"
+    raise ConfigError(f"`{key}` {name!r}: its weights could not be {failed}: {type(err).__name__}: "
+                      f"{first}.{hint}") from None
 
 
 def missing_weights(folder: Path) -> list[str]:

@@ -83,3 +83,23 @@ def test_a_snapshot_without_its_weights_is_one_line(fake_hub, monkeypatch):
     with pytest.raises(ConfigError, match="`judge_model` 'org/j'.*could not be found in the cache.*no route"):
         download_model("judge_model", "org/j", revision=None, pipeline=False)
     assert are_progress_bars_disabled()
+
+
+def test_an_unreachable_hub_uses_a_complete_cached_snapshot(fake_hub, monkeypatch, caplog):
+    real = huggingface_hub.snapshot_download
+
+    def cached_only(name, **kwargs):
+        if not kwargs["local_files_only"]:
+            raise OSError("no route to host")
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cached_only)
+    download_model("judge_model", "org/judge", revision=None, pipeline=False)  # no error: the cache has it all
+    assert "the hub failed (OSError: no route to host); using the cached snapshot" in caplog.text
+
+    def nowhere(name, **kwargs):
+        raise OSError("no route to host" if not kwargs["local_files_only"] else "not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", nowhere)
+    with pytest.raises(ConfigError, match="could not be downloaded: OSError: no route to host"):
+        download_model("judge_model", "org/judge", revision=None, pipeline=False)
