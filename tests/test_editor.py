@@ -146,14 +146,14 @@ def fail_once_at_call(module, k: int):
 @torch.inference_mode()
 def test_a_call_that_fails_mid_way_leaves_no_cache_state_behind():
     """diffusers resets a cache's state at the end of a successful call only: after a call that failed mid-way
-    (an OOM at step 2), every later call of the rank would start from the dead call's cached residuals."""
+    (an OOM at its second step), every later call of the rank would start from the dead call's cached residuals."""
     cfg = DiffusersConfig(editor_model="tiny:qwen-image-edit", editor_dtype="float32",
-                          editor_kwargs={**KWARGS, "num_inference_steps": 4}, cache=FIRST_BLOCK_CACHE)
+                          editor_kwargs={**KWARGS, "num_inference_steps": 3, "true_cfg_scale": 1.0},
+                          cache=FIRST_BLOCK_CACHE)
     editor = DiffusersEditor(cfg, device=torch.device("cpu"))
-    samples = [(request("make it snow"), Image.new("RGB", (48, 40), "blue"), 2),
-               (request("add a red ball"), Image.new("RGB", (40, 40), "green"), 3)]
+    samples = [(request("make it snow"), Image.new("RGB", (48, 40), "blue"), 2)]
     clean = [editor.edit(s, image, seed=seed).image.tobytes() for s, image, seed in samples]
-    remove = fail_once_at_call(editor.pipe.transformer, 3)
+    remove = fail_once_at_call(editor.pipe.transformer, 2)
     try:
         editor.edit(request("add a cat"), Image.new("RGB", (40, 40), "white"), seed=1)
     except torch.OutOfMemoryError:
@@ -175,7 +175,7 @@ def test_compile_with_a_cache_edits(compile_mode, cache, monkeypatch):
     inductor was checked by hand: it edits.)"""
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: real_compile(*args, **{**kwargs, "backend": "eager"}))
-    kwargs = {**KWARGS, "num_inference_steps": 4}
+    kwargs = {**KWARGS, "num_inference_steps": 3, "true_cfg_scale": 1.0}
     cfg = DiffusersConfig(editor_model="tiny:qwen-image-edit", editor_dtype="float32", editor_kwargs=kwargs,
                           cache=cache, compile=compile_mode)
     DiffusersEditor.check(cfg, None)
