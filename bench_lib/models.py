@@ -172,7 +172,7 @@ def download_model(key: str, name: str, *, revision: Optional[str], pipeline: bo
     finally:
         if quiet:
             disable_progress_bars()
-    missing = missing_weights(Path(folder))
+    missing = missing_weights(Path(folder), pipeline=pipeline)
     if missing:
         raise ConfigError(f"`{key}` {name!r}: the cached snapshot {folder} lacks weight files: "
                           f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}. "
@@ -197,22 +197,33 @@ def _download_failed(key: str, name: str, err: Exception, offline: bool) -> None
                       f"{first}.{hint}") from None
 
 
-def missing_weights(folder: Path) -> list[str]:
-    """The weight files a model snapshot needs and lacks: every shard a `*.safetensors.index.json` lists, and
-    some weights in every folder that holds a model's config.json (a diffusers component or a transformers
-    model: a scheduler's or processor's config files have other names). Paths relative to `folder`."""
+def missing_weights(folder: Path, *, pipeline: bool) -> list[str]:
+    """The weight files a model snapshot needs and lacks, paths relative to `folder`. The folders that hold a
+    model (a transformers model: `folder`; a diffusers pipeline: each component model_index.json names that has
+    a config.json, which a scheduler, tokenizer or processor has not) need safetensors weights, and every shard
+    their `*.safetensors.index.json` lists. Other folders of the snapshot (an earlier full download) are not
+    looked at."""
     import json
 
-    missing = []
-    for index in sorted(folder.rglob("*.safetensors.index.json")):
+    if pipeline:
         try:
-            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+            index = json.loads((folder / "model_index.json").read_text())
         except (OSError, ValueError):
-            missing.append(str(index.relative_to(folder)))
-            continue
-        missing += [str((index.parent / s).relative_to(folder)) for s in sorted(shards)
-                    if not (index.parent / s).is_file()]
-    for config in sorted(folder.rglob("config.json")):
-        if not any(config.parent.glob("*.safetensors")) and not any(config.parent.glob("*.safetensors.index.json")):
-            missing.append(str(config.parent.relative_to(folder) / "*.safetensors"))
+            return ["model_index.json"]
+        models = [folder / name for name, entry in index.items() if not name.startswith("_")
+                  and isinstance(entry, list) and (folder / name / "config.json").is_file()]
+    else:
+        models = [folder]
+    missing = []
+    for model in models:
+        indexes = sorted(model.glob("*.safetensors.index.json"))
+        if not indexes and not any(model.glob("*.safetensors")):
+            missing.append(str((model / "*.safetensors").relative_to(folder)))
+        for shard_index in indexes:
+            try:
+                shards = set(json.loads(shard_index.read_text()).get("weight_map", {}).values())
+            except (OSError, ValueError):
+                missing.append(str(shard_index.relative_to(folder)))
+                continue
+            missing += [str((model / s).relative_to(folder)) for s in sorted(shards) if not (model / s).is_file()]
     return missing

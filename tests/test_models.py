@@ -103,3 +103,26 @@ def test_an_unreachable_hub_uses_a_complete_cached_snapshot(fake_hub, monkeypatc
     monkeypatch.setattr(huggingface_hub, "snapshot_download", nowhere)
     with pytest.raises(ConfigError, match="could not be downloaded: OSError: no route to host"):
         download_model("judge_model", "org/judge", revision=None, pipeline=False)
+
+
+def test_missing_weights_reads_shard_indexes_and_only_the_pipeline_s_components(tmp_path):
+    import json
+
+    from bench_lib.models import missing_weights
+
+    judge = tmp_path / "judge"
+    shutil.copytree(resolve_model("tiny:qwen3-vl"), judge)
+    assert missing_weights(judge, pipeline=False) == []
+    for weights in judge.glob("*.safetensors"):
+        weights.unlink()
+    (judge / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    (judge / "model-00001-of-00002.safetensors").write_bytes(b"")
+    assert missing_weights(judge, pipeline=False) == ["model-00002-of-00002.safetensors"]
+    pipe = tmp_path / "pipe"
+    shutil.copytree(resolve_model("tiny:qwen-image-edit"), pipe)
+    (pipe / "leftover").mkdir()  # a folder model_index.json does not name (an earlier full download's)
+    (pipe / "leftover" / "config.json").write_text("{}")
+    assert missing_weights(pipe, pipeline=True) == []
+    (pipe / "model_index.json").unlink()
+    assert missing_weights(pipe, pipeline=True) == ["model_index.json"]

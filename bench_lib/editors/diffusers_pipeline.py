@@ -472,18 +472,6 @@ def _without_adapter(cfg: DiffusersConfig) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("lora", "lora_weight_name", "lora_scale")}
 
 
-def _lora_source(cfg: DiffusersConfig) -> str:
-    """What load_lora_weights takes: a hub id or a folder (a .safetensors file is given as its folder plus
-    `weight_name`)."""
-    path = Path(cfg.lora).expanduser()
-    return str(path.parent) if path.is_file() else cfg.lora
-
-
-def _lora_weight_name(cfg: DiffusersConfig) -> Optional[str]:
-    path = Path(cfg.lora).expanduser()
-    return path.name if path.is_file() else cfg.lora_weight_name
-
-
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -545,7 +533,7 @@ def check_lora(cfg: DiffusersConfig, pipeline_cls, location: str) -> None:
         file = adapter_file(cfg)
         if not file.is_file():
             raise FileNotFoundError(f"{file} does not exist")
-        state_dict = pipeline_cls.lora_state_dict(_lora_source(cfg), weight_name=_lora_weight_name(cfg))
+        state_dict = pipeline_cls.lora_state_dict(str(file.parent), weight_name=file.name, use_safetensors=True)
     except ConfigError:
         raise
     except Exception as err:  # a missing file, a hub error, not a LoRA checkpoint: the user's to fix
