@@ -8,6 +8,7 @@ A backend owns its whole contract, so adding one is one module (plus a recipe an
 - `preflight(cfg, bench)`: what can be checked without a model library (names, paths), at once;
 - `check(cfg, bench)`: everything that can be checked before any weights load (exit code 2, not a lost
   edit stage);
+- `download(cfg, bench)`: the weights into the node's cache before the edit stage (one process per node);
 - `provenance(cfg)`: where its model came from (source, resolved revision, adapter hashes), recorded in
   run.json and report.json;
 - `display_name(cfg)`: how reports name it;
@@ -59,6 +60,13 @@ class Backend(ABC):
         run's config, for checks that involve other sections)."""
 
     @classmethod
+    def download(cls, cfg: Any, bench: BenchmarkConfig, *, done: set) -> None:
+        """After `check`, before the edit stage, on each node's local main process only: fetch the model's weights
+        into the node's cache (offline: check they are there), so that no rank downloads inside a stage while
+        the others wait. `done`: what this step has fetched already (a sweep's variants share a base model):
+        skip those, add yours. Raise `ConfigError` when they cannot be had."""
+
+    @classmethod
     def fingerprint(cls, cfg: Any, bench: BenchmarkConfig) -> dict[str, Any]:
         """What of this backend's config the results depend on (by default: the fields that say so)."""
         from .config import section_fingerprint
@@ -97,6 +105,13 @@ class Editor(Backend):
         record per id) that no longer stands for what this editor would give now (an edit read from a file that
         has changed since). They are edited and judged again."""
         return {}
+
+    def loaded_problem(self, recorded: dict[str, Any]) -> Optional[str]:
+        """Why the weights loaded now are not the ones `recorded` (this backend's fingerprint as the run recorded
+        it when it was planned) describes, or None. The edit stage asks after each load or switch and edits
+        nothing with a mismatch: an adapter saved again in place between planning and loading would otherwise
+        be recorded under the old hash. By default nothing is identified by content at load time."""
+        return None
 
     def switch(self, cfg: Any) -> bool:
         """Become the editor `cfg` describes without reloading (a sweep's next variant: another adapter on the

@@ -216,7 +216,8 @@ class RunConfig:
         False, result=False,
         help="Let model repositories run their own Python code. Off: only library classes load.")
     process_group_timeout: int = option(
-        1800, result=False, help="Seconds a rank waits at a barrier or gather before the run fails.")
+        1800, result=False, help="Seconds a rank waits at a barrier or gather before the run fails (also while its "
+                                 "node's main process downloads the weights, on a model's first run).")
     verbose: bool = option(
         False, result=False,
         help="Also show the model libraries' own progress bars and info logs (off: only the harness's "

@@ -62,10 +62,24 @@ class Distributed:
         return self.state.device
 
     def judge_device_map(self) -> Optional[dict]:
-        """`{"": local index}` on accelerators (never "auto" under data parallelism); None on CPU."""
+        """`{"": this rank's device}` on accelerators, the very device the editor used (accelerate's, which need
+        not be the local process index); never "auto" under data parallelism. None on CPU."""
         if self.device.type == "cpu":
             return None
-        return {"": self.state.local_process_index}
+        return {"": self.device.index if self.device.index is not None else self.device.type}
+
+    def reset_peak_memory(self) -> None:
+        """Start a new high-water mark of this rank's device memory (a stage's, a job's); CUDA only."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory(self) -> dict[str, Optional[int]]:
+        """This rank's peak allocated and reserved device memory (bytes) since the last reset: how close it came
+        to running out. None on devices without these statistics (CPU): nothing was measured."""
+        if self.device.type != "cuda":
+            return {"max_memory_allocated": None, "max_memory_reserved": None}
+        return {"max_memory_allocated": torch.cuda.max_memory_allocated(self.device),
+                "max_memory_reserved": torch.cuda.max_memory_reserved(self.device)}
 
     def _check_process_group(self) -> None:
         """Fail fast with a clear message if the ranks cannot talk, before any model is loaded."""
@@ -87,6 +101,29 @@ class Distributed:
         finally:
             if first:
                 self.barrier()
+
+    def on_local_main(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on each node's local main process only (a download into the node's cache) while the node's
+        other processes wait; if it fails on any node, every rank raises (a `ConfigError` as one, anything else
+        as a RuntimeError naming it). The wait is a gather under the process-group timeout: it must cover the
+        slowest node's `fn`."""
+        from .config import ConfigError
+
+        failure: Optional[BaseException] = None
+        if self.is_local_main:
+            try:
+                fn()
+            except Exception as err:
+                failure = err
+        problems = self.all_gather([None if failure is None else (isinstance(failure, ConfigError),
+                                                                  f"{type(failure).__name__}: {failure}")])
+        if failure is not None:
+            raise failure
+        for problem in problems:
+            if problem is not None:
+                is_config, text = problem
+                raise ConfigError(text.removeprefix("ConfigError: ")) if is_config else \
+                    RuntimeError(f"another node's local main process failed: {text}")
 
     def on_main(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the main process only; every rank gets its result, or raises its `ConfigError`."""

@@ -54,9 +54,23 @@ class EditTimings:
     edited: int = 0  # samples this rank edited (invalid_input excluded)
     loads: int = 0  # editors loaded (a sweep over adapters of one base: 1)
     swaps: int = 0  # in-place switches to another job's editor settings
+    # peak device memory (bytes) while editing (a job's: since it began; the stage's: the largest); None on CPU
+    max_memory_allocated: Optional[int] = None
+    max_memory_reserved: Optional[int] = None
 
     def minus(self, other: EditTimings) -> EditTimings:
-        return EditTimings(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+        """The time and counts spent since `other` (the peaks are not differences: they stay `self`'s)."""
+        return EditTimings(**{f.name: getattr(self, f.name) if f.name in PEAKS
+                              else getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    def add_peaks(self, peaks: dict[str, Optional[int]]) -> None:
+        """Raise the stage's peaks to a job's."""
+        for name in PEAKS:
+            if peaks[name] is not None:
+                setattr(self, name, max(getattr(self, name) or 0, peaks[name]))
+
+
+PEAKS = ("max_memory_allocated", "max_memory_reserved")
 
 
 @dataclass
@@ -177,13 +191,16 @@ class EditStage:
                                  len(job.samples), f" of {job.label}" if job.label else "", self.dist.world_size,
                                  shard_sizes, self.batch_size)
             before = replace(self.timings)
+            self.dist.reset_peak_memory()
             try:
                 records.append(self._run_job(job, shard, shard_sizes, progress))
             except RunFailed:  # every rank stopped at the same barrier
                 progress.close()
                 self.close()
                 raise
-            self.job_timings.append(self.timings.minus(before))
+            peaks = self.dist.peak_memory()
+            self.timings.add_peaks(peaks)
+            self.job_timings.append(replace(self.timings.minus(before), **peaks))
         progress.close()
         if close:
             t0 = time.perf_counter()
@@ -198,13 +215,21 @@ class EditStage:
         records: list[dict[str, Any]] = []
         watch = RepeatedFailure(self.dist, f"edited{f' for variant {job.label}' if job.label else ''}",
                                 done_ok=job.done_ok)
+        refused: Optional[str] = None  # why this job's loaded editor may not edit ("": it may)
         for b in range(num_batches):
             started = time.perf_counter()
+            loading = self.timings.load_editor + self.timings.swap  # counted there, not in `edit` as well
             batch_records, attempts = [], []
             for sample in shard[b * self.batch_size:(b + 1) * self.batch_size]:
                 if not sample.problem:
                     self._editor_for(job)  # loads or switches only on a rank that has something to edit
-                outcome = edit_sample(self.editor, sample, seed=self.seed_of(sample.id), output_dir=job.folder.root)
+                    if refused is None:
+                        refused = self._loaded_problem(job)
+                if refused and not sample.problem:
+                    outcome = Outcome(status="edit_failed", error=refused)
+                else:
+                    outcome = edit_sample(self.editor, sample, seed=self.seed_of(sample.id),
+                                          output_dir=job.folder.root)
                 batch_records.append(edit_record(sample.id, outcome, job.folder.root, job.attempt))
                 if outcome.status != "invalid_input":
                     attempts.append(((sample.index,), outcome.exception, sample.id, outcome.error))
@@ -213,7 +238,8 @@ class EditStage:
             waited = time.perf_counter()
             stop = watch.barrier(attempts, last=b == num_batches - 1)  # every rank's outcomes, on every rank
             self.timings.barrier_wait += time.perf_counter() - waited
-            self.timings.edit += time.perf_counter() - started
+            loading = self.timings.load_editor + self.timings.swap - loading  # this batch's loads and swaps
+            self.timings.edit += time.perf_counter() - started - loading
             if stop:
                 raise RunFailed(stop)
             # every rank is past batch b: all of them have done min(size, (b + 1) * batch_size) samples
@@ -221,6 +247,15 @@ class EditStage:
         progress.base += sum(shard_sizes)
         self.timings.edited += sum(r["status"] != "invalid_input" for r in records)
         return records
+
+    def _loaded_problem(self, job: EditJob) -> str:
+        """"" when the loaded editor is the one the job's folder recorded when the run was planned (an adapter by
+        its hash), else why not: then none of the job's samples is edited with it."""
+        recorded = (job.folder.fingerprint() or {}).get("editor", {}).get(job.editor_cls.name)
+        problem = self.editor.loaded_problem(recorded) if isinstance(recorded, dict) else None
+        if problem:
+            warn_every_rank("%s%s", f"{job.label}: " if job.label else "", problem)
+        return problem or ""
 
     def _editor_for(self, job: EditJob) -> None:
         """The editor `job` needs: the loaded one, switched in place when it can (a sweep's next adapter),

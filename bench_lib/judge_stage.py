@@ -63,6 +63,9 @@ class JudgeTimings:
     judge: float = 0.0  # judging, round barriers included
     judged: int = 0  # samples this rank judged
     loads: int = 0  # judges loaded (one per run, a sweep's included; 0 on a rank with nothing to judge)
+    # peak device memory (bytes) in the stage, the judge's load included; None on CPU
+    max_memory_allocated: Optional[int] = None
+    max_memory_reserved: Optional[int] = None
 
 
 @dataclass
@@ -214,6 +217,7 @@ class JudgeStage:
         per_rank = [len(range(rank, len(plan), world)) for rank in range(world)]
         sizes = [[len(plan[i][1]) for i in range(rank, len(plan), world)] for rank in range(world)]
         judge = None
+        dist.reset_peak_memory()  # the edit stage's peak is its own
         if mine:  # load only on a rank that has something to judge
             t0 = time.perf_counter()
             judge = load_judge(self.judge_class(self.cfg), self.cfg.judge_backend, self.cfg.judge, self.protocol,
@@ -253,6 +257,9 @@ class JudgeStage:
                 break
         progress.close()
         self.timings.judge = time.perf_counter() - started
+        peaks = dist.peak_memory()
+        self.timings.max_memory_allocated, self.timings.max_memory_reserved = (peaks["max_memory_allocated"],
+                                                                              peaks["max_memory_reserved"])
         if judge is not None:
             judge.close()
             del judge

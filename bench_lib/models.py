@@ -8,11 +8,15 @@ gated. One attempt each, no retries.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
 from .config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
 # The tiny models bench_lib.tiny can build (its BUILDERS has exactly these; a test checks).
@@ -120,3 +124,106 @@ def check_model_name(key: str, name: str, *, revision: Optional[str], marker: st
     if problem:
         raise ConfigError(problem)
     return name
+
+
+# What a transformers model's from_pretrained reads (configs, tokenizer and processor files, safetensors weights):
+# never the other weight formats a repository may also hold (.bin, .pth, .gguf, ONNX, ...).
+TRANSFORMERS_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
+
+def download_model(key: str, name: str, *, revision: Optional[str], pipeline: bool,
+                   trust_remote_code: bool = False) -> None:
+    """Put hub model `name`'s weights into the local hub cache before anything loads it (a local folder or a
+    `tiny:` model: nothing to do), with the hub's progress bars; offline (HF_HUB_OFFLINE), check they are there.
+    `pipeline`: a diffusers pipeline, fetched with diffusers' own `DiffusionPipeline.download` (the very files
+    `from_pretrained` reads: the components model_index.json names, safetensors only); else a transformers
+    model (`TRANSFORMERS_FILES`). Raises ConfigError when they cannot be had."""
+    if is_tiny(name) or Path(name).expanduser().exists():
+        return
+    from huggingface_hub import constants
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    offline = constants.HF_HUB_OFFLINE
+    logger.info("%s %s%s into the hub cache (%s)", "checking" if offline else "fetching", name,
+                f" at {revision}" if revision else "", constants.HF_HUB_CACHE)
+    quiet = are_progress_bars_disabled()
+    enable_progress_bars()  # a download of tens of GB shows its progress, even when the run is quiet
+    started = time.perf_counter()
+
+    def fetch(local_files_only: bool) -> str:
+        if pipeline:
+            from diffusers import DiffusionPipeline
+
+            return DiffusionPipeline.download(name, revision=revision, use_safetensors=True,
+                                              local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, revision=revision, allow_patterns=TRANSFORMERS_FILES,
+                                 local_files_only=local_files_only)
+
+    try:
+        folder = fetch(offline)
+    except Exception as err:  # the hub's, the transport's, diffusers' OSError/ValueError
+        folder = None if offline else _cached_snapshot(fetch)  # the hub failed, but the weights may be cached
+        if folder is None:
+            _download_failed(key, name, err, offline)
+        logger.warning("%s: the hub failed (%s: %s); using the cached snapshot %s", name, type(err).__name__,
+                       str(err).strip()[:200], folder)
+    finally:
+        if quiet:
+            disable_progress_bars()
+    missing = missing_weights(Path(folder), pipeline=pipeline)
+    if missing:
+        raise ConfigError(f"`{key}` {name!r}: the cached snapshot {folder} lacks weight files: "
+                          f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}. "
+                          + (f"Run `hf download {name}` where the hub is reachable (same HF_HOME)." if offline
+                             else "Run again to resume the download."))
+    logger.info("%s ready in %.0f s", name, time.perf_counter() - started)
+
+
+def _cached_snapshot(fetch) -> Optional[str]:
+    try:
+        return fetch(True)
+    except Exception:  # not cached either: the caller reports the hub's error, the informative one
+        return None
+
+
+def _download_failed(key: str, name: str, err: Exception, offline: bool) -> None:
+    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+    hint = (" Offline mode is on: run `hf download " + name + "` where the hub is reachable (same HF_HOME)."
+            if offline else "")
+    failed = "found in the cache" if offline else "downloaded"
+    raise ConfigError(f"`{key}` {name!r}: its weights could not be {failed}: {type(err).__name__}: "
+                      f"{first}.{hint}") from None
+
+
+def missing_weights(folder: Path, *, pipeline: bool) -> list[str]:
+    """The weight files a model snapshot needs and lacks, paths relative to `folder`. The folders that hold a
+    model (a transformers model: `folder`; a diffusers pipeline: each component model_index.json names that has
+    a config.json, which a scheduler, tokenizer or processor has not) need safetensors weights, and every shard
+    their `*.safetensors.index.json` lists. Other folders of the snapshot (an earlier full download) are not
+    looked at."""
+    import json
+
+    if pipeline:
+        try:
+            index = json.loads((folder / "model_index.json").read_text())
+        except (OSError, ValueError):
+            return ["model_index.json"]
+        models = [folder / name for name, entry in index.items() if not name.startswith("_")
+                  and isinstance(entry, list) and (folder / name / "config.json").is_file()]
+    else:
+        models = [folder]
+    missing = []
+    for model in models:
+        indexes = sorted(model.glob("*.safetensors.index.json"))
+        if not indexes and not any(model.glob("*.safetensors")):
+            missing.append(str((model / "*.safetensors").relative_to(folder)))
+        for shard_index in indexes:
+            try:
+                shards = set(json.loads(shard_index.read_text()).get("weight_map", {}).values())
+            except (OSError, ValueError):
+                missing.append(str(shard_index.relative_to(folder)))
+                continue
+            missing += [str((model / s).relative_to(folder)) for s in sorted(shards) if not (model / s).is_file()]
+    return missing

@@ -40,11 +40,13 @@ logger = logging.getLogger(__name__)
 
 def rank_timings(edit, judge, free_editor: float) -> dict[str, float]:
     """One rank's stage times in the report's terms (from the edit and judge stages' own timings; `edit` may be
-    one sweep variant's share of the edit stage)."""
+    one sweep variant's share of the edit stage), and its peak device memory (bytes) in each stage."""
     return {"load_editor": edit.load_editor, "edit": edit.edit, "barrier_wait": edit.barrier_wait,
             "adapter_swap": edit.swap, "edited": edit.edited, "switch": free_editor + judge.load_judge,
             "judge": judge.judge, "judged": judge.judged, "editor_loads": edit.loads, "adapter_swaps": edit.swaps,
-            "judge_loads": judge.loads}
+            "judge_loads": judge.loads,
+            **{f"{name}_{peak}": getattr(stage, peak) for name, stage in (("edit", edit), ("judge", judge))
+               for peak in ("max_memory_allocated", "max_memory_reserved")}}
 
 
 def edits_digest(records: list[dict]) -> Optional[dict]:

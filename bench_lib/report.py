@@ -66,7 +66,7 @@ def timing_summary(per_rank: list[dict[str, float]]) -> dict[str, Any]:
             done = sum(t[STAGE_COUNTS[stage]] for t in per_rank)
             out[f"{stage}_samples"] = done
             out[f"{stage}_samples_per_s"] = round(done / wall, 4) if wall > 0 and done else None
-    out["per_rank"] = [{**{k: round(v, 3) for k, v in t.items()},
+    out["per_rank"] = [{**{k: v if v is None else round(v, 3) for k, v in t.items()},
                         "edit_s_per_image": (round((t["edit"] - t.get("barrier_wait", 0.0)) / t["edited"], 4)
                                              if t.get("edited") else None),
                         "judge_s_per_sample": round(t["judge"] / t["judged"], 4) if t.get("judged") else None}
@@ -172,6 +172,14 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _memory(timings: dict[str, Any], stage: str) -> str:
+    """A stage's peak memory, "allocated / reserved" in GiB (– when not measured: CPU, or an older report)."""
+    allocated, reserved = timings.get(f"{stage}_max_memory_allocated"), timings.get(f"{stage}_max_memory_reserved")
+    if allocated is None or reserved is None:
+        return "–"
+    return f"{allocated / 2**30:.2f} / {reserved / 2**30:.2f}"
+
+
 def _ci(ci: Optional[list[float]]) -> str:
     return "–" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
@@ -261,13 +269,15 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
         lines.append(f"| {stage} | {_fmt(timings[f'{stage}_s'], 1)} | {timings.get(f'{stage}_samples', '–')} | "
                      f"{_fmt(timings.get(f'{stage}_samples_per_s'), 3)} |")
     lines += ["", "Per rank: edit seconds per image (barrier waits excluded), seconds spent waiting "
-              "for other ranks at the edit stage's barriers, model switch, judge seconds per sample.", "",
-              "| rank | edited | edit s/image | barrier wait (s) | switch (s) | judged | judge s/sample |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+              "for other ranks at the edit stage's barriers, model switch, judge seconds per sample, and the peak "
+              "device memory of each stage, allocated / reserved by torch (GiB; – where not measured, on CPU).", "",
+              "| rank | edited | edit s/image | barrier wait (s) | switch (s) | judged | judge s/sample | "
+              "edit peak memory (GiB) | judge peak memory (GiB) |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for rank, t in enumerate(timings["per_rank"]):
         lines.append(f"| {rank} | {t.get('edited', 0)} | {_fmt(t['edit_s_per_image'], 3)} | "
                      f"{_fmt(t.get('barrier_wait'), 1)} | {_fmt(t.get('switch'), 1)} | {t.get('judged', 0)} | "
-                     f"{_fmt(t['judge_s_per_sample'], 3)} |")
+                     f"{_fmt(t['judge_s_per_sample'], 3)} | {_memory(t, 'edit')} | {_memory(t, 'judge')} |")
     failures = overall["failed_by_status"]
     if failures:
         lines += ["", "Failures by status: " + ", ".join(f"`{k}` {v}" for k, v in failures.items())

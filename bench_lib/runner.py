@@ -57,6 +57,23 @@ def check_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]]
     JUDGES[cfg.judge.judge].check(cfg.judge_backend, cfg)
 
 
+def download_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]] = None) -> None:
+    """Before the edit stage, on each node's local main process: every model's weights into the node's hub cache
+    (offline: a check that they are there), each editor once (a sweep's variants share theirs) and the judge,
+    so no rank downloads inside a stage while the others wait for it at a barrier."""
+    done: set = set()
+    for variant in variants or [cfg]:
+        EDITORS[variant.editor.editor].download(variant.editor_backend, variant, done=done)
+    JUDGES[cfg.judge.judge].download(cfg.judge_backend, cfg, done=done)
+
+
+def download_models_on_each_node(dist: Distributed, cfg: BenchmarkConfig, variants: list[BenchmarkConfig]) -> None:
+    """`download_models` on each node's local main process while the node's other processes wait (they read the
+    same cache). The wait is under the process-group timeout: `process_group_timeout` must cover the first
+    download of an uncached model (or fetch it beforehand: `hf download ORG/NAME`)."""
+    dist.on_local_main(lambda: download_models(cfg, variants))
+
+
 def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubrics,
                     protocol: Protocol) -> dict[str, Any]:
     """Everything a result depends on, from the fields each section declares result-changing (bench_lib.config,
@@ -160,6 +177,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     # A local dataset was read by the preflight on every process; a hub one is downloaded by one process first.
     samples, dataset_identity = loaded or dist.main_first(lambda: load_benchmark(cfg.data))
     dist.main_first(lambda: check_models(cfg, [u.cfg for u in units]), local=True)
+    download_models_on_each_node(dist, cfg, [u.cfg for u in units])
     rubrics = Rubrics(cfg.judge.prompts_dir)
     protocol = make_protocol(cfg.judge, rubrics)
     _log_input_problems(samples, protocol, cfg.judge.category_map, logger)

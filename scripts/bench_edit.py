@@ -17,7 +17,8 @@ One run measures, on the same samples, seeds and call arguments:
         --kwargs '{"true_cfg_scale": 4.0, "negative_prompt": " "}' --image_side 1024 \\
         --options attention_backend=_native_cudnn,compile=regional
 
-Prints a Markdown table; `--output FILE` also writes the numbers as JSON.
+Prints a Markdown table; `--output FILE` also writes the numbers as JSON, each measurement as soon as it is
+taken (a crash later loses nothing measured).
 """
 
 from __future__ import annotations
@@ -38,12 +39,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench_lib.config import JudgeConfig  # noqa: E402
 from bench_lib.data import ImageRef, Sample  # noqa: E402
 from bench_lib.distributed import Distributed  # noqa: E402
 from bench_lib.edit_stage import EditJob, EditStage  # noqa: E402
 from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor, apply_speed_options, torch_dtype  # noqa: E402
+from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge  # noqa: E402
+from bench_lib.judges.rubrics import Rubrics  # noqa: E402
 from bench_lib.models import resolve_model  # noqa: E402
-from bench_lib.store import RunFolder, sample_seed, save_png  # noqa: E402
+from bench_lib.protocols import make_protocol  # noqa: E402
+from bench_lib.store import RunFolder, sample_seed, save_png, write_json  # noqa: E402
 
 # Qwen-Image-Edit's published configurations (transformer 20.4B, Qwen2.5-VL-7B text encoder, the Qwen-Image VAE);
 # the tokenizer and processor are the tiny ones (their ids are valid in the real 152k vocabulary).
@@ -179,67 +184,76 @@ def harness(editor: DiffusersEditor, samples: list[Sample], dist: Distributed, f
 def main(argv=None) -> int:
     args = parse_args(argv)
     dist = Distributed(timeout_s=1800)
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
+        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    summary = {"device": device_name, "dtype": args.dtype, "world_size": dist.world_size, "call": call_kwargs(args),
+               "samples": args.samples, "image_side": args.image_side, "judge_model": args.judge_model,
+               "torch": torch.__version__,
+               "command": "python scripts/bench_edit.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+
+    def measured(**values) -> None:
+        """Keep a measurement: printed and written to --output at once, so a later crash loses nothing."""
+        summary.update(values)
+        if dist.is_main and args.output:
+            write_json(args.output, summary)
+
+    def row(name: str, seconds: float, ratio: float, difference) -> None:
+        if dist.is_main:
+            print(f"| {name} | {seconds:.4g} | {ratio:.3f} | {difference} |", flush=True)
+
     with tempfile.TemporaryDirectory() as scratch:
         samples = make_samples(args.samples, args.image_side, Path(scratch))
         started = time.perf_counter()
         editor = build_editor(args)
         sync(args.device)
-        load_s = time.perf_counter() - started
         name = f"{args.real_size} (random weights)" if args.real_size else args.editor_model
         params = sum(p.numel() for p in editor.pipe.transformer.parameters())
+        measured(editor=name, transformer_parameters=params, load_s=time.perf_counter() - started)
+        if dist.is_main:
+            print(f"editor: {name} (transformer {params / 1e9:.3g}B parameters), {device_name}, {args.dtype}, "
+                  f"{args.samples} samples of {args.image_side}², call {call_kwargs(args)}, {dist.world_size} "
+                  f"process(es); editor load {summary['load_s']:.1f} s")
+            print("| measurement | s/image | time vs direct | max pixel difference from direct |")
+            print("|---|---:|---:|---:|", flush=True)
         plain_s, plain = direct(editor, samples, args.device)
+        measured(direct_s_per_image=plain_s)
+        row("direct pipeline call", plain_s, 1.0, 0)
         harness(editor, samples[:1], dist, Path(scratch) / "warm")  # the first PNG write, the first record file
         through = harness(editor, samples, dist, Path(scratch) / "run")
         mine = {s.id: image for s, image in zip(samples, plain)}
-        through["max_pixel_difference"] = max(int(np.abs(edit.astype(int) - mine[i].astype(int)).max())
-                                              for i, edit in through.pop("edits").items())
-        options = []
+        through["max_pixel_difference"] = max((int(np.abs(edit.astype(int) - mine[i].astype(int)).max())
+                                               for i, edit in through.pop("edits").items()), default=None)
+        waits = dist.all_gather([round(through["barrier_wait_s"], 3)])  # every rank's
+        measured(harness=through, barrier_wait_s_per_rank=waits, overhead_ratio=through["s_per_image"] / plain_s,
+                 options=[])
+        row("through the harness (overhead)", through["s_per_image"], summary["overhead_ratio"],
+            through["max_pixel_difference"])
         for option in [o for o in args.options.split(",") if o]:
             key, _, value = option.partition("=")
             cfg = DiffusersConfig(**{**editor.cfg.__dict__, key: {"type": value} if key == "cache" else value})
             apply_speed_options(editor.pipe, cfg)
             seconds, images = direct(editor, samples, args.device)
-            options.append({"option": option, "s_per_image": seconds, "speedup": plain_s / seconds,
-                            "max_pixel_difference": max(int(np.abs(a.astype(int) - b.astype(int)).max())
-                                                        for a, b in zip(images, plain))})
+            result = {"option": option, "s_per_image": seconds, "speedup": plain_s / seconds,
+                      "max_pixel_difference": max(int(np.abs(a.astype(int) - b.astype(int)).max())
+                                                  for a, b in zip(images, plain))}
+            measured(options=[*summary["options"], result])
+            row(option, seconds, 1 / result["speedup"], result["max_pixel_difference"])
             if key == "cache":
                 editor.pipe.transformer.disable_cache()
             elif key == "attention_backend":
                 editor.pipe.transformer.set_attention_backend("native")
         started = time.perf_counter()
         editor.close()
-        from bench_lib.config import JudgeConfig
-        from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge
-
-        judge = QwenVLJudge(QwenVLConfig(judge_model=args.judge_model, judge_dtype=args.dtype), judge=JudgeConfig(),
+        common = JudgeConfig()
+        judge = QwenVLJudge(QwenVLConfig(judge_model=args.judge_model, judge_dtype=args.dtype), judge=common,
+                            protocol=make_protocol(common, Rubrics(common.prompts_dir)),
                             device=torch.device(args.device))
         sync(args.device)
-        switch_s = time.perf_counter() - started
+        measured(switch_s=time.perf_counter() - started)
         judge.close()
-    waits = dist.all_gather([round(through["barrier_wait_s"], 3)])  # every rank's
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
-        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
-    summary = {"editor": name, "transformer_parameters": params, "device": device_name, "dtype": args.dtype,
-               "world_size": dist.world_size, "call": call_kwargs(args), "samples": args.samples,
-               "image_side": args.image_side, "load_s": load_s, "direct_s_per_image": plain_s,
-               "harness": through, "barrier_wait_s_per_rank": waits, "overhead_ratio": through["s_per_image"] / plain_s,
-               "switch_s": switch_s,
-               "judge_model": args.judge_model, "options": options, "torch": torch.__version__,
-               "command": "python scripts/bench_edit.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if dist.is_main:
-        print(f"editor: {name} (transformer {params / 1e9:.3g}B parameters), {device_name}, {args.dtype}, "
-              f"{args.samples} samples of {args.image_side}², call {call_kwargs(args)}, {dist.world_size} process(es)")
-        print("| measurement | s/image | time vs direct | max pixel difference from direct |")
-        print("|---|---:|---:|---:|")
-        print(f"| direct pipeline call | {plain_s:.4g} | 1.00 | 0 |")
-        print(f"| through the harness (overhead) | {through['s_per_image']:.4g} | {summary['overhead_ratio']:.3f} | "
-              f"{through['max_pixel_difference']} |")
-        for o in options:
-            print(f"| {o['option']} | {o['s_per_image']:.4g} | {1 / o['speedup']:.3f} | {o['max_pixel_difference']} |")
-        print(f"barrier wait per rank (s): {waits}; model "
-              f"switch (free the editor, load {args.judge_model}): {switch_s:.2f} s; editor load {load_s:.1f} s")
-        if args.output:
-            args.output.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"barrier wait per rank (s): {waits}; model switch (free the editor, load {args.judge_model}): "
+              f"{summary['switch_s']:.2f} s")
     dist.close()
     return 0
 

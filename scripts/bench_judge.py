@@ -10,7 +10,8 @@ which would stop at a random point, cost what a real rationale of that length co
     # a real-size Qwen3-VL-8B with random weights on a GPU (same shapes, so same FLOPs, as the trained model)
     python scripts/bench_judge.py --real_size qwen3-vl-8b --device cuda --dtype bfloat16
 
-Prints a Markdown table; `--output FILE` also writes the numbers as JSON.
+Prints a Markdown table; `--output FILE` also writes the numbers as JSON, each measurement as soon as it is
+taken (a crash later loses nothing measured).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from bench_lib.judges.rubrics import Rubrics  # noqa: E402
 from bench_lib.models import resolve_model  # noqa: E402
 from bench_lib.protocols import PROTOCOLS, make_protocol  # noqa: E402
 from bench_lib.protocols.base import SampleView  # noqa: E402
+from bench_lib.store import write_json  # noqa: E402
 
 # Qwen3-VL-8B-Instruct's published config.json (8.77B parameters); the tokenizer is the tiny one (its ids are
 # valid in the 151,936-token vocabulary), the image processor the real one's settings (patch 16, merge 2).
@@ -180,26 +182,30 @@ def main(argv=None) -> int:
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     name = f"{args.real_size} (random weights)" if args.real_size else args.judge_model
-    results = [run_mode(judge, mode, args) for mode in args.modes.split(",")]
     tokens, image_tokens = prompt_tokens(judge, args)
     summary = {"judge": name, "parameters": params, "device": device_name, "dtype": args.dtype,
                "image_side": args.image_side, "judge_max_pixels": args.judge_max_pixels,
                "prompt_tokens": tokens, "image_tokens": image_tokens, "command": "python scripts/bench_judge.py "
-               + " ".join(sys.argv[1:] if argv is None else argv), "results": results,
+               + " ".join(sys.argv[1:] if argv is None else argv), "results": [],
                "torch": torch.__version__}
+    if args.output:
+        write_json(args.output, summary)
     print(f"judge: {name} ({params / 1e9:.3g}B parameters), {device_name}, {args.dtype}, two {args.image_side}² "
           f"images, prompt {tokens} tokens ({image_tokens} of them image tokens)")
     print("| mode | batch | new tokens | samples | s/sample |")
-    print("|---|---:|---:|---:|---:|")
-    for r in results:
+    print("|---|---:|---:|---:|---:|", flush=True)
+    for mode in args.modes.split(","):
+        r = run_mode(judge, mode, args)
+        summary["results"].append(r)
+        if args.output:  # each measurement as soon as it is taken: a later crash loses nothing measured
+            write_json(args.output, summary)
         print(f"| {r['mode']} | {r['batch_size']} | {r['new_tokens'] or '–'} | {r['samples']} | "
-              f"{r['s_per_sample']:.4g} |")
+              f"{r['s_per_sample']:.4g} |", flush=True)
+    results = summary["results"]
     logits = [r["s_per_sample"] for r in results if r["mode"] == "logits"]
     for r in results:
         if r["mode"] == "generate" and logits:
             print(f"generate at batch {r['batch_size']}: {r['s_per_sample'] / logits[0]:.1f}x logits mode per sample")
-    if args.output:
-        args.output.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 

@@ -7,7 +7,8 @@ process started the same way, on the same samples, into a fresh output folder.
     python scripts/bench_sweep.py --limit 50 --config configs/qwen_image_edit.yaml --dataset ORG/BENCH \
         --adapters_dir /shared/train/my-lora/checkpoints     # GPU: real weights and adapters
 
-Prints a Markdown table (docs/PERFORMANCE.md has the figures and the command that made them).
+Prints a Markdown table (docs/PERFORMANCE.md has the figures and the command that made them); `--output FILE`
+also writes the numbers as JSON, each as soon as it is measured.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def timed(command: list[str], env: dict) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--limit", type=int, default=4, help="samples per variant (default 4)")
     parser.add_argument("--adapters", type=int, default=2, help="tiny adapters besides the base (default 2)")
@@ -45,9 +46,19 @@ def main() -> None:
                         help="a folder of real adapters for the recipe's editor (one subfolder each) instead of "
                              "tiny ones; the runs then use the machine's GPU")
     parser.add_argument("--dataset", default=None, help="the dataset, where the recipe has none")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, help="also write the numbers as JSON, each as soon as it is measured")
+    args = parser.parse_args(argv)
+    from bench_lib.store import write_json
     from bench_lib.sweep import natural_key
     from bench_lib.tiny import build_lora
+
+    summary = {"command": "python scripts/bench_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
+               "limit": args.limit, "sweep_s": None, "single_s": {}}
+
+    def measured(**values) -> None:
+        summary.update(values)
+        if args.output:  # at once: a later crash loses nothing measured
+            write_json(args.output, summary)
 
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     if args.adapters_dir is None:
@@ -61,30 +72,38 @@ def main() -> None:
             names = [f"step-{100 * (i + 1)}" for i in range(args.adapters)]
             for i, name in enumerate(names):
                 build_lora(adapters / name, seed=i + 1)
+        measured(variants=["base", *names])
         base = [*shlex.split(args.launch), str(ROOT / "run_benchmark.py"), "--config", args.config,
                 "--limit", str(args.limit), *(["--dataset", args.dataset] if args.dataset else [])]
         sweep_s = timed([*base, "--sweep", str(adapters), "--output_dir", f"{tmp}/sweep"], env)
-        singles = {"base": timed([*base, "--output_dir", f"{tmp}/single-base"], env)}
-        for name in names:
-            singles[name] = timed([*base, "--lora", str(adapters / name), "--output_dir", f"{tmp}/single-{name}"],
-                                  env)
-        report = json.loads((Path(tmp) / "sweep" / "sweep.json").read_text())
-        single_timings = [json.loads((Path(tmp) / f"single-{n}" / "report.json").read_text())["timings"]
-                          for n in ["base", *names]]
-    t = report["timings"]
-    print(f"| runs | wall (s) |\n|---|---:|\n| one sweep of {1 + len(names)} variants | {sweep_s:.1f} |")
+        t = json.loads((Path(tmp) / "sweep" / "sweep.json").read_text())["timings"]
+        measured(sweep_s=sweep_s, adapter_swap_s={v["name"]: v["adapter_swap_s"] for v in t["variants"][1:]},
+                 edit_s_per_image={v["name"]: v["edit_s_per_image"] for v in t["variants"]},
+                 sweep_editor_loads_per_rank=[r["editor_loads"] for r in t["per_rank"]],
+                 sweep_judge_loads_per_rank=[r["judge_loads"] for r in t["per_rank"]])
+        print(f"| runs | wall (s) |\n|---|---:|\n| one sweep of {1 + len(names)} variants | {sweep_s:.1f} |",
+              flush=True)
+        single_timings = []
+        for name in ["base", *names]:
+            lora = [] if name == "base" else ["--lora", str(adapters / name)]
+            seconds = timed([*base, *lora, "--output_dir", f"{tmp}/single-{name}"], env)
+            single_timings.append(json.loads((Path(tmp) / f"single-{name}" / "report.json").read_text())["timings"])
+            measured(single_s={**summary["single_s"], name: seconds})
+    singles = summary["single_s"]
     each = ", ".join(f"{v:.1f}" for v in singles.values())
     print(f"| {1 + len(names)} single runs | {sum(singles.values()):.1f} ({each}) |")
     saved_loads = sum(s["load_editor_s"] for s in single_timings[1:])
     saved_switches = sum(s["switch_s"] for s in single_timings[1:])
+    measured(saved_editor_loads_s=saved_loads, saved_switches_s=saved_switches)
     print(f"\nSaved by the sweep (the single runs' own figures): {len(names)} editor loads {saved_loads:.2f} s, "
           f"{len(names)} model switches (free editor + load judge) {saved_switches:.2f} s, and {len(names)} process "
           f"starts. Spent: adapter swaps "
-          + ", ".join(f"{v['name']} {v['adapter_swap_s']:.3f} s" for v in t["variants"][1:])
-          + "; per variant edit s/image " + ", ".join(f"{v['name']} {v['edit_s_per_image']}" for v in t["variants"])
-          + f"; editor loads per rank {[r['editor_loads'] for r in t['per_rank']]}, "
-            f"judge loads {[r['judge_loads'] for r in t['per_rank']]}.")
+          + ", ".join(f"{name} {s:.3f} s" for name, s in summary["adapter_swap_s"].items())
+          + "; per variant edit s/image " + ", ".join(f"{n} {s}" for n, s in summary["edit_s_per_image"].items())
+          + f"; editor loads per rank {summary['sweep_editor_loads_per_rank']}, "
+            f"judge loads {summary['sweep_judge_loads_per_rank']}.")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

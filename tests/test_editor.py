@@ -1,6 +1,9 @@
 import gc
+import hashlib
 import weakref
 
+import numpy as np
+import pytest
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
@@ -121,3 +124,165 @@ def test_non_finite_output_is_flagged(monkeypatch):
     result = editor.edit(request("add a cat"), Image.new("RGB", (40, 40), "white"), seed=0)
     assert result.flags == ["non_finite"] and result.image.size == (32, 32)
     editor.close()
+
+
+# --- diffusers' caches and torch.compile ---------------------------------------------------------------
+
+FIRST_BLOCK_CACHE = {"type": "FirstBlockCache", "threshold": 0.2}
+
+
+def fail_once_at_call(module, k: int):
+    """Make `module`'s k-th forward (1-based) raise a CUDA out-of-memory error, once: a call that dies mid-way."""
+    calls = []
+
+    def hook(module, args, output):
+        calls.append(1)
+        if len(calls) == k:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    return module.register_forward_hook(hook).remove
+
+
+@torch.inference_mode()
+def test_a_call_that_fails_mid_way_leaves_no_cache_state_behind():
+    """diffusers resets a cache's state at the end of a successful call only: after a call that failed mid-way
+    (an OOM at its second step), every later call of the rank would start from the dead call's cached residuals."""
+    cfg = DiffusersConfig(editor_model="tiny:qwen-image-edit", editor_dtype="float32",
+                          editor_kwargs={**KWARGS, "num_inference_steps": 3, "true_cfg_scale": 1.0},
+                          cache=FIRST_BLOCK_CACHE)
+    editor = DiffusersEditor(cfg, device=torch.device("cpu"))
+    samples = [(request("make it snow"), Image.new("RGB", (48, 40), "blue"), 2)]
+    clean = [editor.edit(s, image, seed=seed).image.tobytes() for s, image, seed in samples]
+    remove = fail_once_at_call(editor.pipe.transformer, 2)
+    try:
+        editor.edit(request("add a cat"), Image.new("RGB", (40, 40), "white"), seed=1)
+    except torch.OutOfMemoryError:
+        pass  # the harness records this sample as edit_failed; what matters is the samples after it
+    else:
+        raise AssertionError("the injected failure did not happen")
+    remove()
+    after = [editor.edit(s, image, seed=seed).image.tobytes() for s, image, seed in samples]
+    editor.close()
+    assert after == clean
+
+
+@pytest.mark.parametrize("compile_mode, cache", [("regional", FIRST_BLOCK_CACHE),
+                                                 ("full", {"type": "TaylorSeerCache", "cache_interval": 2})])
+def test_compile_with_a_cache_edits(compile_mode, cache, monkeypatch):
+    """A cache's hooks call functions diffusers marks torch.compiler.disable: a full-graph compile refuses them, so
+    every edit failed. Dynamo traces the same way whatever the backend; the "eager" backend skips inductor's code
+    generation (a minute per compile on this CPU), so the test stays cheap. (`full` with TaylorSeerCache and
+    inductor was checked by hand: it edits.)"""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: real_compile(*args, **{**kwargs, "backend": "eager"}))
+    kwargs = {**KWARGS, "num_inference_steps": 3, "true_cfg_scale": 1.0}
+    cfg = DiffusersConfig(editor_model="tiny:qwen-image-edit", editor_dtype="float32", editor_kwargs=kwargs,
+                          cache=cache, compile=compile_mode)
+    DiffusersEditor.check(cfg, None)
+    source = Image.new("RGB", (40, 40), "white")
+    editor = DiffusersEditor(cfg, device=torch.device("cpu"))
+    compiled = editor.edit(request("add a cat"), source, seed=1).image
+    editor.close()
+    assert compiled.size == (32, 32)
+    if compile_mode == "full":
+        return  # one comparison with the uncompiled edit is enough (each costs an editor load)
+    editor = DiffusersEditor(DiffusersConfig(**{**cfg.__dict__, "compile": "none"}), device=torch.device("cpu"))
+    plain = editor.edit(request("add a cat"), source, seed=1).image
+    editor.close()
+    difference = np.abs(np.asarray(compiled, dtype=int) - np.asarray(plain, dtype=int)).max()
+    assert difference <= 1
+
+
+# --- LoRA adapters: what is loaded is what the run recorded ---------------------------------------------
+
+
+def test_an_adapter_overwritten_after_planning_is_never_edited_with(tmp_path, monkeypatch):
+    """A training job saves a new checkpoint in place while a sweep runs: the run recorded (fingerprint, provenance)
+    the adapter's sha256 when it was planned, so editing with the new weights would put them under the old hash.
+    The variant's samples are edit_failed, naming the adapter and both digests; the other variants are unharmed."""
+    import bench_lib.edit_stage as edit_stage
+    import bench_lib.runner as runner
+    from bench_lib import config_from_dict
+    from bench_lib.store import read_run
+    from bench_lib.tiny import build_lora
+
+    adapters = tmp_path / "ckpts"
+    for step in (100, 200):
+        build_lora(adapters / f"step-{step}", seed=step)
+    step_100 = adapters / "step-100" / "pytorch_lora_weights.safetensors"
+    planned = hashlib.sha256(step_100.read_bytes()).hexdigest()
+    real_load = edit_stage.load_editor
+
+    def load_after_a_save(*args, **kwargs):  # the trainer saves step-100 again just before the editor loads it
+        build_lora(adapters / "step-100", seed=7)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(edit_stage, "load_editor", load_after_a_save)
+    out = tmp_path / "sweep"
+    runner.run(config_from_dict({
+        "dataset": "data/demo/manifest.jsonl", "limit": 1, "baselines": "", "editor_model": "tiny:qwen-image-edit",
+        "editor_dtype": "float32", "editor_kwargs": KWARGS, "judge_model": "tiny:qwen3-vl", "judge_dtype": "float32",
+        "judge_min_digit_mass": 0.0, "sweep": str(adapters), "sweep_base": False, "output_dir": str(out)}))
+    saved = hashlib.sha256(step_100.read_bytes()).hexdigest()
+    assert saved != planned
+    changed, other = read_run(out / "step-100"), read_run(out / "step-200")
+    assert changed["fingerprint"]["editor"]["diffusers"]["lora_sha256"] == planned
+    assert [r["status"] for r in changed["rows"]] == ["edit_failed"]
+    error = changed["rows"][0]["error"]
+    assert str(adapters / "step-100") in error and planned in error and saved in error
+    assert not list((out / "step-100" / "edits").glob("*.png"))  # nothing was edited with the new weights
+    assert [r["status"] for r in other["rows"]] == ["ok"]  # the next adapter switched in and edited
+
+
+def test_an_adapter_saved_while_it_loads_is_caught(tmp_path):
+    """The file is hashed just before and just after loading: a save in between (the weights loaded are then
+    neither version for sure) is a mismatch even if the planned hash is the "before" one."""
+    from bench_lib.tiny import build_lora
+
+    file = build_lora(tmp_path / "adapter", seed=1)
+    planned = hashlib.sha256(file.read_bytes()).hexdigest()
+    editor = DiffusersEditor(editor_config(), device=torch.device("cpu"))
+    assert editor.loaded_problem({}) is None  # no adapter: nothing to compare
+    cfg = DiffusersConfig(**{**editor.cfg.__dict__, "lora": str(tmp_path / "adapter")})
+    real_load = editor.pipe.load_lora_weights
+
+    def load_then_save(*args, **kwargs):
+        real_load(*args, **kwargs)
+        build_lora(tmp_path / "adapter", seed=2)
+
+    editor.pipe.load_lora_weights = load_then_save
+    assert editor.switch(cfg)
+    problem = editor.loaded_problem({"lora_sha256": planned})
+    assert "changed while loading" in problem and planned in problem
+    editor.pipe.load_lora_weights = real_load
+    editor.switch(DiffusersConfig(**{**cfg.__dict__, "lora": None}))
+    assert editor.switch(cfg)  # loaded again, unchanged since: the current file's hash is what was loaded
+    now = hashlib.sha256(file.read_bytes()).hexdigest()
+    assert editor.loaded_problem({"lora_sha256": now}) is None
+    assert planned in editor.loaded_problem({"lora_sha256": planned}) and "the file loaded has" in \
+        editor.loaded_problem({"lora_sha256": planned})
+    editor.close()
+
+
+def test_a_pickled_adapter_is_refused(tmp_path, capsys):
+    """Weights load from safetensors only: a pickle (`.bin`) adapter could run code when unpickled. One line, exit
+    2, before any model loads: given as a file, as the only weights of a folder, or named by lora_weight_name."""
+    from safetensors.torch import load_file
+
+    import run_benchmark
+    from bench_lib.tiny import build_lora
+
+    state_dict = load_file(build_lora(tmp_path / "good", seed=1))
+    (tmp_path / "pickled").mkdir()
+    torch.save(state_dict, tmp_path / "pickled" / "pytorch_lora_weights.bin")
+    (tmp_path / "good" / "pytorch_lora_weights.bin").write_bytes((tmp_path / "pickled" / "pytorch_lora_weights.bin")
+                                                                 .read_bytes())
+    cases = [["--lora", str(tmp_path / "pickled" / "pytorch_lora_weights.bin")],
+             ["--lora", str(tmp_path / "pickled")],
+             ["--lora", str(tmp_path / "good"), "--lora_weight_name", "pytorch_lora_weights.bin"]]
+    for case in cases:
+        out = tmp_path / "out"
+        assert run_benchmark.main([*case, "--output_dir", str(out), "--limit", "1"]) == 2, case
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "safetensors" in err[0] and "pickle" in err[0], (case, err)
+        assert not list(out.glob("edits/*"))

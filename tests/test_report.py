@@ -131,3 +131,23 @@ def test_chart_bars_are_drawn_to_scale(tmp_path):
     assert image.getpixel((left + 20, top + 2)) not in (BAR_COLOUR, OVERALL_COLOUR)
     empty = build_report([row("x", "edit_failed")], timings=report["timings"], meta=meta)
     assert not write_chart(tmp_path / "none.png", empty) and not (tmp_path / "none.png").exists()
+
+
+def test_peak_memory_per_rank_and_stage():
+    """Each rank's peak device memory per stage, in report.json (bytes) and report.md (GiB, allocated / reserved);
+    not measured (CPU) is null and "–", never 0."""
+    gib = 2**30
+    timings = timing_summary([
+        {"load_editor": 3.0, "edit": 10.0, "edited": 2, "switch": 1.0, "judge": 2.0, "judged": 2,
+         "edit_max_memory_allocated": 60 * gib, "edit_max_memory_reserved": 70 * gib,
+         "judge_max_memory_allocated": 20 * gib + gib // 2, "judge_max_memory_reserved": 24 * gib},
+        {"load_editor": 3.0, "edit": 12.0, "edited": 1, "switch": 1.5, "judge": 1.0, "judged": 0,
+         "edit_max_memory_allocated": None, "edit_max_memory_reserved": None,
+         "judge_max_memory_allocated": None, "judge_max_memory_reserved": None}])
+    assert timings["per_rank"][0]["edit_max_memory_reserved"] == 70 * gib
+    assert timings["per_rank"][1]["judge_max_memory_allocated"] is None
+    meta = {"dataset": "d", "num_samples": 1, "editor_model": "e", "judge_model": "j", "world_size": 2, "seed": 0,
+            "judge_mode": "logits", "score_formula": "viescore", "score_formula_text": "x"}
+    md = render_markdown(build_report([row("physics", "ok", 4.0)], timings=timings, meta=meta))
+    assert "| 0 | 2 | 5.000 | – | 1.0 | 2 | 1.000 | 60.00 / 70.00 | 20.50 / 24.00 |" in md
+    assert "| 1 | 1 | 12.000 | – | 1.5 | 0 | – | – | – |" in md

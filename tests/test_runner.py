@@ -7,6 +7,7 @@ import weakref
 import pytest
 import torch
 from PIL import Image
+from test_edit_stage import FakeCudaMemory, SlowLoadEditor, slow_editor  # noqa: F401  (a fixture)
 
 import bench_lib.edit_stage as edit_stage
 import bench_lib.judge_stage as judge_stage
@@ -304,3 +305,56 @@ def test_a_requeued_slurm_job_resumes_even_with_overwrite(tmp_path, monkeypatch)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # a first start: --overwrite does start over
     runner.run(config_from_dict(cfg))
     assert json.loads((out / "report.json").read_text())["meta"]["attempt"] == 1
+
+
+@pytest.mark.usefixtures("slow_editor")
+def test_each_stage_s_peak_memory_reaches_the_report(tmp_path, monkeypatch):
+    """Peak device memory per rank and stage, measured on a "CUDA" rank (torch.cuda's statistics faked, models on
+    CPU): the judge stage's peak starts from a reset, so an edit's transient peak is the edit stage's only."""
+    memory = FakeCudaMemory()
+    memory.install(monkeypatch)
+    monkeypatch.setattr(runner, "device_name", lambda device: "test device")
+    real_edit, real_load_judge = SlowLoadEditor.edit, judge_stage.load_judge
+
+    def edit(self, sample, source, *, seed):
+        memory.use(5000)  # activations, freed when the call returns
+        memory.free(5000)
+        return real_edit(self, sample, source, seed=seed)
+
+    def load_judge(*args, device, device_map, **kwargs):
+        judge = real_load_judge(*args, device=torch.device("cpu"), device_map=None, **kwargs)
+        memory.use(1000)  # the judge's weights
+        return judge
+
+    monkeypatch.setattr(SlowLoadEditor, "edit", edit)
+    monkeypatch.setattr(judge_stage, "load_judge", load_judge)
+    memory.use(100)
+    out = tmp_path / "out"
+    runner.run(config_from_dict({**SMOKE, "editor": "test-slow-load", "dataset": "data/demo/manifest.jsonl",
+                                 "limit": 2, "baselines": "", "output_dir": str(out)}))
+    (rank,) = json.loads((out / "report.json").read_text())["timings"]["per_rank"]
+    assert (rank["edit_max_memory_allocated"], rank["edit_max_memory_reserved"]) == (5100, 10200)
+    assert (rank["judge_max_memory_allocated"], rank["judge_max_memory_reserved"]) == (1100, 2200)
+    assert "| 0.00 / 0.00 | 0.00 / 0.00 |" in (out / "report.md").read_text()  # a few bytes: 0.00 GiB
+
+
+@pytest.mark.usefixtures("slow_editor")
+def test_models_are_fetched_before_the_edit_stage(tmp_path, monkeypatch):
+    """The weights come into the node's cache in a step of their own (bench_lib.models.download_model), before the
+    first editor load: never inside a timed stage, on every rank at once."""
+    events = []
+    real_download, real_load = runner.download_models, edit_stage.load_editor
+
+    def download(*args, **kwargs):
+        events.append("download")
+        return real_download(*args, **kwargs)
+
+    def load(*args, **kwargs):
+        events.append("load editor")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "download_models", download)
+    monkeypatch.setattr(edit_stage, "load_editor", load)
+    runner.run(config_from_dict({**SMOKE, "editor": "test-slow-load", "dataset": "data/demo/manifest.jsonl",
+                                 "limit": 1, "baselines": "", "output_dir": str(tmp_path / "out")}))
+    assert events == ["download", "load editor"]

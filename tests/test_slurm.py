@@ -233,4 +233,5 @@ def test_sbatch_scripts_escape_the_rank_and_pass_arguments_through():
     for script in (SBATCH, MULTINODE):
         body = script.read_text()
         assert "#SBATCH --requeue" in body and 'launch.sh" "$@"' in body
+        assert "#SBATCH --mem=" in body  # memory asked for, not the cluster's per-CPU default
         assert textwrap.dedent(body).count("#SBATCH --gres") == 0  # GPUs come from the sbatch line: CPU-testable

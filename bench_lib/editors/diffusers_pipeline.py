@@ -174,6 +174,9 @@ class DiffusersEditor(Editor):
 
         check_model_name("editor_model", cfg.editor_model, revision=cfg.editor_revision, marker="model_index.json",
                          resolve=False)
+        if cfg.lora:
+            path = Path(cfg.lora).expanduser()
+            check_safetensors(path.name if path.is_file() else cfg.lora_weight_name, cfg)
         if cfg.lora and not Path(cfg.lora).expanduser().exists():
             if looks_local(cfg.lora) or cfg.lora.count("/") != 1:
                 raise ConfigError(f"`lora` {cfg.lora!r}: no such file or folder.")
@@ -202,6 +205,16 @@ class DiffusersEditor(Editor):
             if transformer_cls is not None and not getattr(transformer_cls, "_repeated_blocks", None):
                 raise ConfigError(f"`compile: regional` needs a transformer with repeated blocks; "
                                   f"{transformer_cls.__name__} declares none (use compile: full).")
+
+    @classmethod
+    def download(cls, cfg: DiffusersConfig, bench, *, done: set) -> None:
+        from ..models import download_model
+
+        if ("pipeline", cfg.editor_model, cfg.editor_revision) in done:
+            return  # another variant's: adapters ride on the same base (`check` fetched the adapter files)
+        done.add(("pipeline", cfg.editor_model, cfg.editor_revision))
+        download_model("editor_model", cfg.editor_model, revision=cfg.editor_revision, pipeline=True,
+                       trust_remote_code=bool(bench and bench.run.trust_remote_code))
 
     @staticmethod
     def _pipeline_class(cfg: DiffusersConfig):
@@ -300,8 +313,9 @@ class DiffusersEditor(Editor):
         self.pipe.to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self._remove_hook = add_multimodal_positions(self.pipe)
+        self._adapter_digests: Optional[tuple[str, str]] = None
         if cfg.lora:
-            self.pipe.load_lora_weights(_lora_source(cfg), weight_name=_lora_weight_name(cfg), adapter_name=ADAPTER)
+            self._load_adapter(cfg)
             self.pipe.set_adapters([ADAPTER], adapter_weights=[cfg.lora_scale])
         apply_speed_options(self.pipe, cfg)
         self.kwargs = dict(cfg.editor_kwargs)
@@ -319,9 +333,13 @@ class DiffusersEditor(Editor):
         # A CPU generator gives the same initial noise on every device type and GPU count.
         generator = torch.Generator(device=self._generator_device).manual_seed(seed)
         size = {"width": source.width, "height": source.height} if self.cfg.match_source_size else {}
-        with torch.inference_mode():
-            images = self.pipe(image=source, prompt=sample.instruction, generator=generator, **size,
-                               **self.kwargs).images
+        self._reset_cache()  # a call that died mid-way (an OOM) left its cached steps behind
+        try:
+            with torch.inference_mode():
+                images = self.pipe(image=source, prompt=sample.instruction, generator=generator, **size,
+                                   **self.kwargs).images
+        finally:
+            self._reset_cache()  # and frees them now, not at the next call
         if not isinstance(images, np.ndarray):
             return EditResult(image=images[0])
         array = images[:1]
@@ -329,6 +347,41 @@ class DiffusersEditor(Editor):
             return EditResult(image=self.pipe.numpy_to_pil(array)[0])
         clean = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
         return EditResult(image=self.pipe.numpy_to_pil(clean)[0], flags=["non_finite"])
+
+    def _load_adapter(self, cfg: DiffusersConfig) -> None:
+        """Load the adapter's file (safetensors only) under the harness's adapter name, hashing the file just before
+        and just after: `loaded_problem` compares both with what the run recorded."""
+        file = adapter_file(cfg)
+        before = file_sha256(file)
+        self.pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=ADAPTER,
+                                    use_safetensors=True)
+        self._adapter_digests = (before, file_sha256(file))
+
+    def loaded_problem(self, recorded: dict[str, Any]) -> Optional[str]:
+        """The adapter loaded must be the one the fingerprint recorded (hashed when the run was planned): a
+        training job that saved it again in place since then would have its new weights scored under the old
+        hash."""
+        if not self.cfg.lora:
+            return None
+        expected = recorded.get("lora_sha256")
+        before, after = self._adapter_digests
+        if before == after == expected:
+            return None
+        loaded = f"the file loaded has {after}" if before == after else \
+            f"it changed while loading ({before} before, {after} after)"
+        return (f"adapter {self.cfg.lora!r} changed after this run was planned: the run recorded sha256 {expected}, "
+                f"{loaded}. Nothing was edited with it; to score the new weights, start a new run (another "
+                "output_dir, or --overwrite).")
+
+    def _reset_cache(self) -> None:
+        """Forget a diffusers cache's state (`cache`): diffusers resets it only at the end of a call that
+        succeeded, so after one that failed every later call would start from its cached residuals (a shape
+        mismatch, or silently other pixels)."""
+        if not self.cfg.cache:
+            return
+        for component in self.pipe.components.values():
+            if hasattr(component, "_reset_stateful_cache"):
+                component._reset_stateful_cache()
 
     def switch(self, cfg: DiffusersConfig) -> bool:
         """Another adapter (or none, or another scale) on the same base, in place: the old adapter is deleted and
@@ -341,9 +394,9 @@ class DiffusersEditor(Editor):
         if (old.lora, old.lora_weight_name) != (cfg.lora, cfg.lora_weight_name):
             if old.lora:
                 self.pipe.delete_adapters(ADAPTER)
+            self._adapter_digests = None
             if cfg.lora:
-                self.pipe.load_lora_weights(_lora_source(cfg), weight_name=_lora_weight_name(cfg),
-                                            adapter_name=ADAPTER)
+                self._load_adapter(cfg)
         if cfg.lora:
             self.pipe.set_adapters([ADAPTER], adapter_weights=[cfg.lora_scale])
         self.cfg = cfg
@@ -402,10 +455,13 @@ def apply_speed_options(pipe, cfg: DiffusersConfig) -> None:
         pipe.transformer.set_attention_backend(cfg.attention_backend)
     if cfg.cache:
         pipe.transformer.enable_cache(cache_config(cfg.cache))
+    # A cache's hooks call functions diffusers marks torch.compiler.disable: a full graph can't hold them (every
+    # call would fail), so with a cache the compiled graph breaks around them.
+    fullgraph = not cfg.cache
     if cfg.compile == "regional":
-        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+        pipe.transformer.compile_repeated_blocks(fullgraph=fullgraph)
     elif cfg.compile == "full":
-        pipe.transformer.compile(fullgraph=True)
+        pipe.transformer.compile(fullgraph=fullgraph)
 
 
 # --- LoRA ---------------------------------------------------------------------------------------------
@@ -416,27 +472,31 @@ def _without_adapter(cfg: DiffusersConfig) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("lora", "lora_weight_name", "lora_scale")}
 
 
-def _lora_source(cfg: DiffusersConfig) -> str:
-    """What load_lora_weights takes: a hub id or a folder (a .safetensors file is given as its folder plus
-    `weight_name`)."""
-    path = Path(cfg.lora).expanduser()
-    return str(path.parent) if path.is_file() else cfg.lora
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def _lora_weight_name(cfg: DiffusersConfig) -> Optional[str]:
-    path = Path(cfg.lora).expanduser()
-    return path.name if path.is_file() else cfg.lora_weight_name
+def check_safetensors(file_name: Optional[str], cfg: DiffusersConfig) -> None:
+    """Adapters load from safetensors files only: unpickling a `.bin` can run any code it holds."""
+    if file_name and not file_name.endswith(".safetensors"):
+        kind = "a pickle checkpoint" if file_name.endswith(PICKLE_SUFFIXES) else "not a .safetensors file"
+        raise ConfigError(f"`lora` {cfg.lora!r}: {file_name!r} is {kind}; adapter weights load from safetensors "
+                          "only (unpickling can run code). Use the adapter's .safetensors file, or convert it: "
+                          "safetensors.torch.save_file(torch.load(FILE, weights_only=True), 'adapter.safetensors').")
 
 
 def adapter_file(cfg: DiffusersConfig) -> Path:
-    """The adapter's weights file on local disk (downloaded from the hub by `check`)."""
+    """The adapter's weights file on local disk (downloaded from the hub by `check`): a .safetensors file."""
     path = Path(cfg.lora).expanduser()
+    check_safetensors(path.name if path.is_file() else cfg.lora_weight_name, cfg)
     if path.is_file():
         return path
     if path.is_dir():
         if cfg.lora_weight_name:
             return path / cfg.lora_weight_name
         files = sorted(path.glob("*.safetensors"))
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if not files and pickles:
+            check_safetensors(pickles[0], cfg)
         if len(files) != 1:
             raise ConfigError(f"`lora` {cfg.lora!r} holds {len(files)} .safetensors files: name one with "
                               "`lora_weight_name`.")
@@ -446,12 +506,16 @@ def adapter_file(cfg: DiffusersConfig) -> Path:
     return Path(hf_hub_download(cfg.lora, cfg.lora_weight_name or "pytorch_lora_weights.safetensors"))
 
 
-def adapter_sha256(cfg: DiffusersConfig) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(adapter_file(cfg), "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def adapter_sha256(cfg: DiffusersConfig) -> str:
+    return file_sha256(adapter_file(cfg))
 
 
 def check_lora(cfg: DiffusersConfig, pipeline_cls, location: str) -> None:
@@ -469,7 +533,7 @@ def check_lora(cfg: DiffusersConfig, pipeline_cls, location: str) -> None:
         file = adapter_file(cfg)
         if not file.is_file():
             raise FileNotFoundError(f"{file} does not exist")
-        state_dict = pipeline_cls.lora_state_dict(_lora_source(cfg), weight_name=_lora_weight_name(cfg))
+        state_dict = pipeline_cls.lora_state_dict(str(file.parent), weight_name=file.name, use_safetensors=True)
     except ConfigError:
         raise
     except Exception as err:  # a missing file, a hub error, not a LoRA checkpoint: the user's to fix

@@ -154,6 +154,12 @@ class QwenVLJudge(Judge):
                               f"{str(err).strip().splitlines()[0][:300]}") from None
 
     @classmethod
+    def download(cls, cfg: QwenVLConfig, bench, *, done: set) -> None:
+        from ..models import download_model
+
+        download_model("judge_model", cfg.judge_model, revision=cfg.judge_revision, pipeline=False)
+
+    @classmethod
     def fingerprint(cls, cfg: QwenVLConfig, bench) -> dict[str, Any]:
         out = result_fields(cfg)
         if bench.judge.judge_mode != "generate":  # the answer's length limit only matters when the judge writes
