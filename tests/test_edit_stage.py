@@ -137,6 +137,12 @@ def test_every_rank_stops_at_the_same_barrier_and_exits_1(tmp_path):
 LOAD_S = 0.3
 
 
+def run_folder(path):
+    """An output folder as the run has it when the edit stage starts (the lock made it)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return RunFolder(path)
+
+
 @dataclass
 class SlowLoadConfig:
     colour: str = option("red", result=True, help="The colour every edit is painted.")
@@ -194,7 +200,7 @@ def test_edit_time_excludes_the_editor_load(slow_editor, dist, tmp_path):
     samples = make_samples(tmp_path, 4)
     stage = stage_for(dist)
     started = time.perf_counter()
-    (records,) = stage.run([EditJob(RunFolder(tmp_path / "out"), 1, slow_editor, SlowLoadConfig(), samples)],
+    (records,) = stage.run([EditJob(run_folder(tmp_path / "out"), 1, slow_editor, SlowLoadConfig(), samples)],
                            close=False)
     total = time.perf_counter() - started
     stage.close()
@@ -209,7 +215,7 @@ def test_edit_time_excludes_a_reload_between_jobs(slow_editor, dist, tmp_path):
     either."""
     samples = make_samples(tmp_path, 2)
     stage = stage_for(dist)
-    jobs = [EditJob(RunFolder(tmp_path / colour), 1, slow_editor, SlowLoadConfig(colour), samples, label=colour)
+    jobs = [EditJob(run_folder(tmp_path / colour), 1, slow_editor, SlowLoadConfig(colour), samples, label=colour)
             for colour in ("red", "blue")]
     started = time.perf_counter()
     stage.run(jobs, close=False)
@@ -254,7 +260,7 @@ def test_each_job_records_its_peak_device_memory(slow_editor, dist, tmp_path, mo
     maximum over jobs; a stage run on a CPU records None (not 0: nothing was measured)."""
     samples = make_samples(tmp_path, 2)
     cpu = stage_for(dist)
-    (records,) = cpu.run([EditJob(RunFolder(tmp_path / "cpu"), 1, slow_editor, SlowLoadConfig(), samples)])
+    (records,) = cpu.run([EditJob(run_folder(tmp_path / "cpu"), 1, slow_editor, SlowLoadConfig(), samples)])
     assert [r["status"] for r in records] == ["ok", "ok"]
     for t in (cpu.timings, *cpu.job_timings):
         assert t.max_memory_allocated is None and t.max_memory_reserved is None
@@ -270,7 +276,7 @@ def test_each_job_records_its_peak_device_memory(slow_editor, dist, tmp_path, mo
     monkeypatch.setattr(SlowLoadEditor, "edit", edit)
     memory.use(100)  # whatever the process holds before the stage (the weights it keeps count in every peak)
     stage = stage_for(dist)
-    stage.run([EditJob(RunFolder(tmp_path / colour), 1, slow_editor, SlowLoadConfig(colour), samples, label=colour)
+    stage.run([EditJob(run_folder(tmp_path / colour), 1, slow_editor, SlowLoadConfig(colour), samples, label=colour)
                for colour in ("red", "blue")], close=True)
     first, second = stage.job_timings
     assert (first.max_memory_allocated, first.max_memory_reserved) == (105, 210)
