@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RISEBENCH = ROOT.parent / "shared" / "data" / "risebench"
 TINY_JUDGE = ["--judge_model", "tiny:qwen3-vl", "--judge_dtype", "float32", "--judge_min_digit_mass", "0"]
 # Keys that say when, where from or how fast, at any depth of report.json, sweep.json and run.json.
+# A local parquet/CSV/folder dataset's identity is its `datasets` fingerprint, which follows its files' paths and
+# times: the two checkouts' look-alike files differ by path only.
 VOLATILE_KEYS = {"timings", "stamp", "started", "ended", "history", "harness", "command", "attempt", "attempts",
                  "reused_edits", "reused_judgements", "versions", "packages", "devices", "elapsed",
                  "finished"}
@@ -140,7 +142,8 @@ def run_all(checkout: Path, out: Path) -> None:
 
 def _scrub(value, roots: list[tuple[str, str]]):
     if isinstance(value, dict):
-        return {k: _scrub(v, roots) for k, v in value.items() if k not in VOLATILE_KEYS}
+        return {k: "datasets:<by path and time>" if k == "dataset_content" and str(v).startswith("datasets:")
+                else _scrub(v, roots) for k, v in value.items() if k not in VOLATILE_KEYS}
     if isinstance(value, list):
         return [_scrub(v, roots) for v in value]
     if isinstance(value, str):
@@ -231,9 +234,6 @@ def diff(a: Path, b: Path, *, checkout_a: Path = ROOT, checkout_b: Path = ROOT) 
     for rel in sorted(files_a & files_b):
         if rel.name == "run.json":  # the fingerprint decides whether an old folder resumes: it must not move
             x, y = (json.loads((root / rel).read_text()).get("fingerprint") for root in (a, b))
-            for print_ in (x, y):  # a local dataset's `datasets` fingerprint follows its files' paths and times
-                if str(print_.get("data", {}).get("dataset_content", "")).startswith("datasets:"):
-                    print_["data"]["dataset_content"] = "datasets:<by path and time>"
             found = None if _scrub(x, roots_a) == _scrub(y, roots_b) else first_difference(x, y, "fingerprint")
         else:
             found = compare_file(a / rel, b / rel, roots_a, roots_b)
