@@ -25,6 +25,7 @@ from .distributed import Distributed
 from .failures import RepeatedFailure, RunFailed, exception_type
 from .progress import Progress
 from .store import RunFolder, edit_path, save_png
+from .torch_utils import free_memory
 
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # the run can't write: stop every rank
 
@@ -98,16 +99,6 @@ def is_fatal(err: BaseException) -> bool:
     import torch  # a CUDA error other than out-of-memory (illegal address, device-side assert) breaks the context
 
     return not isinstance(err, torch.OutOfMemoryError)
-
-
-def free_memory() -> None:
-    import gc
-    import sys
-
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def warn_every_rank(message: str, *args) -> None:

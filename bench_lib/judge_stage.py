@@ -21,12 +21,13 @@ from PIL import Image
 
 from .data import Sample
 from .distributed import Distributed
-from .edit_stage import error_text, free_memory, is_fatal, warn_every_rank
+from .edit_stage import error_text, is_fatal, warn_every_rank
 from .failures import RepeatedFailure, RunFailed, exception_type
 from .judges import Judgement, JudgeRequest
 from .progress import Progress
 from .protocols import Protocol, view_of
 from .store import RunFolder
+from .torch_utils import free_memory
 
 EDITOR_JOB = "editor"
 

@@ -43,12 +43,13 @@ from bench_lib.config import JudgeConfig  # noqa: E402
 from bench_lib.data import ImageRef, Sample  # noqa: E402
 from bench_lib.distributed import Distributed  # noqa: E402
 from bench_lib.edit_stage import EditJob, EditStage  # noqa: E402
-from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor, apply_speed_options, torch_dtype  # noqa: E402
+from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor, apply_speed_options  # noqa: E402
 from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge  # noqa: E402
 from bench_lib.judges.rubrics import Rubrics  # noqa: E402
 from bench_lib.models import resolve_model  # noqa: E402
 from bench_lib.protocols import make_protocol  # noqa: E402
 from bench_lib.store import RunFolder, sample_seed, save_png, write_json  # noqa: E402
+from bench_lib.torch_utils import torch_dtype  # noqa: E402
 
 # Qwen-Image-Edit's published configurations (transformer 20.4B, Qwen2.5-VL-7B text encoder, the Qwen-Image VAE);
 # the tokenizer and processor are the tiny ones (their ids are valid in the real 152k vocabulary).

@@ -30,7 +30,6 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_lib.config import JudgeConfig  # noqa: E402
-from bench_lib.editors.diffusers_pipeline import torch_dtype  # noqa: E402
 from bench_lib.judge_stage import fit_pixels  # noqa: E402
 from bench_lib.judges.common import GENERATE_FORMAT, JudgeRequest, build_messages, json_template  # noqa: E402
 from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge  # noqa: E402
@@ -39,6 +38,7 @@ from bench_lib.models import resolve_model  # noqa: E402
 from bench_lib.protocols import PROTOCOLS, make_protocol  # noqa: E402
 from bench_lib.protocols.base import SampleView  # noqa: E402
 from bench_lib.store import write_json  # noqa: E402
+from bench_lib.torch_utils import torch_dtype  # noqa: E402
 
 # Qwen3-VL-8B-Instruct's published config.json (8.77B parameters); the tokenizer is the tiny one (its ids are
 # valid in the 151,936-token vocabulary), the image processor the real one's settings (patch 16, merge 2).

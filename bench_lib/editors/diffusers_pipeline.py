@@ -8,7 +8,6 @@ Model libraries are imported inside the functions that need them: the command li
 from __future__ import annotations
 
 import dataclasses
-import gc
 import hashlib
 import inspect
 import logging
@@ -21,6 +20,7 @@ from typing import Any, Literal, Optional
 from ..backends import Editor, EditResult, register_editor
 from ..config import ConfigError, Dtype, option, result_fields
 from ..models import check_model_name, resolve_model
+from ..torch_utils import free_memory, torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -142,20 +142,6 @@ def add_multimodal_positions(pipe) -> Optional[Callable[[], None]]:
         return args, kwargs
 
     return text_encoder.register_forward_pre_hook(fill_token_types, with_kwargs=True).remove
-
-
-def torch_dtype(name: str):
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 @register_editor("diffusers")

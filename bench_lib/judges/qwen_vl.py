@@ -27,9 +27,9 @@ from typing import Any, Optional
 
 from ..backends import Judge, register_judge
 from ..config import ConfigError, Dtype, JudgeConfig, option, result_fields
-from ..editors.diffusers_pipeline import free_memory, torch_dtype
 from ..models import check_model_name, resolve_model
 from ..protocols.base import YES_NO, ZERO_TO_TEN, Protocol, Scale
+from ..torch_utils import free_memory, torch_dtype
 from .common import (
     GENERATE_FORMAT,
     STRICT_GENERATE_FORMAT,
