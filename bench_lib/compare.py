@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import ConfigError
+from .metrics import NO_VALUE, Metric, fmt
 from .report import md_cell
 from .scoring import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, paired_difference
 from .store import read_run
@@ -69,17 +70,23 @@ def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             for path, va, vb in differences(fa.get(k), fb.get(k), k)]
 
 
+def recorded_metric(run: dict[str, Any], name: str) -> Optional[Metric]:
+    """Metric `name` as the run's report.json declares it (its range and shown scale), or None where the report
+    declares no metrics (a run without a protocol: `score` shown as it is)."""
+    declaration = ((run.get("protocol") or {}).get("metrics") or {}).get(name)
+    return Metric.recorded(name, declaration) if declaration else None
+
+
 def metric_values(run: dict[str, Any], metric: str) -> dict[str, float]:
     """sample id -> the metric's value on the report's scale, for the scored rows that have it."""
-    info = ((run.get("protocol") or {}).get("metrics") or {}).get(metric) or {}
-    a, b = info.get("reported_as") or (0.0, 1.0)
+    declared = recorded_metric(run, metric)
     out = {}
     for row in run["rows"]:
         if row["status"] != "ok":
             continue
         value = row["score"] if metric == "score" else (row.get("metrics") or {}).get(metric)
         if value is not None:
-            out[row["id"]] = a + b * value
+            out[row["id"]] = declared.shown(value) if declared else value
     return out
 
 
@@ -89,7 +96,8 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, metric: Optional[str] = Non
         raise Refusal(f"resamples must be a positive whole number, got {resamples!r}")
     warnings = check_comparable(a, b)
     known = sorted((a.get("protocol") or {}).get("metrics") or {"score": {}})
-    metric = metric or "score"
+    primary = (a.get("protocol") or {}).get("primary") or "score"
+    metric = primary if metric in (None, "score") else metric  # `score` is the primary metric, on its scale
     if metric != "score" and metric not in known:
         raise Refusal(f"metric {metric!r} is not one of the runs' protocol's: {known} (or score)")
     values_a, values_b = metric_values(a, metric), metric_values(b, metric)
@@ -113,10 +121,6 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, metric: Optional[str] = Non
     }
 
 
-def _f(value) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
 def render(result: dict[str, Any]) -> str:
     lines = [f"# {md_cell(result['run_b'])} (B) vs {md_cell(result['run_a'])} (A): {md_cell(result['metric'])}", "",
              f"Paired over the {result['scored']['both']} sample ids scored in both runs (A scored "
@@ -126,8 +130,8 @@ def render(result: dict[str, Any]) -> str:
     lines += [f"Warning: {md_cell(w)}" for w in result["warnings"]] + ([""] if result["warnings"] else [])
     lines += ["| category | n | mean A | mean B | B - A | 95% CI | p |", "|---|---:|---:|---:|---:|---|---:|"]
     for name, t in [*((md_cell(c), t) for c, t in result["categories"].items()), ("**overall**", result["overall"])]:
-        ci = "–" if t["ci"] is None else f"[{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}]"
-        p = "–" if t["p_value"] is None else f"{t['p_value']:.4f}"
-        diff = "–" if t["difference"] is None else f"{t['difference']:+.2f}"
-        lines.append(f"| {name} | {t['n']} | {_f(t['mean_a'])} | {_f(t['mean_b'])} | {diff} | {ci} | {p} |")
+        ci = NO_VALUE if t["ci"] is None else f"[{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}]"
+        diff = NO_VALUE if t["difference"] is None else f"{t['difference']:+.2f}"
+        lines.append(f"| {name} | {t['n']} | {fmt(t['mean_a'])} | {fmt(t['mean_b'])} | {diff} | {ci} | "
+                     f"{fmt(t['p_value'], 4)} |")
     return "\n".join(lines) + "\n"

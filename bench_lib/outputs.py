@@ -82,7 +82,7 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
     """Write one reporting pass into `folder`; returns the report."""
     output_dir = folder.root
     meta = {**meta, "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "protocol": protocol.name, "primary_metric": protocol.primary,
+            "protocol": protocol.name, "primary_metric": protocol.primary.name,
             "score_formula": cfg.judge.score_formula, "score_formula_text": FORMULA_TEXT[cfg.judge.score_formula],
             "score_weights": cfg.judge.score_weights if cfg.judge.score_formula == "mean" else None,
             "num_samples": len(rows), "config": cfg.to_dict()}
@@ -109,7 +109,8 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
         if stale.stem not in baseline_rows:
             stale.unlink()
     write_json(output_dir / REPORT_FILE, report)
-    chart = optional_output(output_dir / CHART_FILE, lambda: write_chart(output_dir / CHART_FILE, report))
+    chart = optional_output(output_dir / CHART_FILE,
+                            lambda: write_chart(output_dir / CHART_FILE, report, protocol.primary))
     write_text(output_dir / "report.md", render_markdown(report, chart=CHART_FILE if chart else None,
                                                          protocol=protocol))
     if cfg.run.gallery:

@@ -7,7 +7,8 @@ from collections import Counter
 from typing import Any, Optional
 
 from .config import SUBSCORES
-from .scoring import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, agreement, bootstrap_ci, bootstrap_macro_ci
+from .metrics import NO_VALUE, Block, Label, Metric, Table, fmt
+from .scoring import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, agreement, bootstrap_ci, macro_mean
 
 STAGES = ("load_editor", "edit", "switch", "judge")
 # per-rank counters of the samples a stage processed, for its samples/s
@@ -86,23 +87,6 @@ def with_metrics(stats: dict[str, Any], rows: list[dict[str, Any]], protocol) ->
     return stats
 
 
-def macro_metrics(rows: list[dict[str, Any]], categories: list[str], protocol) -> dict[str, Any]:
-    """metric -> {"mean", "ci95", "count"}: the unweighted mean of the category means (over categories with a
-    value), its interval resampling within each category, on the scale the report shows."""
-    out = {}
-    for metric in protocol.metrics:
-        groups = {c: v for c in categories if (v := [r["metrics"][metric.name] for r in rows if r["category"] == c
-                                                     and r["status"] == "ok"
-                                                     and r["metrics"].get(metric.name) is not None])}
-        a, b = metric.scale_to_report or (0.0, 1.0)
-        mean = sum(sum(v) / len(v) for v in groups.values()) / len(groups) if groups else None
-        ci = bootstrap_macro_ci(groups) if groups else None
-        out[metric.name] = {"mean": None if mean is None else a + b * mean,
-                            "ci95": None if ci is None else [a + b * ci[0], a + b * ci[1]],
-                            "count": sum(len(v) for v in groups.values()), "categories": len(groups)}
-    return out
-
-
 def build_report(rows: list[dict[str, Any]], *, timings: dict[str, Any], meta: dict[str, Any],
                  baselines: Optional[dict[str, list[dict[str, Any]]]] = None,
                  provenance: Optional[dict[str, Any]] = None, protocol=None) -> dict[str, Any]:
@@ -114,17 +98,15 @@ def build_report(rows: list[dict[str, Any]], *, timings: dict[str, Any], meta: d
     # samples all failed has no mean to weigh); its interval resamples within each of those categories.
     scored = {c: v for c in categories
               if (v := [r["score"] for r in rows if r["category"] == c and r["status"] == "ok"])}
-    overall["macro_mean"] = sum(sum(v) / len(v) for v in scored.values()) / len(scored) if scored else None
+    overall["macro_mean"], macro_ci = macro_mean(scored)
     overall["macro_categories"] = sorted(scored)
-    macro_ci = bootstrap_macro_ci(scored) if scored else None
     overall["macro_ci95"] = list(macro_ci) if macro_ci else None
     if protocol is not None:
-        overall["macro_metrics"] = macro_metrics(rows, categories, protocol)
+        overall["macro_metrics"] = protocol.macro_aggregate(rows, categories)
     report = {
         "protocol": None if protocol is None else {
-            "name": protocol.name, "prompts_sha256": protocol.digest(), "primary": protocol.primary,
-            "metrics": {m.name: {"range": [m.low, m.high], "reported_as": m.scale_to_report}
-                        for m in protocol.metrics}},
+            "name": protocol.name, "prompts_sha256": protocol.digest(), "primary": protocol.primary.name,
+            "metrics": {m.name: m.declaration() for m in protocol.metrics}},
         "overall": overall,
         "categories": {c: with_metrics(score_stats([r for r in rows if r["category"] == c]),
                                        [r for r in rows if r["category"] == c], protocol) for c in categories},
@@ -168,20 +150,39 @@ def _label(name: str) -> str:
     return name if name == OVERALL else md_cell(name)
 
 
-def _fmt(value: Optional[float], digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+def md_table_cell(cell: Any) -> str:
+    """A cell of a headline table: a `Label` in bold (then its note), anything else as escaped text."""
+    if isinstance(cell, Label):
+        return f"**{md_cell(cell.text)}**{md_cell(cell.note)}"
+    return md_cell(cell)
+
+
+def md_blocks(blocks: list[Block]) -> list[str]:
+    """A protocol's headline (paragraphs and tables) as Markdown lines, a blank line between blocks."""
+    lines: list[str] = []
+    for block in blocks:
+        if lines:
+            lines.append("")
+        if isinstance(block, Table):
+            numbers = len(block.columns) - block.label_columns
+            lines.append("|" + "".join(f" {md_table_cell(c)} |" if c != "" else " |" for c in block.columns))
+            lines.append("|" + "---|" * block.label_columns + "---:|" * numbers)
+            lines += ["|" + "".join(f" {md_table_cell(c)} |" for c in row) for row in block.rows]
+        else:
+            lines.append(md_cell(block))
+    return lines
 
 
 def _memory(timings: dict[str, Any], stage: str) -> str:
     """A stage's peak memory, "allocated / reserved" in GiB (– when not measured: CPU, or an older report)."""
     allocated, reserved = timings.get(f"{stage}_max_memory_allocated"), timings.get(f"{stage}_max_memory_reserved")
     if allocated is None or reserved is None:
-        return "–"
-    return f"{allocated / 2**30:.2f} / {reserved / 2**30:.2f}"
+        return NO_VALUE
+    return f"{fmt(allocated / 2**30)} / {fmt(reserved / 2**30)}"
 
 
 def _ci(ci: Optional[list[float]]) -> str:
-    return "–" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+    return NO_VALUE if ci is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
 def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, protocol=None) -> str:
@@ -193,10 +194,10 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
         columns = [("I", "instruction"), ("C", "consistency"), ("Q", "quality")]
         low, high = 0, 10
     else:
-        primary = protocol.metric(protocol.primary)
+        primary = protocol.primary
         scoring = (f"- protocol: {protocol.name} (metrics {', '.join(m.name for m in protocol.metrics)}; `score` "
-                   f"is {protocol.primary}, {primary.low:g}-{primary.high:g} per sample)")
-        columns = [(m.name, m.name) for m in protocol.metrics if m.name != protocol.primary]
+                   f"is {primary.name}, {primary.low:g}-{primary.high:g} per sample)")
+        columns = [(m.name, m.name) for m in protocol.metrics if m.name != primary.name]
         low, high = primary.low, primary.high
     lines = [
         "# Benchmark report",
@@ -212,7 +213,7 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
     if not own:
         lines += [f"## {protocol.name}: the benchmark's own table", "",
                   "Means over the scored samples with 95% bootstrap intervals, on the benchmark's own scales.", "",
-                  *protocol.headline(report), "", "## Details", ""]
+                  *md_blocks(protocol.headline(report)), "", "## Details", ""]
     lines += [
         f"Scores are {low:g}-{high:g}. `95% CI` is a percentile bootstrap interval of the mean "
         f"({report['uncertainty']['resamples']} resamples, seed {report['uncertainty']['seed']}); `std` is the "
@@ -227,15 +228,15 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
     ]
     for name, stats in [*report["categories"].items(), (OVERALL, overall)]:
         if own:
-            cells = [_fmt(stats["subscores"][key]) for _, key in columns]
+            cells = [fmt(stats["subscores"][key]) for _, key in columns]
         else:
-            cells = [_fmt((stats["metrics"].get(key) or {}).get("mean")) for _, key in columns]
+            cells = [fmt((stats["metrics"].get(key) or {}).get("mean")) for _, key in columns]
         rate = stats["parse_failure_rate"]
-        lines.append(f"| {_label(name)} | {_fmt(stats['mean'])} | {_ci(stats['ci95'])} | {_fmt(stats['std'])} | "
+        lines.append(f"| {_label(name)} | {fmt(stats['mean'])} | {_ci(stats['ci95'])} | {fmt(stats['std'])} | "
                      + " | ".join(cells) + f" | {stats['count']} | {stats['failed']} | {stats['flagged']} | "
-                     f"{'–' if rate is None else f'{100 * rate:.0f}%'} |")
+                     f"{NO_VALUE if rate is None else f'{100 * rate:.0f}%'} |")
     lines += ["", f"Overall is the micro mean (every scored sample weighs the same). The macro mean (every "
-              f"category with a score weighs the same) is {_fmt(overall['macro_mean'])}, 95% CI "
+              f"category with a score weighs the same) is {fmt(overall['macro_mean'])}, 95% CI "
               f"{_ci(overall['macro_ci95'])}."]
     if chart:
         lines += ["", f"![Mean score per category with 95% confidence intervals]({chart})"]
@@ -248,17 +249,17 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
                   "|---|---:|" + "---:|" * len(names)]
         for name, stats in [*report["categories"].items(), (OVERALL, overall)]:
             key = None if name == OVERALL else name
-            cells = [_fmt((baselines[b]["overall"] if key is None else baselines[b]["categories"][key])["mean"])
+            cells = [fmt((baselines[b]["overall"] if key is None else baselines[b]["categories"][key])["mean"])
                      for b in names]
-            lines.append(f"| {_label(name)} | {_fmt(stats['mean'])} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(name)} | {fmt(stats['mean'])} | " + " | ".join(cells) + " |")
     agreement = report.get("human_agreement")
     if agreement:
         lines += ["", "Agreement of the judge's score with the human scores (rank correlations over the scored "
                   "samples that have a human score):", "",
                   "| category | n | Spearman | Kendall tau-b |", "|---|---:|---:|---:|"]
         for name, stats in [*agreement["categories"].items(), (OVERALL, agreement["overall"])]:
-            lines.append(f"| {_label(name)} | {stats['n']} | {_fmt(stats['spearman'], 3)} | "
-                         f"{_fmt(stats['kendall_tau_b'], 3)} |")
+            lines.append(f"| {_label(name)} | {stats['n']} | {fmt(stats['spearman'], 3)} | "
+                         f"{fmt(stats['kendall_tau_b'], 3)} |")
     worked = timings.get("attempt")
     if worked is not None:
         lines += ["", f"Timings of attempt {worked}" + ("." if worked == meta.get("attempt") else
@@ -266,8 +267,8 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
                   "and judgement).")]
     lines += ["", "| stage | wall time (s) | samples | samples/s |", "|---|---:|---:|---:|"]
     for stage in STAGES:
-        lines.append(f"| {stage} | {_fmt(timings[f'{stage}_s'], 1)} | {timings.get(f'{stage}_samples', '–')} | "
-                     f"{_fmt(timings.get(f'{stage}_samples_per_s'), 3)} |")
+        lines.append(f"| {stage} | {fmt(timings[f'{stage}_s'], 1)} | {timings.get(f'{stage}_samples', '–')} | "
+                     f"{fmt(timings.get(f'{stage}_samples_per_s'), 3)} |")
     lines += ["", "Per rank: edit seconds per image (barrier waits excluded), seconds spent waiting "
               "for other ranks at the edit stage's barriers, model switch, judge seconds per sample, and the peak "
               "device memory of each stage, allocated / reserved by torch (GiB; – where not measured, on CPU).", "",
@@ -275,9 +276,9 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
               "edit peak memory (GiB) | judge peak memory (GiB) |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for rank, t in enumerate(timings["per_rank"]):
-        lines.append(f"| {rank} | {t.get('edited', 0)} | {_fmt(t['edit_s_per_image'], 3)} | "
-                     f"{_fmt(t.get('barrier_wait'), 1)} | {_fmt(t.get('switch'), 1)} | {t.get('judged', 0)} | "
-                     f"{_fmt(t['judge_s_per_sample'], 3)} | {_memory(t, 'edit')} | {_memory(t, 'judge')} |")
+        lines.append(f"| {rank} | {t.get('edited', 0)} | {fmt(t['edit_s_per_image'], 3)} | "
+                     f"{fmt(t.get('barrier_wait'), 1)} | {fmt(t.get('switch'), 1)} | {t.get('judged', 0)} | "
+                     f"{fmt(t['judge_s_per_sample'], 3)} | {_memory(t, 'edit')} | {_memory(t, 'judge')} |")
     failures = overall["failed_by_status"]
     if failures:
         lines += ["", "Failures by status: " + ", ".join(f"`{k}` {v}" for k, v in failures.items())
@@ -302,62 +303,78 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
 # --- chart ---------------------------------------------------------------------------------------
 
 CHART_FILE = "report_chart.png"
-CHART_WIDTH, LABEL_WIDTH, AXIS_MARGIN, ROW_HEIGHT, TOP = 900, 220, 40, 34, 56
-BAR_COLOUR, OVERALL_COLOUR, WHISKER_COLOUR = (76, 114, 176), (221, 132, 82), (30, 30, 30)
+BAR_COLOUR, OVERALL_COLOUR, WHISKER_COLOUR = "#4c72b0", "#dd8452", "#1e1e1e"
+CHART_DPI = 100
 
 
-def chart_rows(report: dict[str, Any]) -> list[tuple[str, Optional[float], Optional[list[float]]]]:
-    """(label, mean, ci95) per bar: the categories, then the overall (micro) mean."""
-    rows = [(name, stats["mean"], stats["ci95"]) for name, stats in report["categories"].items()]
-    return rows + [("overall", report["overall"]["mean"], report["overall"]["ci95"])]
+def chart_rows(report: dict[str, Any], metric: Metric) -> list[tuple[str, Optional[float], Optional[list[float]]]]:
+    """(label, mean, ci95) per bar, on the metric's shown scale: the categories, then overall (pooled samples)."""
+    rows = [*report["categories"].items(), ("overall", report["overall"])]
+    out = []
+    for name, stats in rows:
+        entry = (stats.get("metrics") or {}).get(metric.name) or {}
+        out.append((name, entry.get("mean"), entry.get("ci95")))
+    return out
 
 
-def chart_x(value: float) -> int:
-    """The x pixel of a score from 0 to 10."""
-    return LABEL_WIDTH + round(value / 10 * (CHART_WIDTH - LABEL_WIDTH - AXIS_MARGIN))
+def chart_title(metric: Metric) -> str:
+    low, high = metric.shown_range
+    return f"Mean {metric.name} per category, {low:g}-{high:g} (whiskers: 95% bootstrap CI)"
 
 
-def bar_box(index: int, mean: float) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of bar `index`."""
-    top = TOP + index * ROW_HEIGHT + 6
-    return chart_x(0), top, chart_x(mean), top + ROW_HEIGHT - 12
+def chart_figure(report: dict[str, Any], metric: Metric):
+    """The report's chart as a matplotlib Figure (None when no bar has a value): one horizontal bar per category
+    and one for overall, the mean of `metric` (the protocol's primary) on its shown range, with 95% CI whiskers."""
+    from matplotlib.figure import Figure
 
-
-def write_chart(path, report: dict[str, Any]) -> bool:
-    """A PNG bar chart of the mean score per category and overall, with 95% CI whiskers (drawn with Pillow,
-    no plotting library). Returns False, writing nothing, when no category has a score."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    from .store import save_png
-
-    rows = chart_rows(report)
+    rows = chart_rows(report, metric)
     if all(mean is None for _, mean, _ in rows):
-        return False
-    height = TOP + len(rows) * ROW_HEIGHT + 36
-    image = Image.new("RGB", (CHART_WIDTH, height), "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=14)
-    draw.text((LABEL_WIDTH, 12), "Mean score per category, 0-10 (whiskers: 95% bootstrap CI)", fill="black", font=font)
-    bottom = TOP + len(rows) * ROW_HEIGHT
-    for tick in range(11):
-        x = chart_x(tick)
-        draw.line([(x, TOP - 4), (x, bottom)], fill=(225, 225, 225) if tick else (120, 120, 120))
-        draw.text((x - 4, bottom + 6), str(tick), fill="black", font=font)
-    for i, (label, mean, ci) in enumerate(rows):
-        y_mid = TOP + i * ROW_HEIGHT + ROW_HEIGHT // 2
-        text = label if len(label) <= 26 else label[:25] + "…"
-        draw.text((8, y_mid - 8), text, fill="black", font=font)
+        return None
+    low, high = metric.shown_range
+    figure = Figure(figsize=(9, 1.0 + 0.34 * len(rows)), dpi=CHART_DPI, layout="constrained")
+    axes = figure.add_subplot()
+    positions = list(range(len(rows)))
+    for y, (label, mean, ci) in zip(positions, rows):
         if mean is None:
-            draw.text((chart_x(0) + 6, y_mid - 8), "no score", fill=(120, 120, 120), font=font)
+            axes.text(low, y, "  no score", va="center", ha="left", color="#787878")
             continue
-        draw.rectangle(bar_box(i, mean),
-                       fill=OVERALL_COLOUR if label == "overall" and i == len(rows) - 1 else BAR_COLOUR)
+        colour = OVERALL_COLOUR if y == len(rows) - 1 else BAR_COLOUR
+        axes.barh(y, mean - low, left=low, height=0.65, color=colour, gid=label)
         if ci is not None:
-            low, high = chart_x(max(ci[0], 0.0)), chart_x(min(ci[1], 10.0))
-            draw.line([(low, y_mid), (high, y_mid)], fill=WHISKER_COLOUR, width=2)
-            for x in (low, high):
-                draw.line([(x, y_mid - 7), (x, y_mid + 7)], fill=WHISKER_COLOUR, width=2)
-    from .store import STAMP_TEXT_KEY, stamp_line
+            axes.errorbar(mean, y, xerr=[[mean - ci[0]], [ci[1] - mean]], fmt="none", ecolor=WHISKER_COLOUR,
+                          elinewidth=2, capsize=6, capthick=2)
+    axes.set_yticks(positions, [label if len(label) <= 26 else label[:25] + "…" for label, _, _ in rows])
+    axes.invert_yaxis()  # the first category on top, overall at the bottom
+    axes.set_xlim(low, high)
+    axes.set_xlabel(metric.name)
+    axes.grid(axis="x", color="#e1e1e1")
+    axes.set_axisbelow(True)
+    axes.set_title(chart_title(metric), loc="left", fontsize=11)
+    return figure
 
-    save_png(image, path, text={STAMP_TEXT_KEY: stamp_line(report["stamp"])} if report.get("stamp") else None)
+
+def figure_image(figure):
+    """A figure rendered to an RGB image (Agg: the same pixels on every machine with the same matplotlib)."""
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    canvas = FigureCanvasAgg(figure)
+    with warnings.catch_warnings():  # a category in a script the bundled font lacks: drawn as boxes, said once
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        canvas.draw()
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+
+
+def write_chart(path, report: dict[str, Any], metric: Metric) -> bool:
+    """A PNG bar chart of `metric`'s mean per category and overall (see `chart_figure`). Returns False, writing
+    nothing, when no category has a value."""
+    from .store import STAMP_TEXT_KEY, save_png, stamp_line
+
+    figure = chart_figure(report, metric)
+    if figure is None:
+        return False
+    save_png(figure_image(figure), path,
+             text={STAMP_TEXT_KEY: stamp_line(report["stamp"])} if report.get("stamp") else None)
     return True

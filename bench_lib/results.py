@@ -91,7 +91,7 @@ def build_row(sample: Sample, *, edit: dict[str, Any], judgement: Optional[dict[
     view = view_of(sample, protocol, category_map)
     answers = judged.get("answers") if status == "ok" else None
     metrics = protocol.sample_metrics(view, protocol.answers_of(view, judged)) if answers else None
-    score = metrics[protocol.primary] if metrics else None
+    score = metrics[protocol.primary.name] if metrics else None
     assert (score is not None) == (status == "ok"), (sample.id, status, score)
     return {
         "id": sample.id,

@@ -148,6 +148,15 @@ def bootstrap_macro_ci(groups: dict[str, Sequence[float]], *, resamples: int = B
     return _percentile_interval(np.mean(per_group, axis=0))
 
 
+def macro_mean(groups: dict[str, Sequence[float]]) -> tuple[Optional[float], Optional[tuple[float, float]]]:
+    """The macro mean (every group with a value weighs the same: the unweighted mean of the group means) and its
+    95% interval resampled within each group; (None, None) without a group."""
+    groups = {k: v for k, v in groups.items() if len(v)}
+    if not groups:
+        return None, None
+    return sum(sum(v) / len(v) for v in groups.values()) / len(groups), bootstrap_macro_ci(groups)
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMPLES,
                       seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
     """Mean of b - a over paired samples, its 95% paired-bootstrap interval (resampling the pairs), and

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 from dataclasses import dataclass, fields
@@ -29,6 +28,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import BenchmarkConfig, ConfigError, config_from_dict
+from .metrics import NO_VALUE, Metric, fmt
+from .protocols import PROTOCOLS
+from .protocols.base import primary_metric
 
 SWEEP_JSON, SWEEP_MD, SWEEP_CHART = "sweep.json", "sweep.md", "sweep_chart.png"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
@@ -206,8 +208,24 @@ def sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[lis
     from .compare import load_run
 
     runs = [load_run(top / v.name) for v in variants]  # each folder read and checked once
+    return summarise(variants, runs, timings=sweep_timings(variants, per_unit) if per_unit else None)
+
+
+def declared_metrics(report: dict[str, Any]) -> tuple[str, tuple[Metric, ...], Metric]:
+    """The protocol a run's report names, its metrics as the protocol declares them, and its primary metric."""
+    name = report["protocol"]["name"]
+    metrics = PROTOCOLS[name].metrics
+    return name, metrics, primary_metric(metrics, name)
+
+
+def summarise(variants: list[Variant], runs: list[dict[str, Any]], *,
+              timings: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The sweep report of the variants' loaded runs (`bench_lib.compare.load_run`, in the variants' order): every
+    metric of the protocol, `primary` its primary metric; the best variant per metric has the highest or the lowest
+    mean, as the metric's declaration says."""
     reports = [run["report"] for run in runs]
-    metrics = list((reports[0].get("protocol") or {}).get("metrics") or {"score": {}})
+    protocol, declared, primary = declared_metrics(reports[0])
+    metrics = [m.name for m in declared]
     reference = runs[0]
     rows = []
     for variant, run, report in zip(variants, runs, reports):
@@ -221,9 +239,10 @@ def sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[lis
         })
     run_of = {v.name: run for v, run in zip(variants, runs)}
     best = {}
-    for m in metrics:
+    for metric in declared:
+        m, sign = metric.name, 1 if metric.higher_is_better else -1
         ranked = sorted((r for r in rows if (r["metrics"][m] or {}).get("mean") is not None),
-                        key=lambda r: -r["metrics"][m]["mean"])
+                        key=lambda r: -sign * r["metrics"][m]["mean"])
         if not ranked:
             best[m] = None
             continue
@@ -231,19 +250,18 @@ def sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[lis
         if len(ranked) > 1:
             first, second = (run_of[x["name"]] for x in ranked[:2])
             test = _paired(second, first, m)
+            better_side = test["ci"] and (test["ci"][0] > 0 if metric.higher_is_better else test["ci"][1] < 0)
             entry.update(runner_up=ranked[1]["name"], vs_runner_up=test,
-                         significant=bool(test["ci"] and test["ci"][0] > 0 and test["p_value"] is not None
-                                          and test["p_value"] < 0.05))
+                         significant=bool(better_side and test["p_value"] is not None and test["p_value"] < 0.05))
         best[m] = entry
-    stamp = {"variants": {v.name: run["report"]["stamp"] for v, run in zip(variants, runs)}}
-    return {"reference": variants[0].name, "metrics": metrics, "primary": metrics[0] if metrics else "score",
-            "protocol": (reports[0].get("protocol") or {}).get("name", "default"),
-            "higher_is_better": True, "variants": rows, "best": best,
+    stamp = {"variants": {v.name: report["stamp"] for v, report in zip(variants, reports)}}
+    return {"reference": variants[0].name, "metrics": metrics, "primary": primary.name, "protocol": protocol,
+            "higher_is_better": {m.name: m.higher_is_better for m in declared}, "variants": rows, "best": best,
             "method": {"difference": "B - A over the sample ids both runs scored: 95% paired percentile bootstrap "
                                      "and a two-sided paired permutation p-value, as scripts/compare_runs.py",
-                       "significant": "the best variant's difference from the runner-up has a 95% interval above 0 "
-                                      "and p < 0.05"},
-            "timings": sweep_timings(variants, per_unit) if per_unit else None, "stamp": stamp}
+                       "significant": "the best variant's difference from the runner-up has a 95% interval on the "
+                                      "better side of 0 (above it where higher is better) and p < 0.05"},
+            "timings": timings, "stamp": stamp}
 
 
 def sweep_stamp_line(stamp: dict[str, Any]) -> str:
@@ -339,47 +357,44 @@ def write_sweep_report(top: Path, variants: list[Variant], per_unit: Optional[li
     return report
 
 
-def _fmt(value: Optional[float], digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def _interval(ci: Optional[list[float]], digits: int = 2) -> str:
-    return "" if not ci else f" [{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
+    return "" if not ci else f" [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
 def render_sweep(report: dict[str, Any], *, chart: Optional[str]) -> str:
     from .report import md_cell
 
-    metrics, ref = report["metrics"], report["reference"]
-    primary = report["primary"]
+    ref, primary = report["reference"], report["primary"]
+    others = [m for m in report["metrics"] if m != primary]
     lines = [f"# Sweep: {len(report['variants'])} variants", "",
              f"Protocol `{report['protocol']}`; reference variant `{md_cell(ref)}`. Each variant is a run of its own "
              "in its folder (report.md there). Means with 95% bootstrap CIs; the difference from the reference is "
              "paired over the samples both scored, with the permutation p-value (as compare_runs).", "",
              f"| variant | step | {primary} | Δ {primary} vs {md_cell(ref)} | p | "
-             + " | ".join(md_cell(m) for m in metrics[1:]) + " | scored | failed |",
-             "|---|---:|---|---|---:|" + "---|" * (len(metrics) - 1) + "---:|---:|"]
+             + " | ".join(md_cell(m) for m in others) + " | scored | failed |",
+             "|---|---:|---|---|---:|" + "---|" * len(others) + "---:|---:|"]
     for row in report["variants"]:
         stats = row["metrics"]
-        cells = [f"{_fmt((stats[m] or {}).get('mean'))}{_interval((stats[m] or {}).get('ci95'))}" for m in metrics]
+        cells = [f"{fmt((stats[m] or {}).get('mean'))}{_interval((stats[m] or {}).get('ci95'))}"
+                 for m in [primary, *others]]
         diff = (row["vs_reference"] or {}).get(primary)
-        delta = "reference" if diff is None else f"{_fmt(diff['difference'], 3)}{_interval(diff['ci'], 3)}"
-        p = "" if diff is None else _fmt(diff["p_value"], 4)
+        delta = "reference" if diff is None else f"{fmt(diff['difference'], 3)}{_interval(diff['ci'], 3)}"
+        p = "" if diff is None else fmt(diff["p_value"], 4)
         step = "" if row["step"] is None else str(row["step"])
         lines.append(f"| {md_cell(row['name'])} | {step} | {cells[0]} | {delta} | {p} | "
                      + " | ".join(cells[1:]) + f" | {row['count']} | {row['failed']} |")
     lines += ["", "## Best variant per metric", "",
               "| metric | best | mean | runner-up | difference [95% CI] | p | significant |",
               "|---|---|---:|---|---|---:|---|"]
-    for m in metrics:
+    for m in report["metrics"]:
         b = report["best"].get(m)
         if not b:
-            lines.append(f"| {md_cell(m)} | – | | | | | |")
+            lines.append(f"| {md_cell(m)} | {NO_VALUE} | | | | | |")
             continue
         test = b.get("vs_runner_up")
-        lines.append(f"| {md_cell(m)} | {md_cell(b['variant'])} | {_fmt(b['mean'])} | "
-                     f"{md_cell(b['runner_up'] or '–')} | "
-                     + (f"{_fmt(test['difference'], 3)}{_interval(test['ci'], 3)} | {_fmt(test['p_value'], 4)} | "
+        lines.append(f"| {md_cell(m)} | {md_cell(b['variant'])} | {fmt(b['mean'])} | "
+                     f"{md_cell(b['runner_up'] or NO_VALUE)} | "
+                     + (f"{fmt(test['difference'], 3)}{_interval(test['ci'], 3)} | {fmt(test['p_value'], 4)} | "
                         f"{'yes' if b['significant'] else 'no'} |" if test else "| | |"))
     timings = report.get("timings")
     if timings:
@@ -387,7 +402,7 @@ def render_sweep(report: dict[str, Any], *, chart: Optional[str]) -> str:
                   "|---|---:|---:|---:|---:|"]
         for t in timings["variants"]:
             lines.append(f"| {md_cell(t['name'])} | {t['load_editor_s']:.2f} | {t['adapter_swap_s']:.3f} | "
-                         f"{t['edit_s']:.2f} | {_fmt(t['edit_s_per_image'], 3)} |")
+                         f"{t['edit_s']:.2f} | {fmt(t['edit_s_per_image'], 3)} |")
         loads = [r["editor_loads"] for r in timings["per_rank"]]
         lines += ["", f"Model switch {timings['switch_s']:.2f} s, judge stage {timings['judge_s']:.2f} s "
                       f"({timings['judged']} judgements). Editor loads per rank: {loads}; judge loads per rank: "
@@ -400,65 +415,63 @@ def render_sweep(report: dict[str, Any], *, chart: Optional[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_sweep_chart(path: Path, report: dict[str, Any]) -> bool:
-    """One panel per metric: the mean (and 95% CI) per variant, a line over training steps when the variants'
-    names carry them (the reference without a step is a dashed line across). Pillow only."""
-    from PIL import Image, ImageDraw, ImageFont
+def chart_metrics(report: dict[str, Any]) -> list[Metric]:
+    """The metrics the sweep chart draws, as the protocol declares them: those with a mean in some variant."""
+    return [m for m in PROTOCOLS[report["protocol"]].metrics
+            if any((r["metrics"][m.name] or {}).get("mean") is not None for r in report["variants"])]
 
-    from .store import STAMP_TEXT_KEY, save_png
 
-    metrics = [m for m in report["metrics"] if any((r["metrics"][m] or {}).get("mean") is not None
-                                                    for r in report["variants"])]
-    if not metrics:
-        return False
-    width, panel, left, pad = 760, 220, 70, 30
-    image = Image.new("RGB", (width, 40 + panel * len(metrics)), "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=13)
+def sweep_figure(report: dict[str, Any], metrics: list[Metric]):
+    """One panel per metric: the mean and its 95% CI per variant on the metric's whole shown range (so every
+    whisker fits, and panels of one scale compare by eye), over training steps when the variants' names carry
+    them (the reference without a step is a dashed line across), else one point per variant."""
+    from matplotlib.figure import Figure
+
     rows = report["variants"]
     stepped = [r for r in rows if r["step"] is not None]
     use_steps = len(stepped) >= 2 and len({r["step"] for r in stepped}) == len(stepped)
-    draw.text((left, 10), "Mean per variant (95% CI)" + (" over training steps" if use_steps else ""), fill="black",
-              font=font)
-    for k, metric in enumerate(metrics):
-        top = 40 + k * panel
-        y0, y1 = top + 30, top + panel - 40
-        points = [(r, r["metrics"][metric]) for r in rows if (r["metrics"][metric] or {}).get("mean") is not None]
-        values = [v for _, s in points for v in [s["mean"], *(s.get("ci95") or [])]]
-        low, high = min(values), max(values)
-        if math.isclose(low, high):
-            low, high = low - 0.5, high + 0.5
-
-        def y_of(v: float, low: float = low, high: float = high, y0: float = y0, y1: float = y1) -> float:
-            return y1 - (v - low) / (high - low) * (y1 - y0)
-
+    figure = Figure(figsize=(7.6, 0.6 + 2.2 * len(metrics)), dpi=100, layout="constrained")
+    figure.suptitle("Mean per variant (95% CI)" + (" over training steps" if use_steps else ""), x=0.02,
+                    ha="left", fontsize=11)
+    panels = figure.subplots(len(metrics), 1, squeeze=False)[:, 0]
+    for axes, metric in zip(panels, metrics):
+        points = [(r, r["metrics"][metric.name]) for r in rows
+                  if (r["metrics"][metric.name] or {}).get("mean") is not None]
         plotted = [(r, s) for r, s in points if not use_steps or r["step"] is not None]
-        if use_steps:
-            steps = [r["step"] for r, _ in plotted]
-            span = (max(steps) - min(steps)) or 1
-            x_of = {r["name"]: left + pad + (r["step"] - min(steps)) / span * (width - left - 2 * pad)
-                    for r, _ in plotted}
-        else:
-            gap = (width - left - 2 * pad) / max(1, len(plotted) - 1)
-            x_of = {r["name"]: left + pad + i * gap for i, (r, _) in enumerate(plotted)}
-        draw.text((8, top), metric, fill="black", font=font)
-        for v in (low, high):
-            draw.text((8, y_of(v) - 7), f"{v:.2f}", fill=(90, 90, 90), font=font)
-        draw.line([(left, y0), (left, y1), (width - 10, y1)], fill=(150, 150, 150))
+        xs = [r["step"] for r, _ in plotted] if use_steps else list(range(len(plotted)))
+        means = [s["mean"] for _, s in plotted]
+        low_err = [s["mean"] - s["ci95"][0] if s.get("ci95") else 0.0 for _, s in plotted]
+        high_err = [s["ci95"][1] - s["mean"] if s.get("ci95") else 0.0 for _, s in plotted]
+        axes.errorbar(xs, means, yerr=[low_err, high_err], fmt="-o" if use_steps else "o", color="#285aa0",
+                      ecolor="#5a5a5a", elinewidth=1, capsize=3, markersize=5)
         for r, s in points:
             if use_steps and r["step"] is None:  # the reference without a step: a dashed line across
-                y = y_of(s["mean"])
-                for x in range(left, width - 10, 12):
-                    draw.line([(x, y), (x + 6, y)], fill=(200, 80, 60))
-                draw.text((width - 120, y - 16), r["name"], fill=(200, 80, 60), font=font)
-        line = [(x_of[r["name"]], y_of(s["mean"])) for r, s in plotted]
-        if use_steps and len(line) > 1:
-            draw.line(line, fill=(40, 90, 160), width=2)
-        for (r, s), (x, y) in zip(plotted, line):
-            if s.get("ci95"):
-                draw.line([(x, y_of(s["ci95"][0])), (x, y_of(s["ci95"][1]))], fill=(90, 90, 90), width=1)
-            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(40, 90, 160))
-            label = str(r["step"]) if use_steps else r["name"][:14]
-            draw.text((x - 3 * len(label), y1 + 6), label, fill="black", font=font)
-    save_png(image, path, text={STAMP_TEXT_KEY: sweep_stamp_line(report["stamp"])} if report.get("stamp") else None)
+                axes.axhline(s["mean"], color="#c8503c", linestyle="--", linewidth=1, label=r["name"])
+                axes.legend(loc="best", fontsize=8, frameon=False)
+        if not use_steps:
+            axes.set_xticks(xs, [r["name"][:14] for r, _ in plotted])
+            axes.set_xlim(-0.5, len(xs) - 0.5)
+        else:
+            axes.set_xticks(xs, [str(x) for x in xs])
+        low, high = metric.shown_range
+        margin = (high - low) * 0.05
+        axes.set_ylim(low - margin, high + margin)
+        axes.set_ylabel(metric.name)
+        axes.grid(axis="y", color="#e1e1e1")
+        axes.set_title(f"{metric.name} ({low:g}-{high:g}, {'higher' if metric.higher_is_better else 'lower'} is "
+                       "better)", loc="left", fontsize=10)
+    return figure
+
+
+def write_sweep_chart(path: Path, report: dict[str, Any]) -> bool:
+    """The sweep chart (see `sweep_figure`) as a PNG carrying the sweep report's stamp. False, writing nothing,
+    when no metric has a mean."""
+    from .report import figure_image
+    from .store import STAMP_TEXT_KEY, save_png
+
+    metrics = chart_metrics(report)
+    if not metrics:
+        return False
+    save_png(figure_image(sweep_figure(report, metrics)), path,
+             text={STAMP_TEXT_KEY: sweep_stamp_line(report["stamp"])} if report.get("stamp") else None)
     return True

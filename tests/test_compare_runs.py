@@ -114,3 +114,24 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path, capsys, option, value, me
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err
     assert not (tmp_path / "no-such-folder").exists()  # refused, not created
+
+
+def test_score_is_the_primary_metric_on_the_scale_its_report_declares():
+    """RE-Edit's primary metric is the yes-rate, reported in %: `score` (the default) compares it in %, as the
+    report shows it, not as the 0-1 per-sample value."""
+    from bench_lib.compare import compare
+
+    declared = {"name": "re_edit", "primary": "yes_rate",
+                "metrics": {"yes_rate": {"range": [0, 1], "reported_as": [0.0, 100.0]},
+                            "instruction_following": {"range": [0, 10], "reported_as": None}}}
+
+    def run(folder: str, yes: list[float]) -> dict:
+        rows = [{"id": f"s{i}", "category": "causal", "status": "ok", "score": v,
+                 "metrics": {"yes_rate": v, "instruction_following": 10 * v}} for i, v in enumerate(yes)]
+        return {"folder": Path(folder), "fingerprint": FINGERPRINT, "rows": rows, "meta": {}, "protocol": declared}
+
+    a, b = run("a", [0.0, 0.5, 0.5, 1.0]), run("b", [0.5, 1.0, 0.5, 1.0])
+    result = compare(a, b)
+    assert result["metric"] == "yes_rate" and compare(a, b, metric="score")["overall"] == result["overall"]
+    assert result["overall"]["mean_a"] == pytest.approx(50.0) and result["overall"]["difference"] == pytest.approx(25.0)
+    assert compare(a, b, metric="instruction_following")["overall"]["difference"] == pytest.approx(2.5)

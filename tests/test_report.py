@@ -107,30 +107,93 @@ def test_confidence_intervals_and_micro_macro_means():
     assert "| 0 | 3 | 2.000 | 4.0 | 1.0 | 4 | 0.500 |" in md
 
 
+def protocol_of(name: str):
+    from bench_lib.config import JudgeConfig
+    from bench_lib.judges.rubrics import Rubrics
+    from bench_lib.protocols import make_protocol
+
+    cfg = JudgeConfig(protocol=name)
+    return make_protocol(cfg, Rubrics(cfg.prompts_dir))
+
+
+def metric_rows(protocol, values: dict[str, list[float]]) -> list[dict]:
+    """Scored rows whose every metric has the given per-sample value (one row per value, per category)."""
+    rows = []
+    for category, scores in values.items():
+        for i, value in enumerate(scores):
+            metrics = {m.name: value for m in protocol.metrics}
+            rows.append({"id": f"{category}{i}", "category": category, "status": "ok", "score": value, "flags": [],
+                         "judge_parse": "ok", "metrics": metrics, "subscores": None})
+    rows.append({"id": "failed", "category": "social", "status": "edit_failed", "score": None, "flags": [],
+                 "judge_parse": None, "metrics": None, "subscores": None})
+    return rows
+
+
 def test_chart_bars_are_drawn_to_scale(tmp_path):
+    """Each bar runs from the scale's low end to its mean (the overall bar in its own colour); a category with no
+    score has no bar; the written PNG is the figure's pixels with the output stamp."""
     from PIL import Image
 
-    from bench_lib.report import BAR_COLOUR, OVERALL_COLOUR, bar_box, chart_x, write_chart
+    from bench_lib.report import BAR_COLOUR, OVERALL_COLOUR, chart_figure, figure_image, write_chart
+    from bench_lib.store import STAMP_TEXT_KEY
 
-    rows = [row("causal", "ok", 2.0), row("causal", "ok", 2.0), row("physics", "ok", 7.5), row("physics", "ok", 7.5),
-            row("social", "edit_failed")]
-    meta = {"dataset": "d", "num_samples": 5, "editor_model": "e", "judge_model": "j", "world_size": 1, "seed": 0,
-            "judge_mode": "logits", "score_formula": "viescore", "score_formula_text": "x"}
-    report = build_report(rows, timings=timing_summary([{"load_editor": 0, "edit": 1, "edited": 1, "switch": 0,
-                                                          "judge": 1, "judged": 1}]), meta=meta)
-    assert write_chart(tmp_path / "c.png", report)
-    image = Image.open(tmp_path / "c.png").convert("RGB")
-    assert report["overall"]["mean"] == 4.75
-    for index, mean, colour in [(0, 2.0, BAR_COLOUR), (1, 7.5, BAR_COLOUR), (3, 4.75, OVERALL_COLOUR)]:
-        left, top, right, bottom = bar_box(index, mean)
-        assert right == chart_x(mean) and chart_x(10) - chart_x(0) == 2 * (chart_x(5) - chart_x(0))
-        y = top + 2  # above the whisker line
-        assert image.getpixel(((left + right) // 2, y)) == colour and image.getpixel((right - 2, y)) == colour
-        assert image.getpixel((right + 3, y)) != colour  # the bar ends at its mean
-    left, top, _, _ = bar_box(2, 0.0)  # social: no score, no bar
-    assert image.getpixel((left + 20, top + 2)) not in (BAR_COLOUR, OVERALL_COLOUR)
-    empty = build_report([row("x", "edit_failed")], timings=report["timings"], meta=meta)
-    assert not write_chart(tmp_path / "none.png", empty) and not (tmp_path / "none.png").exists()
+    protocol = protocol_of("default")
+    report = build_report(metric_rows(protocol, {"causal": [2.0, 2.0], "physics": [7.5, 7.5]}),
+                          timings=timing_summary([{"load_editor": 0, "edit": 1, "edited": 1, "switch": 0, "judge": 1,
+                                                   "judged": 1}]), meta={}, protocol=protocol)
+    report["stamp"] = {"attempt": 1, "results_sha256": "0" * 64}
+    metric = protocol.primary
+    assert report["overall"]["metrics"]["score"]["mean"] == 4.75
+    figure = chart_figure(report, metric)
+    image = figure_image(figure)  # drawn: the layout is final, so data coordinates map to these pixels
+    axes = figure.axes[0]
+    height = image.size[1]
+
+    def pixel(x: float, y: float) -> tuple[int, int]:
+        px, py = axes.transData.transform((x, y))
+        return round(px), height - round(py)
+
+    def rgb(hex_colour: str) -> tuple[int, ...]:
+        return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+
+    y_of = {label.get_text(): y for label, y in zip(axes.get_yticklabels(), axes.get_yticks())}
+    assert list(y_of) == ["causal", "physics", "social", "overall"]  # social: every sample failed
+    for label, mean, colour in [("causal", 2.0, BAR_COLOUR), ("physics", 7.5, BAR_COLOUR),
+                                ("overall", 4.75, OVERALL_COLOUR)]:
+        y = y_of[label] - 0.2  # inside the bar, off the whisker
+        assert image.getpixel(pixel(0.3, y)) == rgb(colour) and image.getpixel(pixel(mean - 0.1, y)) == rgb(colour)
+        assert image.getpixel(pixel(mean + 0.15, y)) != rgb(colour)  # the bar ends at its mean
+    assert write_chart(tmp_path / "c.png", report, metric)
+    with Image.open(tmp_path / "c.png") as written:
+        assert written.convert("RGB").tobytes() == image.tobytes()
+        assert written.info[STAMP_TEXT_KEY].startswith("Outputs of attempt 1")
+    assert image.getpixel(pixel(0.3, y_of["social"] - 0.2)) not in (rgb(BAR_COLOUR), rgb(OVERALL_COLOUR))
+    assert sorted(patch.get_gid() for patch in axes.patches) == ["causal", "overall", "physics"]
+    empty = build_report(metric_rows(protocol, {}), timings=report["timings"], meta={}, protocol=protocol)
+    assert not write_chart(tmp_path / "none.png", empty, metric) and not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.parametrize("name", ["default", "kris", "re_edit", "risebench", "viescore"])
+def test_the_chart_draws_the_primary_metric_on_its_shown_range(name):
+    """Every protocol's chart: its primary metric's mean per category, on the range the report shows it on (KRIS
+    0-100, RE-Edit's yes-rate %, RISEBench 1-5), named in the axis and the title."""
+    from bench_lib.report import chart_figure
+
+    protocol = protocol_of(name)
+    metric = protocol.primary
+    assert metric.name == {"default": "score", "kris": "score", "re_edit": "yes_rate", "risebench": "score",
+                           "viescore": "overall"}[name]
+    low, high = metric.low, metric.high
+    values = {"a": [low, low + (high - low) / 2], "b": [high, high]}
+    report = build_report(metric_rows(protocol, values), timings={}, meta={}, protocol=protocol)
+    axes = chart_figure(report, metric).axes[0]
+    shown = {"default": (0, 10), "kris": (0, 100), "re_edit": (0, 100), "risebench": (1, 5), "viescore": (0, 10)}
+    assert axes.get_xlim() == shown[name] and axes.get_xlabel() == metric.name
+    assert axes.get_title(loc="left") == (f"Mean {metric.name} per category, {shown[name][0]}-{shown[name][1]} "
+                                          "(whiskers: 95% bootstrap CI)")
+    bars = {patch.get_gid(): patch for patch in axes.patches}
+    assert bars["b"].get_x() + bars["b"].get_width() == pytest.approx(shown[name][1])  # b is at the top of the scale
+    assert bars["b"].get_x() == shown[name][0]
 
 
 def test_peak_memory_per_rank_and_stage():

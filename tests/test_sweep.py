@@ -368,3 +368,81 @@ def test_a_sweep_writes_every_report_then_fails_if_a_variant_scored_nothing(tmp_
     report = json.loads((out / "sweep.json").read_text())
     assert [(v["name"], v["count"], v["failed"]) for v in report["variants"]] == [("good", 4, 0), ("bad", 0, 4)]
     assert (out / "sweep.md").is_file()
+
+
+def loaded_run(protocol, name: str, values: list[float]) -> dict:
+    """A finished run as `compare.load_run` gives it: one scored row per value, every metric equal to it."""
+    from bench_lib.report import build_report
+
+    rows = [{"id": f"s{i}", "category": "c", "status": "ok", "score": v, "flags": [], "judge_parse": "ok",
+             "subscores": None, "metrics": {m.name: v for m in protocol.metrics}} for i, v in enumerate(values)]
+    report = build_report(rows, timings={}, meta={"editor_model": name}, protocol=protocol)
+    report["stamp"] = {"attempt": 1, "results_sha256": name}
+    return {"folder": Path(name), "fingerprint": {}, "rows": rows, "meta": report["meta"],
+            "protocol": report["protocol"], "report": report}
+
+
+@pytest.mark.parametrize("name", ["default", "kris", "re_edit", "risebench", "viescore"])
+def test_the_sweep_headline_is_the_protocols_primary_metric(name):
+    """sweep.json's `primary` and sweep.md's first columns are the protocol's primary metric (not its first), and
+    the chart draws every metric on its shown range with room for the whiskers."""
+    from bench_lib.config import JudgeConfig
+    from bench_lib.judges.rubrics import Rubrics
+    from bench_lib.protocols import make_protocol
+    from bench_lib.sweep import Variant, chart_metrics, render_sweep, summarise, sweep_figure
+
+    cfg = JudgeConfig(protocol=name)
+    protocol = make_protocol(cfg, Rubrics(cfg.prompts_dir))
+    primary = protocol.primary
+    low, high = primary.low, primary.high
+    runs = [loaded_run(protocol, "base", [low, high, low, high]), loaded_run(protocol, "step-100", [high] * 4)]
+    report = summarise([Variant("base", {}, None), Variant("step-100", {"lora": "x"}, None)], runs)
+    assert report["primary"] == primary.name == {"default": "score", "kris": "score", "re_edit": "yes_rate",
+                                                 "risebench": "score", "viescore": "overall"}[name]
+    assert report["metrics"] == [m.name for m in protocol.metrics]
+    assert report["best"][primary.name]["variant"] == "step-100"
+    md = render_sweep(report, chart=None)
+    assert f"| variant | step | {primary.name} | Δ {primary.name} vs base | p |" in md
+    shown_high = primary.shown(high)
+    top = f"{shown_high:.2f}"
+    assert f"| step-100 | 100 | {top} [{top}, {top}] |" in md  # the primary's mean, on its shown scale
+    metrics = chart_metrics(report)
+    for axes, metric in zip(sweep_figure(report, metrics).axes, metrics):
+        shown_low, shown_high = metric.shown_range
+        bottom, top = axes.get_ylim()
+        assert bottom < shown_low and top > shown_high  # the whole range, and a margin: no whisker fills the panel
+        assert axes.get_title(loc="left").startswith(f"{metric.name} ({shown_low:g}-{shown_high:g}")
+
+
+def test_the_best_variant_of_a_lower_is_better_metric_has_the_lowest_mean():
+    from bench_lib.metrics import Metric
+    from bench_lib.protocols.base import PROTOCOLS, Protocol, register_protocol
+    from bench_lib.sweep import Variant, summarise
+
+    @register_protocol("test-errors")
+    class Errors(Protocol):
+        metrics = (Metric("errors", 0, 10, higher_is_better=False, primary=True), Metric("quality", 0, 10))
+
+        def asks(self, sample, images):
+            return []
+
+        def sample_metrics(self, sample, answers):
+            return {}
+
+    try:
+        protocol = Errors(JudgeConfigStub())
+        runs = [loaded_run(protocol, "a", [5.0] * 6), loaded_run(protocol, "b", [1.0] * 6),
+                loaded_run(protocol, "c", [3.0] * 6)]
+        report = summarise([Variant(n, {}, None) for n in "abc"], runs)
+    finally:
+        PROTOCOLS.pop("test-errors")
+    assert report["higher_is_better"] == {"errors": False, "quality": True}
+    best = report["best"]["errors"]
+    assert (best["variant"], best["runner_up"], best["mean"]) == ("b", "c", 1.0)
+    # b - c = -2 on all 6 pairs: an interval below 0 and p = 2/64 (exact), significant on the better side
+    assert best["vs_runner_up"]["difference"] == -2.0 and best["significant"] is True
+    assert report["best"]["quality"]["variant"] == "a"
+
+
+class JudgeConfigStub:
+    category_map: dict = {}

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
-from ..report import md_cell
-from ..scoring import bootstrap_ci
+from ..metrics import Block, Label, Metric, Table
+from ..scoring import bootstrap_ci, macro_mean
 
 
 @dataclass(frozen=True)
@@ -106,27 +106,32 @@ class SampleView:
     fields: dict[str, Any] = field(default_factory=dict)  # description, rationale, explanation, format flags
 
 
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    low: float
-    high: float
-    display: str = "{:.2f}"  # how the headline prints a mean
-    scale_to_report: Optional[tuple[float, float]] = None  # (a, b): the report shows a + b * mean
-
-
 class Protocol(ABC):
     name: ClassVar[str] = ""
+    # Every metric the protocol reports, in the order tables show them. The one declared `primary=True` (else the
+    # one named "score") is a row's `score` and the report's `mean`.
     metrics: ClassVar[tuple[Metric, ...]] = ()
-    primary: ClassVar[str] = "score"  # a row's `score` and the report's `mean`
     answer_names: ClassVar[tuple[str, ...]] = ()  # every question any sample may be asked (the rows' columns)
     dimensions: ClassVar[tuple[str, ...]] = ()  # what categories map to; () = categories are not used
     default_dimension: ClassVar[str] = "default"
     category_defaults: ClassVar[dict[str, str]] = {}  # known benchmarks' category names -> dimension
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if isinstance(cls.__dict__.get("primary"), str):
+            raise TypeError(f"{cls.__name__}: declare the primary metric with Metric(..., primary=True), not "
+                            f"`primary = {cls.__dict__['primary']!r}`")
+        if cls.metrics:
+            primary_metric(cls.metrics, cls.__name__)  # raises when it is not one metric
+
     def __init__(self, judge_cfg: Any, rubrics: Any = None):
         self.judge_cfg = judge_cfg
         self.rubrics = rubrics
+
+    @property
+    def primary(self) -> Metric:
+        """The headline metric: a row's `score`, the report's `mean`, the sweep's and the chart's metric."""
+        return primary_metric(self.metrics, type(self).__name__)
 
     # --- what is asked ----------------------------------------------------------------------------
 
@@ -176,23 +181,33 @@ class Protocol(ABC):
                       and (r.get("metrics") or {}).get(metric.name) is not None]
             mean = sum(values) / len(values) if values else None
             ci = bootstrap_ci(values)
-            a, b = metric.scale_to_report or (0.0, 1.0)
-            out[metric.name] = {"mean": None if mean is None else a + b * mean,
-                                "ci95": None if ci is None else [a + b * ci[0], a + b * ci[1]],
+            out[metric.name] = {"mean": metric.shown(mean),
+                                "ci95": None if ci is None else [metric.shown(ci[0]), metric.shown(ci[1])],
                                 "count": len(values)}
         return out
 
-    def headline(self, report: dict[str, Any]) -> list[str]:
-        """The benchmark's own headline table (Markdown lines), from report["metrics"]; by default one row per
-        category and overall, one column per metric with its 95% CI."""
-        names = [m.name for m in self.metrics]
-        lines = ["| category | " + " | ".join(names) + " | n |", "|---|" + "---:|" * (len(names) + 1)]
-        rows = [*((md_cell(c), s) for c, s in report["categories"].items()), ("**overall**", report["overall"])]
-        for label, stats in rows:
-            cells = [format_metric(stats["metrics"].get(n), self.metric(n)) for n in names]
-            count = max((stats["metrics"][n]["count"] for n in names if stats["metrics"].get(n)), default=0)
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {count} |")
-        return lines
+    def macro_aggregate(self, rows: list[dict[str, Any]], categories: list[str]) -> dict[str, dict[str, Any]]:
+        """metric -> {"mean", "ci95", "count", "categories"}: the unweighted mean of the category means (over the
+        categories with a value), its interval resampling within each category, on the scale the report shows."""
+        out = {}
+        for metric in self.metrics:
+            groups = {c: v for c in categories if (v := [r["metrics"][metric.name] for r in rows if r["category"] == c
+                                                         and r["status"] == "ok"
+                                                         and r["metrics"].get(metric.name) is not None])}
+            mean, ci = macro_mean(groups)
+            out[metric.name] = {"mean": metric.shown(mean),
+                                "ci95": None if ci is None else [metric.shown(ci[0]), metric.shown(ci[1])],
+                                "count": sum(len(v) for v in groups.values()), "categories": len(groups)}
+        return out
+
+    def headline(self, report: dict[str, Any]) -> list[Block]:
+        """The benchmark's own headline (tables and paragraphs the report renders), from report["metrics"]; by
+        default one row per category and overall, one column per metric with its 95% CI. [] = the report's own
+        table is the headline."""
+        rows = [*report["categories"].items(), (Label("overall"), report["overall"])]
+        return [Table(("category", *(m.name for m in self.metrics), "n"),
+                      tuple((label, *(m.format(stats["metrics"].get(m.name)) for m in self.metrics),
+                             str(metric_count(stats["metrics"], self.metrics))) for label, stats in rows))]
 
     def metric(self, name: str) -> Metric:
         return next(m for m in self.metrics if m.name == name)
@@ -212,13 +227,18 @@ class Protocol(ABC):
                 for name, value in record["answers"].items()}
 
 
-def format_metric(stats: Optional[dict[str, Any]], metric: Metric) -> str:
-    if not stats or stats["mean"] is None:
-        return "–"
-    text = metric.display.format(stats["mean"])
-    if stats["ci95"]:
-        text += " [" + ", ".join(metric.display.format(v) for v in stats["ci95"]) + "]"
-    return text
+def primary_metric(metrics: Sequence[Metric], owner: str = "protocol") -> Metric:
+    """The metric declared `primary=True`, else the one named "score"; anything but exactly one is a TypeError."""
+    flagged = [m for m in metrics if m.primary] or [m for m in metrics if m.name == "score"]
+    if len(flagged) != 1:
+        raise TypeError(f"{owner} must declare exactly one primary metric (Metric(..., primary=True), or one named "
+                        f"'score'); it has {[m.name for m in flagged] or 'none'} among {[m.name for m in metrics]}")
+    return flagged[0]
+
+
+def metric_count(stats: dict[str, Any], metrics: Sequence[Metric]) -> int:
+    """The samples behind a table row: the most any of its metrics counted."""
+    return max((stats[m.name]["count"] for m in metrics if stats.get(m.name)), default=0)
 
 
 def expected(values: Sequence[float], distribution: Sequence[float]) -> float:

@@ -26,7 +26,7 @@ def labelled_images(images: dict[str, Any], *, reference: bool) -> tuple[tuple[s
 @register_protocol("default")
 class DefaultProtocol(Protocol):
     answer_names = tuple(QUESTIONS)
-    metrics = (Metric("score", 0, 10), Metric("instruction", 0, 10), Metric("consistency", 0, 10),
+    metrics = (Metric("score", 0, 10, primary=True), Metric("instruction", 0, 10), Metric("consistency", 0, 10),
                Metric("quality", 0, 10))
     category_defaults = {  # RE-Edit's and RISEBench's names for categories the rubrics cover
         "physical": "physics", "environmental": "environment", "cultural": "social",
@@ -42,7 +42,7 @@ class DefaultProtocol(Protocol):
         return [Ask("rubric", labelled_images(images, reference=sample.has_reference_image), context,
                     tuple(Question(name, ZERO_TO_TEN, QUESTIONS[name]) for name in SUBSCORES))]
 
-    def headline(self, report: dict[str, Any]) -> list[str]:
+    def headline(self, report: dict[str, Any]) -> list:
         return []  # the report's own table (score, I, C, Q per category) is this protocol's headline
 
     def texts(self) -> list[str]:

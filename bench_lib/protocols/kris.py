@@ -69,7 +69,7 @@ MULTI_IMAGE = ("temporal_prediction", "multi-element_composition")
 @register_protocol("kris")
 class KRISProtocol(Protocol):
     answer_names = tuple(QUESTIONS)
-    metrics = tuple(Metric(name, 1, 5, "{:.1f}", scale_to_report=(-25.0, 25.0))
+    metrics = tuple(Metric(name, 1, 5, "{:.1f}", scale_to_report=(-25.0, 25.0), primary=name == "score")
                     for name in ("consistency", "quality", "instruction", "knowledge", "score"))
     dimensions = ("common", "viewpoint", "knowledge")
     default_dimension = "common"

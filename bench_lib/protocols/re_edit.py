@@ -19,19 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..report import md_cell
-from .base import (
-    YES_NO,
-    ZERO_TO_TEN,
-    Answer,
-    Ask,
-    Metric,
-    Protocol,
-    Question,
-    SampleView,
-    format_metric,
-    register_protocol,
-)
+from ..metrics import Table
+from .base import YES_NO, ZERO_TO_TEN, Answer, Ask, Metric, Protocol, Question, SampleView, register_protocol
 
 DIMENSIONS = {
     "physical": "PHYSICAL and geometric consistency: lighting and shadows, contact and support between objects, "
@@ -79,9 +68,8 @@ QUESTIONS = {
 @register_protocol("re_edit")
 class REEditProtocol(Protocol):
     answer_names = tuple(QUESTIONS)
-    metrics = (Metric("yes_rate", 0, 1, "{:.1f}", scale_to_report=(0.0, 100.0)),
+    metrics = (Metric("yes_rate", 0, 1, "{:.1f}", scale_to_report=(0.0, 100.0), primary=True),
                Metric("instruction_following", 0, 10), Metric("semantic_consistency", 0, 10))
-    primary = "yes_rate"
     dimensions = tuple(DIMENSIONS)
     default_dimension = "causal"
     category_defaults = {"physics": "physical", "environment": "environmental", "social": "cultural",
@@ -112,13 +100,12 @@ class REEditProtocol(Protocol):
                 "instruction_following": answers["instruction_following"].value,
                 "semantic_consistency": min(answers["editing_success"].value, answers["over_editing"].value)}
 
-    def headline(self, report: dict[str, Any]) -> list[str]:
+    def headline(self, report: dict[str, Any]) -> list[Table]:
         """RE-Edit's table: the yes-rate (%) of each of its five categories, then IF and SC (pooled means)."""
         categories = report["categories"]
         names = [c for c in DIMENSIONS if c in categories] + [c for c in categories if c not in DIMENSIONS]
-        header = [c.capitalize() if c in DIMENSIONS else md_cell(c) for c in names] + ["IF", "SC"]
-        cells = [format_metric(categories[c]["metrics"].get("yes_rate"), self.metric("yes_rate")) for c in names]
+        header = [c.capitalize() if c in DIMENSIONS else c for c in names] + ["IF", "SC"]
+        cells = [self.metric("yes_rate").format(categories[c]["metrics"].get("yes_rate")) for c in names]
         overall = report["overall"]["metrics"]
-        cells += [format_metric(overall.get("instruction_following"), self.metric("instruction_following")),
-                  format_metric(overall.get("semantic_consistency"), self.metric("semantic_consistency"))]
-        return ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header), "| " + " | ".join(cells) + " |"]
+        cells += [self.metric(m).format(overall.get(m)) for m in ("instruction_following", "semantic_consistency")]
+        return [Table(tuple(header), (tuple(cells),), label_columns=0)]

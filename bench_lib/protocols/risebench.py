@@ -24,19 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..report import md_cell
-from .base import (
-    ONE_TO_FIVE,
-    ZERO_OR_ONE,
-    Answer,
-    Ask,
-    Metric,
-    Protocol,
-    Question,
-    SampleView,
-    format_metric,
-    register_protocol,
-)
+from ..metrics import NO_VALUE, Label, Table
+from .base import ONE_TO_FIVE, ZERO_OR_ONE, Answer, Ask, Metric, Protocol, Question, SampleView, register_protocol
 
 REASONING = (
     "You judge whether an edited image shows the correct outcome of a reasoning task.\n\n"
@@ -93,7 +82,7 @@ def _flag(sample: SampleView, name: str) -> bool:
 @register_protocol("risebench")
 class RISEBenchProtocol(Protocol):
     answer_names = tuple(QUESTIONS)
-    metrics = (Metric("score", 1, 5), Metric("accuracy", 0, 1, "{:.1%}"), Metric("reasoning", 1, 5),
+    metrics = (Metric("score", 1, 5, primary=True), Metric("accuracy", 0, 1, "{:.1%}"), Metric("reasoning", 1, 5),
                Metric("consistency", 1, 5), Metric("plausibility", 1, 5))
     dimensions = DIMENSIONS
     default_dimension = "temporal"
@@ -176,21 +165,17 @@ class RISEBenchProtocol(Protocol):
         return {"score": score, "accuracy": accuracy, "reasoning": r,
                 "consistency": c[0] if c else None, "plausibility": p[0] if p else None}
 
-    def headline(self, report: dict[str, Any]) -> list[str]:
+    def headline(self, report: dict[str, Any]) -> list[Table]:
         """RISEBench's README tables: Accuracy per category and overall; then the dimensions as 25 (mean - 1) %."""
-        rows = [*((md_cell(c), s) for c, s in report["categories"].items()), ("**overall**", report["overall"])]
-        lines = ["| | " + " | ".join(label for label, _ in rows) + " |", "|---|" + "---:|" * len(rows),
-                 "| Accuracy | " + " | ".join(format_metric(s["metrics"].get("accuracy"), self.metric("accuracy"))
-                                             for _, s in rows) + " |", ""]
+        rows = [*report["categories"].items(), (Label("overall"), report["overall"])]
+        labels = tuple(label for label, _ in rows)
+        accuracy = Table(("", *labels), (("Accuracy", *(self.metric("accuracy").format(s["metrics"].get("accuracy"))
+                                                       for _, s in rows)),))
         percent = {"reasoning": "Instruction reasoning", "consistency": "Appearance consistency",
                    "plausibility": "Visual plausibility"}
-        lines += ["| dimension (25 x (mean - 1) %) | " + " | ".join(label for label, _ in rows) + " |",
-                  "|---|" + "---:|" * len(rows)]
-        for name, label in percent.items():
-            lines.append(f"| {label} | " + " | ".join(_percent(s["metrics"].get(name)) for _, s in rows) + " |")
-        lines.append("| Score (1-5) | " + " | ".join(format_metric(s["metrics"].get("score"), self.metric("score"))
-                                                    for _, s in rows) + " |")
-        return lines
+        dimensions = [(label, *(_percent(s["metrics"].get(name)) for _, s in rows)) for name, label in percent.items()]
+        dimensions.append(("Score (1-5)", *(self.metric("score").format(s["metrics"].get("score")) for _, s in rows)))
+        return [accuracy, Table(("dimension (25 x (mean - 1) %)", *labels), tuple(dimensions))]
 
 
 def _binary_to_five(answer: Answer) -> tuple[float, float, float]:
@@ -201,7 +186,7 @@ def _binary_to_five(answer: Answer) -> tuple[float, float, float]:
 
 def _percent(stats: Optional[dict[str, Any]]) -> str:
     if not stats or stats["mean"] is None:
-        return "–"
+        return NO_VALUE
     text = f"{25 * (stats['mean'] - 1):.1f}"
     if stats["ci95"]:
         text += f" [{25 * (stats['ci95'][0] - 1):.1f}, {25 * (stats['ci95'][1] - 1):.1f}]"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..report import md_cell
+from ..metrics import Block, Label, Table
 from .base import (
     ZERO_TO_TEN,
     Answer,
@@ -25,7 +25,7 @@ from .base import (
     Protocol,
     Question,
     SampleView,
-    format_metric,
+    metric_count,
     register_protocol,
     sqrt_product,
 )
@@ -56,8 +56,7 @@ QUESTIONS = {
 class VIEScoreProtocol(Protocol):
     answer_names = tuple(QUESTIONS)
     metrics = (Metric("semantics", 0, 10, "{:.3f}"), Metric("quality", 0, 10, "{:.3f}"),
-               Metric("overall", 0, 10, "{:.3f}"))
-    primary = "overall"
+               Metric("overall", 0, 10, "{:.3f}", primary=True))
 
     def asks(self, sample: SampleView, images: dict[str, Any]) -> list[Ask]:
         edited = images["edited"]
@@ -82,7 +81,6 @@ class VIEScoreProtocol(Protocol):
         """GEdit-Bench's aggregation (calculate_statistics.py analyze_scores): per instruction language when the
         data has them, the metrics per task type, their unweighted mean over task types, and the same over the
         samples flagged as in the intersection subset."""
-        from ..report import macro_metrics
 
         def extras(row):
             return row.get("extras") or {}
@@ -91,10 +89,10 @@ class VIEScoreProtocol(Protocol):
             cats = sorted({r["category"] for r in selected if r["category"]})
             out = {"categories": {c: {"metrics": self.aggregate([r for r in selected if r["category"] == c])}
                                   for c in cats},
-                   "macro_metrics": macro_metrics(selected, cats, self)}
+                   "macro_metrics": self.macro_aggregate(selected, cats)}
             if any(extras(r).get("intersection") is not None for r in selected):
                 inter = [r for r in selected if extras(r).get("intersection") in (True, 1, "1", "true", "True")]
-                out["intersection_macro_metrics"] = macro_metrics(inter, sorted({r["category"] for r in inter}), self)
+                out["intersection_macro_metrics"] = self.macro_aggregate(inter, sorted({r["category"] for r in inter}))
             return out
 
         languages = sorted({str(extras(r)["language"]) for r in rows if extras(r).get("language") not in (None, "")})
@@ -103,25 +101,21 @@ class VIEScoreProtocol(Protocol):
         return {"groups": {lang: part([r for r in rows if str(extras(r).get("language")) == lang])
                            for lang in languages}}
 
-    def headline(self, report: dict[str, Any]) -> list[str]:
+    def headline(self, report: dict[str, Any]) -> list[Block]:
         """GEdit-Bench's table: SC, PQ, O per task type (category), their unweighted mean ("Average"), and the
         same over the intersection subset when the data flags it, per instruction language when it has them."""
-        lines = []
+        blocks: list[Block] = []
         groups = report.get("groups") or {"": {"categories": report["categories"],
                                                "macro_metrics": report["overall"]["macro_metrics"]}}
         for language, part in groups.items():
             if language:
-                lines += [f"Instruction language {md_cell(language)}:", ""]
-            lines += ["| task type | SC | PQ | O | n |", "|---|---:|---:|---:|---:|"]
-            for category, stats in part["categories"].items():
-                lines.append(self._row(md_cell(category), stats["metrics"]))
-            lines.append(self._row("**Average** (mean of the task types)", part["macro_metrics"]))
+                blocks.append(f"Instruction language {language}:")
+            rows = [self._row(category, stats["metrics"]) for category, stats in part["categories"].items()]
+            rows.append(self._row(Label("Average", " (mean of the task types)"), part["macro_metrics"]))
             if part.get("intersection_macro_metrics"):
-                lines.append(self._row("**Average, intersection subset**", part["intersection_macro_metrics"]))
-            lines.append("")
-        return lines[:-1]
+                rows.append(self._row(Label("Average, intersection subset"), part["intersection_macro_metrics"]))
+            blocks.append(Table(("task type", "SC", "PQ", "O", "n"), tuple(rows)))
+        return blocks
 
-    def _row(self, label: str, metrics: dict[str, Any]) -> str:
-        cells = [format_metric(metrics.get(m.name), m) for m in self.metrics]
-        count = max((metrics[m.name]["count"] for m in self.metrics if metrics.get(m.name)), default=0)
-        return f"| {label} | " + " | ".join(cells) + f" | {count} |"
+    def _row(self, label, metrics: dict[str, Any]) -> tuple:
+        return (label, *(m.format(metrics.get(m.name)) for m in self.metrics), str(metric_count(metrics, self.metrics)))
