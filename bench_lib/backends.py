@@ -12,7 +12,8 @@ A backend owns its whole contract, so adding one is one module (plus a recipe an
 - `provenance(cfg)`: where its model came from (source, resolved revision, adapter hashes), recorded in
   run.json and report.json;
 - `display_name(cfg)`: how reports name it;
-- the work itself (`edit` or `score`) and `close()`, which frees every reference to model weights.
+- the work itself (an editor's `edit`; a judge's `generate` and `read_scales`) and `close()`, which frees every
+  reference to model weights.
 
 Nothing here imports a model library: the command line parses (and `--help` prints) without torch.
 Backends register where they are defined (`@register_editor("name")`); the built-in ones are the modules
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from .config import BenchmarkConfig
     from .data import Sample
+    from .judging import Completion, JudgeRequest, Prompt, ScaleReader
 
 
 @dataclass
@@ -121,14 +123,29 @@ class Editor(Backend):
 
 
 class Judge(Backend):
-    """Answers a protocol's questions about a batch of edits (see bench_lib.judges)."""
+    """A transport to a judge model: it generates text, or reads the next-token distribution over a scale's
+    answers, for the requests it is given (bench_lib.judging). It never sees a protocol, and it does not parse or
+    ask again: bench_lib.judges.policy does that the same way for every backend. `judge`: the run's common judge
+    settings (`JudgeConfig`: mode, batch size, pixel cap)."""
 
     def __init__(self, cfg: Any, *, judge: Any, device: Any, device_map: Optional[dict] = None,
                  trust_remote_code: bool = False):
         self.cfg = cfg
+        self.judge_cfg = judge
+
+    @property
+    def min_scale_mass(self) -> float:
+        """Logits mode: a reading with less probability than this on the scale's answers is off-format (asked
+        again, then judge_failed). No probability at all is off-format whatever this says."""
+        return 0.0
 
     @abstractmethod
-    def score(self, requests: list) -> list: ...
+    def generate(self, prompts: list[Prompt]) -> list[Completion]:
+        """Generate mode: greedy completions, one per prompt, in order (the batch is the caller's)."""
+
+    @abstractmethod
+    def read_scales(self, requests: list[JudgeRequest]) -> ScaleReader:
+        """Logits mode: a reader of these requests' answers (they share their questions: equal `batch_key`)."""
 
 
 EDITORS: dict[str, type[Editor]] = {}

@@ -148,9 +148,10 @@ def edit_sample(editor: Optional[Editor], sample: Sample, *, seed: int, output_d
     return Outcome(edited_image=relative, flags=flags, info=dict(result.info))
 
 
-def edit_record(sample_id: str, outcome: Outcome, output_dir: Path, attempt: int) -> dict[str, Any]:
+def edit_record(sample_id: str, outcome: Outcome, output_dir: Path, attempt: int, seed: int) -> dict[str, Any]:
+    """One sample's edit record; `seed`: the sample's generator seed (its row reads it from here)."""
     record = {"id": sample_id, "status": outcome.status, "edited_image": outcome.edited_image,
-              "error": outcome.error, "flags": outcome.flags, **outcome.info, "attempt": attempt}
+              "error": outcome.error, "flags": outcome.flags, **outcome.info, "seed": seed, "attempt": attempt}
     if outcome.status == "ok":
         record["size"] = (output_dir / outcome.edited_image).stat().st_size
     return record
@@ -212,6 +213,7 @@ class EditStage:
             loading = self.timings.load_editor + self.timings.swap  # counted there, not in `edit` as well
             batch_records, attempts = [], []
             for sample in shard[b * self.batch_size:(b + 1) * self.batch_size]:
+                seed = self.seed_of(sample.id)
                 if not sample.problem:
                     self._editor_for(job)  # loads or switches only on a rank that has something to edit
                     if refused is None:
@@ -219,9 +221,8 @@ class EditStage:
                 if refused and not sample.problem:
                     outcome = Outcome(status="edit_failed", error=refused)
                 else:
-                    outcome = edit_sample(self.editor, sample, seed=self.seed_of(sample.id),
-                                          output_dir=job.folder.root)
-                batch_records.append(edit_record(sample.id, outcome, job.folder.root, job.attempt))
+                    outcome = edit_sample(self.editor, sample, seed=seed, output_dir=job.folder.root)
+                batch_records.append(edit_record(sample.id, outcome, job.folder.root, job.attempt, seed))
                 if outcome.status != "invalid_input":
                     attempts.append(((sample.index,), outcome.exception, sample.id, outcome.error))
             writer.write(batch_records)  # on disk before the barrier: a crash after it loses nothing

@@ -24,8 +24,10 @@ from .distributed import Distributed
 from .edit_stage import error_text, is_fatal, warn_every_rank
 from .failures import RepeatedFailure, RunFailed, exception_type
 from .judges import Judgement, JudgeRequest
+from .judges.policy import judge as judge_samples
 from .progress import Progress
-from .protocols import Protocol, view_of
+from .protocols import Protocol
+from .protocols.base import SampleFacts
 from .store import RunFolder
 from .torch_utils import free_memory
 
@@ -87,22 +89,25 @@ def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def judge_request(sample: Sample, edited: Image.Image, max_pixels: int, protocol: Protocol,
-                  category_map: dict[str, str]) -> JudgeRequest:
+def sample_requests(sample: Sample, edited: Image.Image, max_pixels: int, protocol: Protocol,
+                    facts: SampleFacts) -> list[JudgeRequest]:
+    """What the judge is sent about one sample: the protocol's requests (one per view) over its images, each
+    scaled down to `max_pixels`."""
     reference = sample.reference_image.load() if sample.reference_image is not None else None
     images = {"source": fit_pixels(sample.source_image.load(), max_pixels), "edited": fit_pixels(edited, max_pixels),
               "reference": fit_pixels(reference, max_pixels) if reference is not None else None}
-    return JudgeRequest(sample=view_of(sample, protocol, category_map), images=images)
+    return protocol.requests(facts.view, images)
 
 
 def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
                 load_edited: Callable[[Sample], Image.Image], *, max_pixels: int, protocol: Protocol,
-                category_map: dict[str, str]) -> None:
-    """Score a batch in one call; if that fails, score its samples one by one to isolate the culprit."""
+                facts: dict[str, SampleFacts], mode: str) -> None:
+    """Judge a batch in one call of the policy (bench_lib.judges.policy); if that fails, judge its samples one by
+    one to isolate the culprit. `facts`: each sample's, by id; `mode`: the judge mode."""
     requests, ready = [], []
     for sample in batch:
         try:
-            requests.append(judge_request(sample, load_edited(sample), max_pixels, protocol, category_map))
+            requests.append(sample_requests(sample, load_edited(sample), max_pixels, protocol, facts[sample.id]))
             ready.append(sample)
         except Exception as err:
             outcomes[sample.id].status = "invalid_input"
@@ -111,9 +116,7 @@ def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
         return
     failure = kind = None
     try:
-        judgements = judge.score(requests)
-        if len(judgements) != len(ready):  # a judge backend bug: never pair judgements with the wrong samples
-            raise RuntimeError(f"the judge returned {len(judgements)} judgements for {len(requests)} requests")
+        judgements = judge_samples(judge, requests, mode=mode)
     except Exception as err:
         if is_fatal(err):
             raise
@@ -127,12 +130,12 @@ def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
             return
         for sample in ready:  # one at a time, so only the culprit fails
             judge_batch(judge, [sample], outcomes, load_edited, max_pixels=max_pixels, protocol=protocol,
-                        category_map=category_map)
+                        facts=facts, mode=mode)
         return
-    for sample, request, judgement in zip(ready, requests, judgements):
+    for sample, judgement in zip(ready, judgements):
         outcome = outcomes[sample.id]
         outcome.judgement = judgement
-        missing = sorted(set(protocol.questions(request.sample)) - set(judgement.answers or {}))
+        missing = sorted(set(facts[sample.id].questions) - set(judgement.answers or {}))
         if judgement.error is None and missing:  # a judge backend bug: a judgement must answer every question
             judgement.error = f"the judge returned no answer to {missing}"
         if judgement.error is not None:  # unparseable twice, or NaN/inf: never a score
@@ -157,36 +160,35 @@ def length_batches(lengths: list[float], batch_size: int) -> list[list[int]]:
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def judge_length(sample: Sample, edited_size: tuple[int, int], protocol: Protocol, category_map: dict[str, str],
+def judge_length(sample: Sample, edited_size: tuple[int, int], protocol: Protocol, facts: SampleFacts,
                  max_pixels: int) -> float:
     """An estimate of the judge's prompt length in tokens, from image headers and text lengths: a vision token
     per 32x32 pixels (Qwen3-VL; 28x28 for Qwen2.5-VL), a text token per ~4 characters, over every view the
     protocol asks about the sample."""
     sizes = {"source": sample.source_image.size(), "edited": edited_size,
              "reference": sample.reference_image.size() if sample.reference_image is not None else None}
-    view = view_of(sample, protocol, category_map)
     total = 0.0
-    for ask in protocol.asks(view, {name: name for name in sizes}):  # images stand in as their names
+    for ask in protocol.asks(facts.view, {name: name for name in sizes}):  # images stand in as their names
         pixels = sum(min(sizes[name][0] * sizes[name][1], max_pixels) for _, name in ask.images if sizes.get(name))
         total += pixels / 1024 + (len(ask.context) + sum(len(q.text) for q in ask.questions)) / 4
     return total
 
 
-def _safe_length(sample: Sample, job: JudgeJob, protocol: Protocol, category_map: dict[str, str],
+def _safe_length(sample: Sample, job: JudgeJob, protocol: Protocol, facts: dict[str, SampleFacts],
                  max_pixels: int) -> float:
     try:
-        return judge_length(sample, job.edited_size(sample), protocol, category_map, max_pixels)
+        return judge_length(sample, job.edited_size(sample), protocol, facts[sample.id], max_pixels)
     except Exception:  # an unreadable image fails when the sample is judged, with its own error
         return 0.0
 
 
-def plan_judge_batches(jobs: list[JudgeJob], protocol: Protocol, category_map: dict[str, str], *, batch_size: int,
-                       max_pixels: int) -> list[tuple[int, list[int]]]:
+def plan_judge_batches(jobs: list[JudgeJob], protocol: Protocol, facts: dict[str, SampleFacts], *,
+                       batch_size: int, max_pixels: int) -> list[tuple[int, list[int]]]:
     """Main process: (job index, sample indices) of every batch, over ALL ranks' work. A job's batches hold
     samples of similar estimated prompt length; a batch never mixes jobs, so one job's scores don't depend on
     which other jobs run. Bitwise-equal scores on 1 and 2 processes: tests/test_multiprocess.py (fp32, CPU)."""
     return [(j, batch) for j, job in enumerate(jobs) for batch in length_batches(
-        [_safe_length(s, job, protocol, category_map, max_pixels) for s in job.samples], batch_size)]
+        [_safe_length(s, job, protocol, facts, max_pixels) for s in job.samples], batch_size)]
 
 
 def deal(batches: list, world_size: int) -> list:
@@ -195,17 +197,17 @@ def deal(batches: list, world_size: int) -> list:
     return [batches[i] for rank in range(world_size) for i in range(rank, len(batches), world_size)]
 
 
-def load_judge(judge_cls: type, judge_cfg: Any, judge_common: Any, protocol: Protocol, *, device, device_map,
-               trust_remote_code: bool):
-    return judge_cls(judge_cfg, judge=judge_common, protocol=protocol, device=device, device_map=device_map,
+def load_judge(judge_cls: type, judge_cfg: Any, judge_common: Any, *, device, device_map, trust_remote_code: bool):
+    return judge_cls(judge_cfg, judge=judge_common, device=device, device_map=device_map,
                      trust_remote_code=trust_remote_code)
 
 
 class JudgeStage:
-    def __init__(self, dist: Distributed, cfg, protocol: Protocol, *, logger):
+    def __init__(self, dist: Distributed, cfg, protocol: Protocol, facts: dict[str, SampleFacts], *, logger):
         self.dist = dist
         self.cfg = cfg  # the BenchmarkConfig
         self.protocol = protocol
+        self.facts = facts  # each sample's, by id
         self.logger = logger
         self.timings = JudgeTimings()
 
@@ -221,9 +223,8 @@ class JudgeStage:
         dist.reset_peak_memory()  # the edit stage's peak is its own
         if mine:  # load only on a rank that has something to judge
             t0 = time.perf_counter()
-            judge = load_judge(self.judge_class(self.cfg), self.cfg.judge_backend, self.cfg.judge, self.protocol,
-                               device=dist.device, device_map=dist.judge_device_map(),
-                               trust_remote_code=self.cfg.run.trust_remote_code)
+            judge = load_judge(self.judge_class(self.cfg), self.cfg.judge_backend, self.cfg.judge, device=dist.device,
+                               device_map=dist.judge_device_map(), trust_remote_code=self.cfg.run.trust_remote_code)
             self.timings.load_judge = time.perf_counter() - t0
             self.timings.loads += 1
         writers = {j: job.folder.record_writer(job.attempt, job.record_kind, dist.rank) for j, job in enumerate(jobs)}
@@ -244,7 +245,7 @@ class JudgeStage:
                 batch = [job.samples[i] for i in indices]
                 outcomes = {s.id: JudgeOutcome() for s in batch}
                 judge_batch(judge, batch, outcomes, job.load_edited, max_pixels=self.cfg.judge.judge_max_pixels,
-                            protocol=self.protocol, category_map=self.cfg.judge.category_map)
+                            protocol=self.protocol, facts=self.facts, mode=self.cfg.judge.judge_mode)
                 batch_records = [judge_record(s.id, outcomes[s.id], job.attempt) for s in batch]
                 writers[j].write(batch_records)
                 records[j] += batch_records

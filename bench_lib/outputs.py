@@ -19,6 +19,7 @@ from .edit_stage import is_fatal
 from .gallery import GALLERY_FILE, write_gallery
 from .judges import Rubrics
 from .protocols import Protocol
+from .protocols.base import SampleFacts
 from .provenance import collect as collect_provenance
 from .report import CHART_FILE, build_report, render_markdown, timing_summary, write_chart
 from .results import baseline_edit, build_row, conform, results_features, results_schema
@@ -29,7 +30,6 @@ from .store import (
     RESULTS_FILE,
     RunFolder,
     jsonl_text,
-    sample_seed,
     sha256_text,
     write_json,
     write_text,
@@ -58,14 +58,14 @@ def edits_digest(records: list[dict]) -> Optional[dict]:
     return {"count": len(pairs), "sha256": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()}
 
 
-def build_rows(cfg, samples: list[Sample], edits: dict[str, dict], judgements: dict[str, dict],
-               baseline_records: dict[str, dict[str, dict]], protocol: Protocol):
-    """The editor's rows and each baseline's, in dataset order."""
-    scoring = {"protocol": protocol, "category_map": cfg.judge.category_map}
-    rows = [build_row(s, edit=edits[s.id], judgement=judgements.get(s.id), seed=sample_seed(cfg.run.seed, s.id),
-                      **scoring) for s in samples]
-    baselines = {name: [build_row(s, edit=baseline_edit(s), judgement=records.get(s.id), seed=None, **scoring)
-                        for s in samples] for name, records in baseline_records.items()}
+def build_rows(samples: list[Sample], edits: dict[str, dict], judgements: dict[str, dict],
+               baseline_records: dict[str, dict[str, dict]], protocol: Protocol, facts: dict[str, SampleFacts]):
+    """The editor's rows and each baseline's, in dataset order (`facts`: each sample's, by id)."""
+    rows = [build_row(s, edit=edits[s.id], judgement=judgements.get(s.id), protocol=protocol, facts=facts[s.id])
+            for s in samples]
+    baselines = {name: [build_row(s, edit=baseline_edit(s), judgement=records.get(s.id), protocol=protocol,
+                                  facts=facts[s.id]) for s in samples]
+                 for name, records in baseline_records.items()}
     schema = schema_of(rows, protocol)
     return [conform(r, schema) for r in rows], {name: [conform(r, schema) for r in brows]
                                                 for name, brows in baselines.items()}

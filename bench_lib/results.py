@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .data import FIELD_COLUMNS, Sample
-from .protocols import Protocol, view_of
+from .protocols import Protocol
+from .protocols.base import SampleFacts
 from .scoring import SUBSCORES
 
 STATUSES = ("ok", "invalid_input", "edit_failed", "judge_failed")
@@ -75,22 +76,24 @@ def _conform(value: Any, spec: Any, name: str) -> Any:
     return value if isinstance(value, str) else (str(value).lower() if isinstance(value, bool) else str(value))
 
 
-def build_row(sample: Sample, *, edit: dict[str, Any], judgement: Optional[dict[str, Any]], seed: Optional[int],
-              protocol: Protocol, category_map: dict[str, str]) -> dict[str, Any]:
-    """One sample's row from its edit record and judge record (records of earlier attempts included).
+def build_row(sample: Sample, *, edit: dict[str, Any], judgement: Optional[dict[str, Any]], protocol: Protocol,
+              facts: SampleFacts) -> dict[str, Any]:
+    """One sample's row from its edit record and judge record (records of earlier attempts included), and what the
+    protocol made of the sample (`facts`: its view and questions, prepared once per run).
 
     A failed edit is the row's status; an ok edit takes the judgement's status. Answers, metrics and score are
     only given for an ok sample; the metrics (and `score`, the protocol's primary metric) are computed here
-    from the recorded answers, so a changed formula re-scores a resumed run without judging again."""
+    from the recorded answers, so a changed formula re-scores a resumed run without judging again. The seed is
+    the one the edit record says the sample was edited with (none for a sanity baseline's image)."""
     status, error = edit["status"], edit.get("error")
     judged: dict[str, Any] = {}
     if status == "ok":
         assert judgement is not None, sample.id  # every ok edit was judged (or failed) by now
         status, error, judged = judgement["status"], judgement.get("error"), judgement
     assert status in STATUSES, status
-    view = view_of(sample, protocol, category_map)
+    view = facts.view
     answers = judged.get("answers") if status == "ok" else None
-    metrics = protocol.sample_metrics(view, protocol.answers_of(view, judged)) if answers else None
+    metrics = protocol.sample_metrics(view, protocol.answers_of(facts.questions, judged)) if answers else None
     score = metrics[protocol.primary.name] if metrics else None
     assert (score is not None) == (status == "ok"), (sample.id, status, score)
     return {
@@ -101,14 +104,14 @@ def build_row(sample: Sample, *, edit: dict[str, Any], judgement: Optional[dict[
         "score": score,
         "edited_image": edit.get("edited_image"),
         "error": error,
-        "seed": seed,
+        "seed": edit.get("seed"),
         "dimension": view.dimension if sample.category else None,  # the protocol's dimension the category maps to
         "metrics": metrics,
         "answers": answers,  # every question's answer (logits mode: its expected value)
         "subscores": None,
         "rubric": None,
         "rubric_sha256": None,
-        **protocol.row_fields(view, answers),
+        **protocol.row_fields(view, metrics),
         "rationale": judged.get("rationale"),
         "judge_parse": judged.get("parse"),  # ok | reasked | failed; null when the sample was not judged
         "judge_raw": judged.get("raw") or [],  # answers that did not parse: kept, never scored

@@ -36,6 +36,7 @@ from .judges import Rubrics
 from .outputs import build_rows, rank_timings, write_outputs
 from .preflight import preflight
 from .protocols import Protocol, make_protocol, unmapped_categories
+from .protocols.base import SampleFacts
 from .provenance import backend_models, device_name, harness_commit, package_versions
 from .store import RUN_FILE, RunFolder, load_png, sample_seed
 
@@ -181,6 +182,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     rubrics = Rubrics(cfg.judge.prompts_dir)
     protocol = make_protocol(cfg.judge, rubrics)
     _log_input_problems(samples, protocol, cfg.judge.category_map, logger)
+    facts = {s.id: protocol.facts(s, cfg.judge.category_map) for s in samples}  # each sample's view and questions
     # The main process reads the folders and shares one plan per unit, so every rank (every node, whatever its
     # filesystem cache shows) works from the same records.
     def plan_units() -> list[Plan]:
@@ -199,7 +201,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     # Stage 1: edit what has no usable edit yet (a resumed run skips the rest), unit after unit.
     editor_cls = EDITORS[cfg.editor.editor]
     to_edit = [[s for s in samples if s.id not in u.plan.reusable] for u in units]
-    edit_stage = EditStage(dist, seed_of=lambda i: sample_seed(cfg.run.seed, i), batch_size=cfg.editor.edit_batch_size,
+    edit_stage = EditStage(dist, seed_of=seed_of(cfg), batch_size=cfg.editor.edit_batch_size,
                            trust_remote_code=cfg.run.trust_remote_code, logger=logger)
     new_edits = edit_stage.run([EditJob(u.folder, u.plan.attempt, editor_cls, u.cfg.editor_backend, todo, label=u.label,
                                         done_ok=len(u.plan.reusable)) for u, todo in zip(units, to_edit)])
@@ -212,10 +214,10 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     jobs = [editor_job(u, samples) for u in units]
     shared = shared_baseline_records(units)
     jobs += baseline_jobs(cfg, units[0], shared, samples)
-    batches = dist.on_main(lambda: plan_judge_batches(jobs, protocol, cfg.judge.category_map,
+    batches = dist.on_main(lambda: plan_judge_batches(jobs, protocol, facts,
                                                       batch_size=cfg.judge.judge_batch_size,
                                                       max_pixels=cfg.judge.judge_max_pixels))
-    judge_stage = JudgeStage(dist, cfg, protocol, logger=logger)
+    judge_stage = JudgeStage(dist, cfg, protocol, facts, logger=logger)
     judged_ok = sum(r.get("status") == "ok" for records in shared.values() for r in records.values()) + sum(
         u.plan.edits[s.id]["status"] == "ok" and u.plan.judgements.get(s.id, {}).get("status") == "ok"
         for u in units for s in samples)
@@ -232,7 +234,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
                                                                                  gathered[len(units):])}
         share_baseline_records(units, shared, fresh)
         for unit, todo, job, per_rank in zip(units, to_edit, jobs, per_unit):
-            statuses = _write_unit(unit, samples, protocol, rubrics, per_rank, started, dist.world_size,
+            statuses = _write_unit(unit, samples, protocol, facts, rubrics, per_rank, started, dist.world_size,
                                    edited_now=len(todo), judged_now=len(job.samples), logger=logger)
             if not statuses["ok"]:
                 unscored.append((unit.label, f"none of the {sum(statuses.values())} samples is ok "
@@ -243,11 +245,12 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     return {"per_unit": per_unit, "unscored": unscored}
 
 
-def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, rubrics: Rubrics, per_rank: list[dict],
-                started: dt.datetime, world_size: int, *, edited_now: int, judged_now: int, logger) -> Counter:
+def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: dict[str, SampleFacts],
+                rubrics: Rubrics, per_rank: list[dict], started: dt.datetime, world_size: int, *, edited_now: int,
+                judged_now: int, logger) -> Counter:
     cfg, plan = unit.cfg, unit.plan
     edits, judgements = plan.edits, plan.judgements
-    rows, baseline_rows = build_rows(cfg, samples, edits, judgements, plan.baseline_records, protocol)
+    rows, baseline_rows = build_rows(samples, edits, judgements, plan.baseline_records, protocol, facts)
     local = Path(cfg.data.dataset).expanduser()
     meta = {"dataset": cfg.data.dataset, "dataset_path": str(local.resolve()) if local.exists() else None,
             "editor": cfg.editor.editor,
@@ -336,6 +339,12 @@ def quiet_libraries(*, verbose: bool) -> None:
         library.utils.logging.set_verbosity_warning()
 
 
+def seed_of(cfg: BenchmarkConfig) -> Callable[[str], int]:
+    """Sample id -> its generator seed: the one place a run derives it (from `seed` and the id only). The edit
+    stage edits with it and records it; rows read it from the edit record."""
+    return lambda sample_id: sample_seed(cfg.run.seed, sample_id)
+
+
 def _slurm_restarts() -> int:
     value = os.environ.get("SLURM_RESTART_COUNT", "0")
     return int(value) if value.isdigit() else 0
@@ -354,6 +363,8 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
             "harness": harness_commit(), "models": backend_models(cfg)}
     attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info)
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
+    for record in edits.values():  # an edit recorded before edit records carried their seed
+        record.setdefault("seed", seed_of(cfg)(record["id"]))
     stale = EDITORS[cfg.editor.editor].stale_edits(cfg.editor_backend, samples, edits)
     if stale:
         first = next(iter(stale))

@@ -45,9 +45,7 @@ from bench_lib.distributed import Distributed  # noqa: E402
 from bench_lib.edit_stage import EditJob, EditStage  # noqa: E402
 from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor, apply_speed_options  # noqa: E402
 from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge  # noqa: E402
-from bench_lib.judges.rubrics import Rubrics  # noqa: E402
 from bench_lib.models import resolve_model  # noqa: E402
-from bench_lib.protocols import make_protocol  # noqa: E402
 from bench_lib.store import RunFolder, sample_seed, save_png, write_json  # noqa: E402
 from bench_lib.torch_utils import torch_dtype  # noqa: E402
 
@@ -247,7 +245,6 @@ def main(argv=None) -> int:
         editor.close()
         common = JudgeConfig()
         judge = QwenVLJudge(QwenVLConfig(judge_model=args.judge_model, judge_dtype=args.dtype), judge=common,
-                            protocol=make_protocol(common, Rubrics(common.prompts_dir)),
                             device=torch.device(args.device))
         sync(args.device)
         measured(switch_s=time.perf_counter() - started)

@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_lib.config import JudgeConfig  # noqa: E402
 from bench_lib.judge_stage import fit_pixels  # noqa: E402
-from bench_lib.judges.common import GENERATE_FORMAT, JudgeRequest, build_messages, json_template  # noqa: E402
-from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge  # noqa: E402
+from bench_lib.judges.policy import judge as judge_samples  # noqa: E402
+from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge, chat_messages  # noqa: E402
 from bench_lib.judges.rubrics import Rubrics  # noqa: E402
+from bench_lib.judging import JudgeRequest  # noqa: E402
 from bench_lib.models import resolve_model  # noqa: E402
 from bench_lib.protocols import PROTOCOLS, make_protocol  # noqa: E402
 from bench_lib.protocols.base import SampleView  # noqa: E402
@@ -82,9 +83,8 @@ def build_judge(args) -> QwenVLJudge:
                        judge_max_new_tokens=args.new_tokens)
     common = JudgeConfig(judge_batch_size=args.batch_size, judge_max_pixels=args.judge_max_pixels,
                          protocol=args.protocol)
-    protocol = make_protocol(common, Rubrics(common.prompts_dir))
     if not args.real_size:
-        return QwenVLJudge(cfg, judge=common, protocol=protocol, device=torch.device(args.device))
+        return QwenVLJudge(cfg, judge=common, device=torch.device(args.device))
     from transformers import AutoProcessor, Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     spec = json.loads(json.dumps(REAL_SIZE[args.real_size]))
@@ -109,10 +109,11 @@ def build_judge(args) -> QwenVLJudge:
         torch.set_default_dtype(previous)
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    return QwenVLJudge.from_parts(cfg, common, protocol, model, processor)
+    return QwenVLJudge.from_parts(cfg, common, model, processor)
 
 
-def make_requests(n: int, side: int, max_pixels: int) -> list[JudgeRequest]:
+def make_requests(protocol, n: int, side: int, max_pixels: int) -> list[list[JudgeRequest]]:
+    """n samples' requests (every view the protocol asks), each over its own two noise images."""
     rng = np.random.default_rng(0)
 
     def noise():
@@ -121,12 +122,12 @@ def make_requests(n: int, side: int, max_pixels: int) -> list[JudgeRequest]:
     sample = SampleView(category="physics", dimension="physics", reference_text="A flat puddle of water, no cube.",
                         instruction="Show this ice cube after an hour in the midday sun.",
                         fields={"description": "An ice cube on a wooden table.", "explanation": "Ice melts."})
-    return [JudgeRequest(sample=sample, images={"source": noise(), "edited": noise(), "reference": None})
-            for _ in range(n)]
+    return [protocol.requests(sample, {"source": noise(), "edited": noise(), "reference": None}) for _ in range(n)]
 
 
-def first_asks(judge: QwenVLJudge, requests: list[JudgeRequest]):
-    return [judge.protocol.asks(r.sample, r.images)[0] for r in requests]
+def first_prompts(samples: list[list[JudgeRequest]]):
+    """Generate mode's first prompt of each sample: its first view with the answer format's instruction."""
+    return [r[0].prompt(r[0].answer_format.instruction(r[0].questions)) for r in samples]
 
 
 def sync(device: str) -> None:
@@ -142,19 +143,16 @@ def timed(fn, device: str) -> float:
     return time.perf_counter() - start
 
 
-def run_mode(judge: QwenVLJudge, mode: str, args) -> dict:
+def run_mode(judge: QwenVLJudge, protocol, mode: str, args) -> dict:
     batch = 1 if mode == "generate1" else args.batch_size
     n = args.single_samples if mode == "generate1" else args.num_samples
-    requests = make_requests(n, args.image_side, args.judge_max_pixels)
+    requests = make_requests(protocol, n, args.image_side, args.judge_max_pixels)
 
     def one_batch(part):
         if mode == "logits":
-            judge.score(part)
-        else:
-            asks = first_asks(judge, part)  # one view's answer (the default protocol has one view)
-            with torch.inference_mode():
-                judge.generate_text(asks, GENERATE_FORMAT.format(template=json_template(asks[0].questions)),
-                                    min_new_tokens=args.new_tokens)
+            judge_samples(judge, part, mode="logits")
+        else:  # one view's answer (the default protocol has one view)
+            judge.generate(first_prompts(part), min_new_tokens=args.new_tokens)
 
     one_batch(requests[:batch])  # warm-up: kernels, allocator, caches
     seconds = timed(lambda: [one_batch(requests[i:i + batch]) for i in range(0, n, batch)], args.device)
@@ -163,12 +161,11 @@ def run_mode(judge: QwenVLJudge, mode: str, args) -> dict:
             "s_per_sample": seconds / n}
 
 
-def prompt_tokens(judge: QwenVLJudge, args) -> tuple[int, int]:
+def prompt_tokens(judge: QwenVLJudge, protocol, args) -> tuple[int, int]:
     """(all tokens, image tokens) of one generate-mode prompt: what the timings above paid for."""
-    (ask,) = first_asks(judge, make_requests(1, args.image_side, args.judge_max_pixels))
+    (prompt,) = first_prompts(make_requests(protocol, 1, args.image_side, args.judge_max_pixels))
     inputs = judge.processor.apply_chat_template(
-        [build_messages(ask, GENERATE_FORMAT.format(template=json_template(ask.questions)))],
-        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+        [chat_messages(prompt)], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
     ids = inputs["input_ids"][0]
     return int(ids.shape[0]), int((ids == judge.model.config.image_token_id).sum())
 
@@ -178,11 +175,12 @@ def main(argv=None) -> int:
     if args.device == "cpu":
         torch.set_num_threads(torch.get_num_threads())
     judge = build_judge(args)
+    protocol = make_protocol(judge.judge_cfg, Rubrics(judge.judge_cfg.prompts_dir))
     params = sum(p.numel() for p in judge.model.parameters())
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     name = f"{args.real_size} (random weights)" if args.real_size else args.judge_model
-    tokens, image_tokens = prompt_tokens(judge, args)
+    tokens, image_tokens = prompt_tokens(judge, protocol, args)
     summary = {"judge": name, "parameters": params, "device": device_name, "dtype": args.dtype,
                "image_side": args.image_side, "judge_max_pixels": args.judge_max_pixels,
                "prompt_tokens": tokens, "image_tokens": image_tokens, "command": "python scripts/bench_judge.py "
@@ -195,7 +193,7 @@ def main(argv=None) -> int:
     print("| mode | batch | new tokens | samples | s/sample |")
     print("|---|---:|---:|---:|---:|", flush=True)
     for mode in args.modes.split(","):
-        r = run_mode(judge, mode, args)
+        r = run_mode(judge, protocol, mode, args)
         summary["results"].append(r)
         if args.output:  # each measurement as soon as it is taken: a later crash loses nothing measured
             write_json(args.output, summary)

@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from bench_lib.config import SUBSCORES, JudgeConfig
-from bench_lib.judges.common import JudgeRequest, build_messages
-from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge, expected_score, scale_distribution
+from bench_lib.judges.policy import judge as judge_samples
+from bench_lib.judges.policy import off_format
+from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge, chat_messages, expected_score, scale_distribution
 from bench_lib.judges.rubrics import Rubrics
 from bench_lib.protocols import PROTOCOLS, make_protocol, view_of
 from bench_lib.protocols.base import ONE_TO_FIVE, YES_NO, ZERO_TO_TEN
@@ -24,29 +25,32 @@ PROTOCOL_NAMES = sorted(PROTOCOLS)
 def judge(request):
     cfg = QwenVLConfig(judge_model=f"tiny:{request.param}", judge_dtype="float32", judge_min_digit_mass=0.0,
                        judge_max_new_tokens=12)
-    common = JudgeConfig()
-    judge = QwenVLJudge(cfg, judge=common, protocol=make_protocol(common, Rubrics(common.prompts_dir)),
-                        device=torch.device("cpu"))
+    judge = QwenVLJudge(cfg, judge=JudgeConfig(), device=torch.device("cpu"))
     assert type(judge.model).__name__ == JUDGES[request.param]
     yield judge
     judge.close()
 
 
 def use(judge, protocol: str = "default", mode: str = "logits"):
-    """Point the judge at a protocol and mode (the fixture is shared: every test sets what it needs)."""
+    """Set the judge's mode and return the protocol (the fixture is shared: every test sets what it needs)."""
     judge.judge_cfg = dataclasses.replace(judge.judge_cfg, protocol=protocol, judge_mode=mode)
-    judge.protocol = make_protocol(judge.judge_cfg, Rubrics(judge.judge_cfg.prompts_dir))
     judge.cfg = dataclasses.replace(judge.cfg, judge_min_digit_mass=0.0)
-    return judge
+    return make_protocol(judge.judge_cfg, Rubrics(judge.judge_cfg.prompts_dir))
+
+
+def judged(judge, protocol, samples):
+    """The judgements of `samples` ((view, images) pairs) through the policy, as the judge stage asks them."""
+    return judge_samples(judge, [protocol.requests(view, images) for view, images in samples],
+                         mode=judge.judge_cfg.judge_mode)
 
 
 def img(w, h, color):
     return Image.new("RGB", (w, h), color)
 
 
-def requests(protocol) -> list[JudgeRequest]:
-    """Three samples of different shapes (so left padding is exercised), one with a reference image; their
-    categories exercise each protocol's dimensions."""
+def requests(protocol) -> list[tuple]:
+    """(view, images) of three samples of different shapes (so left padding is exercised), one with a reference
+    image; their categories exercise each protocol's dimensions."""
     samples = [
         SimpleNamespace(category="physics", instruction="Melt the ice cube.", reference_text="A puddle of water.",
                         reference_image=None, fields={"description": "An ice cube on a table.",
@@ -59,30 +63,29 @@ def requests(protocol) -> list[JudgeRequest]:
     ]
     images = [(img(64, 48, "white"), img(64, 48, "blue")), (img(40, 96, "grey"), img(96, 40, "red")),
               (img(128, 128, "green"), img(50, 70, "brown"))]
-    return [JudgeRequest(sample=view_of(s, protocol, {}),
-                         images={"source": src, "edited": edited,
-                                 "reference": img(32, 32, "red") if s.reference_image is not None else None})
+    return [(view_of(s, protocol, {}), {"source": src, "edited": edited,
+                                        "reference": img(32, 32, "red") if s.reference_image is not None else None})
             for s, (src, edited) in zip(samples, images)]
 
 
 def test_prompt_lengths_differ_in_the_batch(judge):
-    use(judge)
-    asks = [judge.protocol.asks(r.sample, r.images)[0] for r in requests(judge.protocol)]
-    lengths = [len(judge.processor.apply_chat_template(build_messages(a, "?"), add_generation_prompt=True,
-                                                       tokenize=True, return_dict=True)["input_ids"][0]) for a in asks]
+    protocol = use(judge)
+    first = [protocol.requests(view, images)[0] for view, images in requests(protocol)]
+    lengths = [len(judge.processor.apply_chat_template(chat_messages(r.prompt("?")), add_generation_prompt=True,
+                                                       tokenize=True, return_dict=True)["input_ids"][0]) for r in first]
     assert len(set(lengths)) == 3  # so left padding is really exercised
 
 
 @pytest.mark.parametrize("protocol", PROTOCOL_NAMES)
 def test_logits_mode_batched_equals_unbatched(judge, protocol):
-    use(judge, protocol)
-    batch = requests(judge.protocol)
-    batched = judge.score(batch)
-    single = [judge.score([r])[0] for r in batch]
+    protocol = use(judge, protocol)
+    batch = requests(protocol)
+    batched = judged(judge, protocol, batch)
+    single = [judged(judge, protocol, [r])[0] for r in batch]
     values = []
-    for request, b, s in zip(batch, batched, single):
+    for (view, _), b, s in zip(batch, batched, single):
         assert b.error is None and b.parse == "ok" and b.raw == [] and b.rationale is None
-        questions = judge.protocol.questions(request.sample)
+        questions = protocol.questions(view)
         assert set(b.answers) == set(questions)  # every question answered
         for name, question in questions.items():
             assert question.scale.low <= b.answers[name] <= question.scale.high
@@ -98,10 +101,10 @@ def test_logits_mode_batched_equals_unbatched(judge, protocol):
 def test_generate_mode_batched_equals_unbatched(judge, protocol):
     """The random judge writes noise, so every answer fails and is kept verbatim: batched and one-by-one
     generation must have written the same text (left padding done right), and only the new tokens."""
-    use(judge, protocol, "generate")
-    batch = requests(judge.protocol)
-    batched = judge.score(batch)
-    single = [judge.score([r])[0] for r in batch]
+    protocol = use(judge, protocol, "generate")
+    batch = requests(protocol)
+    batched = judged(judge, protocol, batch)
+    single = [judged(judge, protocol, [r])[0] for r in batch]
     for b, s in zip(batched, single):
         assert b.raw == s.raw and len(b.raw) >= 2 and all(b.raw)
         assert b.parse == "failed" and b.answers is None and "did not parse twice" in b.error
@@ -112,15 +115,15 @@ def test_generate_mode_batched_equals_unbatched(judge, protocol):
 def test_shared_prefix_equals_the_full_prompt(judge):
     """Logits mode prefills a view's images and text once and asks each question on the cached prefix. That
     must give what one plain forward pass over the whole prompt (question included, then a forced "1") gives."""
-    use(judge)
-    batch = requests(judge.protocol)
-    cached = judge.score(batch)
+    protocol = use(judge)
+    batch = requests(protocol)
+    cached = judged(judge, protocol, batch)
     model, one = judge.model, judge.digit_ids[1]
-    for request, judgement in zip(batch, cached):
-        (ask,) = judge.protocol.asks(request.sample, request.images)
-        for question in ask.questions:
+    for (view, images), judgement in zip(batch, cached):
+        (request,) = protocol.requests(view, images)
+        for question in request.questions:
             inputs = judge.processor.apply_chat_template(
-                build_messages(ask, f"{question.text} {question.scale.instruction}"),
+                chat_messages(request.prompt(f"{question.text} {question.scale.instruction}")),
                 add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
             inputs["input_ids"] = torch.cat([inputs["input_ids"], torch.tensor([[one]])], dim=1)
             inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones(1, 1, dtype=torch.long)], 1)
@@ -135,18 +138,18 @@ def test_shared_prefix_equals_the_full_prompt(judge):
 
 
 def test_generate_mode_answers_of_the_random_judge_fail_after_one_reask(judge):
-    use(judge, "default", "generate")
-    for judgement in judge.score(requests(judge.protocol)[:2]):
+    protocol = use(judge, "default", "generate")
+    for judgement in judged(judge, protocol, requests(protocol)[:2]):
         assert judgement.answers is None and judgement.parse == "failed"
         assert "did not parse twice" in judgement.error
         assert len(judgement.raw) == 2 and all(judgement.raw)  # the first answer and the re-ask's, kept
 
 
 def test_logits_mode_off_format_answers_fail_after_one_reask(judge):
-    use(judge)
+    protocol = use(judge)
     judge.cfg = dataclasses.replace(judge.cfg, judge_min_digit_mass=0.5)  # the random judge puts <5% on digits
     try:
-        judgements = judge.score(requests(judge.protocol)[:2])
+        judgements = judged(judge, protocol, requests(protocol)[:2])
     finally:
         judge.cfg = dataclasses.replace(judge.cfg, judge_min_digit_mass=0.0)
     for judgement in judgements:
@@ -184,43 +187,20 @@ def test_scale_distributions_are_the_renormalised_next_token_probabilities():
     assert ZERO_TO_TEN.values[-1] == 10.0
 
 
-def test_parse_policy_with_crafted_answers(judge, monkeypatch):
-    """ok on the first answer, ok only when re-asked, never ok: what each gets, in one batch."""
-    use(judge, "default", "generate")
-    good = '{"instruction": 8, "consistency": 9, "quality": 7}'
-    answers = iter([[f"Melted correctly.\n{good}", "I think it is fine.", "Score: 7"],
-                    [good.replace("8", "2"), "still not JSON"]])
-    asked = []
-
-    def generate_text(asks, instructions, **kwargs):
-        asked.append((len(asks), instructions))
-        return next(answers)
-
-    monkeypatch.setattr(judge, "generate_text", generate_text)
-    first, second, third = judge.score(requests(judge.protocol))
-    assert [n for n, _ in asked] == [3, 2] and "only this JSON" in asked[1][1]  # one batched, stricter re-ask
-    assert first.parse == "ok" and first.answers == {"instruction": 8.0, "consistency": 9.0, "quality": 7.0}
-    assert first.distributions["instruction"] == [0.0] * 8 + [1.0, 0.0, 0.0]  # one-hot in generate mode
-    assert first.rationale == "Melted correctly." and first.raw == [] and first.error is None
-    assert second.parse == "reasked" and second.answers["instruction"] == 2.0
-    assert second.raw == ["I think it is fine."] and second.error is None
-    assert third.parse == "failed" and third.answers is None and third.raw == ["Score: 7", "still not JSON"]
-
-
 def test_checkpoint_generation_settings_do_not_change_the_judge(judge):
     """transformers fills unset generation fields from the checkpoint's generation_config; a shipped
     repetition penalty, beam count or n-gram block must not reach the judge's greedy decoding."""
-    use(judge)
-    batch = requests(judge.protocol)[:2]
-    asks = [judge.protocol.asks(r.sample, r.images)[0] for r in batch]
-    plain_text = judge.generate_text(asks, "Describe the edit.")
-    plain_scores = judge.score(batch)
+    protocol = use(judge)
+    batch = requests(protocol)[:2]
+    prompts = [protocol.requests(view, images)[0].prompt("Describe the edit.") for view, images in batch]
+    plain_text = judge.generate(prompts)
+    plain_scores = judged(judge, protocol, batch)
     shipped = judge.model.generation_config
     saved = (shipped.repetition_penalty, shipped.num_beams, shipped.no_repeat_ngram_size)
     shipped.repetition_penalty, shipped.num_beams, shipped.no_repeat_ngram_size = 1.5, 3, 2
     try:
-        assert judge.generate_text(asks, "Describe the edit.") == plain_text
-        for a, b in zip(judge.score(batch), plain_scores):
+        assert judge.generate(prompts) == plain_text
+        for a, b in zip(judged(judge, protocol, batch), plain_scores):
             assert a.answers == pytest.approx(b.answers, abs=1e-6)
     finally:
         shipped.repetition_penalty, shipped.num_beams, shipped.no_repeat_ngram_size = saved
@@ -228,5 +208,6 @@ def test_checkpoint_generation_settings_do_not_change_the_judge(judge):
 
 def test_no_probability_on_the_scale_is_off_format_even_with_a_zero_threshold(judge):
     use(judge)
-    assert judge.cfg.judge_min_digit_mass == 0.0
-    assert judge._off_format(0.0) and judge._off_format(float("nan")) and not judge._off_format(1e-9)
+    assert judge.cfg.judge_min_digit_mass == 0.0 and judge.min_scale_mass == 0.0
+    assert off_format(0.0, judge.min_scale_mass) and off_format(float("nan"), judge.min_scale_mass)
+    assert not off_format(1e-9, judge.min_scale_mass)

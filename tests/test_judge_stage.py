@@ -11,37 +11,37 @@ import bench_lib.runner as runner
 from bench_lib import config_from_dict
 from bench_lib.backends import JUDGES, Judge, register_judge
 from bench_lib.failures import RunFailed
-from bench_lib.judges import Judgement
+from bench_lib.judging import Reading, ScaleReader
 from bench_lib.store import read_run
 
 
 class ScriptedJudge(Judge):
-    """A test double registered through the real registry: answers every question with 5 (`mode` "answer"),
-    raises ConnectionError like a judge server that is down ("raise"), or answers text that never parses
-    ("unparsed")."""
+    """A test double registered through the real registry: reads 5 (the middle of a 0-10 scale) with certainty
+    for every question (`mode` "answer"), raises ConnectionError like a judge server that is down ("raise"), or
+    puts no probability on the scale at all ("unparsed": off-format, asked again, then judge_failed). `answered`:
+    instructions whose sample is answered whatever the mode, when it is judged alone."""
 
     mode = "answer"
     calls = 0
+    answered: set = set()
 
-    def __init__(self, cfg, *, protocol, **kwargs):
-        super().__init__(cfg, **kwargs)
-        self.protocol = protocol
-
-    def score(self, requests):
+    def read_scales(self, requests):
         type(self).calls += 1
-        if self.mode == "raise":
+        alone = len(requests) == 1 and any(requests[0].content[-1].text.find(f"Instruction: {a}\n") >= 0
+                                           for a in self.answered)
+        if self.mode == "raise" and not alone:
             raise ConnectionError("the judge server refused the connection")
-        if self.mode == "unparsed":
-            return [Judgement(error="the judge's answer did not parse twice: no JSON", parse="failed",
-                              raw=["maybe", "maybe"]) for _ in requests]
-        return [answer(self.protocol, r) for r in requests]
+        mass = 0.0 if self.mode == "unparsed" and not alone else 1.0
 
+        class Reader(ScaleReader):
+            def read(self, prompt, rows):
+                return [Reading(5.0, [float(v == 5) for v in prompt.scale.values], mass, instead=lambda: "'maybe'")
+                        for _ in requests]
 
-def answer(protocol, request) -> Judgement:
-    """5 to every question (the middle of a 0-10 scale), as a judge that answered would."""
-    questions = protocol.questions(request.sample)
-    return Judgement(answers={name: 5.0 for name in questions},
-                     distributions={name: [float(v == 5) for v in q.scale.values] for name, q in questions.items()})
+        return Reader()
+
+    def generate(self, prompts):
+        raise AssertionError("these tests judge in logits mode")
 
 
 def register_backends() -> None:
@@ -51,7 +51,7 @@ def register_backends() -> None:
 @pytest.fixture
 def scripted_judge():
     register_backends()
-    ScriptedJudge.mode, ScriptedJudge.calls = "answer", 0
+    ScriptedJudge.mode, ScriptedJudge.calls, ScriptedJudge.answered = "answer", 0, set()
     yield ScriptedJudge
     JUDGES.pop("test-scripted")
     ScriptedJudge.mode = "answer"
@@ -116,14 +116,7 @@ def test_the_first_8_samples_of_the_plan_decide(scripted_judge, tmp_path, monkey
     cfg = {"dataset": str(write_manifest(tmp_path / "data", 12)), "output_dir": str(out), "editor": "identity",
            "judge": "test-scripted", "baselines": "", "judge_batch_size": 4}
     scripted_judge.mode = "raise"
-    real_score = ScriptedJudge.score
-
-    def score(self, requests):
-        if [r.sample.instruction for r in requests] == [f"change {int(answered[1:])}"]:  # answered when alone
-            return [answer(self.protocol, requests[0])]
-        return real_score(self, requests)
-
-    monkeypatch.setattr(ScriptedJudge, "score", score)
+    monkeypatch.setattr(ScriptedJudge, "answered", {f"change {int(answered[1:])}"})  # answered when alone
     if stops:
         with pytest.raises(RunFailed, match="the first 8 samples judged all failed with ConnectionError"):
             runner.run(config_from_dict(cfg))

@@ -13,10 +13,11 @@ import bench_lib.edit_stage as edit_stage
 import bench_lib.judge_stage as judge_stage
 import bench_lib.runner as runner
 from bench_lib import config_from_dict
-from bench_lib.backends import EditResult
+from bench_lib.backends import EditResult, Judge
 from bench_lib.config import ConfigError, JudgeConfig
 from bench_lib.failures import RunFailed
-from bench_lib.judges import Judgement, Rubrics
+from bench_lib.judges import Rubrics
+from bench_lib.judging import Completion, TextPart
 from bench_lib.preflight import preflight
 from bench_lib.protocols import make_protocol
 from bench_lib.store import read_results
@@ -88,20 +89,39 @@ def test_failures_are_per_sample_and_the_editor_is_freed_before_the_judge(tmp_pa
     assert report["timings"]["edit_samples"] == 4 and report["timings"]["judge_samples"] == 2
 
 
-class ScriptedJudge:
-    """A test double behind the Judge interface: returns prepared judgements, records batch sizes."""
+class ScriptedJudge(Judge):
+    """A test double behind the Judge interface (generate mode): answers each sample's prompt by its instruction
+    (`texts[instruction]`: its answers in order), records the batch sizes, and breaks on the sample "crash"."""
 
-    def __init__(self, judgements):
-        self.judgements = judgements
+    def __init__(self, texts):
+        super().__init__(None, judge=JudgeConfig(judge_mode="generate"), device=None)
+        self.texts = texts
         self.calls = []
 
-    def score(self, requests):
-        self.calls.append(len(requests))
-        if len(requests) > 1 and any(r.sample.instruction == "crash" for r in requests):
+    def generate(self, prompts):
+        self.calls.append(len(prompts))
+        instructions = [instruction_of(p) for p in prompts]
+        if len(prompts) > 1 and "crash" in instructions:
             raise RuntimeError("batch failed")
-        if requests[0].sample.instruction == "crash":
+        if instructions[0] == "crash":
             raise RuntimeError("this sample breaks the judge")
-        return [self.judgements[r.sample.instruction] for r in requests]
+        return [Completion(self.texts[i].pop(0)) for i in instructions]
+
+    def read_scales(self, requests):
+        raise AssertionError("generate mode only")
+
+
+def instruction_of(prompt) -> str:
+    """The sample's instruction, as the default protocol's rubric shows it."""
+    text = "".join(part.text for part in prompt.content if isinstance(part, TextPart))
+    return text.split("Instruction: ", 1)[1].split("\n", 1)[0]
+
+
+def judge_batch(judge, samples, outcomes, load_edited, *, max_pixels):
+    protocol = PROTOCOL["protocol"]
+    facts = {s.id: protocol.facts(s, {}) for s in samples}
+    judge_stage.judge_batch(judge, samples, outcomes, load_edited, max_pixels=max_pixels, protocol=protocol,
+                            facts=facts, mode=judge.judge_cfg.judge_mode)
 
 
 def test_judge_failures_become_judge_failed_and_keep_what_the_judge_said(tmp_path):
@@ -112,16 +132,16 @@ def test_judge_failures_become_judge_failed_and_keep_what_the_judge_said(tmp_pat
                       source_image=ImageRef(path=tmp_path / "edit.png")) for i, name in
                enumerate(["good", "unparsed", "crash"])]
     outcomes = {s.id: judge_stage.JudgeOutcome() for s in samples}
-    good = Judgement(answers={"instruction": 7.0, "consistency": 8.0, "quality": 9.0}, rationale="fine")
-    unparsed = Judgement(error="the judge's answer did not parse twice: x", parse="failed", raw=["a", "b"])
-    judge = ScriptedJudge({"good": good, "unparsed": unparsed})
+    judge = ScriptedJudge({"good": ['fine {"instruction": 7, "consistency": 8, "quality": 9}'],
+                           "unparsed": ["a", "b"]})
     from accelerate import PartialState
 
     PartialState()  # accelerate's logger needs the (single-process) state
-    judge_stage.judge_batch(judge, samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=512 * 512,
-                            **PROTOCOL)
-    assert judge.calls == [3, 1, 1, 1]  # the failing batch is retried one sample at a time
-    assert outcomes["good"].status == "ok" and outcomes["good"].judgement is good
+    judge_batch(judge, samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=512 * 512)
+    assert judge.calls == [3, 1, 1, 1, 1]  # the failing batch is retried one sample at a time (unparsed: asked twice)
+    good = outcomes["good"].judgement
+    assert outcomes["good"].status == "ok" and good.answers == {"instruction": 7.0, "consistency": 8.0, "quality": 9.0}
+    assert good.rationale == "fine"
     assert outcomes["unparsed"].status == "judge_failed" and "did not parse" in outcomes["unparsed"].error
     assert outcomes["crash"].status == "judge_failed" and "breaks the judge" in outcomes["crash"].error
     record = judge_stage.judge_record("unparsed", outcomes["unparsed"], attempt=1)
@@ -129,7 +149,7 @@ def test_judge_failures_become_judge_failed_and_keep_what_the_judge_said(tmp_pat
     assert judge_stage.judge_record("crash", outcomes["crash"], attempt=1)["parse"] is None  # never answered
 
 
-def test_a_judge_that_returns_too_few_or_empty_judgements_fails_those_samples(tmp_path):
+def test_a_judge_that_returns_too_few_answers_fails_those_samples(tmp_path):
     from accelerate import PartialState
 
     from bench_lib.data import ImageRef, Sample
@@ -138,16 +158,15 @@ def test_a_judge_that_returns_too_few_or_empty_judgements_fails_those_samples(tm
     samples = [Sample(index=i, id=f"s{i}", category="physics", instruction="x",
                       source_image=ImageRef(path=tmp_path / "edit.png")) for i in range(2)]
 
-    class ShortJudge:
-        def score(self, requests):
-            return [Judgement()]  # one empty judgement, whatever the batch
+    class ShortJudge(ScriptedJudge):
+        def generate(self, prompts):
+            return [Completion("{}")] * (len(prompts) - 1)  # one answer too few, whatever the batch
 
     PartialState()
     outcomes = {s.id: judge_stage.JudgeOutcome() for s in samples}
-    judge_stage.judge_batch(ShortJudge(), samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=64,
-                            **PROTOCOL)
+    judge_batch(ShortJudge({}), samples, outcomes, lambda s: Image.open(tmp_path / "edit.png"), max_pixels=64)
     assert [outcomes[s.id].status for s in samples] == ["judge_failed"] * 2
-    assert all("no answer to" in outcomes[s.id].error for s in samples)  # after the one-by-one retry
+    assert all("returned 0 completions for 1 prompts" in outcomes[s.id].error for s in samples)  # retried one by one
 
 
 def test_length_batches_group_similar_lengths_and_cover_every_item_once():

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from bench_lib.judges.common import AnswerFormatError, parse_answer
 from bench_lib.judges.qwen_vl import expected_score
 from bench_lib.judges.rubrics import DEFAULT_RUBRIC, Rubrics, reference_block
+from bench_lib.judging import AnswerFormatError, parse_answer
 from bench_lib.protocols.base import YES_NO, ZERO_TO_TEN, Question
 from bench_lib.scoring import average_ranks, combine, kendall_tau_b, spearman
 

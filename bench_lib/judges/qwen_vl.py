@@ -1,46 +1,42 @@
-"""`qwen_vl`: a Qwen-VL judge (Qwen3-VL dense or MoE, Qwen2.5-VL) through transformers, running any protocol
-(bench_lib.protocols) in two modes:
+"""`qwen_vl`: a Qwen-VL judge (Qwen3-VL dense or MoE, Qwen2.5-VL) through transformers, the two primitives of the
+judge contract (bench_lib.judging):
 
-- logits (default, fast): no text is generated. For each view of the protocol (its images and text), the
-  batch's prefixes are prefilled once (left-padded) and every question of the view is asked on that KV cache.
+- `read_scales` (logits mode, the default, fast): no text is generated. A batch of requests that share their
+  questions (a protocol's view) is prefilled once (left-padded) and every question is asked on that KV cache.
   An answer is read from the next-token distribution over the scale's answers: digits, renormalised (Qwen
   tokenizers write "10" as "1" + "0", so one cached step after a forced "1" separates 1 from 10), or yes/no
-  (P(yes) renormalised over yes and no). The answer's value is the expected value; its distribution is kept.
-- generate: greedy, left-padded batched generation per view: a short rationale, then a JSON object with the
-  view's answers; only the new tokens are decoded.
+  (P(yes) renormalised over yes and no, every one-token spelling counted). The answer's value is the expected
+  value; its distribution is kept.
+- `generate`: greedy, left-padded batched generation; only the new tokens are decoded.
 
-Parse policy, both modes: an answer that does not parse strictly (generate: no valid JSON object at the end;
-logits: less than `judge_min_digit_mass` of the probability on the scale's answers) is asked once more, in one
-batch, with a stricter format instruction; if that fails too, the judgement fails (the sample becomes
-`judge_failed`) and the raw answers are kept. An unreadable answer is never scored 0 or guessed.
-Model libraries are imported inside the methods that need them.
+What is asked, how answers are parsed and when a question is asked again is bench_lib.judges.policy's, the same
+for every backend. Model libraries are imported inside the methods that need them.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import math
-from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
 from ..backends import Judge, register_judge
 from ..config import ConfigError, Dtype, JudgeConfig, option, result_fields
-from ..models import check_model_name, resolve_model
-from ..protocols.base import YES_NO, ZERO_TO_TEN, Protocol, Scale
-from ..torch_utils import free_memory, torch_dtype
-from .common import (
-    GENERATE_FORMAT,
-    STRICT_GENERATE_FORMAT,
-    AnswerFormatError,
-    Judgement,
+from ..judging import (
+    YES_NO,
+    ZERO_TO_TEN,
+    Completion,
     JudgeRequest,
-    ask_images,
-    build_messages,
-    json_template,
-    parse_answer,
+    Prompt,
+    Reading,
+    Scale,
+    ScalePrompt,
+    ScaleReader,
+    TextPart,
 )
+from ..models import check_model_name, resolve_model
+from ..torch_utils import free_memory, torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -176,8 +172,8 @@ class QwenVLJudge(Judge):
     def display_name(cls, cfg: QwenVLConfig) -> str:
         return cfg.judge_model
 
-    def __init__(self, cfg: QwenVLConfig, *, judge: JudgeConfig, protocol: Protocol, device,
-                 device_map: Optional[dict] = None, trust_remote_code: bool = False):
+    def __init__(self, cfg: QwenVLConfig, *, judge: JudgeConfig, device, device_map: Optional[dict] = None,
+                 trust_remote_code: bool = False):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         path = resolve_model(cfg.judge_model)
@@ -189,21 +185,19 @@ class QwenVLJudge(Judge):
         )
         if device_map is None:
             model.to(device)
-        self._setup(cfg, judge, protocol, model, processor)
-        logger.info("judge %s loaded as %s (%s mode, protocol %s)", cfg.judge_model, type(self.model).__name__,
-                    judge.judge_mode, protocol.name)
+        self._setup(cfg, judge, model, processor)
+        logger.info("judge %s loaded as %s (%s mode)", cfg.judge_model, type(self.model).__name__, judge.judge_mode)
 
     @classmethod
-    def from_parts(cls, cfg: QwenVLConfig, judge: JudgeConfig, protocol: Protocol, model, processor) -> QwenVLJudge:
+    def from_parts(cls, cfg: QwenVLConfig, judge: JudgeConfig, model, processor) -> QwenVLJudge:
         """A judge around a model and processor built elsewhere (scripts/bench_judge.py: random real-size weights)."""
         out = cls.__new__(cls)
-        out._setup(cfg, judge, protocol, model, processor)
+        out._setup(cfg, judge, model, processor)
         return out
 
-    def _setup(self, cfg: QwenVLConfig, judge: JudgeConfig, protocol: Protocol, model, processor) -> None:
+    def _setup(self, cfg: QwenVLConfig, judge: JudgeConfig, model, processor) -> None:
         self.cfg = cfg
         self.judge_cfg = judge
-        self.protocol = protocol
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
@@ -240,87 +234,20 @@ class QwenVLJudge(Judge):
             self._answer_ids[scale.name] = groups
         return self._answer_ids[scale.name]
 
-    def score(self, requests: list[JudgeRequest]) -> list[Judgement]:
-        """Every question the protocol asks of every request: the views of the batch in order, each view's
-        requests together (one prefill in logits mode, one generation in generate mode)."""
-        import torch
+    @property
+    def min_scale_mass(self) -> float:
+        return self.cfg.judge_min_digit_mass
 
-        judgements = [Judgement(answers={}, distributions={}, digit_mass={}) for _ in requests]
-        groups: OrderedDict = OrderedDict()
-        for i, request in enumerate(requests):
-            for ask in self.protocol.asks(request.sample, request.images):
-                key = (ask.view, tuple((q.name, q.text, q.scale.name) for q in ask.questions))
-                groups.setdefault(key, []).append((i, ask))
-        rationales: list[list[tuple[str, str]]] = [[] for _ in requests]
-        with torch.inference_mode():
-            for (view, _), members in groups.items():
-                if self.judge_cfg.judge_mode == "generate":
-                    self._generate_view(view, members, judgements, rationales)
-                else:
-                    self._logits_view(members, judgements)
-        for judgement, parts in zip(judgements, rationales):
-            if parts:  # one view: its rationale as written; several: each labelled with its view
-                judgement.rationale = parts[0][1] if len(parts) == 1 else " ".join(f"[{v}] {r}" for v, r in parts)
-            if self.judge_cfg.judge_mode == "generate":
-                judgement.digit_mass = None
-            if judgement.error is not None:
-                judgement.answers = judgement.distributions = None
-        return judgements
+    def read_scales(self, requests: list[JudgeRequest]) -> ScaleReader:
+        return _PrefixReader(self, requests)
 
-    # --- logits mode ------------------------------------------------------------------------------
-
-    def _logits_view(self, members, judgements: list[Judgement]) -> None:
-        from transformers import DynamicCache
-
-        asks = [ask for _, ask in members]
-        questions = asks[0].questions
-        prefix, tail = self._encode_prefix(asks, f"{questions[0].text} {questions[0].scale.instruction}")
-        cache = DynamicCache()
-        self.model(**prefix, **{self._cache_kwarg: cache}, use_cache=True, logits_to_keep=1)
-        for q in questions:
-            values, dists, masses, first = self._ask(prefix, cache, f"{q.text} {q.scale.instruction}{tail}", q.scale)
-            off = [k for k, m in enumerate(masses) if self._off_format(m)]
-            if off:  # one re-ask for the whole view (cheap: the prefix is cached); used only where needed
-                for k in off:
-                    judgements[members[k][0]].raw.append(f"{q.name}: {self._top_tokens(first[k])}")
-                values2, dists2, masses2, first2 = self._ask(prefix, cache, f"{q.text} {q.scale.strict_instruction}"
-                                                                          f"{tail}", q.scale)
-                for k in off:
-                    values[k], dists[k], masses[k] = values2[k], dists2[k], masses2[k]
-                    if self._off_format(masses2[k]):
-                        judgements[members[k][0]].raw.append(f"{q.name} (re-asked): {self._top_tokens(first2[k])}")
-            for k, (i, _) in enumerate(members):
-                judgement = judgements[i]
-                if k in off and judgement.parse == "ok":
-                    judgement.parse = "reasked"
-                self._accept_logits(judgement, q.name, values[k], dists[k], masses[k])
-
-    def _accept_logits(self, judgement: Judgement, name: str, value: float, dist: list[float], mass: float) -> None:
-        judgement.digit_mass[name] = mass if math.isfinite(mass) else None
-        if judgement.error is not None:
-            return
-        if not (math.isfinite(value) and math.isfinite(mass)):
-            judgement.error = "the judge's logits are not finite (NaN/inf)"
-            judgement.parse = None  # not a format problem: the report counts it under judge_failed only
-        elif self._off_format(mass):
-            judgement.parse = "failed"
-            judgement.error = (f"the judge answered off-format twice: P(answer on the scale) for {name} "
-                               f"{float(f'{mass:.4g}')} < judge_min_digit_mass {self.cfg.judge_min_digit_mass}")
-        else:
-            judgement.answers[name] = value
-            judgement.distributions[name] = dist
-
-    def _off_format(self, mass: float) -> bool:
-        """No probability on the scale's answers at all is off-format whatever the threshold."""
-        return not (mass >= self.cfg.judge_min_digit_mass and mass > 0.0)
-
-    def _encode_prefix(self, asks, marker: str):
-        """The view's prefixes (images + text, left-padded) and the chat text that follows a question."""
-        texts = self.processor.apply_chat_template([build_messages(a, marker) for a in asks],
+    def _encode_prefix(self, requests: list[JudgeRequest], marker: str):
+        """The requests' prefixes (images + text, left-padded) and the chat text that follows a question."""
+        texts = self.processor.apply_chat_template([chat_messages(r.prompt(marker)) for r in requests],
                                                    add_generation_prompt=True, tokenize=False)
         cut = [text.rindex(marker) for text in texts]
         tail = texts[0][cut[0] + len(marker):]  # e.g. "<|im_end|>\n<|im_start|>assistant\n"
-        prefix = self.processor(text=[text[:c] for text, c in zip(texts, cut)], images=[ask_images(a) for a in asks],
+        prefix = self.processor(text=[text[:c] for text, c in zip(texts, cut)], images=[r.images() for r in requests],
                                 padding=True, return_tensors="pt")
         return prefix.to(self.model.device), tail
 
@@ -364,51 +291,23 @@ class QwenVLJudge(Judge):
 
     # --- generate mode ----------------------------------------------------------------------------
 
-    def _generate_view(self, view: str, members, judgements: list[Judgement], rationales: list[list[str]]) -> None:
-        asks = [ask for _, ask in members]
-        questions = asks[0].questions
-        template = json_template(questions)
-        texts = self.generate_text(asks, GENERATE_FORMAT.format(template=template))
-        retry = []
-        for k, text in enumerate(texts):
-            if not self._accept_text(members[k][0], text, questions, judgements, rationales, view):
-                retry.append(k)
-        if retry:  # one batched re-ask of the answers that did not parse
-            texts = self.generate_text([asks[k] for k in retry], STRICT_GENERATE_FORMAT.format(template=template))
-            for k, text in zip(retry, texts):
-                i = members[k][0]
-                if self._accept_text(i, text, questions, judgements, rationales, view, final=True) \
-                        and judgements[i].parse == "ok":
-                    judgements[i].parse = "reasked"
+    def generate(self, prompts: list[Prompt], **generate_kwargs) -> list[Completion]:
+        """Greedy, left-padded batched generation; only the new text of each answer (`generate_kwargs`: more
+        generation settings, e.g. scripts/bench_judge.py's `min_new_tokens`)."""
+        import torch
 
-    def _accept_text(self, i: int, text: str, questions, judgements, rationales, view: str, *, final=False) -> bool:
-        judgement = judgements[i]
-        try:
-            answers, rationale = parse_answer(text, questions)
-        except AnswerFormatError as err:
-            judgement.raw.append(text)
-            if final and judgement.error is None:
-                judgement.parse = "failed"
-                judgement.error = f"the judge's answer did not parse twice: {err}"
-            return False
-        for q in questions:
-            judgement.answers[q.name] = answers[q.name]
-            judgement.distributions[q.name] = [1.0 if v == answers[q.name] else 0.0 for v in q.scale.values]
-        if rationale:
-            rationales[i].append((view, rationale))
-        return True
-
-    def generate_text(self, asks, instructions: str, **generate_kwargs) -> list[str]:
-        """Greedy, left-padded batched generation; returns only the new text of each answer."""
-        inputs = self.processor.apply_chat_template(
-            [build_messages(a, instructions) for a in asks], add_generation_prompt=True, tokenize=True,
-            return_dict=True, return_tensors="pt", processor_kwargs={"padding": True},
-        ).to(self.model.device)
-        generation = self._greedy(max_new_tokens=self.cfg.judge_max_new_tokens,
-                                  eos_token_id=self.model.generation_config.eos_token_id, **generate_kwargs)
-        sequences = self.model.generate(**inputs, generation_config=generation)
-        new_tokens = sequences[:, inputs["input_ids"].shape[1]:]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        with torch.inference_mode():
+            inputs = self.processor.apply_chat_template(
+                [chat_messages(p) for p in prompts], add_generation_prompt=True, tokenize=True, return_dict=True,
+                return_tensors="pt", processor_kwargs={"padding": True},
+            ).to(self.model.device)
+            generation = self._greedy(max_new_tokens=self.cfg.judge_max_new_tokens,
+                                      eos_token_id=self.model.generation_config.eos_token_id, **generate_kwargs)
+            sequences = self.model.generate(**inputs, generation_config=generation)
+            new_tokens = sequences[:, inputs["input_ids"].shape[1]:]
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            prompt_tokens = [int(n) for n in inputs["attention_mask"].sum(dim=1)]
+        return [Completion(text, prompt_tokens=n) for text, n in zip(texts, prompt_tokens)]
 
     def _greedy(self, **kwargs):
         """Plain greedy decoding, whatever the checkpoint's generation_config says: transformers fills every
@@ -424,3 +323,41 @@ class QwenVLJudge(Judge):
     def close(self) -> None:
         self.model = None
         free_memory()
+
+
+class _PrefixReader(ScaleReader):
+    """The readings of one batch of requests: their content is prefilled once, at the first question (its text
+    marks where the shared prefix ends in the chat template), and every question is asked on that KV cache, for
+    the whole batch (so a row's reading never depends on which other rows were wanted)."""
+
+    def __init__(self, judge: QwenVLJudge, requests: list[JudgeRequest]):
+        self.judge = judge
+        self.requests = requests
+        self.prefix = self.cache = self.tail = None
+
+    def read(self, prompt: ScalePrompt, rows) -> list[Optional[Reading]]:
+        import torch
+        from transformers import DynamicCache
+
+        judge = self.judge
+        with torch.inference_mode():
+            if self.cache is None:
+                self.prefix, self.tail = judge._encode_prefix(self.requests, prompt.text)
+                self.cache = DynamicCache()
+                judge.model(**self.prefix, **{judge._cache_kwarg: self.cache}, use_cache=True, logits_to_keep=1)
+            values, dists, masses, first = judge._ask(self.prefix, self.cache,
+                                                      f"{prompt.text}{self.tail}{prompt.reply_prefix or ''}",
+                                                      prompt.scale)
+        return [Reading(value, dist, mass, instead=partial(judge._top_tokens, first[k]))
+                for k, (value, dist, mass) in enumerate(zip(values, dists, masses))]
+
+    def close(self) -> None:
+        self.prefix = self.cache = None
+
+
+def chat_messages(prompt: Prompt) -> list[dict]:
+    """A prompt as chat messages: its system prompt (if any), then one user turn of its parts in order."""
+    content = [{"type": "text", "text": part.text} if isinstance(part, TextPart) else
+               {"type": "image", "image": part.image} for part in prompt.content]
+    system = [{"role": "system", "content": [{"type": "text", "text": prompt.system}]}] if prompt.system else []
+    return [*system, {"role": "user", "content": content}]

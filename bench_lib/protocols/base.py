@@ -25,49 +25,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
+from ..judging import (  # noqa: F401  (the scales and questions protocols declare; re-exported for them)
+    ONE_TO_FIVE,
+    RATIONALE_THEN_JSON,
+    YES_NO,
+    ZERO_OR_ONE,
+    ZERO_TO_TEN,
+    AnswerFormat,
+    ImagePart,
+    JudgeRequest,
+    Question,
+    Scale,
+    TextPart,
+)
 from ..metrics import Block, Label, Metric, Table
 from ..scoring import bootstrap_ci, macro_mean
-
-
-@dataclass(frozen=True)
-class Scale:
-    """An answer scale: its values (what each answer means) and the answers the judge writes for them."""
-
-    name: str
-    values: tuple[float, ...]
-    answers: tuple[str, ...]  # what the judge writes for each value, in the same order
-    placeholder: str  # how the JSON template shows it, e.g. "<integer 0-10>"
-    instruction: str  # logits mode: the answer format asked for after the question
-    strict_instruction: str  # the re-ask's
-
-    @property
-    def low(self) -> float:
-        return self.values[0]
-
-    @property
-    def high(self) -> float:
-        return self.values[-1]
-
-
-ZERO_TO_TEN = Scale("0-10", tuple(float(v) for v in range(11)), tuple(str(v) for v in range(11)), "<integer 0-10>",
-                    "Answer with a single integer from 0 to 10 and nothing else.",
-                    "Your reply must be exactly one integer from 0 to 10, for example 7: no words, no punctuation, "
-                    "no explanation.")
-ONE_TO_FIVE = Scale("1-5", (1.0, 2.0, 3.0, 4.0, 5.0), ("1", "2", "3", "4", "5"), "<integer 1-5>",
-                    "Answer with a single integer from 1 to 5 and nothing else.",
-                    "Your reply must be exactly one integer from 1 to 5, for example 4: no words, no punctuation, "
-                    "no explanation.")
-ZERO_OR_ONE = Scale("0-1", (0.0, 1.0), ("0", "1"), "<0 or 1>", "Answer with a single digit, 0 or 1, and nothing else.",
-                    "Your reply must be exactly one digit, 0 or 1: no words, no punctuation, no explanation.")
-YES_NO = Scale("yes-no", (0.0, 1.0), ("no", "yes"), '<"yes" or "no">', "Answer with yes or no and nothing else.",
-               "Your reply must be exactly one word, yes or no: no punctuation, no explanation.")
-
-
-@dataclass(frozen=True)
-class Question:
-    name: str  # the answer's key (in the JSON answer, the records and the rows)
-    scale: Scale
-    text: str
 
 
 @dataclass(frozen=True)
@@ -78,6 +50,12 @@ class Ask:
     images: tuple[tuple[str, Any], ...]
     context: str
     questions: tuple[Question, ...]
+
+    def request(self, *, system: Optional[str] = None,
+                answer_format: AnswerFormat = RATIONALE_THEN_JSON) -> JudgeRequest:
+        """What the judge is shown and asked: each image after its label, then the view's text."""
+        content = tuple(part for label, image in self.images for part in (TextPart(label), ImagePart(image)))
+        return JudgeRequest(self.view, system, (*content, TextPart(self.context)), self.questions, answer_format)
 
 
 @dataclass(frozen=True)
@@ -106,6 +84,15 @@ class SampleView:
     fields: dict[str, Any] = field(default_factory=dict)  # description, rationale, explanation, format flags
 
 
+@dataclass(frozen=True)
+class SampleFacts:
+    """One sample as the protocol sees it, prepared once per run: its view (category mapped to a dimension, text,
+    fields) and every question a complete judgement of it answers."""
+
+    view: SampleView
+    questions: dict[str, Question]
+
+
 class Protocol(ABC):
     name: ClassVar[str] = ""
     # Every metric the protocol reports, in the order tables show them. The one declared `primary=True` (else the
@@ -113,6 +100,8 @@ class Protocol(ABC):
     metrics: ClassVar[tuple[Metric, ...]] = ()
     answer_names: ClassVar[tuple[str, ...]] = ()  # every question any sample may be asked (the rows' columns)
     dimensions: ClassVar[tuple[str, ...]] = ()  # what categories map to; () = categories are not used
+    system_prompt: ClassVar[Optional[str]] = None  # what every request's system turn says (None: no system turn)
+    answer_format: ClassVar[AnswerFormat] = RATIONALE_THEN_JSON  # how answers are asked for and read
     default_dimension: ClassVar[str] = "default"
     category_defaults: ClassVar[dict[str, str]] = {}  # known benchmarks' category names -> dimension
 
@@ -139,10 +128,20 @@ class Protocol(ABC):
     def asks(self, sample: SampleView, images: dict[str, Any]) -> list[Ask]:
         """What the judge is asked about one sample; `images`: "source", "edited" and, if any, "reference"."""
 
+    def requests(self, sample: SampleView, images: dict[str, Any]) -> list[JudgeRequest]:
+        """What the judge backend is sent about one sample: one request per ask (view), in order."""
+        return [ask.request(system=self.system_prompt, answer_format=self.answer_format)
+                for ask in self.asks(sample, images)]
+
     def questions(self, sample: SampleView) -> dict[str, Question]:
         """Every question a complete judgement of this sample answers (no images needed)."""
         return {q.name: q for ask in self.asks(sample, {"source": None, "edited": None, "reference": None})
                 for q in ask.questions}
+
+    def facts(self, sample: Any, category_map: dict[str, str]) -> SampleFacts:
+        """What the protocol derives from a dataset `Sample` (its view and questions): computed once per run."""
+        view = view_of(sample, self, category_map)
+        return SampleFacts(view, self.questions(view))
 
     def texts(self) -> list[str]:
         """Every fixed prompt text of the protocol (for its digest)."""
@@ -212,17 +211,18 @@ class Protocol(ABC):
     def metric(self, name: str) -> Metric:
         return next(m for m in self.metrics if m.name == name)
 
-    def row_fields(self, sample: SampleView, answers: Optional[dict[str, float]]) -> dict[str, Any]:
-        """Protocol-specific keys of a results row (the default protocol's rubric and sub-scores)."""
+    def row_fields(self, sample: SampleView, metrics: Optional[dict[str, Optional[float]]]) -> dict[str, Any]:
+        """Protocol-specific keys of a results row (the default protocol's rubric and sub-scores), from the
+        sample's metrics (None unless it was scored)."""
         return {}
 
     def report_extras(self, rows: list[dict[str, Any]], categories: list[str]) -> dict[str, Any]:
         """More of the benchmark's own aggregation for report.json (GEdit-Bench's per-language averages)."""
         return {}
 
-    def answers_of(self, sample: SampleView, record: dict[str, Any]) -> dict[str, Answer]:
-        """A judge record's answers, with their scales, for `sample_metrics`."""
-        questions = self.questions(sample)
+    def answers_of(self, questions: dict[str, Question], record: dict[str, Any]) -> dict[str, Answer]:
+        """A judge record's answers, with their scales (`questions`: the sample's, `SampleFacts.questions`), for
+        `sample_metrics`."""
         return {name: Answer(value, questions[name].scale.values, tuple(record["distributions"][name]))
                 for name, value in record["answers"].items()}
 

@@ -48,10 +48,11 @@ class DefaultProtocol(Protocol):
     def texts(self) -> list[str]:
         return [*QUESTIONS.values(), *(self.rubrics.templates[n] for n in sorted(self.rubrics.templates))]
 
-    def row_fields(self, sample: SampleView, answers: Optional[dict[str, float]]) -> dict[str, Any]:
+    def row_fields(self, sample: SampleView, metrics: Optional[dict[str, Optional[float]]]) -> dict[str, Any]:
+        subscores = None if metrics is None else {name: metrics[name] for name in SUBSCORES}  # the metrics' own
         if not sample.category:  # an invalid_input row without a category was judged with no rubric
-            return {"subscores": answers, "rubric": None, "rubric_sha256": None}
-        return {"subscores": answers, "rubric": sample.dimension,
+            return {"subscores": subscores, "rubric": None, "rubric_sha256": None}
+        return {"subscores": subscores, "rubric": sample.dimension,
                 "rubric_sha256": self.rubrics.sha256(sample.dimension)}
 
     def dimension_of(self, category: str, category_map: dict[str, str]) -> Optional[str]:

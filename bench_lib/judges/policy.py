@@ -1,0 +1,159 @@
+"""The parse and re-ask policy, the same for every judge backend: a backend only generates text or reads scales
+(bench_lib.backends.Judge); this module asks it, reads the answers, asks once more where an answer was off-format,
+and assembles each sample's `Judgement` from its views.
+
+- The requests of a batch are grouped by `batch_key` (a protocol's view with its questions), in the order they
+  first appear; each group is asked together.
+- generate: one batched generation per group with the answer format's instruction; the answers that do not
+  parse are asked once more, together, with the strict instruction; an answer that fails twice makes the sample
+  `judge_failed` (parse "failed"), its raw answers kept in order.
+- logits: per question of a group, the reading of every request; the rows whose probability on the scale's
+  answers is below the backend's `min_scale_mass` (or zero) are off-format and asked once more with the strict
+  question; what the judge wanted to say instead is kept as raw; off-format twice is `judge_failed`. A reading
+  that is not finite (NaN/inf logits) fails the sample without being a format problem (parse None).
+- A sample's rationale is its view's (several views: each labelled "[view] ..."); `digit_mass` is logits mode's
+  only. Nothing unreadable is ever scored 0 or guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..judging import AnswerFormatError, Judgement, JudgeRequest, Reading
+
+if TYPE_CHECKING:
+    from ..backends import Judge
+
+MODES = ("logits", "generate")
+MIN_MASS_OPTION = "judge_min_digit_mass"  # the option a backend's logits-mode threshold is set with
+
+
+def judge(backend: Judge, samples: Sequence[Sequence[JudgeRequest]], *, mode: str) -> list[Judgement]:
+    """One judgement per sample; `samples[i]`: the requests (views) of sample i, in the protocol's order."""
+    if mode not in MODES:
+        raise ValueError(f"judge mode {mode!r} is not one of {MODES}")
+    judgements = [Judgement(answers={}, distributions={}, digit_mass={}) for _ in samples]
+    groups: OrderedDict = OrderedDict()
+    for i, requests in enumerate(samples):
+        for request in requests:
+            groups.setdefault(request.batch_key(), []).append((i, request))
+    rationales: list[list[tuple[str, str]]] = [[] for _ in samples]
+    for members in groups.values():
+        if mode == "generate":
+            _generate_group(backend, members, judgements, rationales)
+        else:
+            _logits_group(backend, members, judgements)
+    for judgement, parts in zip(judgements, rationales):
+        if parts:  # one view: its rationale as written; several: each labelled with its view
+            judgement.rationale = parts[0][1] if len(parts) == 1 else " ".join(f"[{v}] {r}" for v, r in parts)
+        if mode == "generate":
+            judgement.digit_mass = None
+        if judgement.error is not None:
+            judgement.answers = judgement.distributions = None
+    return judgements
+
+
+# --- generate mode -------------------------------------------------------------------------------------------
+
+
+def _generate_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judgements: list[Judgement],
+                    rationales: list[list[tuple[str, str]]]) -> None:
+    requests = [request for _, request in members]
+    questions, answer_format = requests[0].questions, requests[0].answer_format
+    texts = _generate(backend, [r.prompt(answer_format.instruction(questions)) for r in requests])
+    retry = [k for k, text in enumerate(texts) if not _accept_text(members[k], text, judgements, rationales)]
+    if retry:  # one batched re-ask of the answers that did not parse
+        texts = _generate(backend, [requests[k].prompt(answer_format.instruction(questions, strict=True))
+                                    for k in retry])
+        for k, text in zip(retry, texts):
+            i = members[k][0]
+            if _accept_text(members[k], text, judgements, rationales, final=True) and judgements[i].parse == "ok":
+                judgements[i].parse = "reasked"
+
+
+def _generate(backend: Judge, prompts: list) -> list[str]:
+    completions = backend.generate(prompts)
+    if len(completions) != len(prompts):  # a backend bug: never pair answers with the wrong samples
+        raise RuntimeError(f"the judge backend returned {len(completions)} completions for {len(prompts)} prompts")
+    return [completion.text for completion in completions]
+
+
+def _accept_text(member: tuple[int, JudgeRequest], text: str, judgements: list[Judgement],
+                 rationales: list[list[tuple[str, str]]], *, final: bool = False) -> bool:
+    i, request = member
+    judgement = judgements[i]
+    try:
+        answers, rationale = request.answer_format.parse(text, request.questions)
+    except AnswerFormatError as err:
+        judgement.raw.append(text)
+        if final and judgement.error is None:
+            judgement.parse = "failed"
+            judgement.error = f"the judge's answer did not parse twice: {err}"
+        return False
+    for q in request.questions:
+        judgement.answers[q.name] = answers[q.name]
+        judgement.distributions[q.name] = [1.0 if v == answers[q.name] else 0.0 for v in q.scale.values]
+    if rationale:
+        rationales[i].append((request.view, rationale))
+    return True
+
+
+# --- logits mode ---------------------------------------------------------------------------------------------
+
+
+def _logits_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judgements: list[Judgement]) -> None:
+    requests = [request for _, request in members]
+    questions, answer_format = requests[0].questions, requests[0].answer_format
+    min_mass = backend.min_scale_mass
+    every = list(range(len(members)))
+    with backend.read_scales(requests) as reader:
+        for q in questions:
+            readings = _read(reader, answer_format.scale_prompt(q), every)
+            off = [k for k in every if off_format(readings[k].mass, min_mass)]
+            if off:  # one re-ask of the off-format rows, with the strict question
+                for k in off:
+                    judgements[members[k][0]].raw.append(f"{q.name}: {readings[k].instead()}")
+                again = _read(reader, answer_format.scale_prompt(q, strict=True), off)
+                for k in off:
+                    readings[k] = again[k]
+                    if off_format(again[k].mass, min_mass):
+                        judgements[members[k][0]].raw.append(f"{q.name} (re-asked): {again[k].instead()}")
+            for k, (i, _) in enumerate(members):
+                judgement = judgements[i]
+                if k in off and judgement.parse == "ok":
+                    judgement.parse = "reasked"
+                _accept_reading(judgement, q.name, readings[k], min_mass)
+
+
+def _read(reader, prompt, rows: list[int]) -> list[Reading]:
+    readings = list(reader.read(prompt, rows))
+    missing = [k for k in rows if k >= len(readings) or not isinstance(readings[k], Reading)]
+    if missing:  # a backend bug: every requested row needs its reading
+        raise RuntimeError(f"the judge backend gave no reading for rows {missing} of {len(rows)}")
+    return readings
+
+
+def off_format(mass: float, min_mass: float) -> bool:
+    """Below the threshold, or no probability on the scale's answers at all (whatever the threshold); NaN too
+    (asked again; if it stays NaN the sample fails as not finite, not as off-format)."""
+    return not (mass >= min_mass and mass > 0.0)
+
+
+def _accept_reading(judgement: Judgement, name: str, reading: Reading, min_mass: float) -> None:
+    value, mass = reading.value, reading.mass
+    judgement.digit_mass[name] = mass if math.isfinite(mass) else None
+    if judgement.error is not None:
+        return
+    if not (math.isfinite(value) and math.isfinite(mass)):
+        judgement.error = "the judge's logits are not finite (NaN/inf)"
+        judgement.parse = None  # not a format problem: the report counts it under judge_failed only
+    elif off_format(mass, min_mass):
+        judgement.parse = "failed"
+        judgement.error = (f"the judge answered off-format twice: P(answer on the scale) for {name} "
+                           f"{float(f'{mass:.4g}')} < {MIN_MASS_OPTION} {min_mass}")
+    else:
+        judgement.answers[name] = value
+        judgement.distributions[name] = reading.distribution

@@ -1,0 +1,313 @@
+"""The judge contract: what a judge backend is shown and asked (`JudgeRequest`), how it answers (`Completion` in
+generate mode, `Reading` in logits mode) and what a sample's judgement is (`Judgement`). A backend is a transport
+(bench_lib.backends.Judge): it never sees a protocol. The protocol turns a sample into requests, one per view;
+bench_lib.judges.policy asks the backend, parses, asks again where needed and assembles the judgements, the same
+way for every backend.
+
+An `AnswerFormat` says how an answer is asked for and read: the instruction after the content in generate mode
+(and its strict form for the re-ask), the parse of the written answer, the text of each question in logits mode
+and, optionally, the start of the assistant's reply after which a scale's answer token is read. The project's own
+format is `RATIONALE_THEN_JSON`; a benchmark's verbatim format is another `AnswerFormat`.
+
+Imports no other module of the harness and no model library.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+# --- scales and questions ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scale:
+    """An answer scale: its values (what each answer means) and the answers the judge writes for them."""
+
+    name: str
+    values: tuple[float, ...]
+    answers: tuple[str, ...]  # what the judge writes for each value, in the same order
+    placeholder: str  # how the JSON template shows it, e.g. "<integer 0-10>"
+    instruction: str  # logits mode: the answer format asked for after the question
+    strict_instruction: str  # the re-ask's
+
+    @property
+    def low(self) -> float:
+        return self.values[0]
+
+    @property
+    def high(self) -> float:
+        return self.values[-1]
+
+
+ZERO_TO_TEN = Scale("0-10", tuple(float(v) for v in range(11)), tuple(str(v) for v in range(11)), "<integer 0-10>",
+                    "Answer with a single integer from 0 to 10 and nothing else.",
+                    "Your reply must be exactly one integer from 0 to 10, for example 7: no words, no punctuation, "
+                    "no explanation.")
+ONE_TO_FIVE = Scale("1-5", (1.0, 2.0, 3.0, 4.0, 5.0), ("1", "2", "3", "4", "5"), "<integer 1-5>",
+                    "Answer with a single integer from 1 to 5 and nothing else.",
+                    "Your reply must be exactly one integer from 1 to 5, for example 4: no words, no punctuation, "
+                    "no explanation.")
+ZERO_OR_ONE = Scale("0-1", (0.0, 1.0), ("0", "1"), "<0 or 1>", "Answer with a single digit, 0 or 1, and nothing else.",
+                    "Your reply must be exactly one digit, 0 or 1: no words, no punctuation, no explanation.")
+YES_NO = Scale("yes-no", (0.0, 1.0), ("no", "yes"), '<"yes" or "no">', "Answer with yes or no and nothing else.",
+               "Your reply must be exactly one word, yes or no: no punctuation, no explanation.")
+
+
+@dataclass(frozen=True)
+class Question:
+    name: str  # the answer's key (in the JSON answer, the records and the rows)
+    scale: Scale
+    text: str
+
+
+# --- what the judge is shown ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    image: Any  # a PIL image
+
+
+Part = Union[TextPart, ImagePart]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Everything one generation sees: a system prompt (or None) and the user turn's parts, in order."""
+
+    system: Optional[str]
+    content: tuple[Part, ...]
+
+    def images(self) -> list[Any]:
+        return [part.image for part in self.content if isinstance(part, ImagePart)]
+
+
+@dataclass(frozen=True)
+class ScalePrompt:
+    """Logits mode: the text asked after a request's content (a question and its answer format), the scale whose
+    answer is read from the next token, and optionally the start of the assistant's reply the answer follows (a
+    benchmark's format written up to its score; None: the answer is the reply's first token)."""
+
+    text: str
+    scale: Scale
+    reply_prefix: Optional[str] = None
+
+
+class AnswerFormatError(ValueError):
+    """A generated answer that does not follow the answer format."""
+
+
+class AnswerFormat(ABC):
+    """How answers are asked for and read. Instances are compared and hashed (requests with equal formats are
+    asked together), so a subclass is a frozen dataclass or keeps the default identity."""
+
+    @abstractmethod
+    def instruction(self, questions: Sequence[Question], *, strict: bool = False) -> str:
+        """Generate mode: the text after the content that asks for every question's answer (`strict`: the re-ask
+        of an answer that did not parse)."""
+
+    @abstractmethod
+    def parse(self, text: str, questions: Sequence[Question]) -> tuple[dict[str, float], str]:
+        """A written answer: ({question: value on its scale}, rationale). Raise `AnswerFormatError` when it does not
+        follow the format (never guess a value)."""
+
+    @abstractmethod
+    def scale_prompt(self, question: Question, *, strict: bool = False) -> ScalePrompt:
+        """Logits mode: what is asked after the content to read `question`'s answer from the next token."""
+
+
+GENERATE_FORMAT = ("First write a short rationale, at most three sentences: what changed, and whether it is the "
+                   "correct result. Then, on the last line, write only this JSON object: {template}")
+STRICT_GENERATE_FORMAT = "Reply with only this JSON object and no other text: {template}"
+
+
+@dataclass(frozen=True)
+class RationaleThenJSON(AnswerFormat):
+    """The project's format. Generate mode: a short rationale, then one JSON object with every question's answer
+    (see `parse_answer`). Logits mode: the question, then its scale's instruction; the answer is the reply's first
+    token."""
+
+    def instruction(self, questions: Sequence[Question], *, strict: bool = False) -> str:
+        return (STRICT_GENERATE_FORMAT if strict else GENERATE_FORMAT).format(template=json_template(questions))
+
+    def parse(self, text: str, questions: Sequence[Question]) -> tuple[dict[str, float], str]:
+        return parse_answer(text, questions)
+
+    def scale_prompt(self, question: Question, *, strict: bool = False) -> ScalePrompt:
+        instruction = question.scale.strict_instruction if strict else question.scale.instruction
+        return ScalePrompt(f"{question.text} {instruction}", question.scale)
+
+
+RATIONALE_THEN_JSON = RationaleThenJSON()
+
+
+def json_template(questions: Sequence[Question]) -> str:
+    return "{" + ", ".join(f'"{q.name}": {q.scale.placeholder}' for q in questions) + "}"
+
+
+def parse_answer(text: str, questions: Sequence[Question]) -> tuple[dict[str, float], str]:
+    """Strictly parse a generate-mode answer: ({question: value}, rationale).
+
+    The answer must end with one JSON object (a closing code fence after it is allowed) whose keys are exactly
+    the questions' names and whose values are answers on their scales: integers in range (7.5, "7" and 11 fail),
+    "yes"/"no" for a yes/no question. The text before the object is the rationale. Ambiguous answers fail too: a
+    key given twice (JSON keeps the last), or another JSON object holding any of the questions' names before the
+    last one (two answers: which one is meant?).
+    """
+    body = text.strip()
+    if body.endswith("```"):
+        body = body[:-3].rstrip()
+    if not body.endswith("}"):
+        raise AnswerFormatError("the answer does not end with a JSON object")
+    decoder = json.JSONDecoder(object_pairs_hook=_Pairs)
+    start = body.rfind("{")
+    value = None
+    while start != -1:  # the last "{" from which a JSON value runs exactly to the end
+        try:
+            candidate, end = decoder.raw_decode(body, start)
+            if end == len(body):
+                value = candidate
+                break
+        except json.JSONDecodeError:
+            pass
+        start = body.rfind("{", 0, start)
+    if not isinstance(value, dict):
+        raise AnswerFormatError("the answer does not end with a valid JSON object")
+    if value.repeated:
+        raise AnswerFormatError(f"the JSON object gives a key more than once: {', '.join(value.repeated)}")
+    names = [q.name for q in questions]
+    if _answer_objects(body[:start], names):
+        raise AnswerFormatError("the answer holds two answers (JSON objects with the questions' keys)")
+    if sorted(value) != sorted(names):
+        raise AnswerFormatError(f"the JSON object has keys {sorted(value)}, expected exactly {sorted(names)}")
+    answers = {}
+    for q in questions:
+        v = value[q.name]
+        if q.scale is YES_NO:
+            if not isinstance(v, str) or v.strip().lower() not in ("yes", "no"):
+                raise AnswerFormatError(f"{q.name} is {v!r}, not yes or no")
+            answers[q.name] = 1.0 if v.strip().lower() == "yes" else 0.0
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not q.scale.low <= v <= q.scale.high:
+            raise AnswerFormatError(f"{q.name} is {v!r}, not an integer from {q.scale.low:g} to {q.scale.high:g}")
+        answers[q.name] = float(v)
+    rationale = body[:start].strip()
+    if rationale.endswith("```json") or rationale.endswith("```"):
+        rationale = rationale.rsplit("```", 1)[0].rstrip()
+    return answers, rationale
+
+
+class _Pairs(dict):
+    """A decoded JSON object that remembers the keys it was given more than once."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]):
+        super().__init__(pairs)
+        keys = [key for key, _ in pairs]
+        self.repeated = sorted({key for key in keys if keys.count(key) > 1})
+
+
+def _answer_objects(text: str, names: list[str]) -> bool:
+    """Whether `text` holds a JSON object with any of the questions' names as keys."""
+    decoder = json.JSONDecoder(object_pairs_hook=_Pairs)
+    start = text.find("{")
+    while start != -1:
+        try:
+            candidate, _ = decoder.raw_decode(text, start)
+            if isinstance(candidate, dict) and set(candidate) & set(names):
+                return True
+        except json.JSONDecodeError:
+            pass
+        start = text.find("{", start + 1)
+    return False
+
+
+# --- requests and answers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One view of one sample: everything the judge is shown and asked about it."""
+
+    view: str  # the protocol's name for the view
+    system: Optional[str]  # a system prompt, or None
+    content: tuple[Part, ...]  # what the user turn shows, in order: labelled images, then the view's text
+    questions: tuple[Question, ...]
+    answer_format: AnswerFormat = RATIONALE_THEN_JSON
+
+    def prompt(self, text: str) -> Prompt:
+        """The request with `text` (an instruction or a question) after its content."""
+        return Prompt(self.system, (*self.content, TextPart(text)))
+
+    def images(self) -> list[Any]:
+        return [part.image for part in self.content if isinstance(part, ImagePart)]
+
+    def batch_key(self) -> tuple:
+        """Requests with equal keys are asked together (in logits mode: their questions on one shared prefill)."""
+        return (self.view, self.system, self.answer_format,
+                tuple((q.name, q.text, q.scale.name) for q in self.questions))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Generate mode: one prompt's new text (only the generated tokens), with its token counts where known."""
+
+    text: str
+    prompt_tokens: Optional[int] = None
+    completion_tokens: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Logits mode: one question's answer read from the next-token distribution. `mass`: the probability the judge
+    put on the scale's answers at all; `distribution`: over the scale's values, renormalised; `value`: its
+    expected value. `instead()`: what the judge wanted to say instead (kept as the raw answer when the reading is
+    off-format; computed only then)."""
+
+    value: float
+    distribution: list[float]
+    mass: float
+    instead: Callable[[], str] = field(default=lambda: "", repr=False, compare=False)
+
+
+class ScaleReader(ABC):
+    """Logits mode: reads the answers of one batch of requests that share their questions (equal `batch_key`), one
+    question at a time. A backend may prepare what the questions share once (the Qwen backend prefills the
+    requests' content and asks every question on that cache); the policy asks each question, then once more, in
+    its strict form, for the rows whose reading was off-format. Use it as a context manager: `close` frees what
+    it holds."""
+
+    @abstractmethod
+    def read(self, prompt: ScalePrompt, rows: Sequence[int]) -> list[Optional[Reading]]:
+        """Per request (in the order given to `read_scales`), its reading of `prompt`: a `Reading` for every index
+        in `rows`; None, or a reading, for the others (a backend that reads a whole batch at once may give all)."""
+
+    def close(self) -> None:
+        """Free what the reader holds (a KV cache)."""
+
+    def __enter__(self) -> ScaleReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class Judgement:
+    """One sample's judgement. `answers` is None exactly when `error` says why the judgement failed."""
+
+    answers: Optional[dict[str, float]] = None  # question -> value (the expected value in logits mode)
+    distributions: Optional[dict[str, list[float]]] = None  # question -> P(each value of its scale)
+    error: Optional[str] = None
+    parse: Optional[str] = "ok"  # ok | reasked (first answer unparsed, second parsed) | failed; None: NaN logits
+    raw: list[str] = field(default_factory=list)  # the answers that did not parse, in order
+    rationale: Optional[str] = None  # generate mode
+    digit_mass: Optional[dict[str, float]] = None  # logits mode: P(answering on the question's scale at all)
