@@ -20,7 +20,7 @@ from bench_lib.data import ImageRef, Sample
 from bench_lib.distributed import Distributed
 from bench_lib.edit_stage import EditJob, EditStage
 from bench_lib.failures import RunFailed
-from bench_lib.store import RunFolder, read_run, save_png
+from bench_lib.store import RunFolder, read_results, read_run, save_png
 
 
 @dataclass
@@ -283,3 +283,36 @@ def test_each_job_records_its_peak_device_memory(slow_editor, dist, tmp_path, mo
     assert (second.max_memory_allocated, second.max_memory_reserved) == (103, 206)
     assert (stage.timings.max_memory_allocated, stage.timings.max_memory_reserved) == (105, 210)
     assert memory.resets == 2
+
+
+def test_the_seed_is_recorded_with_the_edit_and_rows_read_it_from_there(broken_editor, tmp_path, monkeypatch):
+    """Every edit record (edited, failed or invalid) carries the seed its sample is edited with; the row's seed is
+    the record's (a baseline's row has none); an edit recorded without a seed (an earlier harness) gets the
+    sample's seed when the run resumes. The protocol's view of each sample is made once per run."""
+    import bench_lib.protocols.base as protocol_base
+    from bench_lib.store import sample_seed
+
+    views, real_view_of = [], protocol_base.view_of
+
+    def view_of(sample, *args):
+        views.append(sample.id)
+        return real_view_of(sample, *args)
+
+    monkeypatch.setattr(protocol_base, "view_of", view_of)
+    broken_editor.mode = "fixed"
+    out = tmp_path / "out"
+    cfg = config(tmp_path, 4, missing={1}, seed=7, baselines="identity")
+    runner.run(config_from_dict(cfg))
+    assert sorted(views) == ["s00", "s01", "s02", "s03"]  # once per sample: judging, planning and rows share it
+    edited = {r["id"]: r for r in records(out, "edit")}
+    assert {i: r["seed"] for i, r in edited.items()} == {f"s{i:02d}": sample_seed(7, f"s{i:02d}") for i in range(4)}
+    run = read_run(out)
+    assert [r["seed"] for r in run["rows"]] == [edited[r["id"]]["seed"] for r in run["rows"]]
+    assert {r["seed"] for r in read_results(out / "baselines" / "identity.jsonl")} == {None}
+
+    for path in (out / "records").glob("*.edit.*"):  # as an earlier harness wrote them: no seed
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "seed"}) + "\n" for r in lines))
+    monkeypatch.setattr(runner, "sample_seed", lambda seed, sample_id: 1000 + int(sample_id[1:]))  # the run's rule
+    runner.run(config_from_dict({**cfg, "overwrite": False}))
+    assert [r["seed"] for r in read_run(out)["rows"]] == [1000, 1001, 1002, 1003]
