@@ -131,7 +131,7 @@ def did_work(attempt: int, rows: list[dict], baseline_rows: dict[str, list[dict]
 
 def optional_output(path: Path, write: Callable[[], Any]) -> Any:
     """The chart and the gallery are views of results already written: if one fails for its own reasons (a
-    Pillow without FreeType, memory), say so loudly, remove the earlier attempt's file (it would look
+    plotting library that fails, memory), say so loudly, remove the earlier attempt's file (it would look
     current) and finish the run rather than stop rank 0 before the final barrier. A full or read-only disk
     is no such reason: it stops the run (exit code 1)."""
     try:

@@ -1,15 +1,18 @@
 """A protocol is how a benchmark scores: the questions the judge is asked, which images each question sees,
 the answer scale, how a sample's metrics follow from the answers, and how they aggregate.
 
-A judge backend runs any protocol, in `logits` mode (the expected value over the scale's answer tokens, or
-P(yes) renormalised over yes/no) or `generate` mode (a short rationale, then a JSON object of answers):
+Every judge backend serves every protocol: the protocol says what is asked, the backend only answers, in
+`logits` mode (the expected value over the scale's answer tokens, or P(yes) renormalised over yes/no) or
+`generate` mode (by default a short rationale, then a JSON object of answers):
 
-- `asks(request)` lists what one sample is asked: each `Ask` is one view (the images it shows, in order and
-  labelled, and the text before its questions) with its questions. Questions of one view share the view's
-  prefix: in logits mode it is prefilled once and every question is asked on its cache.
+- `asks(sample, images)` lists what one sample is asked: each `Ask` is one view (the images it shows, in order
+  and labelled, and the text before its questions) with its questions; `requests` turns them into the judge
+  contract's `JudgeRequest`s, with the protocol's `system_prompt` and `answer_format` (bench_lib.judging).
+  Questions of one view share the view's prefix: in logits mode a backend may prefill it once.
 - `sample_metrics(sample, answers)` turns the answers into the sample's metrics. It runs when results are
   written (from the recorded answers), so a changed formula re-scores a resumed run without judging again.
-- `aggregate` and `headline` give the report's metrics and the benchmark's own headline table.
+- `metrics` declares each metric (range, reported scale, direction, the primary one); `aggregate` and
+  `headline` give the report's metrics and the benchmark's own headline (a structure the report renders).
 
 Every prompt is this project's own wording of the benchmark's published criteria; the structure (dimensions,
 scales, images shown, formulas, aggregation) follows the benchmark, with each rule's source named where it is
