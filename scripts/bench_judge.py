@@ -143,10 +143,15 @@ def timed(fn, device: str) -> float:
     return time.perf_counter() - start
 
 
-def run_mode(judge: QwenVLJudge, protocol, mode: str, args) -> dict:
+def protocol_of(judge: QwenVLJudge):
+    """The protocol `--protocol` names (it says what the synthetic samples are asked)."""
+    return make_protocol(judge.judge_cfg, Rubrics(judge.judge_cfg.prompts_dir))
+
+
+def run_mode(judge: QwenVLJudge, mode: str, args) -> dict:
     batch = 1 if mode == "generate1" else args.batch_size
     n = args.single_samples if mode == "generate1" else args.num_samples
-    requests = make_requests(protocol, n, args.image_side, args.judge_max_pixels)
+    requests = make_requests(protocol_of(judge), n, args.image_side, args.judge_max_pixels)
 
     def one_batch(part):
         if mode == "logits":
@@ -161,9 +166,9 @@ def run_mode(judge: QwenVLJudge, protocol, mode: str, args) -> dict:
             "s_per_sample": seconds / n}
 
 
-def prompt_tokens(judge: QwenVLJudge, protocol, args) -> tuple[int, int]:
+def prompt_tokens(judge: QwenVLJudge, args) -> tuple[int, int]:
     """(all tokens, image tokens) of one generate-mode prompt: what the timings above paid for."""
-    (prompt,) = first_prompts(make_requests(protocol, 1, args.image_side, args.judge_max_pixels))
+    (prompt,) = first_prompts(make_requests(protocol_of(judge), 1, args.image_side, args.judge_max_pixels))
     inputs = judge.processor.apply_chat_template(
         [chat_messages(prompt)], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
     ids = inputs["input_ids"][0]
@@ -175,12 +180,11 @@ def main(argv=None) -> int:
     if args.device == "cpu":
         torch.set_num_threads(torch.get_num_threads())
     judge = build_judge(args)
-    protocol = make_protocol(judge.judge_cfg, Rubrics(judge.judge_cfg.prompts_dir))
     params = sum(p.numel() for p in judge.model.parameters())
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     name = f"{args.real_size} (random weights)" if args.real_size else args.judge_model
-    tokens, image_tokens = prompt_tokens(judge, protocol, args)
+    tokens, image_tokens = prompt_tokens(judge, args)
     summary = {"judge": name, "parameters": params, "device": device_name, "dtype": args.dtype,
                "image_side": args.image_side, "judge_max_pixels": args.judge_max_pixels,
                "prompt_tokens": tokens, "image_tokens": image_tokens, "command": "python scripts/bench_judge.py "
@@ -193,7 +197,7 @@ def main(argv=None) -> int:
     print("| mode | batch | new tokens | samples | s/sample |")
     print("|---|---:|---:|---:|---:|", flush=True)
     for mode in args.modes.split(","):
-        r = run_mode(judge, protocol, mode, args)
+        r = run_mode(judge, mode, args)
         summary["results"].append(r)
         if args.output:  # each measurement as soon as it is taken: a later crash loses nothing measured
             write_json(args.output, summary)
