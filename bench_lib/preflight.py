@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .backends import EDITORS, JUDGES, registered
 from .config import BenchmarkConfig, ConfigError
 from .data import Sample, check_dataset_name, load_benchmark
 from .judges import Rubrics
 from .protocols import make_protocol
+from .registry import EDITORS, JUDGES
 
 
 def check_output_dir(cfg: BenchmarkConfig) -> None:
@@ -47,15 +47,14 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
 def preflight(cfg: BenchmarkConfig) -> Optional[tuple[list[Sample], str]]:
     """Run the checks; returns (samples, dataset identity) of a local dataset, or None for a hub dataset (the
     run loads it on the main process first, so one process downloads it)."""
-    registered()
     check_output_dir(cfg)
-    EDITORS[cfg.editor.editor].preflight(cfg.editor_backend, cfg)
+    EDITORS.get(cfg.editor.editor).preflight(cfg.editor_backend, cfg)
     if cfg.sweep.sweep:
         from .sweep import expand
 
         for variant in expand(cfg, announce=True):  # every variant's adapter or pipeline can be found
-            EDITORS[variant.cfg.editor.editor].preflight(variant.cfg.editor_backend, variant.cfg)
-    JUDGES[cfg.judge.judge].preflight(cfg.judge_backend, cfg)
+            EDITORS.get(variant.cfg.editor.editor).preflight(variant.cfg.editor_backend, variant.cfg)
+    JUDGES.get(cfg.judge.judge).preflight(cfg.judge_backend, cfg)
     make_protocol(cfg.judge, Rubrics(cfg.judge.prompts_dir))  # the rubrics read, `category_map` names dimensions
     check_dataset_name(cfg.data)
     if Path(cfg.data.dataset).expanduser().exists():

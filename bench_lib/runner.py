@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .backends import EDITORS, JUDGES
 from .config import BenchmarkConfig, ConfigError, section_fingerprint
 from .data import ImageRef, Sample, load_benchmark
 from .distributed import Distributed
@@ -37,6 +36,7 @@ from .outputs import build_rows, rank_timings, write_outputs
 from .preflight import preflight
 from .protocols import Protocol, make_protocol, unmapped_categories
 from .provenance import backend_models, device_name, harness_commit, package_versions
+from .registry import EDITORS, JUDGES
 from .store import RUN_FILE, RunFolder, load_png, sample_seed
 
 SCORING_VERSION = 4  # bump when a change to the harness changes scores: old run folders then refuse to resume
@@ -53,8 +53,8 @@ def check_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]]
     arguments, adapters fit), for every variant's editor of a sweep. Downloads only small config files; builds
     tiny models on first use."""
     for variant in variants or [cfg]:
-        EDITORS[variant.editor.editor].check(variant.editor_backend, variant)
-    JUDGES[cfg.judge.judge].check(cfg.judge_backend, cfg)
+        EDITORS.get(variant.editor.editor).check(variant.editor_backend, variant)
+    JUDGES.get(cfg.judge.judge).check(cfg.judge_backend, cfg)
 
 
 def download_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]] = None) -> None:
@@ -63,8 +63,8 @@ def download_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfi
     so no rank downloads inside a stage while the others wait for it at a barrier."""
     done: set = set()
     for variant in variants or [cfg]:
-        EDITORS[variant.editor.editor].download(variant.editor_backend, variant, done=done)
-    JUDGES[cfg.judge.judge].download(cfg.judge_backend, cfg, done=done)
+        EDITORS.get(variant.editor.editor).download(variant.editor_backend, variant, done=done)
+    JUDGES.get(cfg.judge.judge).download(cfg.judge_backend, cfg, done=done)
 
 
 def download_models_on_each_node(dist: Distributed, cfg: BenchmarkConfig, variants: list[BenchmarkConfig]) -> None:
@@ -80,7 +80,7 @@ def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubric
     bench_lib.backends): the data by content, both backends' settings (an adapter by its hash), the rubrics'
     hashes and the harness's scoring version. Not in it: whatever is declared not to change results (limit,
     batch sizes, output folder, timeout) or is applied afresh when results are written (the score formula)."""
-    editor, judge = EDITORS[cfg.editor.editor], JUDGES[cfg.judge.judge]
+    editor, judge = EDITORS.get(cfg.editor.editor), JUDGES.get(cfg.judge.judge)
     return {"data": {**section_fingerprint(cfg.data), "dataset_content": dataset_identity},
             "editor": {**section_fingerprint(cfg.editor), editor.name: editor.fingerprint(cfg.editor_backend, cfg)},
             "judge": {**section_fingerprint(cfg.judge), judge.name: judge.fingerprint(cfg.judge_backend, cfg)},
@@ -197,7 +197,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
         _check_shared_folder(dist, unit.folder, plan.attempt)
 
     # Stage 1: edit what has no usable edit yet (a resumed run skips the rest), unit after unit.
-    editor_cls = EDITORS[cfg.editor.editor]
+    editor_cls = EDITORS.get(cfg.editor.editor)
     to_edit = [[s for s in samples if s.id not in u.plan.reusable] for u in units]
     edit_stage = EditStage(dist, seed_of=lambda i: sample_seed(cfg.run.seed, i), batch_size=cfg.editor.edit_batch_size,
                            trust_remote_code=cfg.run.trust_remote_code, logger=logger)
@@ -251,8 +251,8 @@ def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, rubrics: 
     local = Path(cfg.data.dataset).expanduser()
     meta = {"dataset": cfg.data.dataset, "dataset_path": str(local.resolve()) if local.exists() else None,
             "editor": cfg.editor.editor,
-            "editor_model": EDITORS[cfg.editor.editor].display_name(cfg.editor_backend), "judge": cfg.judge.judge,
-            "judge_model": JUDGES[cfg.judge.judge].display_name(cfg.judge_backend),
+            "editor_model": EDITORS.get(cfg.editor.editor).display_name(cfg.editor_backend), "judge": cfg.judge.judge,
+            "judge_model": JUDGES.get(cfg.judge.judge).display_name(cfg.judge_backend),
             "judge_mode": cfg.judge.judge_mode, "limit": cfg.data.limit, "recipe": cfg.recipe,
             "seed": cfg.run.seed, "world_size": world_size, "attempt": plan.attempt,
             "reused_edits": len(samples) - edited_now,
@@ -313,7 +313,7 @@ def baseline_jobs(cfg: BenchmarkConfig, unit: Unit, records: dict[str, dict[str,
     """One judge job per sanity baseline: its images are computed from the source when judged (no model)."""
     jobs = []
     for name in cfg.editor.baseline_names():
-        editor = EDITORS[name](EDITORS[name].Config(), device=None)
+        editor = EDITORS.get(name)(EDITORS.get(name).Config(), device=None)
         done = records.setdefault(name, {})
         todo = [s for s in samples if not s.problem and done.get(s.id, {}).get("status") != "ok"]
         jobs.append(JudgeJob(name, unit.folder, unit.plan.attempt, todo,
@@ -354,7 +354,7 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
             "harness": harness_commit(), "models": backend_models(cfg)}
     attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info)
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
-    stale = EDITORS[cfg.editor.editor].stale_edits(cfg.editor_backend, samples, edits)
+    stale = EDITORS.get(cfg.editor.editor).stale_edits(cfg.editor_backend, samples, edits)
     if stale:
         first = next(iter(stale))
         logger.warning("%d kept edit(s) are done again: %r: %s", len(stale), first, stale[first])

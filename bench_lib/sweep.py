@@ -28,7 +28,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import BenchmarkConfig, ConfigError, config_from_dict
+from .config import BenchmarkConfig, ConfigError
+from .options import config_from_dict
 
 SWEEP_JSON, SWEEP_MD, SWEEP_CHART = "sweep.json", "sweep.md", "sweep_chart.png"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")

@@ -38,7 +38,7 @@ def test_offline_command_from_readme(tmp_path):
 
 
 def test_every_config_key_is_documented():
-    from bench_lib.config import config_fields
+    from bench_lib.options import config_fields
 
     text = (ROOT / "README.md").read_text()
     missing = [key for key in config_fields() if f"| `{key}` |" not in text]

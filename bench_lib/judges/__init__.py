@@ -1,8 +1,8 @@
-"""Judge backends, registered under their names (see bench_lib.backends for the contract): `qwen_vl`, a
-Qwen-VL model through transformers, in `logits` or `generate` mode."""
+"""Judge backends, one module each, registered under their names (the contract: bench_lib.backends; the names:
+bench_lib.registry.JUDGES, which imports a backend's module the first time its name is used)."""
 
-from ..backends import JUDGES, Judge, register_judge
-from . import qwen_vl  # noqa: F401  (registers its backend)
+from ..backends import Judge, register_judge
+from ..registry import JUDGES
 from .common import Judgement, JudgeRequest
 from .rubrics import Rubrics
 

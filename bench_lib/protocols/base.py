@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
+from ..registry import PROTOCOLS
 from ..report import md_cell
 from ..scoring import bootstrap_ci
 
@@ -249,13 +250,6 @@ def unmapped_categories(categories: set[str], protocol: Protocol, category_map: 
     return sorted(c for c in categories if c and protocol.dimension_of(c, category_map) is None)
 
 
-PROTOCOLS: dict[str, type[Protocol]] = {}
-
-
 def register_protocol(name: str):
-    def decorate(cls):
-        cls.name = name
-        PROTOCOLS[name] = cls
-        return cls
-
-    return decorate
+    """`@register_protocol("name")`: the class is the protocol `name` (bench_lib.registry.PROTOCOLS)."""
+    return PROTOCOLS.decorator(name)
