@@ -20,6 +20,8 @@ from .data import Sample, check_dataset_name, load_benchmark
 from .judges import Rubrics
 from .protocols import make_protocol
 from .registry import EDITORS, JUDGES
+from .store import RUN_FILE
+from .sweep import SWEEP_JSON, expand
 
 
 def check_output_dir(cfg: BenchmarkConfig) -> None:
@@ -29,9 +31,6 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
     output = Path(cfg.run.output_dir)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is a file, not a folder.")
-    from .store import RUN_FILE
-    from .sweep import SWEEP_JSON
-
     if cfg.sweep.sweep and (output / RUN_FILE).exists():
         raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} holds a single run: a sweep needs a folder of its "
                           "own (its variants go in subfolders).")
@@ -50,8 +49,6 @@ def preflight(cfg: BenchmarkConfig) -> Optional[tuple[list[Sample], str]]:
     check_output_dir(cfg)
     EDITORS.get(cfg.editor.editor).preflight(cfg.editor_backend, cfg)
     if cfg.sweep.sweep:
-        from .sweep import expand
-
         for variant in expand(cfg, announce=True):  # every variant's adapter or pipeline can be found
             EDITORS.get(variant.cfg.editor.editor).preflight(variant.cfg.editor_backend, variant.cfg)
     JUDGES.get(cfg.judge.judge).preflight(cfg.judge_backend, cfg)

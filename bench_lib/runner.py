@@ -37,7 +37,8 @@ from .preflight import preflight
 from .protocols import Protocol, make_protocol, unmapped_categories
 from .provenance import backend_models, device_name, harness_commit, package_versions
 from .registry import EDITORS, JUDGES
-from .store import RUN_FILE, RunFolder, load_png, sample_seed
+from .store import RUN_FILE, FolderLock, RunFolder, load_png, sample_seed
+from .sweep import check_variant_folders, discard_sweep_report, expand, write_sweep_report
 
 SCORING_VERSION = 4  # bump when a change to the harness changes scores: old run folders then refuse to resume
 
@@ -101,7 +102,8 @@ class Plan:
 
 @dataclass
 class Unit:
-    """One output folder of a run: the run itself, or one variant of a sweep (bench_lib.sweep)."""
+    """One output folder of a run: the run itself, or one variant of a sweep (bench_lib.sweep). A plain run is
+    a sweep of one unit: the same code runs both."""
 
     cfg: BenchmarkConfig
     folder: RunFolder
@@ -111,29 +113,52 @@ class Unit:
 
 def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = None) -> Path:
     """Run (or resume) the benchmark on every rank; rank 0 writes the outputs. Returns the output folder.
-    With `sweep` set, every variant is a run of its own in `output_dir/<variant>/` (bench_lib.sweep).
+
+    A plain run is one unit in `output_dir`. With `sweep` set, each variant (bench_lib.sweep.expand) is a unit, a
+    run of its own in `output_dir/<variant>/`: the editor is loaded once per pipeline and switched between
+    adapters in place, the judge is loaded once and judges every variant's edits in one stage, and then the sweep
+    report is written (bench_lib.sweep). Every rank runs this.
 
     `loaded`: what `bench_lib.preflight.preflight(cfg)` returned, when the caller ran it already (the command
     line does, before torch is imported); otherwise it runs here."""
     if loaded is None:
         loaded = preflight(cfg)
-    if cfg.sweep.sweep:
-        from .sweep import run_sweep
-
-        return run_sweep(cfg, loaded)
+    top = Path(cfg.run.output_dir)
+    variants = expand(cfg) if cfg.sweep.sweep else None
     dist = Distributed(timeout_s=cfg.run.process_group_timeout)  # first: its timeout must win
-    unit = Unit(cfg, RunFolder(Path(cfg.run.output_dir)))
+    if variants is None:
+        units, sweep_lock = [Unit(cfg, RunFolder(top))], None
+    else:
+        units, sweep_lock = [Unit(v.cfg, RunFolder(top / v.name), label=v.name) for v in variants], FolderLock(top)
+
+    def lock_sweep() -> None:
+        sweep_lock.acquire()
+        check_variant_folders(top, variants)
+
+    def discard_report() -> None:
+        if cfg.run.overwrite:  # (run_units turns it off on a SLURM restart)
+            discard_sweep_report(top)
+
     try:
-        unscored = run_units(cfg, dist, [unit], loaded)["unscored"]
-        if unscored:
-            raise nothing_scored(unscored)  # after the whole report set is written
+        if sweep_lock is not None:
+            dist.on_main(lock_sweep)
+        done = run_units(cfg, dist, units, loaded, on_start=discard_report if variants is not None else None)
+        if variants is not None:
+            if dist.is_main:
+                write_sweep_report(top, variants, done["per_unit"])
+            dist.barrier()
+        if done["unscored"]:  # after every report is written: the run fails if any unit scored nothing
+            raise nothing_scored(done["unscored"])
     except RunFailed as err:  # every rank raised it at the same barrier
         fail_together(dist, err)
         raise
     finally:
-        unit.folder.lock.release()  # main process: held since the start
+        for unit in units:
+            unit.folder.lock.release()  # main process: held since the start
+        if sweep_lock is not None:
+            sweep_lock.release()
     dist.close()
-    return unit.folder.root
+    return top
 
 
 def fail_together(dist: Distributed, err: RunFailed) -> None:
