@@ -203,8 +203,8 @@ def test_an_adapter_overwritten_after_planning_is_never_edited_with(tmp_path, mo
     import bench_lib.edit_stage as edit_stage
     import bench_lib.runner as runner
     from bench_lib import config_from_dict
+    from bench_lib.demo.tiny import build_lora
     from bench_lib.store import read_run
-    from bench_lib.tiny import build_lora
 
     adapters = tmp_path / "ckpts"
     for step in (100, 200):
@@ -237,7 +237,7 @@ def test_an_adapter_overwritten_after_planning_is_never_edited_with(tmp_path, mo
 def test_an_adapter_saved_while_it_loads_is_caught(tmp_path):
     """The file is hashed just before and just after loading: a save in between (the weights loaded are then
     neither version for sure) is a mismatch even if the planned hash is the "before" one."""
-    from bench_lib.tiny import build_lora
+    from bench_lib.demo.tiny import build_lora
 
     file = build_lora(tmp_path / "adapter", seed=1)
     planned = hashlib.sha256(file.read_bytes()).hexdigest()
@@ -270,7 +270,7 @@ def test_a_pickled_adapter_is_refused(tmp_path, capsys):
     from safetensors.torch import load_file
 
     import run_benchmark
-    from bench_lib.tiny import build_lora
+    from bench_lib.demo.tiny import build_lora
 
     state_dict = load_file(build_lora(tmp_path / "good", seed=1))
     (tmp_path / "pickled").mkdir()

@@ -22,7 +22,7 @@ COMMON = [*TINY_ARGS, "--edit_batch_size", "1", "--judge_batch_size", "2"]
 
 
 def build_adapters(folder: Path, steps) -> Path:
-    from bench_lib.tiny import build_lora
+    from bench_lib.demo.tiny import build_lora
 
     for step in steps:
         build_lora(folder / f"step-{step}", seed=step)
