@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import RISEBENCH
@@ -311,3 +312,34 @@ def test_gedit_on_a_jsonl_file_says_what_gedit_reads(tmp_path):
     message = str(refused.value)
     assert "format gedit reads GEdit-Bench's dataset" in message and "a .jsonl file" in message
     assert "dataset_format manifest" in message and "not a .json/.jsonl" not in message
+
+
+def test_auto_asks_every_registered_format_in_priority_order(tmp_path):
+    """`auto` is a loop over the registry: a format registered with a lower `priority` than the manifest's is asked
+    first, and reads the file with its own mapping."""
+    from bench_lib.formats.base import JsonRecords
+    from bench_lib.formats.jsonstream import first_record_keys
+    from bench_lib.registry import FORMATS
+
+    class Pictures(JsonRecords):
+        description = "a manifest that calls its images `picture`"
+        priority = FORMATS.get("manifest").priority - 1
+        columns = {"source_image": "picture"}
+
+        @classmethod
+        def detect(cls, cfg):
+            keys = first_record_keys(Path(cfg.dataset)) if Path(cfg.dataset).suffix == ".jsonl" else None
+            return keys is not None and "picture" in keys
+
+    Image.new("RGB", (24, 16), "red").save(tmp_path / "a.png")
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"id": "x", "category": "c", "instruction": "i", "picture": "a.png"}) + "\n")
+    with pytest.raises(ConfigError, match="source_image"):  # a plain manifest: no `source_image` column
+        load_samples(DataConfig(dataset=str(path)))
+    FORMATS.register("test-pictures", Pictures)
+    try:
+        assert detect_format(DataConfig(dataset=str(path))) is Pictures
+        assert load_samples(DataConfig(dataset=str(path)))[0].source_image.size() == (24, 16)
+        assert detect_format(DataConfig(dataset="data/demo/manifest.jsonl")).name == "manifest"
+    finally:
+        FORMATS.pop("test-pictures")
