@@ -18,8 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional, Union
 
-from filelock import FileLock
-
 from .config import ConfigError
 from .registry import load_object
 
@@ -72,6 +70,8 @@ def build_tiny(name: str) -> str:
         raise ValueError(f"Unknown tiny model 'tiny:{name}'; known: {', '.join('tiny:' + n for n in TINY_MODELS)}.")
     target = _tiny_cache_dir() / f"{name}-{TINY_BUILD_VERSION}"
     if not target.is_dir():
+        from filelock import FileLock
+
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{target}.lock"):
             if not target.is_dir():
