@@ -13,7 +13,8 @@ import os
 # Set before torch loads MKL; CPU only (GPUs don't use MKL); a user's own MKL_CBWR wins.
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 
-from .config import BenchmarkConfig, ConfigError, config_from_dict, parse_config  # noqa: E402
+from .config import BenchmarkConfig, ConfigError  # noqa: E402
+from .options import config_from_dict, parse_config  # noqa: E402
 
 __all__ = ["BenchmarkConfig", "ConfigError", "config_from_dict", "parse_config", "run"]
 

@@ -1,7 +1,8 @@
-"""The backend contract: one small abstract base per role (editor, judge), a decorator that registers a
-backend under its name, and the registries the config, the runner and provenance look names up in.
+"""The backend contract: one small abstract base per role (editor, judge) and the decorators that register a
+backend under its name in bench_lib.registry (where the config, the runner and provenance look names up).
 
-A backend owns its whole contract, so adding one is one module (plus a recipe and a test):
+A backend owns its whole contract, so adding one is one module plus its line in bench_lib.registry's table (or,
+outside this package, an entry point: see bench_lib.registry), a recipe and a test:
 
 - `Config`: a dataclass of its own config keys (declared with `config.option`, each classified as changing
   results or not; the run's fingerprint is built from that classification);
@@ -16,8 +17,9 @@ A backend owns its whole contract, so adding one is one module (plus a recipe an
   reference to model weights.
 
 Nothing here imports a model library: the command line parses (and `--help` prints) without torch.
-Backends register where they are defined (`@register_editor("name")`); the built-in ones are the modules
-of `bench_lib.editors` and `bench_lib.judges`, imported by `registered()`.
+Backends register where they are defined (`@register_editor("name")`); a built-in one's module is imported the
+first time its name is looked up (the registry's table names it), so a run imports only the backends it uses
+beyond their config sections.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from .config import section_fingerprint
+from .registry import BASELINES, EDITORS, JUDGES
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -48,8 +53,20 @@ class EditResult:
 
 
 class Backend(ABC):
-    name: ClassVar[str] = ""  # set by the register decorator
+    name: ClassVar[str] = ""  # set when it is registered
     Config: ClassVar[type] = NoOptions
+    description: ClassVar[str] = ""  # one line for `--help` and the README (else its docstring's first line)
+
+    @classmethod
+    def check_registration(cls) -> None:
+        """Called when the class is registered: its config section must be a dataclass whose every field says
+        whether it changes results."""
+        if not dataclasses.is_dataclass(cls.Config):
+            raise TypeError(f"{cls.__name__}.Config must be a dataclass")
+        unclassified = [f.name for f in dataclasses.fields(cls.Config) if "result" not in f.metadata]
+        if unclassified:
+            raise TypeError(f"{cls.__name__}.Config fields {unclassified} do not say whether they change results "
+                            "(declare them with bench_lib.config.option)")
 
     @classmethod
     def preflight(cls, cfg: Any, bench: BenchmarkConfig) -> None:
@@ -71,8 +88,6 @@ class Backend(ABC):
     @classmethod
     def fingerprint(cls, cfg: Any, bench: BenchmarkConfig) -> dict[str, Any]:
         """What of this backend's config the results depend on (by default: the fields that say so)."""
-        from .config import section_fingerprint
-
         return section_fingerprint(cfg)
 
     @classmethod
@@ -148,39 +163,16 @@ class Judge(Backend):
         """Logits mode: a reader of these requests' answers (they share their questions: equal `batch_key`)."""
 
 
-EDITORS: dict[str, type[Editor]] = {}
-JUDGES: dict[str, type[Judge]] = {}
-
-
-def _register(registry: dict, base: type, name: str):
-    def decorate(cls):
-        if not issubclass(cls, base):
-            raise TypeError(f"{cls.__name__} must subclass {base.__name__}")
-        if not dataclasses.is_dataclass(cls.Config):
-            raise TypeError(f"{cls.__name__}.Config must be a dataclass")
-        unclassified = [f.name for f in dataclasses.fields(cls.Config) if "result" not in f.metadata]
-        if unclassified:
-            raise TypeError(f"{cls.__name__}.Config fields {unclassified} do not say whether they change results "
-                            "(declare them with bench_lib.config.option)")
-        if name in registry and registry[name] is not cls:
-            raise ValueError(f"a {base.__name__.lower()} backend named {name!r} is already registered")
-        cls.name = name
-        registry[name] = cls
-        return cls
-
-    return decorate
-
-
 def register_editor(name: str):
-    return _register(EDITORS, Editor, name)
+    """`@register_editor("name")`: the class is the editor backend `name` (bench_lib.registry.EDITORS)."""
+    return EDITORS.decorator(name)
 
 
 def register_judge(name: str):
-    return _register(JUDGES, Judge, name)
+    """`@register_judge("name")`: the class is the judge backend `name` (bench_lib.registry.JUDGES)."""
+    return JUDGES.decorator(name)
 
 
-def registered() -> dict[str, dict[str, type]]:
-    """Every registered backend, the built-in ones included."""
-    from . import editors, judges  # noqa: F401  (their modules register the built-in backends)
-
-    return {"editor": EDITORS, "judge": JUDGES}
+def register_baseline(name: str):
+    """`@register_baseline("name")`: the editor is also the sanity baseline `name` (`baselines`)."""
+    return BASELINES.decorator(name)

@@ -18,8 +18,9 @@ import os
 import sys
 from typing import Optional
 
-from .config import ConfigError, parse_config
+from .config import ConfigError
 from .failures import RunFailed
+from .options import parse_config
 
 UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}  # exit code 1 with one line
 

@@ -1,10 +1,16 @@
 """Run configuration: one dataclass per concern, a YAML recipe, `--key value` overrides.
 
-The core sections (data, editor, judge, run) are defined here; every editor and judge backend owns a
+The core sections (data, editor, judge, run, sweep) are defined here; every editor and judge backend owns a
 section of its own (`Backend.Config`, see bench_lib.backends). Every field of every section is a config key,
 set in the recipe given with `--config` or on the command line (`--key value` or `--key-name value`); the
 command line wins. An unknown key or a value of the wrong type is a `ConfigError` (the entry script turns it
-into one line and exit code 2).
+into one line and exit code 2). bench_lib.options gathers every key of every section (the backends' too),
+builds the command line and assembles a `BenchmarkConfig`.
+
+A key that names a registered thing (an editor, a protocol, a dataset format, ...) says which registry with
+`option(choices=...)`; bench_lib.options checks its value against that registry and lists the registry's
+names in the key's help (the `{choices}` in its help text). This module is the leaf every other one may
+import: it imports no bench_lib module.
 
 Every field is declared with `option(...)`, which requires its help text and whether it changes results
 (`result=True`: part of the run's fingerprint, so a resume with another value is refused; `result=False`:
@@ -17,14 +23,11 @@ This module imports no model library: `--help` and every config error come back 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import json
 import math
-import os
 import re
-import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -40,11 +43,8 @@ CANONICAL_COLUMNS = ("id", "category", "instruction", "source_image", "reference
                      "human_score", "edited_image", "description", "rationale", "explanation")
 SUBSCORES = ("instruction", "consistency", "quality")  # what the default protocol's judge rates, each 0-10
 JudgeMode = Literal["logits", "generate"]
-ProtocolName = Literal["default", "viescore", "risebench", "kris", "re_edit"]
-DatasetFormat = Literal["auto", "manifest", "datasets", "re_edit", "risebench", "kris", "gedit"]
 ScoreFormula = Literal["viescore", "mean", "min", "instruction"]
 Dtype = Literal["float32", "bfloat16", "float16"]
-BASELINES = ("identity", "blank")
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 MAX_PROCESS_GROUP_TIMEOUT = 30 * 24 * 3600  # far beyond any model load; larger values overflow the timers
 
@@ -54,14 +54,19 @@ class ConfigError(ValueError):
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, result: bool,
-           default_factory: Any = dataclasses.MISSING, path: Optional[str] = None) -> Any:
+           default_factory: Any = dataclasses.MISSING, path: Optional[str] = None, choices: Optional[str] = None,
+           also: tuple[str, ...] = (), several: bool = False) -> Any:
     """A config key: its default, its help text, and whether it changes results (see the module docstring).
 
     `path`: a recipe's relative value is resolved against the recipe's folder, always ("always": a folder the
-    run reads or writes) or when something exists there ("local": else it names a hub repository)."""
+    run reads or writes) or when something exists there ("local": else it names a hub repository).
+    `choices`: the kind of registry whose names the value takes ("editor", "protocol", ...; bench_lib.registry),
+    `also` the other values it may take ("auto"), `several`: a comma-separated list of names."""
     assert path in (None, "always", "local"), path
-    return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={"help": help, "result": result, "path": path})
+    metadata = {"help": help, "result": result, "path": path}
+    if choices is not None:
+        metadata.update(choices=choices, also=tuple(also), several=several)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 def result_fields(section: Any) -> dict[str, Any]:
@@ -83,11 +88,9 @@ class DataConfig:
         "", result=True, path="local",
         help="Hub dataset id, local dataset folder, a single .parquet/.csv/.json/.jsonl file, or a JSON/JSONL "
              "manifest (image paths relative to it). Identified by content in the fingerprint.")
-    dataset_format: DatasetFormat = option(
-        "auto", result=True,
-        help="How to read `dataset`: auto (detected from its files and fields), manifest (JSON/JSONL of objects), "
-             "datasets (hub or local dataset, parquet or CSV), or a benchmark's own files read unchanged: re_edit, "
-             "risebench, kris, gedit.")
+    dataset_format: str = option(
+        "auto", result=True, choices="format", also=("auto",),
+        help="How to read `dataset`: auto (detected from its files and fields), or one format: {choices}.")
     dataset_split: str = option("train", result=True, help="Split to evaluate (hub or local dataset).")
     dataset_revision: Optional[str] = option(None, result=True, help="Hub revision (branch, tag or commit).")
     columns: dict = option(
@@ -106,7 +109,7 @@ class DataConfig:
         unknown = sorted(set(self.columns) - set(CANONICAL_COLUMNS))
         if unknown:
             raise ConfigError(f"`columns` has unknown canonical names {unknown}"
-                              f"{_suggest(unknown[0], CANONICAL_COLUMNS)}; known: {list(CANONICAL_COLUMNS)}.")
+                              f"{suggest(unknown[0], CANONICAL_COLUMNS)}; known: {list(CANONICAL_COLUMNS)}.")
         for name, source in self.columns.items():
             if not isinstance(source, str) or not source:
                 raise ConfigError(f"`columns.{name}` must be a non-empty column name, got {source!r}.")
@@ -125,23 +128,16 @@ class DataConfig:
 
 @dataclass
 class EditorConfig:
-    editor: str = option(
-        "diffusers", result=True,
-        help="Editor backend: diffusers (any diffusers pipeline taking image= and prompt=), precomputed (edits "
-             "made elsewhere), or the baselines identity (returns the source) and blank (uniform grey).")
+    editor: str = option("diffusers", result=True, choices="editor", help="Editor backend: {choices}.")
     edit_batch_size: int = option(1, result=False, help="Samples each rank edits between two barriers.")
     baselines: str = option(
-        "", result=False,
-        help="Sanity baselines judged beside the editor in the same run, comma-separated: identity (the source "
-             "unchanged), blank (uniform grey). They cost only judge time; the report shows their scores next to "
-             "the editor's, so a judge that rewards doing nothing shows.")
+        "", result=False, choices="baseline", several=True,
+        help="Sanity baselines judged beside the editor in the same run, comma-separated: {choices}. They cost "
+             "only judge time; the report shows their scores next to the editor's, so a judge that rewards doing "
+             "nothing shows.")
 
     def __post_init__(self):
         _check_positive("edit_batch_size", self.edit_batch_size)
-        unknown = sorted(set(self.baseline_names()) - set(BASELINES))
-        if unknown:
-            raise ConfigError(f"`baselines` has unknown names {unknown}{_suggest(unknown[0], BASELINES)}; "
-                              f"known: {list(BASELINES)}.")
 
     def baseline_names(self) -> list[str]:
         return list(dict.fromkeys(name.strip() for name in self.baselines.split(",") if name.strip()))
@@ -149,11 +145,8 @@ class EditorConfig:
 
 @dataclass
 class JudgeConfig:
-    judge: str = option("qwen_vl", result=True, help="Judge backend (a Qwen-VL model through transformers).")
-    protocol: ProtocolName = option(
-        "default", result=True,
-        help="How edits are scored: default (this harness's rubrics: instruction, consistency, quality), or a "
-             "benchmark's own protocol: viescore (VIEScore / GEdit-Bench), risebench, kris, re_edit.")
+    judge: str = option("qwen_vl", result=True, choices="judge", help="Judge backend: {choices}.")
+    protocol: str = option("default", result=True, choices="protocol", help="How edits are scored: {choices}.")
     category_map: dict = option(
         default_factory=dict, result=True,
         help="Dataset category -> the protocol's dimension (or, for default, rubric name), case-insensitive "
@@ -286,47 +279,10 @@ def _check_positive(key: str, value: int) -> None:
         raise ConfigError(f"`{key}` must be >= 1, got {value}.")
 
 
-def _suggest(word: str, known) -> str:
+def suggest(word: str, known) -> str:
+    """The closest of `known` as " (did you mean 'x'?)", or "" when none is close."""
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-# --- every key, and where it belongs ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Key:
-    name: str
-    section: str  # "data", "editor", ..., or "editor:<backend>" / "judge:<backend>" for a backend's own key
-    field: dataclasses.Field
-    type: Any
-
-
-def backend_sections() -> dict[str, type]:
-    """"editor:<name>" / "judge:<name>" -> the backend's config dataclass, for every registered backend."""
-    from .backends import registered
-
-    return {f"{role}:{name}": cls.Config for role, backends in registered().items()
-            for name, cls in sorted(backends.items()) if dataclasses.fields(cls.Config)}
-
-
-def all_keys() -> dict[str, list[Key]]:
-    """Every config key -> where it is defined (a key may belong to several backends of one role)."""
-    out: dict[str, list[Key]] = {}
-    for section, cls in {**CORE_SECTIONS, **backend_sections()}.items():
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            out.setdefault(f.name, []).append(Key(f.name, section, f, hints[f.name]))
-    for name, keys in out.items():
-        if len(keys) > 1 and (len({k.section.split(":")[0] for k in keys}) > 1
-                              or any(":" not in k.section for k in keys)):
-            raise AssertionError(f"config key {name!r} is defined by {[k.section for k in keys]}")
-    return out
-
-
-def config_fields() -> dict[str, Key]:
-    """Every config key -> its first definition (the README documents each once)."""
-    return {name: keys[0] for name, keys in all_keys().items()}
 
 
 # --- values -------------------------------------------------------------------------------------------
@@ -342,7 +298,7 @@ def _scalar(text: str) -> Any:
     return {"true": True, "false": False, "null": None}.get(word.lower(), text)
 
 
-def _parse_mapping(text: str) -> dict:
+def parse_mapping(text: str) -> dict:
     """`{"a": "b"}` (JSON) or `a=b,c=d`. In the second form values are numbers, true/false, null or text
     kept exactly (`negative_prompt= ` is one space); use JSON for text with commas."""
     if text.strip().startswith("{"):
@@ -365,7 +321,7 @@ def _parse_mapping(text: str) -> dict:
     return out
 
 
-def _convert(key: str, value: Any, tp: Any) -> Any:
+def convert(key: str, value: Any, tp: Any) -> Any:
     """Check or convert one value (from YAML, or a string from the command line) to the field's type."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -376,13 +332,13 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
         choices = typing.get_args(tp)
         if value not in choices:
             shown = str(value) if isinstance(value, str) else repr(value)
-            raise ConfigError(f"`{key}` must be one of {list(choices)}, got {value!r}{_suggest(shown, choices)}.")
+            raise ConfigError(f"`{key}` must be one of {list(choices)}, got {value!r}{suggest(shown, choices)}.")
         return value
     if tp is Any:  # `sweep`: text from the command line, a list from a recipe (checked by its section)
         return value
     if tp is dict:
         if isinstance(value, str):
-            return _parse_mapping(value)
+            return parse_mapping(value)
         if not isinstance(value, dict):
             raise ConfigError(f"`{key}` must be a mapping, got {value!r}")
         return dict(value)
@@ -411,157 +367,7 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     raise AssertionError(f"unsupported config type {tp} for {key}")
 
 
-# --- command line -------------------------------------------------------------------------------------
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print usage and exit 2 itself; keep one error path
-        unknown = re.search(r"unrecognized arguments: (.+)", message)
-        if unknown:
-            flags = [word for word in unknown.group(1).split() if word.startswith("--")]
-            known = [s for action in self._actions for s in action.option_strings]
-            hint = _suggest(flags[0].split("=")[0], known) if flags else ""
-            raise ConfigError(f"unknown option {flags[0] if flags else unknown.group(1)}{hint}. "
-                              "`--help` lists every option.")
-        raise ConfigError(message)
-
-
-def _metavar(tp: Any, name: str, path: Optional[str]) -> str:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
-    if typing.get_origin(tp) is Literal:
-        return "{" + ",".join(typing.get_args(tp)) + "}"
-    named = _choices_of(name)
-    if named:
-        return "{" + ",".join(named) + "}" + ("[,...]" if name == "baselines" else "")
-    if tp is bool:
-        return "{true,false}"
-    if tp is dict:
-        return "K=V,...|JSON"
-    if tp is int:
-        return "N"
-    if tp is float:
-        return "X"
-    if tp is Any:
-        return "FOLDER|NAME=PATH,..."
-    if path is not None:
-        return "PATH_OR_ID" if path == "local" else "PATH"
-    return "REV" if name.endswith("_revision") else "TEXT"
-
-
-def _choices_of(name: str) -> tuple[str, ...]:
-    """The names a backend-selecting key takes (registered backends; the baselines)."""
-    if name in ("editor", "judge"):
-        from .backends import registered
-
-        return tuple(sorted(registered()[name]))
-    return BASELINES if name == "baselines" else ()
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, dict):
-        return json.dumps(value) if value else "{}"
-    return repr(value) if isinstance(value, str) and (not value or value != value.strip()) else str(value)
-
-
-def build_arg_parser(values: Optional[dict[str, Any]] = None, recipe: Optional[str] = None) -> argparse.ArgumentParser:
-    """The command line: every key as `--key_name` and `--key-name`, grouped by section, with the value a run
-    with this recipe uses (`values`: the recipe's) as the default shown."""
-    values = values or {}
-    parser = _ArgumentParser(
-        prog="run_benchmark.py",
-        description="Edit every sample with an image-editing model, score each edit with a VLM judge, report.",
-        epilog="Every key can also be set in the --config YAML recipe; the command line wins. Mappings take "
-               "k=v,... or JSON, and on the command line update the recipe's mapping (k=null removes a key).",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--config", metavar="RECIPE.yaml",
-                        help="YAML recipe (default: configs/smoke.yaml, the offline smoke run with tiny models).")
-    groups: dict[str, Any] = {}
-    for name, keys in all_keys().items():
-        key = keys[0]
-        section = " / ".join(k.section for k in keys)
-        group = groups.get(section) or groups.setdefault(section, parser.add_argument_group(f"[{section}]"))
-        f = key.field
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        used = values.get(name, default)
-        where = "recipe" if name in values else "default"
-        shown = f" ({where}: {_shown(used)})" if used not in (None,) and not (isinstance(used, str) and not used) \
-            else ""
-        flag = {"nargs": "?", "const": "true"} if key.type is bool else {}  # `--overwrite` alone means true
-        spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        group.add_argument(*spellings, dest=name, default=argparse.SUPPRESS,
-                           metavar=_metavar(key.type, name, f.metadata.get("path")),
-                           help=f"{f.metadata['help']}{shown}".replace("%", "%%"), **flag)
-    if recipe:
-        parser.description += f" Defaults shown are those of {recipe}."
-    return parser
-
-
-def parse_config(argv: Optional[list[str]] = None) -> BenchmarkConfig:
-    """Parse `--config recipe.yaml` plus `--key value` overrides into a validated `BenchmarkConfig`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    first = argparse.ArgumentParser(add_help=False)
-    first.add_argument("--config", action="append")
-    known, _ = first.parse_known_args(argv)
-    if known.config and len(known.config) > 1:
-        raise ConfigError(f"--config given {len(known.config)} times ({', '.join(known.config)}): a run takes one "
-                          "recipe; override its keys with --key value.")
-    known.config = known.config[0] if known.config else None
-    recipe_path = Path(known.config) if known.config else DEFAULT_RECIPE
-    if "-h" in argv or "--help" in argv:
-        values = resolve_recipe_paths(load_recipe(recipe_path), recipe_path.parent) if recipe_path.is_file() else {}
-        build_arg_parser(values, str(recipe_path)).print_help()
-        raise SystemExit(0)
-    cli = vars(build_arg_parser().parse_args(argv))
-    cli.pop("config", None)
-    values = resolve_recipe_paths(load_recipe(recipe_path), recipe_path.parent)
-    keys = all_keys()
-    for key, value in cli.items():
-        if keys[key][0].type is dict:
-            # A mapping on the command line updates the recipe's mapping; `key=null` removes a key.
-            recipe_mapping = values.get(key) if isinstance(values.get(key), dict) else {}
-            merged = {**recipe_mapping, **_convert(key, value, dict)}
-            value = {k: v for k, v in merged.items() if v is not None}
-        values[key] = value
-    if known.config is None:
-        real = [k for k in ("editor_model", "judge_model") if k in values
-                and not str(values.get(k, "")).startswith("tiny:")]
-        if real:
-            # The smoke recipe's settings (2 steps, 64 px, fp32, no off-format check) would silently apply.
-            raise ConfigError(f"{', '.join(real)} set without --config: the default recipe is the offline smoke "
-                              "run for tiny models. Pass a recipe, e.g. --config configs/qwen_image_edit.yaml.")
-    return config_from_dict(values, recipe=str(recipe_path))
-
-
-def resolve_recipe_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
-    """A recipe's relative paths are relative to the recipe's folder, wherever the run is started from (the
-    command line's are relative to the working directory, as a shell user expects)."""
-    keys = all_keys()
-    out = dict(values)
-    for name, value in values.items():
-        if name == "sweep" and isinstance(value, list):  # each variant's own paths, by their keys' rules
-            out[name] = [{**item, **resolve_recipe_paths({k: v for k, v in item.items() if k in keys}, base)}
-                         if isinstance(item, dict) else item for item in value]
-            continue
-        if name == "sweep" and isinstance(value, str) and "=" in value:  # NAME=PATH,...: each adapter's path
-            pairs = [item.partition("=") for item in value.split(",") if item.strip()]
-            out[name] = ",".join(f"{n}={_recipe_path(base, p) if p.strip() and p.strip() != 'none' else p}"
-                                 for n, _, p in pairs)
-            continue
-        kind = keys[name][0].field.metadata.get("path") if name in keys else None
-        if kind is None or not isinstance(value, str) or not value or Path(value).is_absolute() \
-                or value.startswith("tiny:"):
-            continue
-        candidate = base / value
-        if kind == "always" or candidate.exists():
-            out[name] = str(candidate.resolve() if candidate.exists() else Path(os.path.abspath(candidate)))
-    return out
-
-
-def _recipe_path(base: Path, value: str) -> str:
-    path = Path(value.strip()).expanduser()
-    return str(path if path.is_absolute() else (base / path).resolve())
+# --- recipes ---------------------------------------------------------------------------------------------
 
 
 def load_recipe(path: Path) -> dict[str, Any]:
@@ -574,37 +380,3 @@ def load_recipe(path: Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"recipe {str(path)!r} must be a mapping of config keys.")
     return values
-
-
-def config_from_dict(values: dict[str, Any], *, recipe: Optional[str] = None) -> BenchmarkConfig:
-    """Validate a flat {key: value} mapping (recipe + overrides) into a `BenchmarkConfig`."""
-    from .backends import registered
-
-    registry = registered()
-    keys = all_keys()
-    unknown = sorted(set(values) - set(keys))
-    if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r}{_suggest(unknown[0], keys)}"
-                          + (f" (and {unknown[1:]})" if len(unknown) > 1 else "") + ". `--help` lists every key.")
-    per_section: dict[str, dict[str, Any]] = {}
-    for name, value in values.items():
-        for key in keys[name]:
-            per_section.setdefault(key.section, {})[name] = _convert(name, value, key.type)
-    try:
-        core = {section: cls(**per_section.get(section, {})) for section, cls in CORE_SECTIONS.items()}
-        backends = {}
-        for role, chosen in (("editor", core["editor"].editor), ("judge", core["judge"].judge)):
-            if chosen not in registry[role]:
-                raise ConfigError(f"unknown {role} backend {chosen!r}{_suggest(chosen, registry[role])}; "
-                                  f"known: {sorted(registry[role])}.")
-            backends[role] = registry[role][chosen].Config(**per_section.get(f"{role}:{chosen}", {}))
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as err:
-        raise ConfigError(str(err)) from None
-    used = {core["editor"].editor, core["judge"].judge}
-    ignored = tuple(sorted(name for name in values
-                           if all(":" in k.section and k.section.split(":")[1] not in used for k in keys[name])))
-    return BenchmarkConfig(data=core["data"], editor=core["editor"], editor_backend=backends["editor"],
-                           judge=core["judge"], judge_backend=backends["judge"], run=core["run"],
-                           sweep=core["sweep"], recipe=recipe, ignored=ignored)

@@ -1,5 +1,5 @@
 """Samples: load a dataset (hub id, local folder, a single parquet/CSV file, a JSON/JSONL manifest, or a
-benchmark's own files: see bench_lib.formats), map its columns, validate.
+benchmark's own files: each a registered format, see bench_lib.formats), map its columns, validate.
 
 Only the small text fields are read up front. Images stay where they are (a file path, encoded bytes,
 or a row of a `datasets.Dataset`) and are decoded by `ImageRef.load()` on the rank that edits or judges
@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .config import CANONICAL_COLUMNS, DEFAULT_MAX_IMAGE_PIXELS, ConfigError, DataConfig
+from .registry import FORMATS
 
 REQUIRED_COLUMNS = ("id", "category", "instruction", "source_image")
 IMAGE_COLUMNS = ("source_image", "reference_image", "edited_image")
@@ -427,7 +428,7 @@ def read_json_file(path: Path) -> tuple[bytes, Any]:
     return raw, _json_line(path, None, text)
 
 
-class _ManifestTable:
+class ManifestTable:
     """Rows of objects (a JSON list or JSONL file, or a benchmark's records read into rows); image paths are
     relative to `base`, the manifest's folder."""
 
@@ -440,7 +441,7 @@ class _ManifestTable:
         self.identity = identity
 
     @classmethod
-    def from_file(cls, path: Path) -> _ManifestTable:
+    def from_file(cls, path: Path) -> ManifestTable:
         raw, rows = read_json_file(path)
         return cls(rows, base=path.parent, identity="sha256:" + hashlib.sha256(raw).hexdigest(), name=str(path))
 
@@ -462,7 +463,7 @@ class _ManifestTable:
         return string_ref(self.base, value)
 
 
-class _DatasetTable:
+class DatasetTable:
     """A `datasets.Dataset`; text columns are read column-wise, image rows on demand."""
 
     def __init__(self, dataset, base: Optional[Path]):
@@ -548,30 +549,29 @@ class _DatasetTable:
         return ImageRef(path=path)
 
 
-def _read_table(cfg: DataConfig):
-    """(the table of rows, its Format)."""
-    from . import formats
+def detect_format(cfg: DataConfig) -> type:
+    """`dataset_format: auto`: the first registered format, in `priority` order, that detects `cfg.dataset`."""
+    for fmt in _formats_by_priority():
+        if fmt.detect(cfg):
+            return fmt
+    raise ConfigError(f"dataset {cfg.dataset!r}: no dataset format recognises it; set `dataset_format`.")
 
+
+def _formats_by_priority() -> list:
+    return sorted((fmt for _, fmt in FORMATS.items()), key=lambda fmt: fmt.priority)
+
+
+def _read_table(cfg: DataConfig):
+    """(the table of rows, its format: a bench_lib.formats.base.Format class)."""
     check_dataset_name(cfg)
-    name = formats.detect(cfg) if cfg.dataset_format == "auto" else cfg.dataset_format
-    path = Path(cfg.dataset).expanduser()
-    if name in ("manifest", "risebench", "re_edit"):
-        if not path.is_file() or path.suffix not in (".json", ".jsonl"):
-            raise ConfigError(f"dataset {cfg.dataset!r}: format {name} needs a .json or .jsonl file.")
-        if name != "re_edit":
-            return _ManifestTable.from_file(path), formats.FORMATS[name]
-        raw, data = read_json_file(path)
-        return _ManifestTable(formats.read_re_edit(path, raw, data), base=path.parent, name=str(path),
-                              identity="sha256:" + hashlib.sha256(raw).hexdigest()), formats.FORMATS[name]
-    if name == "kris":
-        if not path.is_dir():
-            raise ConfigError(f"dataset {cfg.dataset!r}: format kris needs KRIS-Bench's folder of task folders.")
-        rows, identity = formats.read_kris(path)
-        return _ManifestTable(rows, base=path, identity=identity, name=str(path)), formats.FORMATS[name]
-    table = _dataset_table(cfg, path, name)
-    if name == "gedit" or (cfg.dataset_format == "auto" and formats.GEDIT_COLUMNS <= set(table.columns)):
-        return table, formats.FORMATS["gedit"]
-    return table, formats.FORMATS["datasets"]
+    if cfg.dataset_format != "auto":
+        fmt = FORMATS.get(cfg.dataset_format)
+        return fmt.read(cfg), fmt
+    fmt = detect_format(cfg)
+    table = fmt.read(cfg)
+    recognised = next((other for other in _formats_by_priority() if other is not fmt and other.recognise(fmt, table)),
+                      fmt)
+    return table, recognised
 
 
 def check_dataset_name(cfg: DataConfig) -> None:
@@ -588,44 +588,3 @@ def check_dataset_name(cfg: DataConfig) -> None:
     problem = hub_problem(cfg.dataset, repo_type="dataset", revision=cfg.dataset_revision, key="dataset")
     if problem:
         raise ConfigError(problem)
-
-
-def _dataset_table(cfg: DataConfig, path: Path, name: str) -> _DatasetTable:
-    import datasets
-
-    if path.is_dir():
-        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                if cfg.dataset_split not in loaded:
-                    raise ConfigError(f"split {cfg.dataset_split!r} not in {cfg.dataset!r}; splits: {list(loaded)}.")
-                loaded = loaded[cfg.dataset_split]
-            return _DatasetTable(loaded, base=path.resolve())
-        return _DatasetTable(_load_dataset(cfg, str(path)), base=path.resolve())
-    if path.exists() and not path.is_file():
-        raise ConfigError(f"dataset {cfg.dataset!r} is {not_regular(path)}, not a file or folder.")
-    if path.is_file():
-        builder = {".parquet": "parquet", ".csv": "csv"}.get(path.suffix.lower())
-        if builder is None and cfg.dataset_format != "auto":  # a named format that does not read such files
-            reads = ("GEdit-Bench's dataset (a hub id, a local dataset folder, or a .parquet/.csv file with columns "
-                     "key, task_type, instruction, instruction_language, input_image)" if name == "gedit"
-                     else "a hub id, a local dataset folder, or a .parquet/.csv file")
-            hint = ": read it with dataset_format manifest (or auto)" if path.suffix in (".json", ".jsonl") else ""
-            raise ConfigError(f"dataset {cfg.dataset!r}: format {name} reads {reads}, not a "
-                              f"{path.suffix or 'suffix-less'} file{hint}.")
-        if builder is None:
-            raise ConfigError(f"dataset {cfg.dataset!r} is a file but not a .json/.jsonl manifest, .parquet or .csv.")
-        return _DatasetTable(_load_dataset(cfg, builder, data_files=str(path), split="train"),
-                             base=path.parent.resolve())
-    return _DatasetTable(_load_dataset(cfg, cfg.dataset, revision=cfg.dataset_revision), base=None)
-
-
-def _load_dataset(cfg: DataConfig, path: str, revision: Optional[str] = None, **kwargs):
-    import datasets
-
-    kwargs.setdefault("split", cfg.dataset_split)
-    try:
-        return datasets.load_dataset(path, revision=revision, **kwargs)
-    except (FileNotFoundError, ValueError) as err:
-        # datasets raises these for an unknown hub id, an unknown split and an unreadable folder
-        raise ConfigError(f"cannot load dataset {path!r} (split {cfg.dataset_split!r}): {err}") from None

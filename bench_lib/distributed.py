@@ -1,6 +1,9 @@
-"""Everything that talks to accelerate: process group, sharding, lockstep barriers, gather.
+"""Everything that talks to accelerate's process state: the process group, sharding, lockstep barriers, gather.
 
-The editor and judge code never import accelerate; the runner uses this object only.
+No other module touches the process state; the runner and the stages use this object. Two other parts of
+accelerate are used elsewhere, neither of which touches it: its logger (`accelerate.logging.get_logger`, main
+process only by default) in the runner and the stages, and `init_empty_weights` in the diffusers editor (a LoRA
+adapter's shapes are checked against an empty-weight copy of the transformer).
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ from typing import Any, Optional
 
 from PIL import Image
 
-from .config import ConfigError, config_from_dict
+from .config import ConfigError
 from .data import IMAGE_FORMATS, ImageRef, Sample, load_benchmark
+from .options import config_from_dict
 from .store import read_run, stamp_line
 
 CARD_FILE = "README.md"

@@ -273,6 +273,6 @@ class JudgeStage:
 
     @staticmethod
     def judge_class(cfg) -> type:
-        from .backends import JUDGES
+        from .registry import JUDGES
 
-        return JUDGES[cfg.judge.judge]
+        return JUDGES.get(cfg.judge.judge)

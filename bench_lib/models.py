@@ -1,5 +1,6 @@
 """Model names: a hub id, a local folder, or `tiny:<name>`, a tiny randomly initialised model of a real class
-that is built locally on first use (bench_lib.tiny, imported only then) and loaded like any local folder.
+that is built locally on first use (by a builder of bench_lib.demo, imported only then) and loaded like any
+local folder.
 
 Also the checks that tell a user, before anything heavy happens, why a model cannot be loaded: a local path
 that does not exist, a hub id that is not in the cache while offline, a repository that does not exist or is
@@ -10,18 +11,34 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from .config import ConfigError
+from .registry import load_object
 
 logger = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
-# The tiny models bench_lib.tiny can build (its BUILDERS has exactly these; a test checks).
-TINY_MODELS = ("qwen-image-edit", "qwen-image-edit-plus", "flux-kontext", "flux2", "qwen3-vl", "qwen3-vl-moe",
-               "qwen2.5-vl")
+# The tiny models: name -> the function that builds one into a folder ("module:function"; bench_lib.demo is
+# imported only when one is built, never by a run of real models).
+TINY_MODELS: dict[str, Union[str, Callable[[Path], None]]] = {
+    "qwen-image-edit": "bench_lib.demo.tiny:build_editor",
+    "qwen-image-edit-plus": "bench_lib.demo.tiny:build_editor_plus",
+    "flux-kontext": "bench_lib.demo.tiny_flux:build_flux_kontext",
+    "flux2": "bench_lib.demo.tiny_flux:build_flux2",
+    "qwen3-vl": "bench_lib.demo.tiny:build_judge",
+    "qwen3-vl-moe": "bench_lib.demo.tiny:build_moe_judge",
+    "qwen2.5-vl": "bench_lib.demo.tiny:build_qwen2_5_vl_judge",
+}
+# Bump whenever a builder changes: the cache folder name carries it, so stale builds are never reused.
+TINY_BUILD_VERSION = "v2"
+TINY_CACHE_ENV = "BENCH_TINY_CACHE"
+TINY_DEFAULT_CACHE = Path("~/.cache/bench_lib/tiny")
 
 
 def is_tiny(name: str) -> bool:
@@ -37,9 +54,48 @@ def resolve_model(name_or_path: str) -> str:
     """The local path of tiny model `tiny:<name>` (built on first use); any other string unchanged."""
     if not is_tiny(name_or_path):
         return name_or_path
-    from .tiny import build_cached
+    return build_tiny(name_or_path.removeprefix(TINY_PREFIX))
 
-    return build_cached(name_or_path.removeprefix(TINY_PREFIX))
+
+def tiny_builder(name: str) -> Callable[[Path], None]:
+    """The function that builds tiny model `name` into a folder (importing its bench_lib.demo module)."""
+    builder = TINY_MODELS[name]
+    return load_object(builder) if isinstance(builder, str) else builder
+
+
+def build_tiny(name: str) -> str:
+    """The local folder of tiny model `name`, built into the cache on first use (under a file lock, so
+    processes that start together build it once)."""
+    if name not in TINY_MODELS:
+        raise ValueError(f"Unknown tiny model 'tiny:{name}'; known: {', '.join('tiny:' + n for n in TINY_MODELS)}.")
+    target = _tiny_cache_dir() / f"{name}-{TINY_BUILD_VERSION}"
+    if not target.is_dir():
+        from filelock import FileLock
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{target}.lock"):
+            if not target.is_dir():
+                _build_atomically(name, target)
+    return str(target)
+
+
+def _tiny_cache_dir() -> Path:
+    return Path(os.environ.get(TINY_CACHE_ENV) or TINY_DEFAULT_CACHE).expanduser()
+
+
+def _build_atomically(name: str, target: Path) -> None:
+    """Build into a temporary sibling and rename it into place, so a half-built model is never visible."""
+    scratch = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tiny_builder(name)(scratch)
+        try:
+            os.rename(scratch, target)
+        except OSError:
+            # Another process won the race (the file lock may not hold across nodes): keep its copy.
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def looks_local(name: str) -> bool:

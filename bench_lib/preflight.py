@@ -15,11 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .backends import EDITORS, JUDGES, registered
 from .config import BenchmarkConfig, ConfigError
 from .data import Sample, check_dataset_name, load_benchmark
 from .judges import Rubrics
 from .protocols import make_protocol
+from .registry import EDITORS, JUDGES
+from .store import RUN_FILE
+from .sweep import SWEEP_JSON, expand
 
 
 def check_output_dir(cfg: BenchmarkConfig) -> None:
@@ -29,9 +31,6 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
     output = Path(cfg.run.output_dir)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is a file, not a folder.")
-    from .store import RUN_FILE
-    from .sweep import SWEEP_JSON
-
     if cfg.sweep.sweep and (output / RUN_FILE).exists():
         raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} holds a single run: a sweep needs a folder of its "
                           "own (its variants go in subfolders).")
@@ -47,15 +46,12 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
 def preflight(cfg: BenchmarkConfig) -> Optional[tuple[list[Sample], str]]:
     """Run the checks; returns (samples, dataset identity) of a local dataset, or None for a hub dataset (the
     run loads it on the main process first, so one process downloads it)."""
-    registered()
     check_output_dir(cfg)
-    EDITORS[cfg.editor.editor].preflight(cfg.editor_backend, cfg)
+    EDITORS.get(cfg.editor.editor).preflight(cfg.editor_backend, cfg)
     if cfg.sweep.sweep:
-        from .sweep import expand
-
         for variant in expand(cfg, announce=True):  # every variant's adapter or pipeline can be found
-            EDITORS[variant.cfg.editor.editor].preflight(variant.cfg.editor_backend, variant.cfg)
-    JUDGES[cfg.judge.judge].preflight(cfg.judge_backend, cfg)
+            EDITORS.get(variant.cfg.editor.editor).preflight(variant.cfg.editor_backend, variant.cfg)
+    JUDGES.get(cfg.judge.judge).preflight(cfg.judge_backend, cfg)
     make_protocol(cfg.judge, Rubrics(cfg.judge.prompts_dir))  # the rubrics read, `category_map` names dimensions
     check_dataset_name(cfg.data)
     if Path(cfg.data.dataset).expanduser().exists():

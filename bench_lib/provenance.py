@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .models import is_tiny, resolve_model
+from .registry import EDITORS, JUDGES
 
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "datasets", "huggingface_hub", "peft",
             "tokenizers", "safetensors", "pillow", "numpy")
@@ -114,10 +115,8 @@ def device_name(device) -> str:
 def backend_models(cfg) -> dict[str, Any]:
     """Where the editor's and the judge's models came from, as their backends describe them (main process,
     when an attempt starts: after the pre-flight checks downloaded what they need)."""
-    from .backends import EDITORS, JUDGES
-
-    return {"editor": {"backend": cfg.editor.editor, **EDITORS[cfg.editor.editor].provenance(cfg.editor_backend)},
-            "judge": {"backend": cfg.judge.judge, **JUDGES[cfg.judge.judge].provenance(cfg.judge_backend)}}
+    return {"editor": {"backend": cfg.editor.editor, **EDITORS.get(cfg.editor.editor).provenance(cfg.editor_backend)},
+            "judge": {"backend": cfg.judge.judge, **JUDGES.get(cfg.judge.judge).provenance(cfg.judge_backend)}}
 
 
 def collect(*, rubric_hashes: dict[str, str], devices: list[str], models: dict[str, Any], seed: int) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .backends import EDITORS, JUDGES
 from .config import BenchmarkConfig, ConfigError, section_fingerprint
 from .data import ImageRef, Sample, load_benchmark
 from .distributed import Distributed
@@ -38,7 +37,9 @@ from .preflight import preflight
 from .protocols import Protocol, make_protocol, unmapped_categories
 from .protocols.base import SampleFacts
 from .provenance import backend_models, device_name, harness_commit, package_versions
-from .store import RUN_FILE, RunFolder, load_png, sample_seed
+from .registry import EDITORS, JUDGES
+from .store import RUN_FILE, FolderLock, RunFolder, load_png, sample_seed
+from .sweep import check_variant_folders, discard_sweep_report, expand, write_sweep_report
 
 SCORING_VERSION = 4  # bump when a change to the harness changes scores: old run folders then refuse to resume
 
@@ -54,8 +55,8 @@ def check_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]]
     arguments, adapters fit), for every variant's editor of a sweep. Downloads only small config files; builds
     tiny models on first use."""
     for variant in variants or [cfg]:
-        EDITORS[variant.editor.editor].check(variant.editor_backend, variant)
-    JUDGES[cfg.judge.judge].check(cfg.judge_backend, cfg)
+        EDITORS.get(variant.editor.editor).check(variant.editor_backend, variant)
+    JUDGES.get(cfg.judge.judge).check(cfg.judge_backend, cfg)
 
 
 def download_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]] = None) -> None:
@@ -64,8 +65,8 @@ def download_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfi
     so no rank downloads inside a stage while the others wait for it at a barrier."""
     done: set = set()
     for variant in variants or [cfg]:
-        EDITORS[variant.editor.editor].download(variant.editor_backend, variant, done=done)
-    JUDGES[cfg.judge.judge].download(cfg.judge_backend, cfg, done=done)
+        EDITORS.get(variant.editor.editor).download(variant.editor_backend, variant, done=done)
+    JUDGES.get(cfg.judge.judge).download(cfg.judge_backend, cfg, done=done)
 
 
 def download_models_on_each_node(dist: Distributed, cfg: BenchmarkConfig, variants: list[BenchmarkConfig]) -> None:
@@ -81,7 +82,7 @@ def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubric
     bench_lib.backends): the data by content, both backends' settings (an adapter by its hash), the rubrics'
     hashes and the harness's scoring version. Not in it: whatever is declared not to change results (limit,
     batch sizes, output folder, timeout) or is applied afresh when results are written (the score formula)."""
-    editor, judge = EDITORS[cfg.editor.editor], JUDGES[cfg.judge.judge]
+    editor, judge = EDITORS.get(cfg.editor.editor), JUDGES.get(cfg.judge.judge)
     return {"data": {**section_fingerprint(cfg.data), "dataset_content": dataset_identity},
             "editor": {**section_fingerprint(cfg.editor), editor.name: editor.fingerprint(cfg.editor_backend, cfg)},
             "judge": {**section_fingerprint(cfg.judge), judge.name: judge.fingerprint(cfg.judge_backend, cfg)},
@@ -102,7 +103,8 @@ class Plan:
 
 @dataclass
 class Unit:
-    """One output folder of a run: the run itself, or one variant of a sweep (bench_lib.sweep)."""
+    """One output folder of a run: the run itself, or one variant of a sweep (bench_lib.sweep). A plain run is
+    a sweep of one unit: the same code runs both."""
 
     cfg: BenchmarkConfig
     folder: RunFolder
@@ -112,29 +114,52 @@ class Unit:
 
 def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = None) -> Path:
     """Run (or resume) the benchmark on every rank; rank 0 writes the outputs. Returns the output folder.
-    With `sweep` set, every variant is a run of its own in `output_dir/<variant>/` (bench_lib.sweep).
+
+    A plain run is one unit in `output_dir`. With `sweep` set, each variant (bench_lib.sweep.expand) is a unit, a
+    run of its own in `output_dir/<variant>/`: the editor is loaded once per pipeline and switched between
+    adapters in place, the judge is loaded once and judges every variant's edits in one stage, and then the sweep
+    report is written (bench_lib.sweep). Every rank runs this.
 
     `loaded`: what `bench_lib.preflight.preflight(cfg)` returned, when the caller ran it already (the command
     line does, before torch is imported); otherwise it runs here."""
     if loaded is None:
         loaded = preflight(cfg)
-    if cfg.sweep.sweep:
-        from .sweep import run_sweep
-
-        return run_sweep(cfg, loaded)
+    top = Path(cfg.run.output_dir)
+    variants = expand(cfg) if cfg.sweep.sweep else None
     dist = Distributed(timeout_s=cfg.run.process_group_timeout)  # first: its timeout must win
-    unit = Unit(cfg, RunFolder(Path(cfg.run.output_dir)))
+    if variants is None:
+        units, sweep_lock = [Unit(cfg, RunFolder(top))], None
+    else:
+        units, sweep_lock = [Unit(v.cfg, RunFolder(top / v.name), label=v.name) for v in variants], FolderLock(top)
+
+    def lock_sweep() -> None:
+        sweep_lock.acquire()
+        check_variant_folders(top, variants)
+
+    def discard_report() -> None:
+        if cfg.run.overwrite:  # (run_units turns it off on a SLURM restart)
+            discard_sweep_report(top)
+
     try:
-        unscored = run_units(cfg, dist, [unit], loaded)["unscored"]
-        if unscored:
-            raise nothing_scored(unscored)  # after the whole report set is written
+        if sweep_lock is not None:
+            dist.on_main(lock_sweep)
+        done = run_units(cfg, dist, units, loaded, on_start=discard_report if variants is not None else None)
+        if variants is not None:
+            if dist.is_main:
+                write_sweep_report(top, variants, done["per_unit"])
+            dist.barrier()
+        if done["unscored"]:  # after every report is written: the run fails if any unit scored nothing
+            raise nothing_scored(done["unscored"])
     except RunFailed as err:  # every rank raised it at the same barrier
         fail_together(dist, err)
         raise
     finally:
-        unit.folder.lock.release()  # main process: held since the start
+        for unit in units:
+            unit.folder.lock.release()  # main process: held since the start
+        if sweep_lock is not None:
+            sweep_lock.release()
     dist.close()
-    return unit.folder.root
+    return top
 
 
 def fail_together(dist: Distributed, err: RunFailed) -> None:
@@ -199,7 +224,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
         _check_shared_folder(dist, unit.folder, plan.attempt)
 
     # Stage 1: edit what has no usable edit yet (a resumed run skips the rest), unit after unit.
-    editor_cls = EDITORS[cfg.editor.editor]
+    editor_cls = EDITORS.get(cfg.editor.editor)
     to_edit = [[s for s in samples if s.id not in u.plan.reusable] for u in units]
     edit_stage = EditStage(dist, seed_of=seed_of(cfg), batch_size=cfg.editor.edit_batch_size,
                            trust_remote_code=cfg.run.trust_remote_code, logger=logger)
@@ -254,8 +279,8 @@ def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: di
     local = Path(cfg.data.dataset).expanduser()
     meta = {"dataset": cfg.data.dataset, "dataset_path": str(local.resolve()) if local.exists() else None,
             "editor": cfg.editor.editor,
-            "editor_model": EDITORS[cfg.editor.editor].display_name(cfg.editor_backend), "judge": cfg.judge.judge,
-            "judge_model": JUDGES[cfg.judge.judge].display_name(cfg.judge_backend),
+            "editor_model": EDITORS.get(cfg.editor.editor).display_name(cfg.editor_backend), "judge": cfg.judge.judge,
+            "judge_model": JUDGES.get(cfg.judge.judge).display_name(cfg.judge_backend),
             "judge_mode": cfg.judge.judge_mode, "limit": cfg.data.limit, "recipe": cfg.recipe,
             "seed": cfg.run.seed, "world_size": world_size, "attempt": plan.attempt,
             "reused_edits": len(samples) - edited_now,
@@ -316,7 +341,7 @@ def baseline_jobs(cfg: BenchmarkConfig, unit: Unit, records: dict[str, dict[str,
     """One judge job per sanity baseline: its images are computed from the source when judged (no model)."""
     jobs = []
     for name in cfg.editor.baseline_names():
-        editor = EDITORS[name](EDITORS[name].Config(), device=None)
+        editor = EDITORS.get(name)(EDITORS.get(name).Config(), device=None)
         done = records.setdefault(name, {})
         todo = [s for s in samples if not s.problem and done.get(s.id, {}).get("status") != "ok"]
         jobs.append(JudgeJob(name, unit.folder, unit.plan.attempt, todo,
@@ -365,7 +390,7 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
     for record in edits.values():  # an edit recorded before edit records carried their seed
         record.setdefault("seed", seed_of(cfg)(record["id"]))
-    stale = EDITORS[cfg.editor.editor].stale_edits(cfg.editor_backend, samples, edits)
+    stale = EDITORS.get(cfg.editor.editor).stale_edits(cfg.editor_backend, samples, edits)
     if stale:
         first = next(iter(stale))
         logger.warning("%d kept edit(s) are done again: %r: %s", len(stale), first, stale[first])

@@ -1,11 +1,21 @@
-"""The output folder: file-safe names, atomic writes, results rows.
+"""The output folder: file-safe names, atomic writes, the lock, records, the consistency check.
 
 ```
-<output_dir>/edits/<file-safe id>.png
-<output_dir>/results.jsonl     one row per sample, in dataset order
-<output_dir>/report.json
-<output_dir>/report.md
+<output_dir>/.lock                       the main process's flock for the whole run (FolderLock)
+<output_dir>/run.json                    what the results depend on (fingerprint), attempts, the output stamp
+<output_dir>/records/attempt-0002.edit.rank-00001.jsonl           append-only records of each attempt, per rank
+<output_dir>/records/attempt-0002.judge.rank-00001.jsonl          (edits, judgements, each sanity baseline's
+<output_dir>/records/attempt-0002.baseline-identity.rank-00000.jsonl  judgements): what a resume reads
+<output_dir>/edits/<file-safe id>.png    the edited images
+<output_dir>/results.jsonl               one row per sample, in dataset order
+<output_dir>/baselines/<name>.jsonl      each sanity baseline's rows
+<output_dir>/report.json, report.md      the report (bench_lib.report)
+<output_dir>/report_chart.png            its chart (optional)
+<output_dir>/gallery.html                every sample's images and scores (optional, bench_lib.gallery)
 ```
+A sweep's folder holds one such folder per variant, plus its own `.lock`, sweep.json, sweep.md and
+sweep_chart.png (bench_lib.sweep). The outputs of one reporting pass carry one stamp (run.json's `outputs`), so
+`read_run` can tell a complete set from one a kill left half rewritten.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """A sweep: several variants of one editor (a training run's checkpoints as LoRA adapters, or other pipelines)
-scored in one job, each variant a run of its own in `output_dir/<variant>/`.
+scored in one job, each variant a run of its own in `output_dir/<variant>/`. This module expands the variants
+and writes (and reads back) the sweep report; bench_lib.runner runs them, as it runs a plain run (a sweep of
+one unit).
 
 ```
 every rank: load the base pipeline once ─► variant 1's shard ─► swap the adapter in place ─► variant 2's ...
@@ -27,10 +29,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import BenchmarkConfig, ConfigError, config_from_dict
+from .config import BenchmarkConfig, ConfigError
 from .metrics import NO_VALUE, Metric, fmt
-from .protocols import PROTOCOLS
+from .options import config_from_dict
 from .protocols.base import primary_metric
+from .registry import PROTOCOLS
 
 SWEEP_JSON, SWEEP_MD, SWEEP_CHART = "sweep.json", "sweep.md", "sweep_chart.png"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
@@ -150,53 +153,21 @@ def expand(cfg: BenchmarkConfig, *, announce: bool = False) -> list[Variant]:
     return variants
 
 
-def run_sweep(cfg: BenchmarkConfig, loaded) -> Path:
-    """Every variant edited (one editor load per pipeline, adapters swapped in place), judged in one stage and
-    reported in its own folder; then the sweep report. Every rank runs this."""
-    from .distributed import Distributed
-    from .failures import RunFailed, nothing_scored
-    from .runner import Unit, fail_together, run_units
-    from .store import FolderLock, RunFolder
+def check_variant_folders(top: Path, variants: list[Variant]) -> None:
+    """Main process, with the sweep's folder locked: a variant's folder is the sweep's, never a link out of it."""
+    for variant in variants:
+        folder = top / variant.name
+        if folder.is_symlink() or (os.path.lexists(folder) and not folder.is_dir()):
+            raise ConfigError(f"{folder} is {'a symbolic link' if folder.is_symlink() else 'not a folder'}: a "
+                              "sweep writes each variant into a folder of its own, never through a link. "
+                              "Remove it, or use another output_dir.")
 
-    variants = expand(cfg)
-    dist = Distributed(timeout_s=cfg.run.process_group_timeout)
-    top = Path(cfg.run.output_dir)
-    lock = FolderLock(top)
 
-    def lock_top() -> None:
-        lock.acquire()
-        for variant in variants:  # a variant's folder is the sweep's: never a link out of it
-            folder = top / variant.name
-            if folder.is_symlink() or (os.path.lexists(folder) and not folder.is_dir()):
-                raise ConfigError(f"{folder} is {'a symbolic link' if folder.is_symlink() else 'not a folder'}: a "
-                                  "sweep writes each variant into a folder of its own, never through a link. "
-                                  "Remove it, or use another output_dir.")
-
-    def discard_report() -> None:
-        """With --overwrite, once every variant folder is checked: the old sweep report goes with the old outputs
-        (a sweep killed after that must not leave it looking current beside emptied variant folders)."""
-        if cfg.run.overwrite:  # (run_units turns it off on a SLURM restart)
-            for name in (SWEEP_JSON, SWEEP_MD, SWEEP_CHART):
-                (top / name).unlink(missing_ok=True)
-
-    units = [Unit(v.cfg, RunFolder(top / v.name), label=v.name) for v in variants]
-    try:
-        dist.on_main(lock_top)
-        done = run_units(cfg, dist, units, loaded, on_start=discard_report)
-        if dist.is_main:
-            write_sweep_report(top, variants, done["per_unit"])
-        dist.barrier()
-        if done["unscored"]:  # after every report is written: the sweep fails if any variant scored nothing
-            raise nothing_scored(done["unscored"])
-    except RunFailed as err:  # every rank raised it at the same barrier
-        fail_together(dist, err)
-        raise
-    finally:
-        for unit in units:
-            unit.folder.lock.release()
-        lock.release()
-    dist.close()
-    return top
+def discard_sweep_report(top: Path) -> None:
+    """With --overwrite, once every variant folder is checked: the old sweep report goes with the old outputs (a
+    sweep killed after that must not leave it looking current beside emptied variant folders)."""
+    for name in (SWEEP_JSON, SWEEP_MD, SWEEP_CHART):
+        (top / name).unlink(missing_ok=True)
 
 
 # --- the sweep report ---------------------------------------------------------------------------------------
@@ -214,7 +185,7 @@ def sweep_report(top: Path, variants: list[Variant], per_unit: Optional[list[lis
 def declared_metrics(report: dict[str, Any]) -> tuple[str, tuple[Metric, ...], Metric]:
     """The protocol a run's report names, its metrics as the protocol declares them, and its primary metric."""
     name = report["protocol"]["name"]
-    metrics = PROTOCOLS[name].metrics
+    metrics = PROTOCOLS.get(name).metrics
     return name, metrics, primary_metric(metrics, name)
 
 
@@ -417,7 +388,7 @@ def render_sweep(report: dict[str, Any], *, chart: Optional[str]) -> str:
 
 def chart_metrics(report: dict[str, Any]) -> list[Metric]:
     """The metrics the sweep chart draws, as the protocol declares them: those with a mean in some variant."""
-    return [m for m in PROTOCOLS[report["protocol"]].metrics
+    return [m for m in PROTOCOLS.get(report["protocol"]).metrics
             if any((r["metrics"][m.name] or {}).get("mean") is not None for r in report["variants"])]
 
 

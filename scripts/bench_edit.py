@@ -172,6 +172,7 @@ def harness(editor: DiffusersEditor, samples: list[Sample], dist: Distributed, f
     stage = EditStage(dist, seed_of=lambda i: sample_seed(0, i), batch_size=1, trust_remote_code=False,
                       logger=SimpleNamespace(info=lambda *a, **k: None))
     stage.editor = editor  # already loaded with these settings: the stage only edits
+    folder.mkdir(parents=True, exist_ok=True)
     (records,) = stage.run([EditJob(RunFolder(folder), 1, DiffusersEditor, editor.cfg, samples)], close=False)
     t = stage.timings
     edits = {r["id"]: np.asarray(Image.open(folder / r["edited_image"]).convert("RGB")) for r in records

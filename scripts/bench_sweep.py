@@ -48,9 +48,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default=None, help="the dataset, where the recipe has none")
     parser.add_argument("--output", type=Path, help="also write the numbers as JSON, each as soon as it is measured")
     args = parser.parse_args(argv)
+    from bench_lib.demo.tiny import build_lora
     from bench_lib.store import write_json
     from bench_lib.sweep import natural_key
-    from bench_lib.tiny import build_lora
 
     summary = {"command": "python scripts/bench_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "limit": args.limit, "sweep_s": None, "single_s": {}}

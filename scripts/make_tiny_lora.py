@@ -27,7 +27,7 @@ def main(argv=None) -> int:
                         help="the tiny editor it is for (default: qwen-image-edit)")
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank (default: 4)")
     args = parser.parse_args(argv)
-    from bench_lib.tiny import build_lora
+    from bench_lib.demo.tiny import build_lora
 
     print(build_lora(args.out, seed=args.seed, base=args.base, rank=args.rank))
     return 0

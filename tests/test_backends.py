@@ -11,9 +11,11 @@ from PIL import Image, ImageOps
 
 import bench_lib.runner as runner
 from bench_lib import config_from_dict
-from bench_lib.backends import EDITORS, Editor, EditResult, register_editor, registered
-from bench_lib.config import CORE_SECTIONS, ConfigError, all_keys, option, result_fields, section_fingerprint
+from bench_lib.backends import EDITORS, Editor, EditResult, register_editor
+from bench_lib.config import CORE_SECTIONS, ConfigError, option, result_fields, section_fingerprint
+from bench_lib.options import all_keys
 from bench_lib.protocols import make_protocol
+from bench_lib.registry import JUDGES
 from bench_lib.store import read_run
 
 JUDGE = {"judge_model": "tiny:qwen3-vl", "judge_dtype": "float32", "judge_min_digit_mass": 0.0}
@@ -26,8 +28,8 @@ def fingerprint_of(cfg, identity):
 
 
 def all_sections():
-    return {**CORE_SECTIONS, **{f"{role}:{name}": cls.Config for role, backends in registered().items()
-                                for name, cls in backends.items()}}
+    return {**CORE_SECTIONS, **{f"{registry.kind}:{name}": cls.Config for registry in (EDITORS, JUDGES)
+                                for name, cls in registry.items()}}
 
 
 def test_every_config_field_says_whether_it_changes_results():

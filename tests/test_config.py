@@ -1,6 +1,7 @@
 import pytest
 
-from bench_lib.config import DEFAULT_RECIPE, ConfigError, parse_config
+from bench_lib.config import DEFAULT_RECIPE, ConfigError
+from bench_lib.options import parse_config
 
 
 def write(tmp_path, text):

@@ -10,6 +10,7 @@ from PIL import Image
 
 from bench_lib.data import DataConfig, load_samples
 from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor, add_multimodal_positions
+from bench_lib.failures import RunFailed
 from bench_lib.models import resolve_model
 from bench_lib.store import sample_seed
 
@@ -203,8 +204,8 @@ def test_an_adapter_overwritten_after_planning_is_never_edited_with(tmp_path, mo
     import bench_lib.edit_stage as edit_stage
     import bench_lib.runner as runner
     from bench_lib import config_from_dict
+    from bench_lib.demo.tiny import build_lora
     from bench_lib.store import read_run
-    from bench_lib.tiny import build_lora
 
     adapters = tmp_path / "ckpts"
     for step in (100, 200):
@@ -219,10 +220,12 @@ def test_an_adapter_overwritten_after_planning_is_never_edited_with(tmp_path, mo
 
     monkeypatch.setattr(edit_stage, "load_editor", load_after_a_save)
     out = tmp_path / "sweep"
-    runner.run(config_from_dict({
-        "dataset": "data/demo/manifest.jsonl", "limit": 1, "baselines": "", "editor_model": "tiny:qwen-image-edit",
-        "editor_dtype": "float32", "editor_kwargs": KWARGS, "judge_model": "tiny:qwen3-vl", "judge_dtype": "float32",
-        "judge_min_digit_mass": 0.0, "sweep": str(adapters), "sweep_base": False, "output_dir": str(out)}))
+    with pytest.raises(RunFailed, match="step-100: none of the 1 samples is ok"):  # a variant scored nothing
+        runner.run(config_from_dict({
+            "dataset": "data/demo/manifest.jsonl", "limit": 1, "baselines": "", "editor_model": "tiny:qwen-image-edit",
+            "editor_dtype": "float32", "editor_kwargs": KWARGS, "judge_model": "tiny:qwen3-vl",
+            "judge_dtype": "float32", "judge_min_digit_mass": 0.0, "sweep": str(adapters), "sweep_base": False,
+            "output_dir": str(out)}))
     saved = hashlib.sha256(step_100.read_bytes()).hexdigest()
     assert saved != planned
     changed, other = read_run(out / "step-100"), read_run(out / "step-200")
@@ -237,7 +240,7 @@ def test_an_adapter_overwritten_after_planning_is_never_edited_with(tmp_path, mo
 def test_an_adapter_saved_while_it_loads_is_caught(tmp_path):
     """The file is hashed just before and just after loading: a save in between (the weights loaded are then
     neither version for sure) is a mismatch even if the planned hash is the "before" one."""
-    from bench_lib.tiny import build_lora
+    from bench_lib.demo.tiny import build_lora
 
     file = build_lora(tmp_path / "adapter", seed=1)
     planned = hashlib.sha256(file.read_bytes()).hexdigest()
@@ -270,7 +273,7 @@ def test_a_pickled_adapter_is_refused(tmp_path, capsys):
     from safetensors.torch import load_file
 
     import run_benchmark
-    from bench_lib.tiny import build_lora
+    from bench_lib.demo.tiny import build_lora
 
     state_dict = load_file(build_lora(tmp_path / "good", seed=1))
     (tmp_path / "pickled").mkdir()

@@ -5,14 +5,15 @@ import base64
 import io
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import RISEBENCH
 from PIL import Image
 
 from bench_lib.config import ConfigError, DataConfig
-from bench_lib.data import load_benchmark, load_samples
-from bench_lib.formats import detect, re_edit_id
+from bench_lib.data import detect_format, load_benchmark, load_samples
+from bench_lib.formats.re_edit import re_edit_id
 
 
 def png_bytes(color, size=(24, 16)) -> bytes:
@@ -58,7 +59,7 @@ def test_re_edit_file_read_unchanged(tmp_path, shape):
     path = tmp_path / "RE-Edit.json"
     path.write_text(json.dumps(data))
     cfg = DataConfig(dataset=str(path), max_image_pixels=100_000)
-    assert detect(cfg) == "re_edit"
+    assert detect_format(cfg).name == "re_edit"
     samples, identity = load_benchmark(cfg)
     assert identity.startswith("sha256:")
     by_id = {s.id: s for s in samples}
@@ -86,7 +87,7 @@ def test_risebench_file_read_unchanged(tmp_path):
              "reasoning_wo_ins": True}]
     (tmp_path / "data_total.json").write_text(json.dumps(rows))
     cfg = DataConfig(dataset=str(tmp_path / "data_total.json"))
-    assert detect(cfg) == "risebench"
+    assert detect_format(cfg).name == "risebench"
     first, second = load_samples(cfg)
     assert (first.id, first.reference_text, first.reference_image) == ("causal_reasoning_1", "Ashes.", None)
     assert first.fields == {"subtask": "State Transition", "consistency_free": None, "reasoning_wo_ins": None}
@@ -96,7 +97,7 @@ def test_risebench_file_read_unchanged(tmp_path):
 @pytest.mark.skipif(not RISEBENCH.is_dir(), reason="../shared/data/risebench is not present in this clone")
 def test_the_shared_risebench_samples_need_no_mapping():
     cfg = DataConfig(dataset=str(RISEBENCH / "data_total.json"))
-    assert detect(cfg) == "risebench"
+    assert detect_format(cfg).name == "risebench"
     samples = load_samples(cfg)
     source = json.loads((RISEBENCH / "data_total.json").read_text())
     assert [s.id for s in samples] == [r["index"] for r in source] and not any(s.problem for s in samples)
@@ -125,7 +126,7 @@ def make_kris(tmp_path):
 
 def test_kris_folders_read_unchanged(tmp_path):
     cfg = DataConfig(dataset=str(make_kris(tmp_path)))
-    assert detect(cfg) == "kris"
+    assert detect_format(cfg).name == "kris"
     samples = {s.id: s for s in load_samples(cfg)}
     assert list(samples) == ["chemistry_1", "chemistry_2", "temporal_prediction_1", "viewpoint_change_1"]
     assert samples["chemistry_1"].fields == {"explanation": "It fizzes."} and samples["chemistry_2"].fields == {}
@@ -223,7 +224,7 @@ def noise_b64(side=640) -> str:
 def test_a_re_edit_file_whose_first_record_is_larger_than_a_mebibyte_is_detected(tmp_path, shape, monkeypatch):
     import builtins
 
-    import bench_lib.formats as formats
+    import bench_lib.formats.jsonstream as jsonstream
 
     records = re_edit_records()
     # the image first, then a key and a value with escapes, then the fields detection needs
@@ -244,8 +245,8 @@ def test_a_re_edit_file_whose_first_record_is_larger_than_a_mebibyte_is_detected
         f.read = lambda n=-1: (data := original(n), read.append(len(data)))[0]
         return f
 
-    monkeypatch.setattr(formats, "open", counting_open, raising=False)
-    assert detect(DataConfig(dataset=str(path))) == "re_edit"
+    monkeypatch.setattr(jsonstream, "open", counting_open, raising=False)
+    assert detect_format(DataConfig(dataset=str(path))).name == "re_edit"
     assert sum(read) < first_size + (2 << 20) and -1 not in read  # streamed: never the whole file at once
     monkeypatch.undo()
     samples = load_samples(DataConfig(dataset=str(path), max_image_pixels=1_000_000))
@@ -253,7 +254,7 @@ def test_a_re_edit_file_whose_first_record_is_larger_than_a_mebibyte_is_detected
 
 
 def test_detection_reads_only_up_to_the_first_record(tmp_path):
-    from bench_lib.formats import first_record_keys
+    from bench_lib.formats.jsonstream import first_record_keys
 
     record = {"subset": "physical", "src_img_b64": noise_b64(), "edit_instruction_en": "Melt it."}
     path = tmp_path / "big.json"
@@ -265,7 +266,7 @@ def test_detection_reads_only_up_to_the_first_record(tmp_path):
         path.write_text(text, encoding="utf-8")
         assert first_record_keys(path) == keys, text
     # every cut of the text between two chunks: escapes, multi-byte characters and numbers split anywhere
-    from bench_lib.formats import _JsonStream
+    from bench_lib.formats.jsonstream import _JsonStream
 
     text = '{"a\\"b": "x\\\\", "é\\u00e9": [1, {"d": "\\"}"}], "n": -12.5e3, "e": null}'
     for chunk in (1, 2, 3, 5, 64):
@@ -311,3 +312,34 @@ def test_gedit_on_a_jsonl_file_says_what_gedit_reads(tmp_path):
     message = str(refused.value)
     assert "format gedit reads GEdit-Bench's dataset" in message and "a .jsonl file" in message
     assert "dataset_format manifest" in message and "not a .json/.jsonl" not in message
+
+
+def test_auto_asks_every_registered_format_in_priority_order(tmp_path):
+    """`auto` is a loop over the registry: a format registered with a lower `priority` than the manifest's is asked
+    first, and reads the file with its own mapping."""
+    from bench_lib.formats.base import JsonRecords
+    from bench_lib.formats.jsonstream import first_record_keys
+    from bench_lib.registry import FORMATS
+
+    class Pictures(JsonRecords):
+        description = "a manifest that calls its images `picture`"
+        priority = FORMATS.get("manifest").priority - 1
+        columns = {"source_image": "picture"}
+
+        @classmethod
+        def detect(cls, cfg):
+            keys = first_record_keys(Path(cfg.dataset)) if Path(cfg.dataset).suffix == ".jsonl" else None
+            return keys is not None and "picture" in keys
+
+    Image.new("RGB", (24, 16), "red").save(tmp_path / "a.png")
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"id": "x", "category": "c", "instruction": "i", "picture": "a.png"}) + "\n")
+    with pytest.raises(ConfigError, match="source_image"):  # a plain manifest: no `source_image` column
+        load_samples(DataConfig(dataset=str(path)))
+    FORMATS.register("test-pictures", Pictures)
+    try:
+        assert detect_format(DataConfig(dataset=str(path))) is Pictures
+        assert load_samples(DataConfig(dataset=str(path)))[0].source_image.size() == (24, 16)
+        assert detect_format(DataConfig(dataset="data/demo/manifest.jsonl")).name == "manifest"
+    finally:
+        FORMATS.pop("test-pictures")

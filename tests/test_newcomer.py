@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from bench_lib.config import parse_config
 from bench_lib.models import hub_problem
+from bench_lib.options import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "demo"

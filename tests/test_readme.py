@@ -38,8 +38,34 @@ def test_offline_command_from_readme(tmp_path):
 
 
 def test_every_config_key_is_documented():
-    from bench_lib.config import config_fields
+    from bench_lib.options import config_fields
 
     text = (ROOT / "README.md").read_text()
     missing = [key for key in config_fields() if f"| `{key}` |" not in text]
     assert not missing, f"config keys missing from the README's table: {missing}"
+
+
+def test_the_registry_table_is_written_from_the_registries():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import readme_tables
+
+    from bench_lib.registry import REGISTRIES
+
+    text = (ROOT / "README.md").read_text()
+    assert readme_tables.render(text) == text, "README.md is out of date: run python scripts/readme_tables.py"
+    table = readme_tables.registry_table()
+    for registry in REGISTRIES.values():
+        for name in registry.names():
+            if registry.is_builtin(name):
+                assert f"| `{name}` " in table and registry.description(name).rstrip(".") in table, name
+
+
+def test_every_format_and_protocol_has_its_row_in_benchmarks():
+    from bench_lib.registry import FORMATS, PROTOCOLS
+
+    text = (ROOT / "README.md").read_text()
+    benchmarks = text[text.index("## Benchmarks"):text.index("## Configuration")]
+    for registry, generic in ((FORMATS, {"manifest", "datasets"}), (PROTOCOLS, set())):
+        missing = [n for n in registry.names() if registry.is_builtin(n) and n not in generic
+                   and f"\n| `{n}` |" not in benchmarks]
+        assert not missing, f"README's Benchmarks section has no row for {missing}"

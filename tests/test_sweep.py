@@ -13,7 +13,8 @@ import pytest
 from launch import ROOT, TINY_ARGS, accelerate_launch
 from test_multiprocess import make_manifest
 
-from bench_lib.config import ConfigError, parse_config
+from bench_lib.config import ConfigError
+from bench_lib.options import parse_config
 from bench_lib.store import read_results
 from bench_lib.sweep import expand, natural_key, step_of
 
@@ -21,7 +22,7 @@ COMMON = [*TINY_ARGS, "--edit_batch_size", "1", "--judge_batch_size", "2"]
 
 
 def build_adapters(folder: Path, steps) -> Path:
-    from bench_lib.tiny import build_lora
+    from bench_lib.demo.tiny import build_lora
 
     for step in steps:
         build_lora(folder / f"step-{step}", seed=step)
@@ -346,8 +347,8 @@ def test_a_sweep_writes_every_report_then_fails_if_a_variant_scored_nothing(tmp_
 
     import bench_lib.runner as runner
     from bench_lib.backends import EDITORS, JUDGES
-    from bench_lib.config import config_from_dict
     from bench_lib.failures import RunFailed
+    from bench_lib.options import config_from_dict
     from bench_lib.store import read_run
 
     register_backends()

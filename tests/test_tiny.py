@@ -14,7 +14,8 @@ from diffusers import DiffusionPipeline, QwenImageEditPipeline, QwenImageEditPlu
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 
-from bench_lib import models, tiny
+from bench_lib import models
+from bench_lib.demo import tiny
 
 EDITORS = {"qwen-image-edit": QwenImageEditPipeline, "qwen-image-edit-plus": QwenImageEditPlusPipeline}
 
@@ -104,10 +105,10 @@ def test_tokenizer_keeps_digits_and_special_tokens_whole():
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
 
 
-@pytest.mark.parametrize("name", sorted(tiny.BUILDERS))
+@pytest.mark.parametrize("name", sorted(models.TINY_MODELS))
 def test_builders_are_deterministic(name, tmp_path):
-    tiny.BUILDERS[name](tmp_path / "a")
-    tiny.BUILDERS[name](tmp_path / "b")
+    models.tiny_builder(name)(tmp_path / "a")
+    models.tiny_builder(name)(tmp_path / "b")
     assert _file_hashes(tmp_path / "a") == _file_hashes(tmp_path / "b")
 
 
@@ -118,7 +119,7 @@ def test_resolve_model_passes_other_names_and_rejects_unknown_tiny_names():
 
 
 def test_resolve_model_keeps_a_copy_finished_first_elsewhere(tmp_path, monkeypatch):
-    target = tmp_path / f"fake-{tiny.BUILD_VERSION}"
+    target = tmp_path / f"fake-{models.TINY_BUILD_VERSION}"
 
     def build_while_another_process_finishes(path):
         path.mkdir()
@@ -126,8 +127,8 @@ def test_resolve_model_keeps_a_copy_finished_first_elsewhere(tmp_path, monkeypat
         target.mkdir()
         (target / "theirs").touch()
 
-    monkeypatch.setenv(tiny.CACHE_ENV, str(tmp_path))
-    monkeypatch.setitem(tiny.BUILDERS, "fake", build_while_another_process_finishes)
+    monkeypatch.setenv(models.TINY_CACHE_ENV, str(tmp_path))
+    monkeypatch.setitem(models.TINY_MODELS, "fake", build_while_another_process_finishes)
 
     assert models.resolve_model("tiny:fake") == str(target)
     assert [p.name for p in target.iterdir()] == ["theirs"]

@@ -17,9 +17,9 @@ import bench_lib.runner as runner
 import run_benchmark
 from bench_lib import config_from_dict, parse_config
 from bench_lib.config import ConfigError
+from bench_lib.demo.tiny import build_lora
 from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor
 from bench_lib.store import read_results, read_run, safe_stem
-from bench_lib.tiny import build_lora
 
 JUDGE = {"judge_model": "tiny:qwen3-vl", "judge_dtype": "float32", "judge_min_digit_mass": 0.0}
 QWEN = {"num_inference_steps": 2, "height": 32, "width": 32, "true_cfg_scale": 1.0}

@@ -1,8 +1,7 @@
-"""Editor backends, registered under their names (see bench_lib.backends for the contract):
-`diffusers` (any diffusers editing pipeline, with LoRA and speed options), `precomputed` (edits made
-elsewhere), and the sanity baselines `identity` and `blank`."""
+"""Editor backends, one module each, registered under their names (the contract: bench_lib.backends; the names:
+bench_lib.registry.EDITORS, which imports a backend's module the first time its name is used)."""
 
-from ..backends import EDITORS, Editor, EditResult, register_editor
-from . import baselines, diffusers_pipeline, precomputed  # noqa: F401  (each registers its backend)
+from ..backends import Editor, EditResult, register_editor
+from ..registry import EDITORS
 
 __all__ = ["EDITORS", "EditResult", "Editor", "register_editor"]

@@ -8,7 +8,7 @@ import logging
 
 from PIL import Image
 
-from ..backends import Editor, EditResult, register_editor
+from ..backends import Editor, EditResult, register_baseline, register_editor
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +22,22 @@ class Baseline(Editor):
 
 
 @register_editor("identity")
+@register_baseline("identity")
 class IdentityEditor(Baseline):
     """Returns the source unchanged: a judge that rewards doing nothing gives this a high score."""
+
+    description = "a sanity baseline that returns the source unchanged"
 
     def edit(self, sample, source, *, seed: int) -> EditResult:
         return EditResult(image=source.copy())
 
 
 @register_editor("blank")
+@register_baseline("blank")
 class BlankEditor(Baseline):
     """Returns a uniform grey image of the source's size: any judge should score it near 0."""
+
+    description = "a sanity baseline that returns a uniform grey image of the source's size"
 
     def edit(self, sample, source, *, seed: int) -> EditResult:
         return EditResult(image=Image.new("RGB", source.size, (128, 128, 128)))

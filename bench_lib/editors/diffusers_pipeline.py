@@ -149,6 +149,8 @@ class DiffusersEditor(Editor):
     """One sample per call: `QwenImageEditPipeline` sizes every image of a call by the first one and
     `QwenImageEditPlusPipeline` refuses batches, so batching would change results or fail."""
 
+    description = "any diffusers editing pipeline that takes image= and prompt=, with LoRA adapters and speed options"
+
     Config = DiffusersConfig
 
     # --- before any weights load ------------------------------------------------------------------

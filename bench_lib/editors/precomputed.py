@@ -35,6 +35,7 @@ class PrecomputedConfig:
 
 @register_editor("precomputed")
 class PrecomputedEditor(Editor):
+    description = "edits made elsewhere: one image file per sample id, or a dataset column"
     Config = PrecomputedConfig
     needs_model = False
 

@@ -1,10 +1,10 @@
-"""Judge backends, registered under their names (bench_lib.backends has the base class, bench_lib.judging the
-requests and answers, `policy` the parse and re-ask policy every backend shares): `qwen_vl`, a Qwen-VL model
-through transformers, in `logits` or `generate` mode."""
+"""Judge backends, one module each, registered under their names (the contract: bench_lib.backends, with the
+requests and answers in bench_lib.judging; `policy`: the parse and re-ask policy every backend shares; the names:
+bench_lib.registry.JUDGES, which imports a backend's module the first time its name is used)."""
 
-from ..backends import JUDGES, Judge, register_judge
+from ..backends import Judge, register_judge
 from ..judging import Judgement, JudgeRequest
-from . import qwen_vl  # noqa: F401  (registers its backend)
+from ..registry import JUDGES
 from .rubrics import Rubrics
 
 __all__ = ["JUDGES", "Judge", "Judgement", "JudgeRequest", "Rubrics", "register_judge"]

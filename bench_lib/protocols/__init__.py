@@ -1,8 +1,10 @@
-"""Protocols: how a benchmark scores (see bench_lib.protocols.base). `default` is the harness's own; `viescore`,
-`risebench`, `kris` and `re_edit` implement those benchmarks' published rules."""
+"""Protocols: how a benchmark scores (see bench_lib.protocols.base), one module each, registered under their names
+(bench_lib.registry.PROTOCOLS: `default` is the harness's own; the others implement those benchmarks' published
+rules)."""
 
-from . import default, kris, re_edit, risebench, viescore  # noqa: F401  (each registers its protocol)
-from .base import PROTOCOLS, Answer, Ask, Protocol, Question, SampleView, unmapped_categories, view_of
+from ..config import ConfigError
+from ..registry import PROTOCOLS
+from .base import Answer, Ask, Protocol, Question, SampleView, unmapped_categories, view_of
 
 __all__ = ["PROTOCOLS", "Answer", "Ask", "Protocol", "Question", "SampleView", "make_protocol", "unmapped_categories",
            "view_of"]
@@ -10,9 +12,7 @@ __all__ = ["PROTOCOLS", "Answer", "Ask", "Protocol", "Question", "SampleView", "
 
 def make_protocol(judge_cfg, rubrics) -> Protocol:
     """The configured protocol (`judge_cfg.protocol`), checking that `category_map` names its dimensions."""
-    from ..config import ConfigError
-
-    protocol = PROTOCOLS[judge_cfg.protocol](judge_cfg, rubrics)
+    protocol = PROTOCOLS.get(judge_cfg.protocol)(judge_cfg, rubrics)
     known = protocol.known_dimensions()
     wrong = sorted({t for t in judge_cfg.category_map.values() if known and t.strip().lower() not in known})
     if wrong:

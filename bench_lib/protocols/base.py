@@ -42,6 +42,7 @@ from ..judging import (  # noqa: F401  (the scales and questions protocols decla
     TextPart,
 )
 from ..metrics import Block, Label, Metric, Table
+from ..registry import PROTOCOLS
 from ..scoring import bootstrap_ci, macro_mean
 
 
@@ -272,13 +273,6 @@ def unmapped_categories(categories: set[str], protocol: Protocol, category_map: 
     return sorted(c for c in categories if c and protocol.dimension_of(c, category_map) is None)
 
 
-PROTOCOLS: dict[str, type[Protocol]] = {}
-
-
 def register_protocol(name: str):
-    def decorate(cls):
-        cls.name = name
-        PROTOCOLS[name] = cls
-        return cls
-
-    return decorate
+    """`@register_protocol("name")`: the class is the protocol `name` (bench_lib.registry.PROTOCOLS)."""
+    return PROTOCOLS.decorator(name)

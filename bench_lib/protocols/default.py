@@ -25,6 +25,8 @@ def labelled_images(images: dict[str, Any], *, reference: bool) -> tuple[tuple[s
 
 @register_protocol("default")
 class DefaultProtocol(Protocol):
+    """This harness's rubrics: instruction, consistency and quality, each 0-10, combined by `score_formula`."""
+
     answer_names = tuple(QUESTIONS)
     metrics = (Metric("score", 0, 10, primary=True), Metric("instruction", 0, 10), Metric("consistency", 0, 10),
                Metric("quality", 0, 10))

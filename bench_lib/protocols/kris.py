@@ -68,6 +68,8 @@ MULTI_IMAGE = ("temporal_prediction", "multi-element_composition")
 
 @register_protocol("kris")
 class KRISProtocol(Protocol):
+    """KRIS-Bench: consistency, quality, instruction following and knowledge, 1-5, reported 0-100."""
+
     answer_names = tuple(QUESTIONS)
     metrics = tuple(Metric(name, 1, 5, "{:.1f}", scale_to_report=(-25.0, 25.0), primary=name == "score")
                     for name in ("consistency", "quality", "instruction", "knowledge", "score"))

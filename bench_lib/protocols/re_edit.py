@@ -67,6 +67,8 @@ QUESTIONS = {
 
 @register_protocol("re_edit")
 class REEditProtocol(Protocol):
+    """RE-Edit: yes/no on the sample's reasoning dimension, instruction following, semantic consistency."""
+
     answer_names = tuple(QUESTIONS)
     metrics = (Metric("yes_rate", 0, 1, "{:.1f}", scale_to_report=(0.0, 100.0), primary=True),
                Metric("instruction_following", 0, 10), Metric("semantic_consistency", 0, 10))

@@ -81,6 +81,8 @@ def _flag(sample: SampleView, name: str) -> bool:
 
 @register_protocol("risebench")
 class RISEBenchProtocol(Protocol):
+    """RISEBench: reasoning, appearance consistency and visual plausibility, 1-5, and accuracy."""
+
     answer_names = tuple(QUESTIONS)
     metrics = (Metric("score", 1, 5, primary=True), Metric("accuracy", 0, 1, "{:.1%}"), Metric("reasoning", 1, 5),
                Metric("consistency", 1, 5), Metric("plausibility", 1, 5))

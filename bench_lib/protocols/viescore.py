@@ -54,6 +54,8 @@ QUESTIONS = {
 
 @register_protocol("viescore")
 class VIEScoreProtocol(Protocol):
+    """VIEScore as GEdit-Bench uses it: semantics, quality and overall, 0-10."""
+
     answer_names = tuple(QUESTIONS)
     metrics = (Metric("semantics", 0, 10, "{:.3f}"), Metric("quality", 0, 10, "{:.3f}"),
                Metric("overall", 0, 10, "{:.3f}", primary=True))

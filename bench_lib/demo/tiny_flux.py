@@ -1,7 +1,7 @@
 """Tiny, randomly initialised FLUX.1 Kontext and FLUX.2 [dev] pipelines of the real classes (offline builders).
 
-Same conventions as `bench_lib.tiny`: every tokenizer is trained here with `tokenizers` (there is no hub) and
-wrapped in the real transformers class, weights are drawn under `_seeded()`, and the pipeline is written with
+Same conventions as `bench_lib.demo.tiny`: every tokenizer is trained here with `tokenizers` (there is no hub) and
+wrapped in the real transformers class, weights are drawn under `seeded()`, and the pipeline is written with
 `save_pretrained`, so that `DiffusionPipeline.from_pretrained(path)` resolves the real pipeline class.
 The same call saves bitwise-identical files.
 
@@ -58,7 +58,7 @@ from transformers import (
     TokenizersBackend,
 )
 
-from .tiny import _padded_vocab_size, _seeded
+from .tiny import padded_vocab_size, seeded
 
 # Training text for the tokenizers below: edit instructions, and FLUX.2's system prompt verbatim, so that it
 # tokenizes compactly and a small `max_sequence_length` still reaches the user's prompt.
@@ -192,7 +192,7 @@ def build_flux_kontext(path: Path) -> None:
     clip_tokenizer = build_clip_tokenizer()
     t5_tokenizer = build_t5_tokenizer()
     latent_channels = 4
-    with _seeded():
+    with seeded():
         transformer = FluxTransformer2DModel(
             patch_size=1,
             in_channels=4 * latent_channels,
@@ -205,7 +205,7 @@ def build_flux_kontext(path: Path) -> None:
             guidance_embeds=True,  # FLUX.1 [dev] / Kontext [dev] are guidance-distilled
             axes_dims_rope=(4, 4, 8),
         )
-    with _seeded():
+    with seeded():
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,
@@ -221,7 +221,7 @@ def build_flux_kontext(path: Path) -> None:
             shift_factor=0.1159,  # FLUX.1's values
             scaling_factor=0.3611,
         )
-    with _seeded():
+    with seeded():
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
                 vocab_size=len(clip_tokenizer),
@@ -237,10 +237,10 @@ def build_flux_kontext(path: Path) -> None:
                 pad_token_id=clip_tokenizer.pad_token_id,
             )
         )
-    with _seeded():
+    with seeded():
         text_encoder_2 = T5EncoderModel(
             T5Config(
-                vocab_size=_padded_vocab_size(t5_tokenizer),
+                vocab_size=padded_vocab_size(t5_tokenizer),
                 d_model=32,  # = the transformer's joint_attention_dim
                 d_kv=8,
                 d_ff=37,
@@ -375,7 +375,7 @@ def build_flux2(path: Path) -> None:
     """
     tokenizer = build_mistral_tokenizer()
     latent_channels = 4
-    with _seeded():
+    with seeded():
         transformer = Flux2Transformer2DModel(
             patch_size=1,
             in_channels=4 * latent_channels,  # the VAE latents are patchified 2x2 before packing
@@ -387,7 +387,7 @@ def build_flux2(path: Path) -> None:
             timestep_guidance_channels=256,
             axes_dims_rope=(4, 4, 4, 4),  # sums to attention_head_dim
         )
-    with _seeded():
+    with seeded():
         vae = AutoencoderKLFlux2(
             in_channels=3,
             out_channels=3,
@@ -400,12 +400,12 @@ def build_flux2(path: Path) -> None:
             sample_size=1024,
         )
     ids = tokenizer.convert_tokens_to_ids
-    with _seeded():
+    with seeded():
         text_encoder = Mistral3ForConditionalGeneration(
             Mistral3Config(
                 text_config={
                     "model_type": "mistral",
-                    "vocab_size": _padded_vocab_size(tokenizer),
+                    "vocab_size": padded_vocab_size(tokenizer),
                     "hidden_size": MISTRAL_HIDDEN,
                     "intermediate_size": 32,
                     "num_hidden_layers": MISTRAL_TEXT_LAYERS,

@@ -2,8 +2,8 @@
 
 The harness must run end to end with no network and no GPU: `configs/smoke.yaml` and the test suite name
 `tiny:<name>` instead of a hub id. `bench_lib.models.resolve_model` builds such a model once into a local
-cache folder (importing this module only then) and returns its path, and production code then loads it
-through the normal `from_pretrained(path)`. Because the
+cache folder (with the builder its `TINY_MODELS` table names: this package is imported only then) and returns
+its path, and production code then loads it through the normal `from_pretrained(path)`. Because the
 classes are the real ones (`QwenImageEditPipeline`, `Qwen2_5_VLForConditionalGeneration`,
 `Qwen3VLForConditionalGeneration`, their processors and a real `Qwen2Tokenizer`), the tests exercise the same
 code paths as a real run; only the widths are tiny and the weights random (so the outputs are noise).
@@ -12,21 +12,18 @@ There is no hub to fetch a tokenizer from, so `build_tokenizer` trains a small b
 pre-tokenizer (numbers split into single digits, as in the real one) and adds the real Qwen special tokens.
 
 Names: the editors `tiny:qwen-image-edit`, `tiny:qwen-image-edit-plus` (~4 MB), `tiny:flux-kontext` and
-`tiny:flux2` (< 1 MB, built in bench_lib/tiny_flux.py), and the judges (~1 MB) `tiny:qwen3-vl` (the default),
-`tiny:qwen3-vl-moe` and `tiny:qwen2.5-vl`.
-Cache: `$BENCH_TINY_CACHE`, else `~/.cache/bench_lib/tiny`, with one `<name>-<BUILD_VERSION>/` folder per model.
-Builders are deterministic: the same call saves bitwise-identical files.
+`tiny:flux2` (< 1 MB, built in bench_lib/demo/tiny_flux.py), and the judges (~1 MB) `tiny:qwen3-vl` (the
+default), `tiny:qwen3-vl-moe` and `tiny:qwen2.5-vl`.
+Cache (bench_lib.models): `$BENCH_TINY_CACHE`, else `~/.cache/bench_lib/tiny`, with one
+`<name>-<TINY_BUILD_VERSION>/` folder per model. Builders are deterministic: the same call saves
+bitwise-identical files.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import uuid
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -37,7 +34,6 @@ from diffusers import (
     QwenImageEditPlusPipeline,
     QwenImageTransformer2DModel,
 )
-from filelock import FileLock
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
 from transformers import (
@@ -57,10 +53,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-# Bump whenever a builder changes: the cache folder name carries it, so stale builds are never reused.
-BUILD_VERSION = "v2"  # bump when a builder changes: cached copies of older builds are not reused
-CACHE_ENV = "BENCH_TINY_CACHE"
-DEFAULT_CACHE = Path("~/.cache/bench_lib/tiny")
+from ..models import build_tiny
 
 SEED = 0
 NUM_MERGES = 1000
@@ -194,7 +187,7 @@ def build_editor(path: Path, *, pipeline_cls: type = QwenImageEditPipeline) -> N
     pipelines always encode the source at ~1 Mpx.
     """
     tokenizer = build_tokenizer()
-    with _seeded():
+    with seeded():
         transformer = QwenImageTransformer2DModel(
             patch_size=2,
             in_channels=16,
@@ -205,7 +198,7 @@ def build_editor(path: Path, *, pipeline_cls: type = QwenImageEditPipeline) -> N
             joint_attention_dim=16,
             axes_dims_rope=(8, 4, 4),
         )
-    with _seeded():
+    with seeded():
         vae = AutoencoderKLQwenImage(
             base_dim=4,  # the edit pipelines encode every source at ~1 Mpx: width 4 costs ~2.3 s/edit on CPU, 8 ~4 s
             z_dim=4,
@@ -215,7 +208,7 @@ def build_editor(path: Path, *, pipeline_cls: type = QwenImageEditPipeline) -> N
             latents_mean=[0.0] * 4,
             latents_std=[1.0] * 4,
         )
-    with _seeded():
+    with seeded():
         text_encoder = Qwen2_5_VLForConditionalGeneration(_editor_text_encoder_config(tokenizer))
     processor = Qwen2VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
@@ -236,7 +229,7 @@ def build_editor(path: Path, *, pipeline_cls: type = QwenImageEditPipeline) -> N
 def _editor_text_encoder_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
     return Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": _padded_vocab_size(tokenizer),
+            "vocab_size": padded_vocab_size(tokenizer),
             "hidden_size": 16,
             "intermediate_size": 16,
             "num_hidden_layers": 2,
@@ -266,7 +259,7 @@ def build_judge(path: Path, *, moe: bool = False) -> None:
     token for every input, which would make tests that compare outputs across inputs vacuous.
     """
     tokenizer = build_tokenizer()
-    with _seeded():
+    with seeded():
         if moe:
             model = Qwen3VLMoeForConditionalGeneration(_judge_config(tokenizer, moe=True))
         else:
@@ -301,7 +294,7 @@ def build_qwen2_5_vl_judge(path: Path) -> None:
     config.vision_config.out_hidden_size = 64
     config.vision_config.initializer_range = 0.2
     config.initializer_range = 0.2
-    with _seeded():
+    with seeded():
         model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config = _judge_generation_config(tokenizer)
     processor = Qwen2_5_VLProcessor(
@@ -324,7 +317,7 @@ def _judge_generation_config(tokenizer: Qwen2Tokenizer) -> GenerationConfig:
 
 def _judge_config(tokenizer: Qwen2Tokenizer, *, moe: bool = False) -> Qwen3VLConfig | Qwen3VLMoeConfig:
     text = {
-        "vocab_size": _padded_vocab_size(tokenizer),
+        "vocab_size": padded_vocab_size(tokenizer),
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
@@ -370,72 +363,24 @@ def _vision_token_ids(tokenizer: Qwen2Tokenizer) -> dict[str, int]:
     }
 
 
-def _padded_vocab_size(tokenizer: Qwen2Tokenizer) -> int:
+def padded_vocab_size(tokenizer: Qwen2Tokenizer) -> int:
     return math.ceil(len(tokenizer) / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
 @contextmanager
-def _seeded():
+def seeded():
     """A fixed torch seed for reproducible weights, without disturbing the caller's random state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         yield
 
 
-def build_flux_kontext(path: Path) -> None:
-    from .tiny_flux import build_flux_kontext as build
-
-    build(path)
+def build_editor_plus(path: Path) -> None:
+    build_editor(path, pipeline_cls=QwenImageEditPlusPipeline)
 
 
-def build_flux2(path: Path) -> None:
-    from .tiny_flux import build_flux2 as build
-
-    build(path)
-
-
-BUILDERS = {
-    "qwen-image-edit": build_editor,
-    "qwen-image-edit-plus": partial(build_editor, pipeline_cls=QwenImageEditPlusPipeline),
-    "flux-kontext": build_flux_kontext,  # bench_lib/tiny_flux.py
-    "flux2": build_flux2,
-    "qwen3-vl": build_judge,
-    "qwen3-vl-moe": partial(build_judge, moe=True),
-    "qwen2.5-vl": build_qwen2_5_vl_judge,
-}
-
-
-def build_cached(name: str) -> str:
-    """The local folder of tiny model `name`, built into the cache on first use (under a file lock, so
-    processes that start together build it once)."""
-    if name not in BUILDERS:
-        raise ValueError(f"Unknown tiny model 'tiny:{name}'; known: {', '.join('tiny:' + n for n in BUILDERS)}.")
-    target = _cache_dir() / f"{name}-{BUILD_VERSION}"
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{target}.lock"):
-            if not target.is_dir():
-                _build_atomically(name, target)
-    return str(target)
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
-
-
-def _build_atomically(name: str, target: Path) -> None:
-    """Build into a temporary sibling and rename it into place, so a half-built model is never visible."""
-    scratch = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        BUILDERS[name](scratch)
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            # Another process won the race (the file lock may not hold across nodes): keep its copy.
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+def build_moe_judge(path: Path) -> None:
+    build_judge(path, moe=True)
 
 
 def build_lora(path: Path, *, seed: int, base: str = "qwen-image-edit", rank: int = 4) -> Path:
@@ -445,7 +390,7 @@ def build_lora(path: Path, *, seed: int, base: str = "qwen-image-edit", rank: in
     import diffusers
     from peft import LoraConfig, get_peft_model_state_dict
 
-    folder = Path(build_cached(base))
+    folder = Path(build_tiny(base))
     pipeline_cls = getattr(diffusers, json.loads((folder / "model_index.json").read_text())["_class_name"])
     transformer_cls = getattr(diffusers,
                               json.loads((folder / "transformer" / "config.json").read_text())["_class_name"])
