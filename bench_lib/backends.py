@@ -154,6 +154,21 @@ class Judge(Backend):
         again, then judge_failed). No probability at all is off-format whatever this says."""
         return 0.0
 
+    @classmethod
+    def request_budget(cls, cfg: Any) -> Optional[int]:
+        """The most requests the whole run may send the judge (a paid API's budget), or None: no limit. The judge
+        stage gives each process its share (`set_budget`); a backend that reaches it raises
+        `bench_lib.judging.JudgeBudgetReached`."""
+        return None
+
+    def set_budget(self, requests: int) -> None:
+        """This process's share of `request_budget`."""
+
+    def usage_counts(self) -> dict[str, int]:
+        """What this process's judge sent and was charged (requests, retries, tokens), for the report; {}: nothing
+        to say (an in-process model)."""
+        return {}
+
     @abstractmethod
     def generate(self, prompts: list[Prompt]) -> list[Completion]:
         """Generate mode: greedy completions, one per prompt, in order (the batch is the caller's)."""

@@ -14,7 +14,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from PIL import Image
@@ -25,6 +25,7 @@ from .edit_stage import error_text, is_fatal, warn_every_rank
 from .failures import RepeatedFailure, RunFailed, exception_type
 from .judges import Judgement, JudgeRequest
 from .judges.policy import judge as judge_samples
+from .judging import JudgeBudgetReached, JudgeUnavailable
 from .progress import Progress
 from .protocols import Protocol
 from .protocols.base import SampleFacts
@@ -32,6 +33,7 @@ from .store import RunFolder
 from .torch_utils import free_memory
 
 EDITOR_JOB = "editor"
+NOT_JUDGED = "not_judged"  # an outcome the budget left unjudged: no record is written (a rerun judges it)
 
 
 @dataclass
@@ -69,6 +71,7 @@ class JudgeTimings:
     # peak device memory (bytes) in the stage, the judge's load included; None on CPU
     max_memory_allocated: Optional[int] = None
     max_memory_reserved: Optional[int] = None
+    usage: dict = field(default_factory=dict)  # a judge server's: requests, retries, failures, tokens
 
 
 @dataclass
@@ -117,10 +120,27 @@ def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
     failure = kind = None
     try:
         judgements = judge_samples(judge, requests, mode=mode)
+    except JudgeBudgetReached:
+        if len(ready) == 1:
+            raise
+        stopped = None  # one at a time: the samples whose requests were all answered (memoised) keep them
+        for sample in ready:
+            try:
+                judge_batch(judge, [sample], outcomes, load_edited, max_pixels=max_pixels, protocol=protocol,
+                            facts=facts, mode=mode)
+            except JudgeBudgetReached as err:
+                stopped = err
+                outcomes[sample.id].status = NOT_JUDGED
+        if stopped is not None:
+            raise stopped from None
+        return
     except Exception as err:
         if is_fatal(err):
             raise
-        warn_every_rank("judging %s failed:\n%s", [s.id for s in ready], traceback.format_exc())
+        if isinstance(err, JudgeUnavailable):  # a server that failed for good: its reason says it all
+            warn_every_rank("judging %s failed: %s", [s.id for s in ready], error_text(err))
+        else:
+            warn_every_rank("judging %s failed:\n%s", [s.id for s in ready], traceback.format_exc())
         failure, kind = error_text(err), exception_type(err)
     if failure is not None:
         free_memory()  # outside the except block, so the failed batch's tensors can go
@@ -147,7 +167,7 @@ def judge_record(sample_id: str, outcome: JudgeOutcome, attempt: int) -> dict[st
     return {"id": sample_id, "status": outcome.status, "error": outcome.error,
             "answers": judgement.answers, "distributions": judgement.distributions, "rationale": judgement.rationale,
             "parse": judgement.parse if outcome.judgement is not None else None,
-            "raw": judgement.raw, "digit_mass": judgement.digit_mass, "attempt": attempt}
+            "raw": judgement.raw, "digit_mass": judgement.digit_mass, "tokens": judgement.tokens, "attempt": attempt}
 
 
 # --- the plan -------------------------------------------------------------------------------------------
@@ -210,6 +230,7 @@ class JudgeStage:
         self.facts = facts  # each sample's, by id
         self.logger = logger
         self.timings = JudgeTimings()
+        self.budget_reached: Optional[str] = None  # the judge's request budget stopped the stage (the same on all)
 
     def run(self, jobs: list[JudgeJob], plan: list[tuple[int, list[int]]], *,
             done_ok: int = 0) -> list[list[dict[str, Any]]]:
@@ -221,12 +242,15 @@ class JudgeStage:
         sizes = [[len(plan[i][1]) for i in range(rank, len(plan), world)] for rank in range(world)]
         judge = None
         dist.reset_peak_memory()  # the edit stage's peak is its own
+        budget = self.judge_class(self.cfg).request_budget(self.cfg.judge_backend)
         if mine:  # load only on a rank that has something to judge
             t0 = time.perf_counter()
             judge = load_judge(self.judge_class(self.cfg), self.cfg.judge_backend, self.cfg.judge, device=dist.device,
                                device_map=dist.judge_device_map(), trust_remote_code=self.cfg.run.trust_remote_code)
             self.timings.load_judge = time.perf_counter() - t0
             self.timings.loads += 1
+            if budget is not None:  # each process its share, the first `budget % world` one more
+                judge.set_budget(budget // world + (dist.rank < budget % world))
         writers = {j: job.folder.record_writer(job.attempt, job.record_kind, dist.rank) for j, job in enumerate(jobs)}
         records: list[list[dict[str, Any]]] = [[] for _ in jobs]
         variants = sum(job.kind == EDITOR_JOB for job in jobs)
@@ -236,7 +260,7 @@ class JudgeStage:
         progress = Progress(label, sum(len(batch) for _, batch in plan), unit="judgement", enabled=dist.is_main)
         started = time.perf_counter()
         watch = RepeatedFailure(dist, "judged", done_ok=done_ok)
-        rounds, stop = max(per_rank, default=0), None
+        rounds, stop, spent = max(per_rank, default=0), None, None
         for round_index in range(rounds):  # the same number of rounds on every rank
             attempts = []
             if round_index < len(mine):
@@ -244,8 +268,15 @@ class JudgeStage:
                 job = jobs[j]
                 batch = [job.samples[i] for i in indices]
                 outcomes = {s.id: JudgeOutcome() for s in batch}
-                judge_batch(judge, batch, outcomes, job.load_edited, max_pixels=self.cfg.judge.judge_max_pixels,
-                            protocol=self.protocol, facts=self.facts, mode=self.cfg.judge.judge_mode)
+                try:
+                    judge_batch(judge, batch, outcomes, job.load_edited, max_pixels=self.cfg.judge.judge_max_pixels,
+                                protocol=self.protocol, facts=self.facts, mode=self.cfg.judge.judge_mode)
+                except JudgeBudgetReached as err:
+                    spent = str(err)
+                    for sample in batch:  # the samples it left unjudged: no record, a rerun judges them
+                        if outcomes[sample.id].judgement is None and outcomes[sample.id].status == "ok":
+                            outcomes[sample.id].status = NOT_JUDGED
+                batch = [s for s in batch if outcomes[s.id].status != NOT_JUDGED]
                 batch_records = [judge_record(s.id, outcomes[s.id], job.attempt) for s in batch]
                 writers[j].write(batch_records)
                 records[j] += batch_records
@@ -257,12 +288,18 @@ class JudgeStage:
             progress.update_to(sum(sum(s[:round_index + 1]) for s in sizes))
             if stop:
                 break
+            if budget is not None:  # every rank stops after the round in which any rank spent its share
+                spent = next((text for text in dist.all_gather([spent]) if text), None)
+                if spent:
+                    self.budget_reached = spent
+                    break
         progress.close()
         self.timings.judge = time.perf_counter() - started
         peaks = dist.peak_memory()
         self.timings.max_memory_allocated, self.timings.max_memory_reserved = (peaks["max_memory_allocated"],
                                                                               peaks["max_memory_reserved"])
         if judge is not None:
+            self.timings.usage = judge.usage_counts()
             judge.close()
             del judge
         free_memory()

@@ -102,6 +102,16 @@ class ScalePrompt:
     reply_prefix: Optional[str] = None
 
 
+class JudgeUnavailable(RuntimeError):
+    """A judge backend could not get an answer for good (a judge server's request failed after its retries): the
+    sample is judge_failed with this message, and the judge stage logs it in one line, without a traceback."""
+
+
+class JudgeBudgetReached(Exception):
+    """A judge backend's request budget is spent: the judge stage stops on every rank, the run writes the report of
+    what was judged and exits 1 (a rerun continues with what is left)."""
+
+
 class AnswerFormatError(ValueError):
     """A generated answer that does not follow the answer format."""
 
@@ -276,6 +286,8 @@ class Reading:
     distribution: list[float]
     mass: float
     instead: Callable[[], str] = field(default=lambda: "", repr=False, compare=False)
+    prompt_tokens: Optional[int] = None  # what the reading was charged, where the backend knows (a judge server)
+    completion_tokens: Optional[int] = None
 
 
 class ScaleReader(ABC):
@@ -311,3 +323,4 @@ class Judgement:
     raw: list[str] = field(default_factory=list)  # the answers that did not parse, in order
     rationale: Optional[str] = None  # generate mode
     digit_mass: Optional[dict[str, float]] = None  # logits mode: P(answering on the question's scale at all)
+    tokens: Optional[dict[str, int]] = None  # {"prompt": n, "completion": m} over every request, where known

@@ -21,7 +21,7 @@ from .judges import Rubrics
 from .protocols import Protocol
 from .protocols.base import SampleFacts
 from .provenance import collect as collect_provenance
-from .report import CHART_FILE, build_report, render_markdown, timing_summary, write_chart
+from .report import CHART_FILE, build_report, judge_usage, render_markdown, timing_summary, write_chart
 from .results import baseline_edit, build_row, conform, results_features, results_schema
 from .scoring import FORMULA_TEXT
 from .store import (
@@ -44,7 +44,7 @@ def rank_timings(edit, judge, free_editor: float) -> dict[str, float]:
     return {"load_editor": edit.load_editor, "edit": edit.edit, "barrier_wait": edit.barrier_wait,
             "adapter_swap": edit.swap, "edited": edit.edited, "switch": free_editor + judge.load_judge,
             "judge": judge.judge, "judged": judge.judged, "editor_loads": edit.loads, "adapter_swaps": edit.swaps,
-            "judge_loads": judge.loads,
+            "judge_loads": judge.loads, **{f"judge_{name}": value for name, value in judge.usage.items()},
             **{f"{name}_{peak}": getattr(stage, peak) for name, stage in (("edit", edit), ("judge", judge))
                for peak in ("max_memory_allocated", "max_memory_reserved")}}
 
@@ -97,6 +97,8 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
         timings = folder.worked_timings() or timings
     report = build_report(rows, timings=timings, meta=meta, baselines=baseline_rows, provenance=provenance,
                           protocol=protocol)
+    report["judge_usage"] = judge_usage(rows, baseline_rows, timings["per_rank"],
+                                        getattr(cfg.judge_backend, "judge_price_per_mtok", None))
     results_text = jsonl_text(rows)
     baseline_texts = {name: jsonl_text(brows) for name, brows in baseline_rows.items()}
     report["results_features"] = results_features(schema_of(rows, protocol)).to_dict()  # datasets.Features

@@ -180,6 +180,7 @@ EDITORS = Registry("editor", base="bench_lib.backends:Editor", builtins={
 })
 JUDGES = Registry("judge", base="bench_lib.backends:Judge", builtins={
     "qwen_vl": "bench_lib.judges.qwen_vl:QwenVLJudge",
+    "openai": "bench_lib.judges.openai_api:OpenAIJudge",
 })
 PROTOCOLS = Registry("protocol", base="bench_lib.protocols.base:Protocol", builtins={
     "default": "bench_lib.protocols.default:DefaultProtocol",

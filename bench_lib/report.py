@@ -279,6 +279,7 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
         lines.append(f"| {rank} | {t.get('edited', 0)} | {fmt(t['edit_s_per_image'], 3)} | "
                      f"{fmt(t.get('barrier_wait'), 1)} | {fmt(t.get('switch'), 1)} | {t.get('judged', 0)} | "
                      f"{fmt(t['judge_s_per_sample'], 3)} | {_memory(t, 'edit')} | {_memory(t, 'judge')} |")
+    lines += judge_usage_lines(report.get("judge_usage"))
     failures = overall["failed_by_status"]
     if failures:
         lines += ["", "Failures by status: " + ", ".join(f"`{k}` {v}" for k, v in failures.items())
@@ -378,3 +379,35 @@ def write_chart(path, report: dict[str, Any], metric: Metric) -> bool:
     save_png(figure_image(figure), path,
              text={STAMP_TEXT_KEY: stamp_line(report["stamp"])} if report.get("stamp") else None)
     return True
+
+
+def judge_usage(rows: list[dict[str, Any]], baselines: dict[str, list[dict[str, Any]]],
+                per_rank: list[dict[str, Any]], price_per_mtok: Optional[dict[str, float]]) -> Optional[dict[str, Any]]:
+    """A judge server's bill, or None for an in-process judge: this attempt's requests, retries and requests that
+    failed for good (over every rank), the tokens of every judged sample's rows (earlier attempts' included, the
+    baselines' too) and, with a price table (per million tokens), their cost."""
+    usage = [t for t in per_rank if "judge_requests" in t]
+    every = [*rows, *(r for brows in baselines.values() for r in brows)]
+    counted = [r["judge_tokens"] for r in every if r.get("judge_tokens")]
+    if not usage and not counted:
+        return None
+    prompt, completion = sum(t["prompt"] for t in counted), sum(t["completion"] for t in counted)
+    out = {"requests": sum(t["judge_requests"] for t in usage), "retries": sum(t["judge_retries"] for t in usage),
+           "failed_requests": sum(t["judge_failures"] for t in usage), "samples_with_tokens": len(counted),
+           "prompt_tokens": prompt, "completion_tokens": completion,
+           "price_per_mtok": price_per_mtok or None, "cost": None}
+    if price_per_mtok:
+        out["cost"] = round((prompt * price_per_mtok.get("prompt", 0.0)
+                             + completion * price_per_mtok.get("completion", 0.0)) / 1e6, 6)
+    return out
+
+
+def judge_usage_lines(usage: Optional[dict[str, Any]]) -> list[str]:
+    if not usage:
+        return []
+    cost = f"; cost {usage['cost']:.4f} at {usage['price_per_mtok']} per million tokens" \
+        if usage.get("cost") is not None else ""
+    return ["", f"Judge server: {usage['requests']} requests in this attempt ({usage['retries']} retries, "
+                f"{usage['failed_requests']} failed for good); {usage['prompt_tokens']} prompt and "
+                f"{usage['completion_tokens']} completion tokens over the {usage['samples_with_tokens']} judged "
+                f"samples{cost}."]

@@ -26,6 +26,7 @@ _FIXED: dict[str, Any] = {
     "subscores": {name: "float64" for name in SUBSCORES}, "rubric": "string", "rubric_sha256": "string",
     "rationale": "string", "judge_parse": "string", "judge_raw": ["string"], "digit_mass": None,
     "human_score": "float64", "extras": None, "flags": ["string"], "attempts": {"edit": "int64", "judge": "int64"},
+    "judge_tokens": {"prompt": "int64", "completion": "int64"},
 }
 
 
@@ -120,6 +121,7 @@ def build_row(sample: Sample, *, edit: dict[str, Any], judgement: Optional[dict[
         "extras": {k: v for k, v in sample.fields.items() if k not in FIELD_COLUMNS},  # the format's own flags
         "flags": edit.get("flags") or [],
         "attempts": {"edit": edit.get("attempt"), "judge": judged.get("attempt")},  # see run.json "history"
+        "judge_tokens": judged.get("tokens"),  # tokens the judge server charged for the sample; null: not known
     }
 
 

@@ -148,6 +148,8 @@ def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = No
             if dist.is_main:
                 write_sweep_report(top, variants, done["per_unit"])
             dist.barrier()
+        if done["budget_reached"]:  # after every report is written: exit 1, a rerun continues
+            raise RunFailed(done["budget_reached"])
         if done["unscored"]:  # after every report is written: the run fails if any unit scored nothing
             raise nothing_scored(done["unscored"])
     except RunFailed as err:  # every rank raised it at the same barrier
@@ -248,6 +250,9 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
         for u in units for s in samples)
     new_judgements = judge_stage.run(jobs, batches, done_ok=judged_ok)
     gathered = [dist.gather(records) for records in new_judgements]  # the same order on every rank
+    if judge_stage.budget_reached and dist.is_main:  # the report says which samples the budget left unjudged
+        gathered = [records + not_judged(job, {r["id"] for r in records}, judge_stage.budget_reached)
+                    for job, records in zip(jobs, gathered)]
     per_unit = [dist.gather([{"timings": rank_timings(job_timings, judge_stage.timings,
                                                       edit_stage.timings.free_editor),
                               "device": device_name(dist.device)}]) for job_timings in edit_stage.job_timings]
@@ -267,7 +272,15 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
                                              f"reports are written in {unit.folder.root} (see each row's error)"))
     unscored = dist.all_gather([unscored] if dist.is_main else [])[0]  # also the barrier after the reports
     # main process: each unit's per-rank timings; every rank: the folders that scored nothing (exit code 1)
-    return {"per_unit": per_unit, "unscored": unscored}
+    return {"per_unit": per_unit, "unscored": unscored, "budget_reached": judge_stage.budget_reached}
+
+
+def not_judged(job: JudgeJob, judged: set[str], why: str) -> list[dict[str, Any]]:
+    """Rows-only judge records (never written to the records, so a rerun judges them) of the job's samples that the
+    judge's request budget left unjudged."""
+    return [{"id": s.id, "status": "judge_failed", "error": f"not judged: {why}", "answers": None,
+             "distributions": None, "rationale": None, "parse": None, "raw": [], "digit_mass": None, "tokens": None,
+             "attempt": job.attempt} for s in job.samples if s.id not in judged]
 
 
 def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: dict[str, SampleFacts],

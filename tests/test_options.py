@@ -26,7 +26,7 @@ def test_keys_that_pick_a_registered_thing_name_their_registry():
     ("protocol", "viescor", ["`protocol`: unknown protocol 'viescor' (did you mean 'viescore'?)", "'re_edit'"]),
     ("dataset_format", "manifst", ["unknown format 'manifst' (did you mean 'manifest'?)", "['auto', 'manifest'"]),
     ("baselines", "identity, blnk", ["`baselines`: unknown baseline 'blnk' (did you mean 'blank'?)"]),
-    ("judge", "qwen-vl", ["unknown judge 'qwen-vl' (did you mean 'qwen_vl'?); known: ['qwen_vl']"]),
+    ("judge", "qwen-vl", ["unknown judge 'qwen-vl' (did you mean 'qwen_vl'?); known: ['qwen_vl', 'openai']"]),
 ])
 def test_a_name_that_is_not_registered_is_a_config_error_with_the_nearest(key, value, fragments):
     with pytest.raises(ConfigError) as err:

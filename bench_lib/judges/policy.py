@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from ..judging import AnswerFormatError, Judgement, JudgeRequest, Reading
 
@@ -63,22 +63,35 @@ def _generate_group(backend: Judge, members: list[tuple[int, JudgeRequest]], jud
                     rationales: list[list[tuple[str, str]]]) -> None:
     requests = [request for _, request in members]
     questions, answer_format = requests[0].questions, requests[0].answer_format
-    texts = _generate(backend, [r.prompt(answer_format.instruction(questions)) for r in requests])
+    texts = _generate(backend, [r.prompt(answer_format.instruction(questions)) for r in requests],
+                      [judgements[i] for i, _ in members])
     retry = [k for k, text in enumerate(texts) if not _accept_text(members[k], text, judgements, rationales)]
     if retry:  # one batched re-ask of the answers that did not parse
         texts = _generate(backend, [requests[k].prompt(answer_format.instruction(questions, strict=True))
-                                    for k in retry])
+                                    for k in retry], [judgements[members[k][0]] for k in retry])
         for k, text in zip(retry, texts):
             i = members[k][0]
             if _accept_text(members[k], text, judgements, rationales, final=True) and judgements[i].parse == "ok":
                 judgements[i].parse = "reasked"
 
 
-def _generate(backend: Judge, prompts: list) -> list[str]:
+def _generate(backend: Judge, prompts: list, owners: list[Judgement]) -> list[str]:
     completions = backend.generate(prompts)
     if len(completions) != len(prompts):  # a backend bug: never pair answers with the wrong samples
         raise RuntimeError(f"the judge backend returned {len(completions)} completions for {len(prompts)} prompts")
+    for judgement, completion in zip(owners, completions):
+        count_tokens(judgement, completion.prompt_tokens, completion.completion_tokens)
     return [completion.text for completion in completions]
+
+
+def count_tokens(judgement: Judgement, prompt: Optional[int], completion: Optional[int]) -> None:
+    """Add one request's token counts to its sample's (where the backend knows them: a judge server's usage)."""
+    if prompt is None and completion is None:
+        return
+    tokens = judgement.tokens or {"prompt": 0, "completion": 0}
+    tokens["prompt"] += prompt or 0
+    tokens["completion"] += completion or 0
+    judgement.tokens = tokens
 
 
 def _accept_text(member: tuple[int, JudgeRequest], text: str, judgements: list[Judgement],
@@ -112,6 +125,8 @@ def _logits_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judge
     with backend.read_scales(requests) as reader:
         for q in questions:
             readings = _read(reader, answer_format.scale_prompt(q), every)
+            for k in every:
+                count_tokens(judgements[members[k][0]], readings[k].prompt_tokens, readings[k].completion_tokens)
             off = [k for k in every if off_format(readings[k].mass, min_mass)]
             if off:  # one re-ask of the off-format rows, with the strict question
                 for k in off:
@@ -119,6 +134,7 @@ def _logits_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judge
                 again = _read(reader, answer_format.scale_prompt(q, strict=True), off)
                 for k in off:
                     readings[k] = again[k]
+                    count_tokens(judgements[members[k][0]], again[k].prompt_tokens, again[k].completion_tokens)
                     if off_format(again[k].mass, min_mass):
                         judgements[members[k][0]].raw.append(f"{q.name} (re-asked): {again[k].instead()}")
             for k, (i, _) in enumerate(members):
