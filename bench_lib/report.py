@@ -387,11 +387,11 @@ def judge_usage(rows: list[dict[str, Any]], baselines: dict[str, list[dict[str, 
     failed for good (over every rank), the tokens of every judged sample's rows (earlier attempts' included, the
     baselines' too) and, with a price table (per million tokens), their cost."""
     usage = [t for t in per_rank if "judge_requests" in t]
+    if not usage:  # an in-process judge
+        return None
     every = [*rows, *(r for brows in baselines.values() for r in brows)]
     counted = [r["judge_tokens"] for r in every if r.get("judge_tokens")]
-    if not usage and not counted:
-        return None
-    prompt, completion = sum(t["prompt"] for t in counted), sum(t["completion"] for t in counted)
+    prompt, completion = sum(t["prompt"] or 0 for t in counted), sum(t["completion"] or 0 for t in counted)
     out = {"requests": sum(t["judge_requests"] for t in usage), "retries": sum(t["judge_retries"] for t in usage),
            "failed_requests": sum(t["judge_failures"] for t in usage), "samples_with_tokens": len(counted),
            "prompt_tokens": prompt, "completion_tokens": completion,

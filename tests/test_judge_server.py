@@ -300,12 +300,13 @@ def test_budget_faults_and_resume(server, reference, proxy, tmp_path, monkeypatc
             assert key.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.parametrize("case", ["key_name", "dead_url", "unknown_model", "no_logprobs"])
+@pytest.mark.parametrize("case", ["key_name", "dead_url", "no_such_host", "unknown_model", "no_logprobs"])
 def test_a_server_that_cannot_judge_is_one_line_and_exit_2_before_any_edit(server, tmp_path, case):
     url, model = server
     manifest = make_manifest(tmp_path, 1)
     extra = {"key_name": {"judge_api_key_env": "BENCH_TEST_NO_SUCH_VARIABLE"},
              "dead_url": {"judge_base_url": f"http://127.0.0.1:{free_port()}/v1"},
+             "no_such_host": {"judge_base_url": "http://no-such-host.invalid:8000/v1"},  # a DNS failure
              "unknown_model": {"judge_model": "no-such-model"},
              "no_logprobs": {"judge_mode": "logits"}}[case]  # transformers serve returns no log-probabilities
     recipe = write_recipe(tmp_path, manifest, url, model, **extra)
@@ -316,6 +317,7 @@ def test_a_server_that_cannot_judge_is_one_line_and_exit_2_before_any_edit(serve
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert {"key_name": "BENCH_TEST_NO_SUCH_VARIABLE is not set", "dead_url": "cannot be reached",
+            "no_such_host": "cannot be reached",
             "unknown_model": "does not serve `judge_model` 'no-such-model'",
             "no_logprobs": "returned no top_logprobs"}[case] in lines[0]
     assert not (tmp_path / "out").exists()  # nothing edited, nothing written

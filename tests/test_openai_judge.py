@@ -113,3 +113,20 @@ def test_a_key_variable_name_is_accepted():
     cfg = config_from_dict({**BASE, "judge_api_key_env": "OPENAI_API_KEY", "judge_price_per_mtok":
                             {"prompt": 2.0, "completion": 8.0}})
     assert cfg.judge_backend.judge_api_key_env == "OPENAI_API_KEY"
+
+
+def test_the_report_prices_the_tokens_of_every_judged_sample():
+    from bench_lib.report import judge_usage, judge_usage_lines
+
+    rows = [{"judge_tokens": {"prompt": 1_000_000, "completion": 250_000}}, {"judge_tokens": None},
+            {"judge_tokens": {"prompt": 500_000, "completion": None}}]
+    baselines = {"blank": [{"judge_tokens": {"prompt": 500_000, "completion": 50_000}}]}
+    per_rank = [{"judge_requests": 7, "judge_retries": 2, "judge_failures": 1}, {"judge_requests": 5,
+                                                                                 "judge_retries": 0,
+                                                                                 "judge_failures": 0}]
+    usage = judge_usage(rows, baselines, per_rank, {"prompt": 2.0, "completion": 8.0})
+    assert (usage["requests"], usage["retries"], usage["failed_requests"]) == (12, 2, 1)
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["samples_with_tokens"]) == (2_000_000, 300_000, 3)
+    assert usage["cost"] == 2 * 2.0 + 0.3 * 8.0
+    assert "12 requests" in judge_usage_lines(usage)[1] and "cost 6.4000" in judge_usage_lines(usage)[1]
+    assert judge_usage(rows, {}, [{"judged": 3}], None) is None  # an in-process judge: no bill

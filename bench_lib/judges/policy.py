@@ -88,9 +88,10 @@ def count_tokens(judgement: Judgement, prompt: Optional[int], completion: Option
     """Add one request's token counts to its sample's (where the backend knows them: a judge server's usage)."""
     if prompt is None and completion is None:
         return
-    tokens = judgement.tokens or {"prompt": 0, "completion": 0}
-    tokens["prompt"] += prompt or 0
-    tokens["completion"] += completion or 0
+    tokens = judgement.tokens or {"prompt": None, "completion": None}  # None: not known (an in-process judge's)
+    for name, count in (("prompt", prompt), ("completion", completion)):
+        if count is not None:
+            tokens[name] = (tokens[name] or 0) + count
     judgement.tokens = tokens
 
 
