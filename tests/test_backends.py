@@ -159,7 +159,7 @@ def test_backend_names_and_keys_of_other_backends():
         config_from_dict({**DEMO, "editor": "precomputed", "edit_dir": "x"})
     keys = all_keys()
     assert [k.section for k in keys["edits_dir"]] == ["editor:precomputed"]
-    assert [k.section for k in keys["judge_model"]] == ["judge:qwen_vl"]
+    assert [k.section for k in keys["judge_model"]] == ["judge:openai", "judge:qwen_vl"]  # one key, two backends
 
 
 def test_fingerprint_sections_are_plain_json():

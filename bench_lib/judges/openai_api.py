@@ -64,6 +64,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KEY_LIKE = re.compile(r"^(sk-|sk_|Bearer\s)|^[A-Za-z0-9_\-]{32,}$")
 TOP_LOGPROBS = 20  # the most the OpenAI API and vLLM return per token
 BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 30.0
+MAX_WAIT_S = 600.0  # the longest Retry-After honoured as given
 MEMO_SIZE = 512  # answers kept for a batch judged again one sample at a time (bench_lib.judge_stage)
 
 
@@ -71,8 +72,8 @@ MEMO_SIZE = 512  # answers kept for a batch judged again one sample at a time (b
 class OpenAIJudgeConfig:
     judge_model: str = option(
         "", result=True, path="local",
-        help="The served model's name (a Qwen-VL judge for qwen_vl: hub id or local folder; 'tiny:<name>' builds a "
-             "tiny one; for openai: the name the server serves, e.g. gpt-4.1-2025-04-14).")
+        help="The judge model. qwen_vl: a Qwen-VL hub id or local folder ('tiny:<name>' builds a tiny one); openai: "
+             "the name the server serves, e.g. gpt-4.1-2025-04-14.")
     judge_max_new_tokens: int = option(
         256, result=True, help="generate mode: the most tokens the judge may write per answer (openai: max_tokens).")
     judge_min_digit_mass: float = option(
@@ -457,11 +458,15 @@ class OpenAIJudge(Judge):
                         and "model" in why.lower():
                     raise ConfigError(f"the judge server at {where} does not serve `judge_model` "
                                       f"{cfg.judge_model!r}: {why}") from None
+                if isinstance(err, openai.APIStatusError) and err.status_code in (401, 403):
+                    raise ConfigError(f"the judge server at {where} refused the key"
+                                      f"{' in ' + cfg.judge_api_key_env if cfg.judge_api_key_env else ''}: "
+                                      f"{why}") from None
                 if not retryable or retry == cfg.judge_max_retries:
                     raise ConfigError(f"the judge server at {where} did not answer the preflight request for "
                                       f"{cfg.judge_model!r}{f' after {retry + 1} tries' if retryable else ''}: "
                                       f"{why}") from None
-                time.sleep(wait if wait is not None else backoff_s(retry, rng))
+                time.sleep(min(wait, MAX_WAIT_S) if wait is not None else backoff_s(retry, rng))
         if logits and not response_steps(response):
             raise ConfigError(f"judge_mode logits needs log-probabilities, and the judge server at {where} returned "
                               f"no top_logprobs for {cfg.judge_model!r}: use --judge_mode generate with this server "
@@ -594,7 +599,7 @@ class OpenAIJudge(Judge):
                 self._remember(digest, out)
                 return out
             if retry < self.cfg.judge_max_retries:
-                time.sleep(wait if wait is not None else backoff_s(retry, self._rng))
+                time.sleep(min(wait, MAX_WAIT_S) if wait is not None else backoff_s(retry, self._rng))
         with self._lock:
             self.usage.failures += 1
         failure = type(last)(f"the judge server failed {retry + 1} time(s): {last}")
