@@ -307,25 +307,36 @@ def test_budget_faults_and_resume(server, reference, proxy, tmp_path, monkeypatc
             assert key.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.parametrize("case", ["key_name", "dead_url", "no_such_host", "unknown_model", "no_logprobs"])
-def test_a_server_that_cannot_judge_is_one_line_and_exit_2_before_any_edit(server, tmp_path, case):
+CANNOT_JUDGE = {  # case -> (recipe keys, what the one line says)
+    "key_name": ({"judge_api_key_env": "BENCH_TEST_NO_SUCH_VARIABLE"}, "BENCH_TEST_NO_SUCH_VARIABLE is not set"),
+    "dead_url": ({"judge_base_url": f"http://127.0.0.1:{free_port()}/v1"}, "cannot be reached"),
+    "no_such_host": ({"judge_base_url": "http://no-such-host.invalid:8000/v1"}, "cannot be reached"),  # DNS
+    "unknown_model": ({"judge_model": "no-such-model"}, "does not serve `judge_model` 'no-such-model'"),
+    "no_logprobs": ({"judge_mode": "logits"}, "returned no top_logprobs"),  # transformers serve returns none
+}
+
+
+def test_a_server_that_cannot_judge_is_one_line_and_exit_2_before_any_edit(server, tmp_path, monkeypatch):
+    """Each case is refused by the preflight (in process: the checks the command line runs first), without a
+    retry; the command line turns one into one line and exit code 2 before anything is written."""
+    from bench_lib import parse_config
+    from bench_lib.config import ConfigError
+    from bench_lib.preflight import preflight
+
     url, model = server
+    key = "sk-test-" + secrets.token_hex(16)
+    monkeypatch.setenv(KEY_ENV, key)
     manifest = make_manifest(tmp_path, 1)
-    extra = {"key_name": {"judge_api_key_env": "BENCH_TEST_NO_SUCH_VARIABLE"},
-             "dead_url": {"judge_base_url": f"http://127.0.0.1:{free_port()}/v1"},
-             "no_such_host": {"judge_base_url": "http://no-such-host.invalid:8000/v1"},  # a DNS failure
-             "unknown_model": {"judge_model": "no-such-model"},
-             "no_logprobs": {"judge_mode": "logits"}}[case]  # transformers serve returns no log-probabilities
-    recipe = write_recipe(tmp_path, manifest, url, model, **extra)
-    env = {**os.environ, KEY_ENV: "sk-test-" + secrets.token_hex(16)}
-    done = subprocess.run([sys.executable, "run_benchmark.py", "--config", str(recipe)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    for case, (extra, line) in CANNOT_JUDGE.items():
+        recipe = write_recipe(tmp_path, manifest, url, model, **extra)
+        with pytest.raises(ConfigError) as err:
+            preflight(parse_config(["--config", str(recipe)]))
+        assert line in str(err.value) and key not in str(err.value), (case, str(err.value))
+    recipe = write_recipe(tmp_path, manifest, url, model, **CANNOT_JUDGE["unknown_model"][0])
+    done = subprocess.run([sys.executable, "run_benchmark.py", "--config", str(recipe)], cwd=ROOT,
+                          env={**os.environ, KEY_ENV: key}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert {"key_name": "BENCH_TEST_NO_SUCH_VARIABLE is not set", "dead_url": "cannot be reached",
-            "no_such_host": "cannot be reached",
-            "unknown_model": "does not serve `judge_model` 'no-such-model'",
-            "no_logprobs": "returned no top_logprobs"}[case] in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and CANNOT_JUDGE["unknown_model"][1] in lines[0]
     assert not (tmp_path / "out").exists()  # nothing edited, nothing written
-    assert env[KEY_ENV] not in done.stderr
+    assert key not in done.stderr
