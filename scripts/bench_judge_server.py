@@ -12,6 +12,8 @@ same greedy tokens (tests/test_judge_server.py), so they do the same work.
 
     python scripts/bench_judge_server.py --judge_model tiny:qwen3-vl --num_samples 16 --concurrency 1,4,16
 
+`--base_url` times a server already serving the judge's folder instead of starting one.
+
 Prints a Markdown table; `--output FILE` also writes the numbers as JSON.
 """
 
@@ -52,6 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--judge_max_pixels", type=int, default=512 * 512)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, in-process and in the server")
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--base_url", help="a server already serving the judge's folder (default: start one)")
     return parser.parse_args(argv)
 
 
@@ -109,7 +112,7 @@ def main(argv=None) -> None:
     record("in-process (qwen_vl)", f"batch of {n}", time.perf_counter() - start)
     local.close()
 
-    proc, url = start_server(folder, args.threads)
+    proc, url = (None, args.base_url) if args.base_url else start_server(folder, args.threads)
     try:
         for concurrency in [int(c) for c in args.concurrency.split(",")]:
             cfg = OpenAIJudgeConfig(judge_model=folder, judge_base_url=url, judge_concurrency=concurrency,
@@ -126,8 +129,9 @@ def main(argv=None) -> None:
                    sum(c.completion_tokens or 0 for c in completions))
             remote.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
     rows = {(r["path"].split(" ")[0], r["setting"]): r for r in results["rows"]}
     overhead = rows[("server", "judge_concurrency 1")]["s_per_judgement"] - \
         rows[("in-process", "one prompt per call")]["s_per_judgement"] if ("server", "judge_concurrency 1") in rows \

@@ -340,3 +340,20 @@ def test_a_server_that_cannot_judge_is_one_line_and_exit_2_before_any_edit(serve
     assert len(lines) == 1 and lines[0].startswith("error: ") and CANNOT_JUDGE["unknown_model"][1] in lines[0]
     assert not (tmp_path / "out").exists()  # nothing edited, nothing written
     assert key not in done.stderr
+
+
+def test_bench_judge_server(server, tmp_path, monkeypatch):
+    """scripts/bench_judge_server.py's smoke test, on this module's server: every setting measured and written,
+    and the server's answers checked equal to the in-process judge's inside the script."""
+    from test_scripts import load_script
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    bench = load_script("bench_judge_server")
+    url, folder = server
+    out = tmp_path / "bench.json"
+    bench.main(["--judge_model", folder, "--num_samples", "2", "--new_tokens", "4", "--concurrency", "1,2",
+                "--image_side", "32", "--base_url", url, "--output", str(out)])
+    result = json.loads(out.read_text())
+    assert [r["setting"] for r in result["rows"]] == ["one prompt per call", "batch of 2", "judge_concurrency 1",
+                                                     "judge_concurrency 2"]
+    assert all(r["seconds"] > 0 for r in result["rows"]) and result["http_overhead_s_per_judgement"] is not None
