@@ -241,7 +241,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     jobs += baseline_jobs(cfg, units[0], shared, samples)
     batches = dist.on_main(lambda: plan_judge_batches(jobs, protocol, facts,
                                                       batch_size=cfg.judge.judge_batch_size,
-                                                      max_pixels=cfg.judge.judge_max_pixels))
+                                                      max_pixels=protocol.max_pixels(cfg.judge)))
     judge_stage = JudgeStage(dist, cfg, protocol, facts, logger=logger)
     judged_ok = sum(r.get("status") == "ok" for records in shared.values() for r in records.values()) + sum(
         u.plan.edits[s.id]["status"] == "ok" and u.plan.judgements.get(s.id, {}).get("status") == "ok"
@@ -275,7 +275,8 @@ def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: di
                 judged_now: int, logger) -> Counter:
     cfg, plan = unit.cfg, unit.plan
     edits, judgements = plan.edits, plan.judgements
-    rows, baseline_rows = build_rows(samples, edits, judgements, plan.baseline_records, protocol, facts)
+    rows, baseline_rows = build_rows(samples, edits, judgements, plan.baseline_records, protocol, facts,
+                                     failure_policy=cfg.judge.failure_policy)
     local = Path(cfg.data.dataset).expanduser()
     meta = {"dataset": cfg.data.dataset, "dataset_path": str(local.resolve()) if local.exists() else None,
             "editor": cfg.editor.editor,
@@ -287,7 +288,8 @@ def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: di
             "reused_judgements": sum(edits[s.id]["status"] == "ok" for s in samples) - judged_now,
             "started": started.isoformat(timespec="seconds")}
     write_outputs(cfg, unit.folder, rows=rows, baseline_rows=baseline_rows, per_rank=per_rank, samples=samples,
-                  rubrics=rubrics, protocol=protocol, meta=meta, edit_records=[edits[s.id] for s in samples])
+                  rubrics=rubrics, protocol=protocol, meta=meta, edit_records=[edits[s.id] for s in samples],
+                  judge_records={s.id: judgements[s.id] for s in samples if s.id in judgements})
     statuses = Counter(row["status"] for row in rows)
     log = logger.info if statuses["ok"] == len(rows) else logger.warning
     log("%sstatuses: %s; wrote %s", f"{unit.label}: " if unit.label else "", dict(statuses),

@@ -3,6 +3,7 @@
 rules)."""
 
 from ..config import ConfigError
+from ..prompt_files import load_prompt_file
 from ..registry import PROTOCOLS
 from .base import Answer, Ask, Protocol, Question, SampleView, unmapped_categories, view_of
 
@@ -11,8 +12,15 @@ __all__ = ["PROTOCOLS", "Answer", "Ask", "Protocol", "Question", "SampleView", "
 
 
 def make_protocol(judge_cfg, rubrics) -> Protocol:
-    """The configured protocol (`judge_cfg.protocol`), checking that `category_map` names its dimensions."""
-    protocol = PROTOCOLS.get(judge_cfg.protocol)(judge_cfg, rubrics)
+    """The configured protocol (`judge_cfg.protocol`), checking that `category_map` names its dimensions; with
+    `judge_prompts`, its texts read from the benchmark's own file (bench_lib.prompt_files)."""
+    cls = PROTOCOLS.get(judge_cfg.protocol)
+    prompts = None
+    if judge_cfg.judge_prompts:
+        prompts = load_prompt_file(judge_cfg.judge_prompts, judge_cfg.judge_prompts_sha256,
+                                   member=cls.prompt_file_member)
+    protocol = cls(judge_cfg, rubrics, prompts)
+    protocol.check_mode(judge_cfg.judge_mode)
     known = protocol.known_dimensions()
     wrong = sorted({t for t in judge_cfg.category_map.values() if known and t.strip().lower() not in known})
     if wrong:
