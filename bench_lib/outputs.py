@@ -22,7 +22,7 @@ from .protocols import Protocol
 from .protocols.base import SampleFacts
 from .provenance import collect as collect_provenance
 from .report import CHART_FILE, build_report, render_markdown, timing_summary, write_chart
-from .results import baseline_edit, build_row, conform, results_features, results_schema
+from .results import FILLS, baseline_edit, build_row, conform, results_features, results_schema
 from .scoring import FORMULA_TEXT
 from .store import (
     BASELINES_DIR,
@@ -113,6 +113,8 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
         timings = folder.worked_timings() or timings
     report = build_report(rows, timings=timings, meta=meta, baselines=baseline_rows, provenance=provenance,
                           protocol=protocol)
+    report["comparable"] = comparability(cfg, protocol)
+    report["failure_counts"] = failure_counts(rows)
     results_text = jsonl_text(rows)
     baseline_texts = {name: jsonl_text(brows) for name, brows in baseline_rows.items()}
     report["results_features"] = results_features(schema_of(rows, protocol)).to_dict()  # datasets.Features
@@ -138,6 +140,45 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
         (output_dir / GALLERY_FILE).unlink(missing_ok=True)  # an earlier attempt's would look current
     folder.record_outputs(report["stamp"], timings=timings if worked else None)
     return report
+
+
+# The reference setting of each benchmark a protocol implements: its judge and its failure rules.
+REFERENCE_JUDGES = {"re_edit": ("RE-Edit", "Qwen/Qwen3-VL-30B-A3B-Instruct"),
+                    "risebench": ("RISEBench", "gpt-4.1-2025-04-14"), "kris": ("KRIS-Bench", "gpt-4o"),
+                    "viescore": ("GEdit-Bench (VIEScore)", "gpt-4o")}
+
+
+def comparability(cfg, protocol: Protocol) -> dict[str, Any]:
+    """Whether the headline can stand next to the benchmark's published table: only with its verbatim prompts,
+    its judge (generating its answers), its image sizes and its failure rules; else what differs."""
+    if protocol.name not in REFERENCE_JUDGES:
+        return {"benchmark": None, "comparable": False, "differs": ["this project's own protocol"]}
+    benchmark, judge = REFERENCE_JUDGES[protocol.name]
+    differs = []
+    if protocol.verbatim is None:
+        differs.append("paraphrased prompts")
+    from .registry import JUDGES
+
+    used = JUDGES.get(cfg.judge.judge).display_name(cfg.judge_backend)
+    if used != judge:
+        differs.append(f"judge {used} (the benchmark's: {judge})")
+    if cfg.judge.judge_mode != "generate":
+        differs.append("logits mode (the benchmark's judge writes its answers)")
+    if protocol.max_pixels(cfg.judge) is not None:
+        differs.append(f"images at most {protocol.max_pixels(cfg.judge)} pixels (the benchmark's: "
+                       f"{protocol.image_rule})")
+    if cfg.judge.failure_policy != "reference":
+        differs.append("failure_policy strict (the benchmark counts unparsed answers its own way)")
+    return {"benchmark": benchmark, "comparable": not differs, "differs": differs}
+
+
+def failure_counts(rows: list[dict]) -> dict[str, int]:
+    """Beside the headline, whatever the policy: judgements that did not parse, and the values the failure policy
+    filled in, guessed, dropped or counted as zero."""
+    out = {"unparsed_judgements": sum(r.get("judge_parse") == "failed" for r in rows)}
+    for name in FILLS:
+        out[name] = sum((r.get("fills") or {}).get(name) or 0 for r in rows)
+    return out
 
 
 def judge_prompts_provenance(cfg, protocol: Protocol) -> dict[str, Any]:
