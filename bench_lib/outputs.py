@@ -143,9 +143,10 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
 
 
 # The reference setting of each benchmark a protocol implements: its judge and its failure rules.
-REFERENCE_JUDGES = {"re_edit": ("RE-Edit", "Qwen/Qwen3-VL-30B-A3B-Instruct"),
-                    "risebench": ("RISEBench", "gpt-4.1-2025-04-14"), "kris": ("KRIS-Bench", "gpt-4o"),
-                    "viescore": ("GEdit-Bench (VIEScore)", "gpt-4o")}
+# (benchmark, its judge model, the backend it runs through or None: any serving the same model)
+REFERENCE_JUDGES = {"re_edit": ("RE-Edit", "Qwen/Qwen3-VL-30B-A3B-Instruct", "vllm"),
+                    "risebench": ("RISEBench", "gpt-4.1-2025-04-14", None), "kris": ("KRIS-Bench", "gpt-4o", None),
+                    "viescore": ("GEdit-Bench (VIEScore)", "gpt-4.1", None)}
 
 
 def comparability(cfg, protocol: Protocol) -> dict[str, Any]:
@@ -153,7 +154,7 @@ def comparability(cfg, protocol: Protocol) -> dict[str, Any]:
     its judge (generating its answers), its image sizes and its failure rules; else what differs."""
     if protocol.name not in REFERENCE_JUDGES:
         return {"benchmark": None, "comparable": False, "differs": ["this project's own protocol"]}
-    benchmark, judge = REFERENCE_JUDGES[protocol.name]
+    benchmark, judge, backend = REFERENCE_JUDGES[protocol.name]
     differs = []
     if protocol.verbatim is None:
         differs.append("paraphrased prompts")
@@ -162,6 +163,9 @@ def comparability(cfg, protocol: Protocol) -> dict[str, Any]:
     used = JUDGES.get(cfg.judge.judge).display_name(cfg.judge_backend)
     if used != judge:
         differs.append(f"judge {used} (the benchmark's: {judge})")
+    elif backend is not None and cfg.judge.judge != backend:
+        differs.append(f"judge backend {cfg.judge.judge} (the benchmark runs {judge} through {backend}, whose "
+                       "scores differ for the same model)")
     if cfg.judge.judge_mode != "generate":
         differs.append("logits mode (the benchmark's judge writes its answers)")
     if protocol.max_pixels(cfg.judge) is not None:
