@@ -148,7 +148,10 @@ class EditorConfig:
 @dataclass
 class JudgeConfig:
     judge: str = option("qwen_vl", result=True, choices="judge", help="Judge backend: {choices}.")
-    protocol: str = option("default", result=True, choices="protocol", help="How edits are scored: {choices}.")
+    protocol: str = option(
+        "auto", result=True, choices="protocol", also=("auto",),
+        help="How edits are scored: auto (the protocol of the dataset's format when it is a known benchmark's, "
+             "else default), or {choices}.")
     category_map: dict = option(
         default_factory=dict, result=True,
         help="Dataset category -> the protocol's dimension (or, for default, rubric name), case-insensitive "

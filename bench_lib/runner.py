@@ -34,7 +34,7 @@ from .judge_stage import EDITOR_JOB, JudgeJob, JudgeStage, plan_judge_batches
 from .judges import Rubrics
 from .outputs import build_rows, rank_timings, write_outputs
 from .preflight import preflight
-from .protocols import Protocol, make_protocol, unmapped_categories
+from .protocols import Protocol, make_protocol, resolve_protocol, unmapped_categories
 from .protocols.base import SampleFacts
 from .provenance import backend_models, device_name, harness_commit, package_versions
 from .registry import EDITORS, JUDGES
@@ -201,7 +201,10 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     quiet_libraries(verbose=cfg.run.verbose)
 
     # A local dataset was read by the preflight on every process; a hub one is downloaded by one process first.
-    samples, dataset_identity = loaded or dist.main_first(lambda: load_benchmark(cfg.data))
+    loaded = loaded or dist.main_first(lambda: load_benchmark(cfg.data))
+    samples, dataset_identity = loaded
+    for config in (cfg, *(u.cfg for u in units)):  # `protocol: auto`: the data's format's protocol, from now on
+        resolve_protocol(config.judge, getattr(loaded, "format", ""))
     dist.main_first(lambda: check_models(cfg, [u.cfg for u in units]), local=True)
     download_models_on_each_node(dist, cfg, [u.cfg for u in units])
     rubrics = Rubrics(cfg.judge.prompts_dir)

@@ -437,3 +437,21 @@ def test_gedit_viescore_with_its_prompt_module_guesses_a_seeded_score_after_the_
     assert run["report"]["failure_counts"]["guessed"] == 2
     assert [r["fills"]["guessed"] for r in run["rows"]] == [0, 1, 1]
     assert {size for _, size in colour_writer.seen} == {(40, 30)}  # full resolution
+
+
+def test_protocol_auto_follows_the_datas_format_and_a_forced_format_must_fit(tmp_path):
+    from bench_lib.preflight import preflight
+
+    base = {"editor": "identity", "judge_model": "tiny:qwen3-vl", "output_dir": str(tmp_path / "o")}
+    cfg = config_from_dict({**base, "dataset": "data/demo/re_edit.json"})
+    assert cfg.judge.protocol == "auto"
+    assert preflight(cfg).format == "re_edit" and cfg.judge.protocol == "re_edit"
+    explicit = config_from_dict({**base, "dataset": "data/demo/re_edit.json", "protocol": "default"})
+    preflight(explicit)
+    assert explicit.judge.protocol == "default"
+    _, manifest = re_edit_files(tmp_path, [{"id": "a", "category": "physical", "instruction": "x"}])
+    plain = config_from_dict({**base, "dataset": str(manifest)})
+    preflight(plain)
+    assert plain.judge.protocol == "default"
+    with pytest.raises(ConfigError, match=r"is not in format risebench: it has none of the columns index, image"):
+        preflight(config_from_dict({**base, "dataset": str(manifest), "dataset_format": "risebench"}))

@@ -4,11 +4,19 @@ rules)."""
 
 from ..config import ConfigError
 from ..prompt_files import load_prompt_file
-from ..registry import PROTOCOLS
+from ..registry import FORMATS, PROTOCOLS
 from .base import Answer, Ask, Protocol, Question, SampleView, unmapped_categories, view_of
 
-__all__ = ["PROTOCOLS", "Answer", "Ask", "Protocol", "Question", "SampleView", "make_protocol", "unmapped_categories",
-           "view_of"]
+__all__ = ["PROTOCOLS", "Answer", "Ask", "Protocol", "Question", "SampleView", "make_protocol", "resolve_protocol",
+           "unmapped_categories", "view_of"]
+
+
+def resolve_protocol(judge_cfg, format_name: str) -> str:
+    """`protocol: auto` becomes the protocol of the format that read the data (a known benchmark's format), else
+    `default`; an explicit protocol is kept. Sets and returns `judge_cfg.protocol`."""
+    if judge_cfg.protocol == "auto":
+        judge_cfg.protocol = FORMATS.get(format_name).protocol if format_name in FORMATS else "default"
+    return judge_cfg.protocol
 
 
 def make_protocol(judge_cfg, rubrics) -> Protocol:
