@@ -189,6 +189,12 @@ def test_a_prompt_file_without_a_protocols_name_or_with_another_digest_is_one_co
     def preflight(cfg):  # the check the preflight (and the run) makes before any model loads
         make_protocol(cfg.judge, None)
 
+    # the benchmark's texts and the paraphrase never share a fingerprint (the protocol's prompt digest)
+    verbatim = make_protocol(config_from_dict({**base, "judge_prompts_sha256": ""}).judge, None)
+    own = make_protocol(config_from_dict({**base, "judge_prompts": ""}).judge, None)
+    assert verbatim.digest() != own.digest() and verbatim.prompt_file.sha256 == hashlib.sha256(
+        prompts.read_bytes()).hexdigest()
+
     with pytest.raises(ConfigError, match=r"`judge_prompts_sha256` does not match .*expected 0{64}, got [0-9a-f]{64}"):
         preflight(config_from_dict({**base, "judge_prompts_sha256": "0" * 64}))
     with pytest.raises(ConfigError, match="needs `judge_mode: generate`"):
@@ -348,6 +354,10 @@ def test_risebench_with_its_prompt_file_counts_an_unparsed_sample_as_zero_in_acc
     assert parts[0]["text"].startswith("MARK-prompt_reasoning_w_input Score it.\nInstruction: do 1\n"
                                        "Reference: result 1\n")
     assert run["report"]["provenance"]["judge_prompts"]["images"] == "long_side:768"
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    header = next(line for line in markdown.splitlines() if "temporal_reasoning" in line and "logical" in line)
+    order = [header.index(f"{name}_reasoning") for name in ("temporal", "causal", "spatial", "logical")]
+    assert order == sorted(order)  # RISEBench's column order, not the alphabet's
 
 
 KRIS_NAMES = {"consistency": "prompt_consistency", "quality": "prompt_quality", "instruction": "prompt_instruction",

@@ -91,7 +91,10 @@ class KRISProtocol(Protocol):
 
     def check_verbatim(self) -> None:
         for name, text in self.verbatim.items():
-            fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+            except ValueError as err:
+                raise ConfigError(f"`judge_prompts` {name} is not a str.format template: {err}.") from None
             if fields - set(PLACEHOLDERS):
                 raise ConfigError(f"`judge_prompts` {name} has placeholders {sorted(fields - set(PLACEHOLDERS))}; "
                                   f"the kris protocol fills {list(PLACEHOLDERS)}.")

@@ -111,7 +111,7 @@ class RISEBenchProtocol(Protocol):
         if dim == "logical":
             if sample.has_reference_image:
                 cons = v["prompt_logical_cons"].format(instruct=sample.instruction)
-                rea = (v["prompt_logical_img_wo_q"] if "reasoning_wo_ins" in sample.fields
+                rea = (v["prompt_logical_img_wo_q"] if _flag(sample, "reasoning_wo_ins")
                        else v["prompt_logical_img"].format(instruct=sample.instruction))
                 asks = [ask("reasoning", rea, (reference, edited), ZERO_OR_ONE)]
                 first = reference
@@ -234,8 +234,14 @@ class RISEBenchProtocol(Protocol):
                 "consistency": c[0] if c else None, "plausibility": p[0] if p else None}
 
     def headline(self, report: dict[str, Any]) -> list[Table]:
-        """RISEBench's README tables: Accuracy per category and overall; then the dimensions as 25 (mean - 1) %."""
-        rows = [*report["categories"].items(), (Label("overall"), report["overall"])]
+        """RISEBench's README tables: Accuracy per category (in its order: Temporal, Causal, Spatial, Logical; other
+        categories after them) and overall; then the dimensions as 25 (mean - 1) %."""
+        def order(category: str) -> tuple:
+            dim = self.dimension_of(category, {})
+            return (DIMENSIONS.index(dim) if dim else len(DIMENSIONS), category)
+
+        rows = [*sorted(report["categories"].items(), key=lambda item: order(item[0])),
+                (Label("overall"), report["overall"])]
         labels = tuple(label for label, _ in rows)
         accuracy = Table(("", *labels), (("Accuracy", *(self.metric("accuracy").format(s["metrics"].get("accuracy"))
                                                        for _, s in rows)),))
