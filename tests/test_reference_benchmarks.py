@@ -293,6 +293,7 @@ def test_risebench_with_its_prompt_file_counts_an_unparsed_sample_as_zero_in_acc
     data = []
     for i, (category, c, r, p, extra) in enumerate(records):
         data.append({"index": f"r{i}", "category": category, "instruction": f"do {i}", "image": names[i],
+                     "subtask": "aabbcdd"[i],
                      **({"reference_txt": f"answer {i}"} if category == "logical_reasoning" else
                         {"reference": f"result {i}"}), **extra})
         colour = COLOURS[i]
@@ -345,6 +346,11 @@ def test_risebench_with_its_prompt_file_counts_an_unparsed_sample_as_zero_in_acc
     statuses = [r["status"] for r in run["rows"]]
     assert statuses == ["ok", "ok", "judge_failed", "judge_failed", "ok", "ok", "ok"]
     assert run["report"]["failure_counts"]["zeroed"] == 2
+    subtasks = run["report"]["subtasks"]  # per subtask, the same rules
+    for name, members in {"a": [0, 1], "b": [2, 3], "d": [5, 6]}.items():
+        assert subtasks[name]["metrics"]["accuracy"]["mean"] == pytest.approx(
+            sum(accuracy[i] for i in members) / len(members))
+    assert subtasks["b"]["metrics"]["score"]["mean"] is None and subtasks["a"]["category"] == "temporal_reasoning"
     # RISEBench sends 768 px on the long side, the text first
     assert {size for _, size in colour_writer.seen} == {(768, 384)}
     log = [json.loads(line) for line in (tmp_path / "out" / "judge_inputs.jsonl").read_text().splitlines()]

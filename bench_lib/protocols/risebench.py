@@ -233,6 +233,20 @@ class RISEBenchProtocol(Protocol):
         return {"score": score, "accuracy": accuracy, "reasoning": r,
                 "consistency": c[0] if c else None, "plausibility": p[0] if p else None}
 
+    def report_extras(self, rows: list[dict[str, Any]], categories: list[str]) -> dict[str, Any]:
+        """RISEBench's per-subtask figures (gpt_eval.py groups by `subtask` when the data has it): each subtask's
+        category and metrics."""
+        def subtask(row):
+            value = (row.get("extras") or {}).get("subtask")
+            return None if value in (None, "") else str(value)
+
+        names = sorted({s for r in rows if (s := subtask(r)) is not None})
+        if not names:
+            return {}
+        return {"subtasks": {name: {"category": next(r["category"] for r in rows if subtask(r) == name),
+                                    "metrics": self.aggregate([r for r in rows if subtask(r) == name])}
+                             for name in names}}
+
     def headline(self, report: dict[str, Any]) -> list[Table]:
         """RISEBench's README tables: Accuracy per category (in its order: Temporal, Causal, Spatial, Logical; other
         categories after them) and overall; then the dimensions as 25 (mean - 1) %."""
@@ -249,7 +263,14 @@ class RISEBenchProtocol(Protocol):
                    "plausibility": "Visual plausibility"}
         dimensions = [(label, *(_percent(s["metrics"].get(name)) for _, s in rows)) for name, label in percent.items()]
         dimensions.append(("Score (1-5)", *(self.metric("score").format(s["metrics"].get("score")) for _, s in rows)))
-        return [accuracy, Table(("dimension (25 x (mean - 1) %)", *labels), tuple(dimensions))]
+        tables = [accuracy, Table(("dimension (25 x (mean - 1) %)", *labels), tuple(dimensions))]
+        if report.get("subtasks"):
+            tables.append(Table(("subtask", "category", "Accuracy", "Score (1-5)", "n"), tuple(
+                (name, stats["category"], self.metric("accuracy").format(stats["metrics"].get("accuracy")),
+                 self.metric("score").format(stats["metrics"].get("score")), str(stats["metrics"]["accuracy"]["count"]))
+                for name, stats in sorted(report["subtasks"].items(), key=lambda item: (order(item[1]["category"]),
+                                                                                        item[0])))))
+        return tables
 
 
 def _binary_to_five(answer: Answer) -> tuple[float, float, float]:
