@@ -16,7 +16,10 @@ Every judge backend serves every protocol: the protocol says what is asked, the 
 
 Every prompt is this project's own wording of the benchmark's published criteria; the structure (dimensions,
 scales, images shown, formulas, aggregation) follows the benchmark, with each rule's source named where it is
-implemented. A parse failure is `judge_failed` in every protocol: never a fill-in value or a guess.
+implemented. With `judge_prompts` the prompts are the benchmark's own texts, read from its files at run time
+(`verbatim_names`, bench_lib.prompt_files). A parse failure is `judge_failed` in every protocol: never a fill-in
+value or a guess, unless `failure_policy: reference` asks for the benchmark's own rule (`fill_failure`,
+`failed_metrics`; applied when results are written, every filled value counted).
 """
 
 from __future__ import annotations
@@ -50,14 +53,13 @@ from ..scoring import bootstrap_ci, macro_mean
 @dataclass(frozen=True)
 class Ask:
     """One view of one sample: the images shown (label, image), the text before the questions, the questions.
-    A view asked in a benchmark's own words (verbatim prompts) carries its own system prompt and answer format,
-    shows its images without labels (label "") and may put its text first, as the benchmark sends it."""
+    A view asked in a benchmark's own words (verbatim prompts) carries its own answer format, shows its images
+    without labels (label "") and may put its text first, as the benchmark sends it."""
 
     view: str
     images: tuple[tuple[str, Any], ...]
     context: str
     questions: tuple[Question, ...]
-    system: Optional[str] = None
     answer_format: Optional[AnswerFormat] = None  # None: the protocol's
     text_first: bool = False
 
@@ -68,8 +70,7 @@ class Ask:
         content = tuple(part for label, image in self.images
                         for part in ((TextPart(label),) if label else ()) + (ImagePart(image),))
         content = (TextPart(self.context), *content) if self.text_first else (*content, TextPart(self.context))
-        return JudgeRequest(self.view, self.system if self.system is not None else system, content, self.questions,
-                            self.answer_format or answer_format)
+        return JudgeRequest(self.view, system, content, self.questions, self.answer_format or answer_format)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ are also shown as 25 (mean - 1) %, the headline is Accuracy % per category and o
 
 In logits mode the answers are distributions: the linear parts use expected values, "R = 1" is taken with
 its probability (the score is halved in expectation), and accuracy is P(every applicable dimension at 5)
-with the questions independent. A judgement that does not parse is judge_failed and enters no mean
-(RISEBench counts it as 0 in accuracy; see the README's differences).
+with the questions independent. A judgement that does not parse is judge_failed and enters no mean; with
+`failure_policy: reference` it counts 0 in accuracy and stays out of the score, as in gpt_eval.py.
 """
 
 from __future__ import annotations
