@@ -44,8 +44,10 @@ CANONICAL_COLUMNS = ("id", "category", "instruction", "source_image", "reference
 SUBSCORES = ("instruction", "consistency", "quality")  # what the default protocol's judge rates, each 0-10
 JudgeMode = Literal["logits", "generate"]
 ScoreFormula = Literal["viescore", "mean", "min", "instruction"]
+FailurePolicy = Literal["strict", "reference"]
 Dtype = Literal["float32", "bfloat16", "float16"]
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+DEFAULT_JUDGE_MAX_PIXELS = 512 * 512  # this project's prompts: images the judge sees are at most this large
 MAX_PROCESS_GROUP_TIMEOUT = 30 * 24 * 3600  # far beyond any model load; larger values overflow the timers
 
 
@@ -146,7 +148,10 @@ class EditorConfig:
 @dataclass
 class JudgeConfig:
     judge: str = option("qwen_vl", result=True, choices="judge", help="Judge backend: {choices}.")
-    protocol: str = option("default", result=True, choices="protocol", help="How edits are scored: {choices}.")
+    protocol: str = option(
+        "auto", result=True, choices="protocol", also=("auto",),
+        help="How edits are scored: auto (the protocol of the dataset's format when it is a known benchmark's, "
+             "else default), or {choices}.")
     category_map: dict = option(
         default_factory=dict, result=True,
         help="Dataset category -> the protocol's dimension (or, for default, rubric name), case-insensitive "
@@ -158,9 +163,11 @@ class JudgeConfig:
              "scale (one batched forward per question, fast). generate: the judge writes a short rationale and a "
              "JSON object of answers (greedy, batched).")
     judge_batch_size: int = option(8, result=False, help="Judge prompts per forward pass.")
-    judge_max_pixels: int = option(
-        512 * 512, result=True,
-        help="Images larger than this are downscaled (aspect kept) before the judge sees them.")
+    judge_max_pixels: Optional[int] = option(
+        None, result=True,
+        help=f"Images larger than this are downscaled (aspect kept) before the judge sees them. Unset: "
+             f"{DEFAULT_JUDGE_MAX_PIXELS} with this project's prompts; with `judge_prompts`, the sizes the "
+             "benchmark sends (RISEBench: 768 px on the long side; the others: full resolution).")
     score_formula: ScoreFormula = option(
         "viescore", result=False,
         help="default protocol: how `score` combines the sub-scores I (instruction), C (consistency), Q "
@@ -174,10 +181,29 @@ class JudgeConfig:
         # the rubrics' hashes are in the fingerprint, not the folder's name
         DEFAULT_PROMPTS_DIR, result=False, path="always",
         help="Folder of rubric files <category>.txt plus default.txt (matched case-insensitively).")
+    # --- a benchmark's own prompts and failure rules (bench_lib.prompt_files, Protocol.fill_failure) ---
+    judge_prompts: str = option(
+        # in the fingerprint through the protocol's prompt digest (the file's sha256 and the texts taken)
+        "", result=False, path="local",
+        help="The benchmark's own prompt file, read at run time (never copied): a local file, a local checkout of "
+             "the benchmark's repository, or an https URL of the file at a pinned commit (downloaded once into "
+             "the prompt cache, then used offline). Empty: this project's own wording of the benchmark's criteria "
+             "(the report says it is not comparable with the published table).")
+    judge_prompts_sha256: str = option(
+        "", result=False,
+        help="sha256 of the `judge_prompts` file's bytes; a file that differs stops the run. Required for a URL.")
+    failure_policy: FailurePolicy = option(
+        "strict", result=False,
+        help="How an answer that does not parse counts. strict: the sample is judge_failed and enters no mean. "
+             "reference: as the benchmark's own code counts it (RE-Edit fills no / 5 / [5, 5]; RISEBench counts "
+             "it 0 in accuracy and leaves it out of the score; KRIS-Bench drops that dimension; VIEScore guesses "
+             "a score, seeded per sample). Applied when results are written; the report counts every filled, "
+             "guessed or dropped value.")
 
     def __post_init__(self):
         _check_positive("judge_batch_size", self.judge_batch_size)
-        _check_positive("judge_max_pixels", self.judge_max_pixels)
+        if self.judge_max_pixels is not None:
+            _check_positive("judge_max_pixels", self.judge_max_pixels)
         unknown = sorted(set(self.score_weights) - set(SUBSCORES))
         if unknown:
             raise ConfigError(f"`score_weights` has unknown sub-scores {unknown}; known: {list(SUBSCORES)}.")
@@ -189,8 +215,21 @@ class JudgeConfig:
         for category, target in self.category_map.items():
             if not isinstance(target, str) or not target.strip():
                 raise ConfigError(f"`category_map.{category}` must name a dimension or rubric, got {target!r}.")
+        self.judge_prompts_sha256 = self.judge_prompts_sha256.strip().lower()
+        if self.judge_prompts_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.judge_prompts_sha256):
+            raise ConfigError(f"`judge_prompts_sha256` must be 64 hex digits, got {self.judge_prompts_sha256!r}.")
+        if self.judge_prompts_sha256 and not self.judge_prompts:
+            raise ConfigError("`judge_prompts_sha256` is set but `judge_prompts` is not: name the file it pins.")
         if not any(p.stem.lower() == "default" for p in Path(self.prompts_dir).glob("*.txt")):
             raise ConfigError(f"`prompts_dir` {self.prompts_dir!r} has no default.txt rubric.")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The image limit as applied: unset means the default limit with this project's prompts (so such runs
+        keep their fingerprint), the protocol's own sizes with the benchmark's (named by the protocol digest)."""
+        out = result_fields(self)
+        if out["judge_max_pixels"] is None:
+            out["judge_max_pixels"] = "protocol" if self.judge_prompts else DEFAULT_JUDGE_MAX_PIXELS
+        return out
 
 
 @dataclass

@@ -222,12 +222,30 @@ def load_samples(cfg: DataConfig) -> list[Sample]:
     return load_benchmark(cfg)[0]
 
 
-def load_benchmark(cfg: DataConfig) -> tuple[list[Sample], str]:
+class Loaded(tuple):
+    """What `load_benchmark` returns: (samples, identity), and `format`, the name of the format that read them."""
+
+    format: str = ""
+
+    def __new__(cls, samples: list[Sample], identity: str, format: str):
+        loaded = super().__new__(cls, (samples, identity))
+        loaded.format = format
+        return loaded
+
+
+def load_benchmark(cfg: DataConfig) -> Loaded:
     """`load_samples`, plus an identity of the dataset's content (a manifest's hash, a dataset's
-    fingerprint) so a resumed run can tell that its data changed."""
+    fingerprint) so a resumed run can tell that its data changed; `.format`: the format that read it."""
     table, fmt = _read_table(cfg)
     if len(table) == 0:
         raise ConfigError(f"dataset {cfg.dataset!r} has no samples.")
+    if cfg.dataset_format != "auto":  # a format named on purpose must find its own fields, not fall back silently
+        absent = [sources for name, sources in fmt.columns.items() if name in REQUIRED_COLUMNS
+                  and not any(s in table.columns for s in sources.split("|"))]
+        if absent:
+            raise ConfigError(f"dataset {cfg.dataset!r} is not in format {cfg.dataset_format}: it has none of the "
+                              f"columns {', '.join(absent)}; its columns: {sorted(table.columns)[:20]}. Set "
+                              "`dataset_format: auto`, or the format it is in.")
     # A format's own mapping takes the columns the file has (RISEBench gives `reference` or `reference_txt`);
     # a mapping the user gives must exist.
     present = {name: "|".join(s for s in sources.split("|") if s in table.columns)
@@ -255,7 +273,7 @@ def load_benchmark(cfg: DataConfig) -> tuple[list[Sample], str]:
         raise ConfigError(f"none of the {len(samples)} samples is usable "
                           f"({shown}{' ...' if len(samples) > 3 else ''}). "
                           "Check the column mapping and the image paths.")
-    return samples, table.identity
+    return Loaded(samples, table.identity, fmt.name)
 
 
 def _capped(ref: Optional[ImageRef], max_pixels: int) -> Optional[ImageRef]:

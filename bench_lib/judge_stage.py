@@ -10,7 +10,7 @@ that fails is judged again one sample at a time, so only the culprit fails.
 
 from __future__ import annotations
 
-import math
+import hashlib
 import time
 import traceback
 from collections.abc import Callable
@@ -25,10 +25,10 @@ from .edit_stage import error_text, is_fatal, warn_every_rank
 from .failures import RepeatedFailure, RunFailed, exception_type
 from .judges import Judgement, JudgeRequest
 from .judges.policy import judge as judge_samples
-from .judging import JudgeBudgetReached, JudgeUnavailable
+from .judging import JudgeBudgetReached, JudgeUnavailable, TextPart
 from .progress import Progress
 from .protocols import Protocol
-from .protocols.base import SampleFacts
+from .protocols.base import SampleFacts, fit_pixels  # noqa: F401  (fit_pixels: scripts use it)
 from .store import RunFolder
 from .torch_utils import free_memory
 
@@ -80,37 +80,62 @@ class JudgeOutcome:
     error: Optional[str] = None
     judgement: Optional[Judgement] = None
     exception: Optional[str] = None  # judge_failed because the judge raised: the exception's type (early stop)
+    inputs: Optional[list[dict[str, Any]]] = None  # what the judge was sent, per view (see `judge_inputs`)
 
 
-def fit_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
-    """Downscale (aspect kept, high-quality filter) to at most `max_pixels`; smaller images are unchanged."""
-    width, height = image.size
-    if width * height <= max_pixels:
-        return image
-    scale = math.sqrt(max_pixels / (width * height))
-    size = (max(1, int(width * scale)), max(1, int(height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS)
-
-
-def sample_requests(sample: Sample, edited: Image.Image, max_pixels: int, protocol: Protocol,
+def sample_requests(sample: Sample, edited: Image.Image, max_pixels: Optional[int], protocol: Protocol,
                     facts: SampleFacts) -> list[JudgeRequest]:
     """What the judge is sent about one sample: the protocol's requests (one per view) over its images, each
-    scaled down to `max_pixels`."""
+    scaled down to `max_pixels` (None: as the protocol's benchmark sends them, `Protocol.fit_image`)."""
     reference = sample.reference_image.load() if sample.reference_image is not None else None
-    images = {"source": fit_pixels(sample.source_image.load(), max_pixels), "edited": fit_pixels(edited, max_pixels),
-              "reference": fit_pixels(reference, max_pixels) if reference is not None else None}
+    images = {"source": protocol.fit_image(sample.source_image.load(), max_pixels),
+              "edited": protocol.fit_image(edited, max_pixels),
+              "reference": protocol.fit_image(reference, max_pixels) if reference is not None else None}
     return protocol.requests(facts.view, images)
 
 
+def image_digest(image: Image.Image) -> dict[str, Any]:
+    """An image as the judge log records it: sha256 of its mode, size and pixels, and its size."""
+    h = hashlib.sha256(f"{image.mode} {image.width}x{image.height}\0".encode())
+    h.update(image.tobytes())
+    return {"image_sha256": h.hexdigest(), "size": [image.width, image.height]}
+
+
+def judge_inputs(requests: list[JudgeRequest], mode: str) -> list[dict[str, Any]]:
+    """Everything the judge is sent about one sample, per view: the messages (the system prompt, then the user
+    turn's parts in order: each text in full, each image by its digest and size) and, in generate mode, the
+    answer format's instruction as the turn's last text; in logits mode each question's text and the start of
+    the reply its answer is read after. A resent (re-asked) prompt is the same but for the strict instruction."""
+    out = []
+    for request in requests:
+        parts = [{"text": part.text} if isinstance(part, TextPart) else image_digest(part.image)
+                 for part in request.content]
+        entry: dict[str, Any] = {"view": request.view}
+        if mode == "generate":
+            instruction = request.answer_format.instruction(request.questions)
+            if instruction:
+                parts.append({"text": instruction})
+        else:
+            prompts = [request.answer_format.scale_prompt(q) for q in request.questions]
+            entry["questions"] = [{"name": q.name, "text": sp.text, "reply_prefix": sp.reply_prefix}
+                                  for q, sp in zip(request.questions, prompts)]
+        entry["messages"] = ([{"role": "system", "text": request.system}] if request.system else []) + \
+            [{"role": "user", "content": parts}]
+        out.append(entry)
+    return out
+
+
 def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
-                load_edited: Callable[[Sample], Image.Image], *, max_pixels: int, protocol: Protocol,
+                load_edited: Callable[[Sample], Image.Image], *, max_pixels: Optional[int], protocol: Protocol,
                 facts: dict[str, SampleFacts], mode: str) -> None:
     """Judge a batch in one call of the policy (bench_lib.judges.policy); if that fails, judge its samples one by
     one to isolate the culprit. `facts`: each sample's, by id; `mode`: the judge mode."""
     requests, ready = [], []
     for sample in batch:
         try:
-            requests.append(sample_requests(sample, load_edited(sample), max_pixels, protocol, facts[sample.id]))
+            sample_views = sample_requests(sample, load_edited(sample), max_pixels, protocol, facts[sample.id])
+            outcomes[sample.id].inputs = judge_inputs(sample_views, mode)
+            requests.append(sample_views)
             ready.append(sample)
         except Exception as err:
             outcomes[sample.id].status = "invalid_input"
@@ -167,7 +192,9 @@ def judge_record(sample_id: str, outcome: JudgeOutcome, attempt: int) -> dict[st
     return {"id": sample_id, "status": outcome.status, "error": outcome.error,
             "answers": judgement.answers, "distributions": judgement.distributions, "rationale": judgement.rationale,
             "parse": judgement.parse if outcome.judgement is not None else None,
-            "raw": judgement.raw, "digit_mass": judgement.digit_mass, "tokens": judgement.tokens, "attempt": attempt}
+            "raw": judgement.raw, "digit_mass": judgement.digit_mass, "tokens": judgement.tokens, "attempt": attempt,
+            **({"partial_answers": judgement.partial_answers} if judgement.partial_answers is not None else {}),
+            **({"inputs": outcome.inputs} if outcome.inputs is not None else {})}
 
 
 # --- the plan -------------------------------------------------------------------------------------------
@@ -189,7 +216,8 @@ def judge_length(sample: Sample, edited_size: tuple[int, int], protocol: Protoco
              "reference": sample.reference_image.size() if sample.reference_image is not None else None}
     total = 0.0
     for ask in protocol.asks(facts.view, {name: name for name in sizes}):  # images stand in as their names
-        pixels = sum(min(sizes[name][0] * sizes[name][1], max_pixels) for _, name in ask.images if sizes.get(name))
+        pixels = sum(min(sizes[name][0] * sizes[name][1], max_pixels or sizes[name][0] * sizes[name][1])
+                     for _, name in ask.images if sizes.get(name))
         total += pixels / 1024 + (len(ask.context) + sum(len(q.text) for q in ask.questions)) / 4
     return total
 
@@ -269,8 +297,9 @@ class JudgeStage:
                 batch = [job.samples[i] for i in indices]
                 outcomes = {s.id: JudgeOutcome() for s in batch}
                 try:
-                    judge_batch(judge, batch, outcomes, job.load_edited, max_pixels=self.cfg.judge.judge_max_pixels,
-                                protocol=self.protocol, facts=self.facts, mode=self.cfg.judge.judge_mode)
+                    judge_batch(judge, batch, outcomes, job.load_edited,
+                                max_pixels=self.protocol.max_pixels(self.cfg.judge), protocol=self.protocol,
+                                facts=self.facts, mode=self.cfg.judge.judge_mode)
                 except JudgeBudgetReached as err:
                     spent = str(err)
                     for sample in batch:  # the samples it left unjudged: no record, a rerun judges them

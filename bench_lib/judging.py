@@ -15,6 +15,7 @@ Imports no other module of the harness and no model library.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -240,6 +241,123 @@ def _answer_objects(text: str, names: list[str]) -> bool:
     return False
 
 
+# --- a benchmark's own answer formats (its verbatim prompt asks for them) ---------------------------------
+
+
+def _integer_on(value: Any, question: Question) -> float:
+    """A JSON value as an answer on `question`'s scale: "yes"/"no" (any case) for a yes/no question, else a whole
+    number in the scale's range (7.0 is 7; 7.5, "7" and 11 fail)."""
+    if question.scale is YES_NO:
+        if not isinstance(value, str) or value.strip().lower() not in ("yes", "no"):
+            raise AnswerFormatError(f"{question.name} is {value!r}, not yes or no")
+        return 1.0 if value.strip().lower() == "yes" else 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
+            or not question.scale.low <= value <= question.scale.high:
+        raise AnswerFormatError(f"{question.name} is {value!r}, not an integer from {question.scale.low:g} to "
+                                f"{question.scale.high:g}")
+    return float(value)
+
+
+def _json_object(text: str, delimiter: Optional[str] = None) -> dict:
+    """The JSON object of an answer: between the two `delimiter`s when the answer has exactly two, else from its
+    first "{" to its last "}" (line breaks inside dropped, as the benchmarks' own readers do)."""
+    if delimiter and text.count(delimiter) == 2:
+        body = text[text.find(delimiter) + len(delimiter):text.rfind(delimiter)]
+    else:
+        start, end = text.find("{"), text.rfind("}")
+        if start == -1 or end < start:
+            raise AnswerFormatError("the answer holds no JSON object")
+        body = text[start:end + 1]
+    try:
+        value = json.loads(body.strip().replace("\n", ""), object_pairs_hook=_Pairs)
+    except json.JSONDecodeError as err:
+        raise AnswerFormatError(f"the answer's JSON object does not parse: {err.msg}") from None
+    if not isinstance(value, dict):
+        raise AnswerFormatError("the answer's JSON is not an object")
+    if value.repeated:
+        raise AnswerFormatError(f"the JSON object gives a key more than once: {', '.join(value.repeated)}")
+    return value
+
+
+class VerbatimFormat(AnswerFormat):
+    """A benchmark's own answer format, asked for by its verbatim prompt: generate mode adds no instruction (the
+    re-ask repeats the same prompt, as a benchmark that retries does); logits mode is not offered (the formats
+    write free text or several values before a score), see `Protocol.check_mode`."""
+
+    def instruction(self, questions: Sequence[Question], *, strict: bool = False) -> str:
+        return ""
+
+    def scale_prompt(self, question: Question, *, strict: bool = False) -> ScalePrompt:
+        raise ValueError(f"{type(self).__name__} is read in generate mode only")
+
+
+@dataclass(frozen=True)
+class ScoreJSON(VerbatimFormat):
+    """A JSON object whose key `score` holds the answer (one question) or a list of answers (the questions in
+    order), with an optional `reasoning`: RE-Edit's `{"score": "yes"|"no"|N|[N, N], "reasoning": ...}` and
+    VIEScore's `{"score": [N, N], "reasoning": ...}` (between two `delimiter`s when the answer has them; a single
+    value counts as a list of one)."""
+
+    delimiter: Optional[str] = None
+    wrap_single: bool = False  # VIEScore: a bare value is a list of one
+
+    def parse(self, text: str, questions: Sequence[Question]) -> tuple[dict[str, float], str]:
+        value = _json_object(text, self.delimiter)
+        if "score" not in value:
+            raise AnswerFormatError(f"the JSON object has no \"score\" (keys {sorted(value)})")
+        score = value["score"]
+        if len(questions) == 1 and not (self.wrap_single and isinstance(score, list)):
+            scores = [score]
+        else:
+            scores = score if isinstance(score, list) else ([score] if self.wrap_single else None)
+            if scores is None or len(scores) != len(questions):
+                raise AnswerFormatError(f"score is {score!r}, expected a list of {len(questions)} values")
+        answers = {q.name: _integer_on(v, q) for q, v in zip(questions, scores)}
+        reasoning = value.get("reasoning", "")
+        return answers, reasoning if isinstance(reasoning, str) else json.dumps(reasoning)
+
+
+@dataclass(frozen=True)
+class NamedScoresJSON(VerbatimFormat):
+    """A JSON object with one key per question (`keys`: question name -> the benchmark's key), e.g. KRIS-Bench's
+    `consistency_score`; other keys (its reasoning) are the rationale."""
+
+    keys: tuple[tuple[str, str], ...]
+
+    def parse(self, text: str, questions: Sequence[Question]) -> tuple[dict[str, float], str]:
+        value = _json_object(text)
+        keys = dict(self.keys)
+        answers = {}
+        for q in questions:
+            key = keys[q.name]
+            if key not in value:
+                raise AnswerFormatError(f"the JSON object has no {key!r} (keys {sorted(value)})")
+            answers[q.name] = _integer_on(value[key], q)
+        rest = {k: v for k, v in value.items() if k not in keys.values()}
+        return answers, " ".join(str(v) for v in rest.values())
+
+
+FINAL_SCORE = re.compile(r"\*?\*?Final Score\*?\*?:?\s*([\d*\s,\n]*)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FinalScoreLine(VerbatimFormat):
+    """RISEBench's answer: free text that ends with a final-score line; the score is the integer written after
+    the first "Final Score" label that is followed by digits (gpt_eval.py `extract`); exactly one integer on the
+    question's scale, else unparsed."""
+
+    def parse(self, text: str, questions: Sequence[Question]) -> tuple[dict[str, float], str]:
+        if len(questions) != 1:
+            raise ValueError("a final-score line answers one question")
+        for match in FINAL_SCORE.finditer(text):
+            numbers = re.findall(r"\d+", match.group(1))
+            if numbers:
+                if len(numbers) != 1:
+                    raise AnswerFormatError(f"the final score line holds {len(numbers)} numbers: {numbers}")
+                return {questions[0].name: _integer_on(int(numbers[0]), questions[0])}, text[:match.start()].strip()
+        raise AnswerFormatError("the answer has no final score line")
+
+
 # --- requests and answers ------------------------------------------------------------------------------------
 
 
@@ -254,8 +372,9 @@ class JudgeRequest:
     answer_format: AnswerFormat = RATIONALE_THEN_JSON
 
     def prompt(self, text: str) -> Prompt:
-        """The request with `text` (an instruction or a question) after its content."""
-        return Prompt(self.system, (*self.content, TextPart(text)))
+        """The request with `text` (an instruction or a question) after its content; "" adds nothing (a benchmark's
+        verbatim prompt already asks for its answer format)."""
+        return Prompt(self.system, (*self.content, TextPart(text)) if text else self.content)
 
     def images(self) -> list[Any]:
         return [part.image for part in self.content if isinstance(part, ImagePart)]
@@ -324,3 +443,4 @@ class Judgement:
     rationale: Optional[str] = None  # generate mode
     digit_mass: Optional[dict[str, float]] = None  # logits mode: P(answering on the question's scale at all)
     tokens: Optional[dict[str, int]] = None  # {"prompt": n, "completion": m} over every request, where known
+    partial_answers: Optional[dict[str, float]] = None  # a failed judgement: the answers that did parse

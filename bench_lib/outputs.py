@@ -22,10 +22,11 @@ from .protocols import Protocol
 from .protocols.base import SampleFacts
 from .provenance import collect as collect_provenance
 from .report import CHART_FILE, build_report, judge_usage, render_markdown, timing_summary, write_chart
-from .results import baseline_edit, build_row, conform, results_features, results_schema
+from .results import FILLS, baseline_edit, build_row, conform, results_features, results_schema
 from .scoring import FORMULA_TEXT
 from .store import (
     BASELINES_DIR,
+    JUDGE_INPUTS_FILE,
     REPORT_FILE,
     RESULTS_FILE,
     RunFolder,
@@ -59,12 +60,13 @@ def edits_digest(records: list[dict]) -> Optional[dict]:
 
 
 def build_rows(samples: list[Sample], edits: dict[str, dict], judgements: dict[str, dict],
-               baseline_records: dict[str, dict[str, dict]], protocol: Protocol, facts: dict[str, SampleFacts]):
+               baseline_records: dict[str, dict[str, dict]], protocol: Protocol, facts: dict[str, SampleFacts], *,
+               failure_policy: str = "strict"):
     """The editor's rows and each baseline's, in dataset order (`facts`: each sample's, by id)."""
-    rows = [build_row(s, edit=edits[s.id], judgement=judgements.get(s.id), protocol=protocol, facts=facts[s.id])
-            for s in samples]
+    rows = [build_row(s, edit=edits[s.id], judgement=judgements.get(s.id), protocol=protocol, facts=facts[s.id],
+                      failure_policy=failure_policy) for s in samples]
     baselines = {name: [build_row(s, edit=baseline_edit(s), judgement=records.get(s.id), protocol=protocol,
-                                  facts=facts[s.id]) for s in samples]
+                                  facts=facts[s.id], failure_policy=failure_policy) for s in samples]
                  for name, records in baseline_records.items()}
     schema = schema_of(rows, protocol)
     return [conform(r, schema) for r in rows], {name: [conform(r, schema) for r in brows]
@@ -73,12 +75,25 @@ def build_rows(samples: list[Sample], edits: dict[str, dict], judgements: dict[s
 
 def schema_of(rows: list[dict], protocol: Protocol) -> dict[str, Any]:
     """The results schema of a run: the protocol's, with the extra fields its dataset's format gives."""
-    return results_schema(protocol, sorted({key for r in rows for key in (r.get("extras") or {})}))
+    return results_schema(protocol, sorted({key for r in rows for key in (r.get("extras") or {})}),
+                          fills=any("fills" in r for r in rows))
+
+
+def judge_input_lines(samples: list[Sample], judge_records: dict[str, dict]) -> list[dict[str, Any]]:
+    """judge_inputs.jsonl: per judged sample (dataset order) and view, what the judge was sent (see
+    bench_lib.judge_stage.judge_inputs), with the digest of each text so results can name them."""
+    lines = []
+    for sample in samples:
+        record = judge_records.get(sample.id) or {}
+        for view in record.get("inputs") or []:
+            lines.append({"id": sample.id, "attempt": record.get("attempt"), **view})
+    return lines
 
 
 def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: dict[str, list[dict]],
                   per_rank: list[dict], samples: list[Sample], rubrics: Rubrics, protocol: Protocol,
-                  meta: dict[str, Any], edit_records: list[dict]) -> dict[str, Any]:
+                  meta: dict[str, Any], edit_records: list[dict],
+                  judge_records: Optional[dict[str, dict]] = None) -> dict[str, Any]:
     """Write one reporting pass into `folder`; returns the report."""
     output_dir = folder.root
     meta = {**meta, "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -90,7 +105,8 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
     provenance = collect_provenance(rubric_hashes=rubrics.hashes(), devices=[r["device"] for r in per_rank],
                                     models=history[-1]["models"], seed=cfg.run.seed)  # as resolved at the start
     provenance.update(started=meta["started"], finished=meta["finished"], fingerprint=folder.fingerprint(),
-                      attempts=history, edits=edits_digest(edit_records))
+                      attempts=history, edits=edits_digest(edit_records), judge_prompts=judge_prompts_provenance(
+                          cfg, protocol))
     timings = {**timing_summary([r["timings"] for r in per_rank]), "attempt": meta["attempt"]}
     worked = did_work(meta["attempt"], rows, baseline_rows)
     if not worked:  # a resume with nothing to do: the timings of the last attempt that did the work
@@ -99,12 +115,16 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
                           protocol=protocol)
     report["judge_usage"] = judge_usage(rows, baseline_rows, timings["per_rank"],
                                         getattr(cfg.judge_backend, "judge_price_per_mtok", None))
+    report["comparable"] = comparability(cfg, protocol)
+    report["failure_counts"] = failure_counts(rows)
     results_text = jsonl_text(rows)
     baseline_texts = {name: jsonl_text(brows) for name, brows in baseline_rows.items()}
     report["results_features"] = results_features(schema_of(rows, protocol)).to_dict()  # datasets.Features
     report["stamp"] = {"attempt": meta["attempt"], "results_sha256": sha256_text(results_text),
                        "baselines_sha256": {name: sha256_text(text) for name, text in baseline_texts.items()}}
     write_text(output_dir / RESULTS_FILE, results_text)
+    if judge_records is not None:
+        write_text(output_dir / JUDGE_INPUTS_FILE, jsonl_text(judge_input_lines(samples, judge_records)))
     for name, text in baseline_texts.items():
         write_text(output_dir / BASELINES_DIR / f"{name}.jsonl", text, root=output_dir)
     for stale in (output_dir / BASELINES_DIR).glob("*.jsonl"):  # baselines an earlier attempt asked for
@@ -122,6 +142,59 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
         (output_dir / GALLERY_FILE).unlink(missing_ok=True)  # an earlier attempt's would look current
     folder.record_outputs(report["stamp"], timings=timings if worked else None)
     return report
+
+
+# The reference setting of each benchmark a protocol implements: its judge and its failure rules.
+# (benchmark, its judge model, the backend it runs through or None: any serving the same model)
+REFERENCE_JUDGES = {"re_edit": ("RE-Edit", "Qwen/Qwen3-VL-30B-A3B-Instruct", "vllm"),
+                    "risebench": ("RISEBench", "gpt-4.1-2025-04-14", None), "kris": ("KRIS-Bench", "gpt-4o", None),
+                    "viescore": ("GEdit-Bench (VIEScore)", "gpt-4.1", None)}
+
+
+def comparability(cfg, protocol: Protocol) -> dict[str, Any]:
+    """Whether the headline can stand next to the benchmark's published table: only with its verbatim prompts,
+    its judge (generating its answers), its image sizes and its failure rules; else what differs."""
+    if protocol.name not in REFERENCE_JUDGES:
+        return {"benchmark": None, "comparable": False, "differs": ["this project's own protocol"]}
+    benchmark, judge, backend = REFERENCE_JUDGES[protocol.name]
+    differs = []
+    if protocol.verbatim is None:
+        differs.append("paraphrased prompts")
+    from .registry import JUDGES
+
+    used = JUDGES.get(cfg.judge.judge).display_name(cfg.judge_backend)
+    if used != judge:
+        differs.append(f"judge {used} (the benchmark's: {judge})")
+    elif backend is not None and cfg.judge.judge != backend:
+        differs.append(f"judge backend {cfg.judge.judge} (the benchmark runs {judge} through {backend}, whose "
+                       "scores differ for the same model)")
+    if cfg.judge.judge_mode != "generate":
+        differs.append("logits mode (the benchmark's judge writes its answers)")
+    if protocol.max_pixels(cfg.judge) is not None:
+        differs.append(f"images at most {protocol.max_pixels(cfg.judge)} pixels (the benchmark's: "
+                       f"{protocol.image_rule})")
+    if cfg.judge.failure_policy != "reference":
+        differs.append("failure_policy strict (the benchmark counts unparsed answers its own way)")
+    return {"benchmark": benchmark, "comparable": not differs, "differs": differs}
+
+
+def failure_counts(rows: list[dict]) -> dict[str, int]:
+    """Beside the headline, whatever the policy: judgements that did not parse, and the values the failure policy
+    filled in, guessed, dropped or counted as zero."""
+    out = {"unparsed_judgements": sum(r.get("judge_parse") == "failed" for r in rows)}
+    for name in FILLS:
+        out[name] = sum((r.get("fills") or {}).get(name) or 0 for r in rows)
+    return out
+
+
+def judge_prompts_provenance(cfg, protocol: Protocol) -> dict[str, Any]:
+    """Where the judge's prompts came from: the benchmark's own file (its source, the file read, its sha256, the
+    texts taken) or this project's wording; the failure policy; the image sizes the judge was sent."""
+    file = protocol.prompt_file
+    return {"source": file.source if file else None, "path": file.path if file else None,
+            "sha256": file.sha256 if file else None, "texts": sorted(protocol.verbatim) if protocol.verbatim else None,
+            "wording": "verbatim" if file else "paraphrase", "failure_policy": cfg.judge.failure_policy,
+            "images": protocol.image_rule_text(cfg.judge)}
 
 
 def did_work(attempt: int, rows: list[dict], baseline_rows: dict[str, list[dict]]) -> bool:

@@ -18,7 +18,7 @@ from typing import Optional
 from .config import BenchmarkConfig, ConfigError
 from .data import Sample, check_dataset_name, load_benchmark
 from .judges import Rubrics
-from .protocols import make_protocol
+from .protocols import make_protocol, resolve_protocol
 from .registry import EDITORS, JUDGES
 from .store import RUN_FILE
 from .sweep import SWEEP_JSON, expand
@@ -52,8 +52,11 @@ def preflight(cfg: BenchmarkConfig) -> Optional[tuple[list[Sample], str]]:
         for variant in expand(cfg, announce=True):  # every variant's adapter or pipeline can be found
             EDITORS.get(variant.cfg.editor.editor).preflight(variant.cfg.editor_backend, variant.cfg)
     JUDGES.get(cfg.judge.judge).preflight(cfg.judge_backend, cfg)
-    make_protocol(cfg.judge, Rubrics(cfg.judge.prompts_dir))  # the rubrics read, `category_map` names dimensions
     check_dataset_name(cfg.data)
-    if Path(cfg.data.dataset).expanduser().exists():
-        return load_benchmark(cfg.data)
-    return None
+    loaded = load_benchmark(cfg.data) if Path(cfg.data.dataset).expanduser().exists() else None
+    if loaded is not None:
+        resolve_protocol(cfg.judge, loaded.format)  # `protocol: auto`: the data's format's protocol
+    if cfg.judge.protocol != "auto":  # (a hub dataset with `auto`: checked when the run has read it)
+        # the rubrics read, `category_map` names dimensions, the benchmark's prompt file read and pinned
+        make_protocol(cfg.judge, Rubrics(cfg.judge.prompts_dir))
+    return loaded

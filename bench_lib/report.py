@@ -199,9 +199,20 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
                    f"is {primary.name}, {primary.low:g}-{primary.high:g} per sample)")
         columns = [(m.name, m.name) for m in protocol.metrics if m.name != primary.name]
         low, high = primary.low, primary.high
+    comparable = report.get("comparable")
+    header = []
+    if comparable and comparable.get("benchmark"):
+        header = [f"**Comparable with {comparable['benchmark']}'s published table: "
+                  + ("yes**" if comparable["comparable"] else f"no** ({'; '.join(comparable['differs'])})"), ""]
+    counts = report.get("failure_counts")
+    if counts:
+        header += [f"Unparsed judgements: {counts['unparsed_judgements']}; values filled in {counts['filled']}, "
+                   f"guessed {counts['guessed']}, dropped {counts['dropped']}, counted as zero {counts['zeroed']} "
+                   f"(failure_policy {report['meta']['config'].get('failure_policy', 'strict')}).", ""]
     lines = [
         "# Benchmark report",
         "",
+        *header,
         f"- dataset: {md_code(meta['dataset'])} ({meta['num_samples']} samples"
         + (f", the first {meta['limit']} rows" if meta.get("limit") else "") + ")",
         f"- editor: {md_code(meta['editor_model'])}",

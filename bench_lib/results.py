@@ -30,12 +30,19 @@ _FIXED: dict[str, Any] = {
 }
 
 
-def results_schema(protocol: Protocol, extras: list[str]) -> dict[str, Any]:
+FILLS = ("filled", "guessed", "dropped", "zeroed")  # failure_policy reference: how unparsed values were counted
+
+
+def results_schema(protocol: Protocol, extras: list[str], *, fills: bool = False) -> dict[str, Any]:
     """The columns of a run's results.jsonl (and baselines/*.jsonl): fixed, plus the protocol's metric and
-    question names and the dataset format's own fields (`extras`, kept as text)."""
+    question names and the dataset format's own fields (`extras`, kept as text); with `fills` (failure_policy
+    reference) the count of values its benchmark's rules filled in, guessed, dropped or counted as zero."""
     answers = {name: "float64" for name in protocol.answer_names}
-    return {**_FIXED, "metrics": {m.name: "float64" for m in protocol.metrics}, "answers": answers,
-            "digit_mass": dict(answers), "extras": {name: "string" for name in sorted(extras)}}
+    schema = {**_FIXED, "metrics": {m.name: "float64" for m in protocol.metrics}, "answers": answers,
+              "digit_mass": dict(answers), "extras": {name: "string" for name in sorted(extras)}}
+    if fills:
+        schema["fills"] = {name: "int64" for name in FILLS}
+    return schema
 
 
 def results_features(schema: dict[str, Any]):
@@ -77,8 +84,26 @@ def _conform(value: Any, spec: Any, name: str) -> Any:
     return value if isinstance(value, str) else (str(value).lower() if isinstance(value, bool) else str(value))
 
 
+def reference_fill(sample: Sample, judgement: dict[str, Any], protocol: Protocol, facts: SampleFacts,
+                   seed: int) -> tuple[dict[str, Any], dict[str, int], Optional[dict[str, Optional[float]]]]:
+    """failure_policy reference, for a judgement that did not parse: (the judgement as its benchmark counts it,
+    the values filled in / guessed / dropped / counted as zero, the metrics it still counts with when it stays
+    failed). A judge that raised, or NaN logits, is no parse failure: it stays failed, uncounted."""
+    if judgement.get("status") != "judge_failed" or judgement.get("parse") != "failed":
+        return judgement, {}, None
+    filled = protocol.fill_failure(facts.view, facts.questions, judgement.get("partial_answers") or {}, seed)
+    if filled is None:
+        metrics = protocol.failed_metrics(facts.view)
+        return judgement, ({"zeroed": 1} if metrics else {}), metrics
+    answers, counts = filled
+    distributions = {name: [float(v == value) for v in facts.questions[name].scale.values]
+                     for name, value in answers.items()}
+    ok = {**judgement, "status": "ok", "error": None, "answers": answers, "distributions": distributions}
+    return ok, counts, None
+
+
 def build_row(sample: Sample, *, edit: dict[str, Any], judgement: Optional[dict[str, Any]], protocol: Protocol,
-              facts: SampleFacts) -> dict[str, Any]:
+              facts: SampleFacts, failure_policy: str = "strict") -> dict[str, Any]:
     """One sample's row from its edit record and judge record (records of earlier attempts included), and what the
     protocol made of the sample (`facts`: its view and questions, prepared once per run).
 
@@ -88,15 +113,20 @@ def build_row(sample: Sample, *, edit: dict[str, Any], judgement: Optional[dict[
     the one the edit record says the sample was edited with (none for a sanity baseline's image)."""
     status, error = edit["status"], edit.get("error")
     judged: dict[str, Any] = {}
+    fills: dict[str, int] = {}
+    counted: Optional[dict[str, Optional[float]]] = None
     if status == "ok":
         assert judgement is not None, sample.id  # every ok edit was judged (or failed) by now
+        if failure_policy == "reference":
+            judgement, fills, counted = reference_fill(sample, judgement, protocol, facts, edit.get("seed") or 0)
         status, error, judged = judgement["status"], judgement.get("error"), judgement
     assert status in STATUSES, status
     view = facts.view
     answers = judged.get("answers") if status == "ok" else None
-    metrics = protocol.sample_metrics(view, protocol.answers_of(facts.questions, judged)) if answers else None
-    score = metrics[protocol.primary.name] if metrics else None
+    metrics = protocol.sample_metrics(view, protocol.answers_of(facts.questions, judged)) if answers else counted
+    score = metrics[protocol.primary.name] if metrics and status == "ok" else None
     assert (score is not None) == (status == "ok"), (sample.id, status, score)
+    row_fills = {"fills": {name: fills.get(name, 0) for name in FILLS}} if failure_policy == "reference" else {}
     return {
         "id": sample.id,
         "category": sample.category,
@@ -122,6 +152,7 @@ def build_row(sample: Sample, *, edit: dict[str, Any], judgement: Optional[dict[
         "flags": edit.get("flags") or [],
         "attempts": {"edit": edit.get("attempt"), "judge": judged.get("attempt")},  # see run.json "history"
         "judge_tokens": judged.get("tokens"),  # tokens the judge server charged for the sample; null: not known
+        **row_fills,
     }
 
 

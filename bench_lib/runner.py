@@ -34,7 +34,7 @@ from .judge_stage import EDITOR_JOB, JudgeJob, JudgeStage, plan_judge_batches
 from .judges import Rubrics
 from .outputs import build_rows, rank_timings, write_outputs
 from .preflight import preflight
-from .protocols import Protocol, make_protocol, unmapped_categories
+from .protocols import Protocol, make_protocol, resolve_protocol, unmapped_categories
 from .protocols.base import SampleFacts
 from .provenance import backend_models, device_name, harness_commit, package_versions
 from .registry import EDITORS, JUDGES
@@ -203,7 +203,10 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     quiet_libraries(verbose=cfg.run.verbose)
 
     # A local dataset was read by the preflight on every process; a hub one is downloaded by one process first.
-    samples, dataset_identity = loaded or dist.main_first(lambda: load_benchmark(cfg.data))
+    loaded = loaded or dist.main_first(lambda: load_benchmark(cfg.data))
+    samples, dataset_identity = loaded
+    for config in (cfg, *(u.cfg for u in units)):  # `protocol: auto`: the data's format's protocol, from now on
+        resolve_protocol(config.judge, getattr(loaded, "format", ""))
     dist.main_first(lambda: check_models(cfg, [u.cfg for u in units]), local=True)
     download_models_on_each_node(dist, cfg, [u.cfg for u in units])
     rubrics = Rubrics(cfg.judge.prompts_dir)
@@ -243,7 +246,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     jobs += baseline_jobs(cfg, units[0], shared, samples)
     batches = dist.on_main(lambda: plan_judge_batches(jobs, protocol, facts,
                                                       batch_size=cfg.judge.judge_batch_size,
-                                                      max_pixels=cfg.judge.judge_max_pixels))
+                                                      max_pixels=protocol.max_pixels(cfg.judge)))
     judge_stage = JudgeStage(dist, cfg, protocol, facts, logger=logger)
     judged_ok = sum(r.get("status") == "ok" for records in shared.values() for r in records.values()) + sum(
         u.plan.edits[s.id]["status"] == "ok" and u.plan.judgements.get(s.id, {}).get("status") == "ok"
@@ -288,7 +291,8 @@ def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: di
                 judged_now: int, logger) -> Counter:
     cfg, plan = unit.cfg, unit.plan
     edits, judgements = plan.edits, plan.judgements
-    rows, baseline_rows = build_rows(samples, edits, judgements, plan.baseline_records, protocol, facts)
+    rows, baseline_rows = build_rows(samples, edits, judgements, plan.baseline_records, protocol, facts,
+                                     failure_policy=cfg.judge.failure_policy)
     local = Path(cfg.data.dataset).expanduser()
     meta = {"dataset": cfg.data.dataset, "dataset_path": str(local.resolve()) if local.exists() else None,
             "editor": cfg.editor.editor,
@@ -300,7 +304,8 @@ def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: di
             "reused_judgements": sum(edits[s.id]["status"] == "ok" for s in samples) - judged_now,
             "started": started.isoformat(timespec="seconds")}
     write_outputs(cfg, unit.folder, rows=rows, baseline_rows=baseline_rows, per_rank=per_rank, samples=samples,
-                  rubrics=rubrics, protocol=protocol, meta=meta, edit_records=[edits[s.id] for s in samples])
+                  rubrics=rubrics, protocol=protocol, meta=meta, edit_records=[edits[s.id] for s in samples],
+                  judge_records={s.id: judgements[s.id] for s in samples if s.id in judgements})
     statuses = Counter(row["status"] for row in rows)
     log = logger.info if statuses["ok"] == len(rows) else logger.warning
     log("%sstatuses: %s; wrote %s", f"{unit.label}: " if unit.label else "", dict(statuses),

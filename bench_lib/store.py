@@ -210,11 +210,12 @@ def _short(value: Any, limit: int = 200) -> str:
 RUN_FILE = "run.json"
 RECORDS_DIR = "records"
 RESULTS_FILE = "results.jsonl"
+JUDGE_INPUTS_FILE = "judge_inputs.jsonl"  # what the judge was sent, per sample and view
 REPORT_FILE = "report.json"
 BASELINES_DIR = "baselines"
 LOCK_FILE = ".lock"
 _OWNED = (RUN_FILE, RECORDS_DIR, EDITS_DIR, RESULTS_FILE, REPORT_FILE, "report.md", BASELINES_DIR, "gallery.html",
-          "report_chart.png")
+          "report_chart.png", JUDGE_INPUTS_FILE)
 _FOLDERS = (RECORDS_DIR, EDITS_DIR, BASELINES_DIR)
 _TMP_FOLDERS = (".", EDITS_DIR, BASELINES_DIR, RECORDS_DIR)  # where _atomic_write may have left a temporary file
 

@@ -46,9 +46,14 @@ def _default(f: dataclasses.Field):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
+AUTO_TEXT = {  # the keys with a value that is not a registered name
+    "dataset_format": "each format below, in its `priority` order, is asked whether it recognises the data",
+    "protocol": "the protocol of the data's format when it is a known benchmark's (its `protocol`), else `default`",
+}
+
+
 def _auto_text(name: str) -> str:
-    assert name == "dataset_format", name  # the only key with a value that is not a registered name
-    return "each format below, in its `priority` order, is asked whether it recognises the data"
+    return AUTO_TEXT[name]
 
 
 def render(text: str) -> str:

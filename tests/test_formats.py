@@ -201,7 +201,8 @@ def test_the_benchmark_recipes_run_on_their_formats(tmp_path, recipe):
     cfg = parse_config(["--config", f"configs/{recipe}.yaml", "--dataset", str(data), "--output_dir",
                         str(tmp_path / "out"), "--editor", "identity", "--judge_model", "tiny:qwen3-vl",
                         "--judge_dtype", "float32", "--judge_min_digit_mass", "0", "--judge_mode", "logits",
-                        "--limit", "4", "--baselines", ""])
+                        "--limit", "4", "--baselines", "", "--judge_prompts", "", "--judge_prompts_sha256", ""])
+    # (offline: this project's wording; the recipes' prompt files are tested in tests/test_reference_benchmarks.py)
     assert cfg.judge.protocol == {"gedit": "viescore"}.get(recipe, recipe)
     runner.run(cfg)
     run = read_run(tmp_path / "out")

@@ -22,6 +22,7 @@ class Format:
     columns: ClassVar[dict[str, str]] = {}  # canonical name -> the format's column ("a|b": the first non-empty)
     extras: ClassVar[tuple[str, ...]] = ()  # the format's own fields kept on each sample (for its protocol's rules)
     renames: ClassVar[dict[str, str]] = {}  # extra field name -> source column, when they differ
+    protocol: ClassVar[str] = "default"  # the protocol `protocol: auto` scores this format's data with
 
     @classmethod
     def detect(cls, cfg: DataConfig) -> bool:

@@ -15,6 +15,7 @@ COLUMNS = {"key", "task_type", "instruction", "instruction_language", "input_ima
 class GEdit(Datasets):
     description = "the GEdit-Bench dataset, from the hub or its parquet, read unchanged"
     priority = 80
+    protocol = "viescore"
     reads = ("GEdit-Bench's dataset (a hub id, a local dataset folder, or a .parquet/.csv file with columns "
              "key, task_type, instruction, instruction_language, input_image)")
     columns = {"id": "key", "category": "task_type", "source_image": "input_image"}

@@ -15,6 +15,7 @@ from .base import Format, local_path
 class KRIS(Format):
     description = "KRIS-Bench's folder of task folders with an annotation.json each, read unchanged"
     priority = 10
+    protocol = "kris"
 
     @classmethod
     def detect(cls, cfg: DataConfig) -> bool:

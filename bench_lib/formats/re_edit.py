@@ -20,6 +20,7 @@ FIELDS = {"subset", "src_img_b64", "edit_instruction_en"}
 class REEdit(Format):
     description = "RE-Edit's JSON, a list of records or {category: [records]}, read unchanged"
     priority = 20
+    protocol = "re_edit"
 
     @classmethod
     def detect(cls, cfg: DataConfig) -> bool:

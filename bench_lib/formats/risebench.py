@@ -16,6 +16,7 @@ FIELDS = {"index", "category", "instruction", "image"}
 class RISEBench(JsonRecords):
     description = "RISEBench's data_total.json, read unchanged"
     priority = 30
+    protocol = "risebench"
     columns = {"id": "index", "source_image": "image", "reference_text": "reference|reference_txt",
                "reference_image": "reference_img"}
     extras = ("subtask", "consistency_free", "reasoning_img", "reasoning_wo_ins")

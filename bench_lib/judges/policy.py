@@ -52,6 +52,7 @@ def judge(backend: Judge, samples: Sequence[Sequence[JudgeRequest]], *, mode: st
         if mode == "generate":
             judgement.digit_mass = None
         if judgement.error is not None:
+            judgement.partial_answers = dict(judgement.answers or {})  # failure_policy reference counts them
             judgement.answers = judgement.distributions = None
     return judgements
 

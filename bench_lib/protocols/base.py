@@ -16,7 +16,10 @@ Every judge backend serves every protocol: the protocol says what is asked, the 
 
 Every prompt is this project's own wording of the benchmark's published criteria; the structure (dimensions,
 scales, images shown, formulas, aggregation) follows the benchmark, with each rule's source named where it is
-implemented. A parse failure is `judge_failed` in every protocol: never a fill-in value or a guess.
+implemented. With `judge_prompts` the prompts are the benchmark's own texts, read from its files at run time
+(`verbatim_names`, bench_lib.prompt_files). A parse failure is `judge_failed` in every protocol: never a fill-in
+value or a guess, unless `failure_policy: reference` asks for the benchmark's own rule (`fill_failure`,
+`failed_metrics`; applied when results are written, every filled value counted).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
+from ..config import DEFAULT_JUDGE_MAX_PIXELS, ConfigError
 from ..judging import (  # noqa: F401  (the scales and questions protocols declare; re-exported for them)
     ONE_TO_FIVE,
     RATIONALE_THEN_JSON,
@@ -48,18 +52,25 @@ from ..scoring import bootstrap_ci, macro_mean
 
 @dataclass(frozen=True)
 class Ask:
-    """One view of one sample: the images shown (label, image), the text before the questions, the questions."""
+    """One view of one sample: the images shown (label, image), the text before the questions, the questions.
+    A view asked in a benchmark's own words (verbatim prompts) carries its own answer format, shows its images
+    without labels (label "") and may put its text first, as the benchmark sends it."""
 
     view: str
     images: tuple[tuple[str, Any], ...]
     context: str
     questions: tuple[Question, ...]
+    answer_format: Optional[AnswerFormat] = None  # None: the protocol's
+    text_first: bool = False
 
     def request(self, *, system: Optional[str] = None,
                 answer_format: AnswerFormat = RATIONALE_THEN_JSON) -> JudgeRequest:
-        """What the judge is shown and asked: each image after its label, then the view's text."""
-        content = tuple(part for label, image in self.images for part in (TextPart(label), ImagePart(image)))
-        return JudgeRequest(self.view, system, (*content, TextPart(self.context)), self.questions, answer_format)
+        """What the judge is shown and asked: each image after its label (if any), and the view's text after the
+        images (or before them)."""
+        content = tuple(part for label, image in self.images
+                        for part in ((TextPart(label),) if label else ()) + (ImagePart(image),))
+        content = (TextPart(self.context), *content) if self.text_first else (*content, TextPart(self.context))
+        return JudgeRequest(self.view, system, content, self.questions, self.answer_format or answer_format)
 
 
 @dataclass(frozen=True)
@@ -117,9 +128,73 @@ class Protocol(ABC):
         if cls.metrics:
             primary_metric(cls.metrics, cls.__name__)  # raises when it is not one metric
 
-    def __init__(self, judge_cfg: Any, rubrics: Any = None):
+    # A benchmark's own prompt file (`judge_prompts`): the file's path in the benchmark's repository (found under a
+    # local checkout given as `judge_prompts`), and how the file's texts are filled in and answered.
+    prompt_file_member: ClassVar[Optional[str]] = None
+    # How the benchmark sends images to its judge, applied with its verbatim prompts unless `judge_max_pixels` is
+    # set: "full" (as they are), or "long_side:N" (shrunk, aspect kept, to fit N x N, as PIL's thumbnail does).
+    image_rule: ClassVar[str] = "full"
+
+    def __init__(self, judge_cfg: Any, rubrics: Any = None, prompts: Any = None):
         self.judge_cfg = judge_cfg
         self.rubrics = rubrics
+        self.prompt_file = prompts  # a bench_lib.prompt_files.PromptFile, or None: the project's own wording
+        self.verbatim: Optional[dict[str, str]] = None
+        if prompts is not None:
+            if self.prompt_file_member is None:
+                raise ConfigError(f"protocol {self.name!r} has no benchmark prompt file to read: `judge_prompts` "
+                                  "applies to re_edit, risebench, kris and viescore.")
+            self.verbatim = {name: prompts.text(name) for name in self.verbatim_names()}
+            self.check_verbatim()
+
+    def max_pixels(self, judge_cfg: Any) -> Optional[int]:
+        """The pixel limit images are scaled down to (None: the benchmark's own rule, `image_rule`)."""
+        if judge_cfg.judge_max_pixels is not None:
+            return judge_cfg.judge_max_pixels
+        return None if self.verbatim is not None else DEFAULT_JUDGE_MAX_PIXELS
+
+    def fit_image(self, image: Any, limit: Optional[int]) -> Any:
+        """An image as the judge is sent it: at most `limit` pixels (`max_pixels`), or None: the benchmark's own
+        rule (`image_rule`)."""
+        if limit is not None:
+            return fit_pixels(image, limit)
+        if self.image_rule.startswith("long_side:"):
+            side = int(self.image_rule.split(":")[1])
+            if max(image.size) > side:
+                image = image.copy()
+                image.thumbnail((side, side))
+        return image
+
+    def image_rule_text(self, judge_cfg: Any) -> str:
+        limit = self.max_pixels(judge_cfg)
+        return f"at most {limit} pixels" if limit is not None else self.image_rule
+
+    def verbatim_names(self) -> list[str]:
+        """The names of the texts the protocol takes from its benchmark's prompt file."""
+        return []
+
+    def check_verbatim(self) -> None:
+        """Checks of the texts taken (their placeholders); a ConfigError names what is wrong."""
+
+    def check_mode(self, mode: str) -> None:
+        """A verbatim prompt asks for its benchmark's written answer: generate mode only."""
+        if self.verbatim is not None and mode != "generate":
+            raise ConfigError(f"`judge_prompts` with protocol {self.name!r} needs `judge_mode: generate`: its "
+                              "benchmark's answer format writes free text or several values before a score, which "
+                              "logits mode does not read.")
+
+    def fill_failure(self, sample: SampleView, questions: dict[str, Question], partial: dict[str, float],
+                     seed: int) -> Optional[tuple[dict[str, float], dict[str, int]]]:
+        """failure_policy `reference`: a judgement that did not parse completely, as the benchmark counts it:
+        (answers with the benchmark's fill-ins, {"filled"|"guessed"|"dropped": number of values}), or None when
+        the benchmark leaves the sample out (it stays judge_failed). `partial`: the answers that did parse;
+        `seed`: the sample's (for a benchmark that guesses)."""
+        return None
+
+    def failed_metrics(self, sample: SampleView) -> Optional[dict[str, Optional[float]]]:
+        """failure_policy `reference`: the metrics a judge_failed sample still counts with (RISEBench: 0 in
+        accuracy), or None."""
+        return None
 
     @property
     def primary(self) -> Metric:
@@ -153,7 +228,12 @@ class Protocol(ABC):
 
     def digest(self) -> str:
         h = hashlib.sha256(self.name.encode())
-        for text in self.texts():
+        if self.verbatim is not None:  # the benchmark's own texts: never the same prompts as the paraphrase
+            h.update(b"\0verbatim\0" + self.prompt_file.sha256.encode())
+            texts = [f"{name}\0{text}" for name, text in sorted(self.verbatim.items())]
+        else:
+            texts = self.texts()
+        for text in texts:
             h.update(b"\0" + text.encode("utf-8"))
         return h.hexdigest()
 
@@ -180,8 +260,8 @@ class Protocol(ABC):
         values (pooled over samples), on the scale the report shows."""
         out = {}
         for metric in self.metrics:
-            values = [r["metrics"][metric.name] for r in rows if r["status"] == "ok"
-                      and (r.get("metrics") or {}).get(metric.name) is not None]
+            # the ok rows' values (failure_policy reference: also a failed row's value its benchmark counts)
+            values = [r["metrics"][metric.name] for r in rows if (r.get("metrics") or {}).get(metric.name) is not None]
             mean = sum(values) / len(values) if values else None
             ci = bootstrap_ci(values)
             out[metric.name] = {"mean": metric.shown(mean),
@@ -195,8 +275,7 @@ class Protocol(ABC):
         out = {}
         for metric in self.metrics:
             groups = {c: v for c in categories if (v := [r["metrics"][metric.name] for r in rows if r["category"] == c
-                                                         and r["status"] == "ok"
-                                                         and r["metrics"].get(metric.name) is not None])}
+                                                         and (r.get("metrics") or {}).get(metric.name) is not None])}
             mean, ci = macro_mean(groups)
             out[metric.name] = {"mean": metric.shown(mean),
                                 "ci95": None if ci is None else [metric.shown(ci[0]), metric.shown(ci[1])],
@@ -229,6 +308,18 @@ class Protocol(ABC):
         `sample_metrics`."""
         return {name: Answer(value, questions[name].scale.values, tuple(record["distributions"][name]))
                 for name, value in record["answers"].items()}
+
+
+def fit_pixels(image: Any, max_pixels: int) -> Any:
+    """Downscale (aspect kept, high-quality filter) to at most `max_pixels`; smaller images are unchanged."""
+    from PIL import Image
+
+    width, height = image.size
+    if width * height <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def primary_metric(metrics: Sequence[Metric], owner: str = "protocol") -> Metric:

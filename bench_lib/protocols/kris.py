@@ -1,5 +1,5 @@
 """`kris`: KRIS-Bench's protocol (mercurystraw/Kris_Bench `metrics_common.py`, `metrics_view_change.py`,
-`metrics_knowledge.py`; criteria in `utils/prompts.py`; the 0-100 normalisation and the task groups as in
+`metrics_knowledge.py`; criteria in `ReasonEdit/prompts.py`; the 0-100 normalisation and the task groups as in
 lmms-eval's KRIS-Bench task, which follows the official summary).
 
 Four dimensions, 1-5 each:
@@ -21,8 +21,11 @@ invalid_input (see the README).
 
 from __future__ import annotations
 
+import string
 from typing import Any, Optional
 
+from ..config import ConfigError
+from ..judging import NamedScoresJSON
 from .base import ONE_TO_FIVE, Answer, Ask, Metric, Protocol, Question, SampleView, register_protocol
 
 CONSISTENCY = (
@@ -66,9 +69,46 @@ KNOWLEDGE_TASKS = ("abstract_reasoning", "rule-based_reasoning", "mathematics", 
 MULTI_IMAGE = ("temporal_prediction", "multi-element_composition")
 
 
+# With `judge_prompts` (KRIS-Bench's `ReasonEdit/prompts.py`, which its scripts import as `ReasonEdit.prompts`):
+# the module's constants per view, as mercurystraw/Kris_Bench at 2114fec9 uses them (`metrics_common.py`,
+# `metrics_view_change.py`, `metrics_knowledge.py`, `metrics_multi_element.py`): filled in with str.format
+# (placeholders `instruct` and, for the knowledge view, `explanation`), the text sent BEFORE the images, answered
+# in KRIS's JSON keys. `metrics_common.py` picks `prompt_abnormal_instruction_following` only for a category
+# named "abnormality_correction", which no task is (the task is `anomaly_correction`), so the reference asks
+# every common task with `prompt_instruction_following`, and so does this protocol.
+VERBATIM = {"consistency": "prompt_consist", "quality": "prompt_quality",
+            "instruction": "prompt_instruction_following", "viewpoint": "prompt_view_instruction_following",
+            "knowledge": "prompt_dual_evaluation"}
+PLACEHOLDERS = ("instruct", "explanation")
+ANSWER_KEYS = (("consistency", "consistency_score"), ("quality", "quality_score"),
+               ("instruction", "instruction_score"), ("knowledge", "knowledge_score"))
+
+
 @register_protocol("kris")
 class KRISProtocol(Protocol):
     """KRIS-Bench: consistency, quality, instruction following and knowledge, 1-5, reported 0-100."""
+
+    prompt_file_member = "ReasonEdit/prompts.py"
+
+    def verbatim_names(self) -> list[str]:
+        return list(VERBATIM.values())
+
+    def check_verbatim(self) -> None:
+        for name, text in self.verbatim.items():
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+            except ValueError as err:
+                raise ConfigError(f"`judge_prompts` {name} is not a str.format template: {err}.") from None
+            if fields - set(PLACEHOLDERS):
+                raise ConfigError(f"`judge_prompts` {name} has placeholders {sorted(fields - set(PLACEHOLDERS))}; "
+                                  f"the kris protocol fills {list(PLACEHOLDERS)}.")
+
+    def fill_failure(self, sample, questions, partial, seed):
+        """lmms-eval's KRIS-Bench task: a dimension whose answer did not parse is left out (the sample's other
+        dimensions still count); a sample with none left stays failed."""
+        if not partial:
+            return None
+        return dict(partial), {"dropped": len([n for n in questions if n not in partial])}
 
     answer_names = tuple(QUESTIONS)
     metrics = tuple(Metric(name, 1, 5, "{:.1f}", scale_to_report=(-25.0, 25.0), primary=name == "score")
@@ -83,6 +123,26 @@ class KRISProtocol(Protocol):
         q = {n: Question(n, ONE_TO_FIVE, text) for n, text in QUESTIONS.items()}
         pair = (("Original image:", images["source"]), ("Edited image:", images["edited"]))
         fill = {"instruction": sample.instruction}
+        if self.verbatim is not None:
+            fmt = NamedScoresJSON(ANSWER_KEYS)
+            text = {view: self.verbatim[name].format(
+                instruct=sample.instruction, explanation=sample.fields.get("explanation") or "")
+                for view, name in VERBATIM.items()}
+            shown = (("", images["source"]), ("", images["edited"]))
+            asks = [Ask("consistency", shown, text["consistency"], (q["consistency"],), answer_format=fmt,
+                        text_first=True),
+                    Ask("quality", (("", images["edited"]),), text["quality"], (q["quality"],), answer_format=fmt,
+                        text_first=True)]
+            if kind == "knowledge":
+                asks.append(Ask("knowledge", shown, text["knowledge"], (q["instruction"], q["knowledge"]),
+                                answer_format=fmt, text_first=True))
+            elif kind == "viewpoint" and sample.has_reference_image:
+                asks.append(Ask("instruction", shown + (("", images.get("reference")),), text["viewpoint"],
+                                (q["instruction"],), answer_format=fmt, text_first=True))
+            else:
+                asks.append(Ask("instruction", shown, text["instruction"], (q["instruction"],), answer_format=fmt,
+                                text_first=True))
+            return asks
         asks = [Ask("consistency", pair, CONSISTENCY.format(**fill), (q["consistency"],)),
                 Ask("quality", (("Edited image:", images["edited"]),), QUALITY, (q["quality"],))]
         if kind == "knowledge":  # metrics_knowledge.py: one call for instruction following and knowledge
@@ -101,12 +161,13 @@ class KRISProtocol(Protocol):
         return [CONSISTENCY, QUALITY, INSTRUCTION, KNOWLEDGE, *QUESTIONS.values()]
 
     def sample_metrics(self, sample: SampleView, answers: dict[str, Answer]) -> dict[str, Optional[float]]:
-        values = {name: answers[name].value for name in ("consistency", "quality", "instruction")}
+        # failure_policy reference may leave a dimension out (its answer did not parse): the others still count
+        values = {name: answers[name].value for name in ("consistency", "quality", "instruction") if name in answers}
         knowledge = None
         if "knowledge" in answers:
-            instruction = answers["instruction"]
-            low = sum(instruction.probability(v) for v in (1.0, 2.0))
+            instruction = answers.get("instruction")
+            low = sum(instruction.probability(v) for v in (1.0, 2.0)) if instruction else 0.0
             knowledge = low * 1.0 + (1 - low) * answers["knowledge"].value  # the prompt's cap, in expectation
             values["knowledge"] = knowledge
-        return {**{k: values[k] for k in ("consistency", "quality", "instruction")}, "knowledge": knowledge,
+        return {**{k: values.get(k) for k in ("consistency", "quality", "instruction")}, "knowledge": knowledge,
                 "score": sum(values.values()) / len(values)}

@@ -17,8 +17,11 @@ P(yes) (renormalised over yes and no), so the yes-rate is the expected share of 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
+from ..config import ConfigError
+from ..judging import ScoreJSON
 from ..metrics import Table
 from .base import YES_NO, ZERO_TO_TEN, Answer, Ask, Metric, Protocol, Question, SampleView, register_protocol
 
@@ -57,6 +60,13 @@ SEMANTIC_CONSISTENCY = (
     "Score two things from 0 to 10. EDITING SUCCESS: how completely and correctly the instruction is carried out "
     "(0: not at all; 10: fully). OVER-EDITING: how well everything the instruction does not mention is kept (0: "
     "the image changed far beyond the instruction; 10: only what was asked changed).\n\n")
+# With `judge_prompts` (RE-Edit's single_scoring_part_vllm/scoring_config.yaml): per view, `prompts.<key>`'s
+# system_prompt and user_prompt_template, filled in and sent as RE-Edit's prompt_manager.py does (the placeholders
+# replaced, "{{"/"}}" made single braces; the system prompt, a blank line and the user prompt as one text after
+# the source and the edited image, no system turn), answered in RE-Edit's JSON `score` / `reasoning`.
+VERBATIM_VIEWS = {"instruction_following": "instruction_following", "semantic_consistency": "sc_metric"}
+PLACEHOLDERS = ("edit_instruction", "original_description", "rationale")
+FILE_MEMBER = "single_scoring_part_vllm/scoring_config.yaml"
 QUESTIONS = {
     "yes": "Is the edited image correct in this respect?",
     "instruction_following": "Give the instruction-following score.",
@@ -78,8 +88,46 @@ class REEditProtocol(Protocol):
                          "物理": "physical", "环境": "environmental", "社会": "cultural", "因果": "causal",
                          "指代": "referential"}  # the harness's own names; RE-Edit's Chinese subset names
 
+    prompt_file_member = FILE_MEMBER
+
+    def verbatim_names(self) -> list[str]:
+        return [f"prompts.{key}.{part}" for key in (*DIMENSIONS, *VERBATIM_VIEWS.values())
+                for part in ("system_prompt", "user_prompt_template")]
+
+    def check_verbatim(self) -> None:
+        for name, text in self.verbatim.items():
+            unknown = sorted(set(re.findall(r"(?<!\{)\{([A-Za-z_]\w*)\}(?!\})", text)) - set(PLACEHOLDERS))
+            if unknown:
+                raise ConfigError(f"`judge_prompts` {name} has placeholders {unknown} that RE-Edit's prompt "
+                                  f"manager does not fill (it fills {list(PLACEHOLDERS)}).")
+
+    def verbatim_text(self, key: str, sample: SampleView) -> str:
+        """RE-Edit's prompt for `key` (a dimension or a metric), filled in for the sample (prompt_manager.py:
+        format_user_prompt, build_messages)."""
+        values = {"edit_instruction": sample.instruction,
+                  "original_description": sample.fields.get("description") or "",
+                  "rationale": sample.fields.get("rationale") or ""}
+        user = self.verbatim[f"prompts.{key}.user_prompt_template"]
+        user = user.replace("{{", "\0open\0").replace("}}", "\0close\0")
+        for name, value in values.items():
+            user = user.replace("{" + name + "}", str(value))
+        user = user.replace("\0open\0", "{").replace("\0close\0", "}")
+        system = self.verbatim[f"prompts.{key}.system_prompt"]
+        return f"{system}\n\n{user}" if system else user
+
     def asks(self, sample: SampleView, images: dict[str, Any]) -> list[Ask]:
         dim = sample.dimension if sample.dimension in DIMENSIONS else self.default_dimension
+        if self.verbatim is not None:
+            shown = (("", images["source"]), ("", images["edited"]))
+            answer = ScoreJSON()
+            return [Ask("reasoning", shown, self.verbatim_text(dim, sample),
+                        (Question("yes", YES_NO, QUESTIONS["yes"]),), answer_format=answer),
+                    Ask("instruction_following", shown, self.verbatim_text("instruction_following", sample),
+                        (Question("instruction_following", ZERO_TO_TEN, QUESTIONS["instruction_following"]),),
+                        answer_format=answer),
+                    Ask("semantic_consistency", shown, self.verbatim_text("sc_metric", sample),
+                        (Question("editing_success", ZERO_TO_TEN, QUESTIONS["editing_success"]),
+                         Question("over_editing", ZERO_TO_TEN, QUESTIONS["over_editing"])), answer_format=answer)]
         pair = (("Original image:", images["source"]), ("Edited image:", images["edited"]))
         rationale = (sample.fields.get("rationale") or "").strip()
         reasoning = REASONING.format(
@@ -96,6 +144,13 @@ class REEditProtocol(Protocol):
 
     def texts(self) -> list[str]:
         return [REASONING, INSTRUCTION_FOLLOWING, SEMANTIC_CONSISTENCY, *DIMENSIONS.values(), *QUESTIONS.values()]
+
+    def fill_failure(self, sample, questions, partial, seed):
+        """RE-Edit (iterative_pipeline_v7.py): an unparsed yes/no is "no", an unparsed IF score 5.0, an unparsed
+        SC score [5.0, 5.0]."""
+        fills = {"yes": 0.0, "instruction_following": 5.0, "editing_success": 5.0, "over_editing": 5.0}
+        missing = [name for name in questions if name not in partial]
+        return {**partial, **{name: fills[name] for name in missing}}, {"filled": len(missing)}
 
     def sample_metrics(self, sample: SampleView, answers: dict[str, Answer]) -> dict[str, Optional[float]]:
         return {"yes_rate": answers["yes"].value,

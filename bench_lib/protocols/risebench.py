@@ -16,14 +16,15 @@ are also shown as 25 (mean - 1) %, the headline is Accuracy % per category and o
 
 In logits mode the answers are distributions: the linear parts use expected values, "R = 1" is taken with
 its probability (the score is halved in expectation), and accuracy is P(every applicable dimension at 5)
-with the questions independent. A judgement that does not parse is judge_failed and enters no mean
-(RISEBench counts it as 0 in accuracy; see the README's differences).
+with the questions independent. A judgement that does not parse is judge_failed and enters no mean; with
+`failure_policy: reference` it counts 0 in accuracy and stays out of the score, as in gpt_eval.py.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..judging import FinalScoreLine
 from ..metrics import NO_VALUE, Label, Table
 from .base import ONE_TO_FIVE, ZERO_OR_ONE, Answer, Ask, Metric, Protocol, Question, SampleView, register_protocol
 
@@ -79,9 +80,72 @@ def _flag(sample: SampleView, name: str) -> bool:
     return value is not None and value != ""
 
 
+# With `judge_prompts` (RISEBench's utils.py), the module's constants as gpt_eval.py eval_vanilla picks and fills
+# them (str.format with instruct= and reference= where it calls format), each sent as its text, then its images.
+VERBATIM = ("prompt_consist", "prompt_reasoning", "prompt_reasoning_w_input", "prompt_generation",
+            "prompt_spatial_ref", "prompt_spatial_ref_img", "prompt_spatial_ref_w_input", "prompt_spatial_qual",
+            "prompt_spatial_cons", "prompt_logical_cons_ans", "prompt_logical_cons", "prompt_logical_txt",
+            "prompt_logical_img", "prompt_logical_img_wo_q")
+
+
 @register_protocol("risebench")
 class RISEBenchProtocol(Protocol):
     """RISEBench: reasoning, appearance consistency and visual plausibility, 1-5, and accuracy."""
+
+    prompt_file_member = "utils.py"
+    image_rule = "long_side:768"  # gpt_eval.py gpt_generate(image_size=768): PIL thumbnail to 768 x 768
+
+    def verbatim_names(self) -> list[str]:
+        return list(VERBATIM)
+
+    def verbatim_asks(self, sample: SampleView, images: dict[str, Any], dim: str) -> list[Ask]:
+        """gpt_eval.py eval_vanilla: which of RISEBench's texts each view sends, with which images."""
+        v, fmt = self.verbatim, FinalScoreLine()
+        source, edited, reference = images["source"], images["edited"], images.get("reference")
+        fill = {"instruct": sample.instruction, "reference": sample.reference_text or ""}
+
+        def ask(view, text, shown, scale):
+            return Ask(view, tuple(("", image) for image in shown), text, (Question(view, scale, QUESTIONS[view]),),
+                       answer_format=fmt, text_first=True)
+
+        if dim == "logical":
+            if sample.has_reference_image:
+                cons = v["prompt_logical_cons"].format(instruct=sample.instruction)
+                rea = (v["prompt_logical_img_wo_q"] if _flag(sample, "reasoning_wo_ins")
+                       else v["prompt_logical_img"].format(instruct=sample.instruction))
+                asks = [ask("reasoning", rea, (reference, edited), ZERO_OR_ONE)]
+                first = reference
+            else:
+                cons = v["prompt_logical_cons_ans"].format(**fill)
+                asks = [ask("reasoning", v["prompt_logical_txt"].format(**fill), (edited,), ZERO_OR_ONE)]
+                first = source
+            if not _flag(sample, "consistency_free"):
+                asks.insert(0, ask("consistency", cons, (first, edited), ZERO_OR_ONE))
+            return asks
+        first = source
+        if dim == "spatial":
+            if sample.has_reference_image:
+                first = reference
+                rea = ask("reasoning", v["prompt_spatial_ref_img"].format(instruct=sample.instruction),
+                          (reference, edited), ONE_TO_FIVE)
+            elif _flag(sample, "reasoning_img"):
+                rea = ask("reasoning", v["prompt_spatial_ref_w_input"].format(**fill), (source, edited), ONE_TO_FIVE)
+            else:
+                rea = ask("reasoning", v["prompt_spatial_ref"].format(**fill), (edited,), ONE_TO_FIVE)
+            cons, qua = v["prompt_spatial_cons"].format(instruct=sample.instruction), v["prompt_spatial_qual"]
+        else:
+            if _flag(sample, "reasoning_img"):
+                rea = ask("reasoning", v["prompt_reasoning_w_input"].format(**fill), (source, edited), ONE_TO_FIVE)
+            else:
+                rea = ask("reasoning", v["prompt_reasoning"].format(**fill), (edited,), ONE_TO_FIVE)
+            cons, qua = v["prompt_consist"].format(instruct=sample.instruction), v["prompt_generation"]
+        asks = [] if _flag(sample, "consistency_free") else [ask("consistency", cons, (first, edited), ONE_TO_FIVE)]
+        return [*asks, rea, ask("plausibility", qua, (edited,), ONE_TO_FIVE)]
+
+    def failed_metrics(self, sample: SampleView) -> Optional[dict[str, Optional[float]]]:
+        """gpt_eval.py: a sample whose answers did not all parse has no score (left out of the means) and counts
+        0 in accuracy."""
+        return {**{m.name: None for m in self.metrics}, "accuracy": 0.0}
 
     answer_names = tuple(QUESTIONS)
     metrics = (Metric("score", 1, 5, primary=True), Metric("accuracy", 0, 1, "{:.1%}"), Metric("reasoning", 1, 5),
@@ -92,6 +156,8 @@ class RISEBenchProtocol(Protocol):
 
     def asks(self, sample: SampleView, images: dict[str, Any]) -> list[Ask]:
         dim = sample.dimension if sample.dimension in DIMENSIONS else self.default_dimension
+        if self.verbatim is not None:
+            return self.verbatim_asks(sample, images, dim)
         source, edited, reference = images["source"], images["edited"], images.get("reference")
         with_reference_image = sample.has_reference_image and dim in ("spatial", "logical")
         first, before = ((reference, "the reference image of the correct result") if with_reference_image
@@ -167,9 +233,29 @@ class RISEBenchProtocol(Protocol):
         return {"score": score, "accuracy": accuracy, "reasoning": r,
                 "consistency": c[0] if c else None, "plausibility": p[0] if p else None}
 
+    def report_extras(self, rows: list[dict[str, Any]], categories: list[str]) -> dict[str, Any]:
+        """RISEBench's per-subtask figures (gpt_eval.py groups by `subtask` when the data has it): each subtask's
+        category and metrics."""
+        def subtask(row):
+            value = (row.get("extras") or {}).get("subtask")
+            return None if value in (None, "") else str(value)
+
+        names = sorted({s for r in rows if (s := subtask(r)) is not None})
+        if not names:
+            return {}
+        return {"subtasks": {name: {"category": next(r["category"] for r in rows if subtask(r) == name),
+                                    "metrics": self.aggregate([r for r in rows if subtask(r) == name])}
+                             for name in names}}
+
     def headline(self, report: dict[str, Any]) -> list[Table]:
-        """RISEBench's README tables: Accuracy per category and overall; then the dimensions as 25 (mean - 1) %."""
-        rows = [*report["categories"].items(), (Label("overall"), report["overall"])]
+        """RISEBench's README tables: Accuracy per category (in its order: Temporal, Causal, Spatial, Logical; other
+        categories after them) and overall; then the dimensions as 25 (mean - 1) %."""
+        def order(category: str) -> tuple:
+            dim = self.dimension_of(category, {})
+            return (DIMENSIONS.index(dim) if dim else len(DIMENSIONS), category)
+
+        rows = [*sorted(report["categories"].items(), key=lambda item: order(item[0])),
+                (Label("overall"), report["overall"])]
         labels = tuple(label for label, _ in rows)
         accuracy = Table(("", *labels), (("Accuracy", *(self.metric("accuracy").format(s["metrics"].get("accuracy"))
                                                        for _, s in rows)),))
@@ -177,7 +263,14 @@ class RISEBenchProtocol(Protocol):
                    "plausibility": "Visual plausibility"}
         dimensions = [(label, *(_percent(s["metrics"].get(name)) for _, s in rows)) for name, label in percent.items()]
         dimensions.append(("Score (1-5)", *(self.metric("score").format(s["metrics"].get("score")) for _, s in rows)))
-        return [accuracy, Table(("dimension (25 x (mean - 1) %)", *labels), tuple(dimensions))]
+        tables = [accuracy, Table(("dimension (25 x (mean - 1) %)", *labels), tuple(dimensions))]
+        if report.get("subtasks"):
+            tables.append(Table(("subtask", "category", "Accuracy", "Score (1-5)", "n"), tuple(
+                (name, stats["category"], self.metric("accuracy").format(stats["metrics"].get("accuracy")),
+                 self.metric("score").format(stats["metrics"].get("score")), str(stats["metrics"]["accuracy"]["count"]))
+                for name, stats in sorted(report["subtasks"].items(), key=lambda item: (order(item[1]["category"]),
+                                                                                        item[0])))))
+        return tables
 
 
 def _binary_to_five(answer: Answer) -> tuple[float, float, float]:

@@ -14,8 +14,10 @@ Rules (TIGER-AI-Lab/VIEScore `viescore/__init__.py::VIEScore.evaluate`, task "ti
 
 from __future__ import annotations
 
+import random
 from typing import Any, Optional
 
+from ..judging import ScoreJSON
 from ..metrics import Block, Label, Table
 from .base import (
     ZERO_TO_TEN,
@@ -52,9 +54,34 @@ QUESTIONS = {
 }
 
 
+# With `judge_prompts` (VIEScore's viescore/vie_prompts.py): VIEScore.__init__ for task "tie" joins these with
+# "\n" (semantics: context, rule, SC rule with "<instruction>" replaced; quality: context, PQ rule); each is sent
+# as its text, then its images (mllm_tools prepare_prompt), answered in VIEScore's JSON `score` list.
+VERBATIM_SC = ("_context_no_delimit", "_prompts_0shot_two_image_edit_rule", "_prompts_0shot_tie_rule_SC")
+VERBATIM_PQ = ("_context_no_delimit", "_prompts_0shot_rule_PQ")
+VIEWS = {"semantics": ("editing_success", "over_editing"), "quality": ("naturalness", "artifacts")}
+
+
 @register_protocol("viescore")
 class VIEScoreProtocol(Protocol):
     """VIEScore as GEdit-Bench uses it: semantics, quality and overall, 0-10."""
+
+    prompt_file_member = "viescore/vie_prompts.py"
+
+    def verbatim_names(self) -> list[str]:
+        return list(dict.fromkeys(VERBATIM_SC + VERBATIM_PQ))
+
+    def fill_failure(self, sample, questions, partial, seed):
+        """VIEScore (utils.py mllm_output_to_dict, give_up_parsing): after its retry, a view that still does not
+        parse gets a guessed score, random.randint(0, 10), as a list of one (so the view's min is the guess);
+        here drawn from a generator seeded with the sample's seed and the view."""
+        answers, guessed = dict(partial), 0
+        for view, names in VIEWS.items():
+            if any(name not in partial for name in names):
+                guess = float(random.Random(f"{seed}/{view}").randint(0, 10))
+                answers.update({name: guess for name in names})
+                guessed += 1
+        return answers, {"guessed": guessed}
 
     answer_names = tuple(QUESTIONS)
     metrics = (Metric("semantics", 0, 10, "{:.3f}"), Metric("quality", 0, 10, "{:.3f}"),
@@ -66,6 +93,13 @@ class VIEScoreProtocol(Protocol):
         if edited is not None and source is not None and edited.size != source.size:
             edited = edited.resize(source.size)  # GEdit-Bench: the edit is judged at the source's size
         q = {name: Question(name, ZERO_TO_TEN, text) for name, text in QUESTIONS.items()}
+        if self.verbatim is not None:
+            fmt = ScoreJSON(delimiter="||V^=^V||", wrap_single=True)
+            semantics = "\n".join(self.verbatim[n] for n in VERBATIM_SC).replace("<instruction>", sample.instruction)
+            return [Ask("semantics", (("", source), ("", edited)), semantics,
+                        (q["editing_success"], q["over_editing"]), answer_format=fmt, text_first=True),
+                    Ask("quality", (("", edited),), "\n".join(self.verbatim[n] for n in VERBATIM_PQ),
+                        (q["naturalness"], q["artifacts"]), answer_format=fmt, text_first=True)]
         return [Ask("semantics", (("Original image:", source), ("Edited image:", edited)),
                     SEMANTICS.replace("{instruction}", sample.instruction),
                     (q["editing_success"], q["over_editing"])),
