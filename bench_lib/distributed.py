@@ -3,7 +3,8 @@
 No other module touches the process state; the runner and the stages use this object. Two other parts of
 accelerate are used elsewhere, neither of which touches it: its logger (`accelerate.logging.get_logger`, main
 process only by default) in the runner and the stages, and `init_empty_weights` in the diffusers editor (a LoRA
-adapter's shapes are checked against an empty-weight copy of the transformer).
+adapter's shapes are checked against an empty-weight copy of the transformer). The trackers (bench_lib.tracking)
+log through the `Accelerator` this object holds (`accelerator.log`, `accelerator.trackers`).
 """
 
 from __future__ import annotations
