@@ -42,7 +42,8 @@ class Distributed:
         if PartialState._shared_state and torch.distributed.is_initialized():
             # A PartialState made earlier has already created the process group with its own
             # (10 minute) timeout, and ours would be silently ignored.
-            raise RuntimeError("accelerate state was initialised before Distributed(); the timeout would not apply")
+            raise RuntimeError("accelerate state was initialised before Distributed(); the timeout would not apply "
+                               "(from Python, pass your Accelerator: bench_lib.evaluate(..., accelerator=accelerator))")
         trackers = {}
         if log_with:
             from accelerate.utils import ProjectConfiguration

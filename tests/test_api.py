@@ -35,9 +35,12 @@ def training_state(pipe) -> dict:
     state = {}
     for name, component in pipe.components.items():
         if hasattr(component, "named_parameters"):
-            state[name] = ([(n, m.training) for n, m in component.named_modules()],
+            # (forward hooks are left out: transformers installs its output-recording hooks on a model's first
+            # forward, whoever calls it; the harness's own hook on the text encoder is a pre-hook)
+            state[name] = ([(n, m.training, len(m._forward_pre_hooks)) for n, m in component.named_modules()],
                            [(n, p.requires_grad, p.device, p.dtype, p.data_ptr()) for n, p in
                             component.named_parameters()])
+    state["progress_bar"] = dict(getattr(pipe, "_progress_bar_config", {"unset": True}))
     return state
 
 

@@ -4,6 +4,7 @@ evaluation's numbers those of a command-line run on the saved checkpoint, and th
 TensorBoard run at the evaluation steps."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +26,15 @@ def runs(tmp_path_factory):
                       script=SCRIPT, timeout=900)
     accelerate_launch(2, ["--output_dir", str(folder / "eval-off"), *TRAIN, "--no_eval", "--log_with", "none"],
                       script=SCRIPT, timeout=600)
-    # The command line on the last checkpoint, one process, the same benchmark settings.
+    # The command line on the last checkpoint, one process, the same benchmark settings (and, as in the launched
+    # processes, one thread: a CPU matmul's summation order depends on the number of threads).
     cli = folder / "cli"
     subprocess.run([sys.executable, "run_benchmark.py", "--config", "configs/smoke.yaml",
                     "--lora", str(folder / "eval-on" / "checkpoint-4"), "--output_dir", str(cli), "--limit", "2",
                     "--baselines", "", "--gallery", "false", "--judge_batch_size", "1",
                     "--editor_kwargs", "negative_prompt=null,height=32,width=32"],
-                   cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
+                   cwd=ROOT, check=True, capture_output=True, text=True, timeout=600,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     return folder
 
 

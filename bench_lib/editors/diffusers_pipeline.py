@@ -312,6 +312,8 @@ class DiffusersEditor(Editor):
         editor._borrowed = {
             "modes": [(m, m.training) for c in modules.values() for m in c.modules()],
             "grads": [(p, p.requires_grad) for c in modules.values() for p in c.parameters()],
+            "progress_bar": dict(getattr(model, "_progress_bar_config", {})) if
+            hasattr(model, "_progress_bar_config") else None,
         }
         dtypes = sorted({str(p.dtype).removeprefix("torch.") for c in modules.values() for p in c.parameters()})
         devices = sorted({str(p.device) for c in modules.values() for p in c.parameters()})
@@ -453,6 +455,10 @@ class DiffusersEditor(Editor):
                 module.training = training
             for parameter, requires_grad in borrowed["grads"]:
                 parameter.requires_grad_(requires_grad)
+            if borrowed["progress_bar"] is None:
+                self.pipe.__dict__.pop("_progress_bar_config", None)
+            else:
+                self.pipe._progress_bar_config = borrowed["progress_bar"]
             self.pipe = self._remove_hook = self._borrowed = None
             return
         self.pipe.remove_all_hooks()  # accelerate offload hooks hold references to the modules
