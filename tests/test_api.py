@@ -68,7 +68,7 @@ def two_calls(tmp_path_factory):
 def test_the_callers_training_state_is_unchanged(two_calls):
     assert two_calls["before"] == two_calls["after"]  # modes, requires_grad, device, dtype, storage of every tensor
     modes = two_calls["after"]["transformer"][0]
-    assert any(training for _, training in modes), "the fixture's transformer was in train mode"
+    assert any(training for _, training, _ in modes), "the fixture's transformer was in train mode"
     assert two_calls["same_weights"]
     assert two_calls["rng_same"], "evaluate must leave the caller's torch RNG as it was"
 
