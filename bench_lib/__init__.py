@@ -1,8 +1,8 @@
 """Image-editing benchmark harness: edit with a diffusers pipeline (or score edits made elsewhere), judge with a
 Qwen-VL model, report.
 
-Importing the package is cheap: `run` (and the model libraries behind it) load on first use, so the command
-line's `--help` and its errors come back at once.
+Importing the package is cheap: `evaluate` and `run` (and the model libraries behind them) load on first use, so
+the command line's `--help` and its errors come back at once. `evaluate` is the Python API (bench_lib/api.py).
 """
 
 import os
@@ -16,12 +16,17 @@ os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
 from .config import BenchmarkConfig, ConfigError  # noqa: E402
 from .options import config_from_dict, parse_config  # noqa: E402
 
-__all__ = ["BenchmarkConfig", "ConfigError", "config_from_dict", "parse_config", "run"]
+__all__ = ["BenchmarkConfig", "ConfigError", "EvalResult", "MetricCI", "NothingScored", "RunFailed",
+           "config_from_dict", "evaluate", "parse_config", "release_judge", "run"]
+
+_LAZY = {"run": "runner", "evaluate": "api", "release_judge": "api", "EvalResult": "api", "MetricCI": "api",
+         "NothingScored": "failures", "RunFailed": "failures"}
 
 
 def __getattr__(name: str):
-    if name == "run":
-        from .runner import run
+    # The Python API (`evaluate`, see bench_lib/api.py and the README's "Python API") and `run` load on first use.
+    if name in _LAZY:
+        import importlib
 
-        return run
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

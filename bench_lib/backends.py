@@ -130,6 +130,21 @@ class Editor(Backend):
         be recorded under the old hash. By default nothing is identified by content at load time."""
         return None
 
+    @classmethod
+    def wrap(cls, cfg: Any, model: Any, *, device: Any) -> Editor:
+        """An editor around a model object the caller already has in memory (the Python API's `pipeline`), used as
+        it is: never loaded, moved, freed or changed; `close()` hands it back in the state it was found in. By
+        default a backend cannot: ConfigError."""
+        from .config import ConfigError
+
+        raise ConfigError(f"editor {cls.name!r} cannot use a model object in memory (`pipeline`); use the "
+                          "diffusers editor.")
+
+    def in_memory(self) -> Optional[dict[str, Any]]:
+        """For an editor made by `wrap`: what the run records about the object (its fingerprint entry and
+        provenance); None for an editor that loaded its own model."""
+        return None
+
     def switch(self, cfg: Any) -> bool:
         """Become the editor `cfg` describes without reloading (a sweep's next variant: another adapter on the
         same base), set `self.cfg` and return True; or return False when that needs a new load (the runner then

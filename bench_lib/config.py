@@ -285,8 +285,38 @@ class SweepConfig:
             raise ConfigError(f"`sweep` must be a folder, NAME=PATH,... or a list of variants, got {self.sweep!r}.")
 
 
+# --- experiment trackers (accelerate's tracking API: bench_lib.tracking) ---------------------------------
+
+
+@dataclass
+class TrackingConfig:
+    # Not in any fingerprint: where results are also sent changes no result.
+    log_with: str = option(
+        "", result=False,
+        help="Also log each run's headline metrics (with CIs), its per-category table and a table of sample images "
+             "to experiment trackers through accelerate's tracking API, comma-separated: tensorboard, wandb, "
+             "trackio, mlflow, ... (any tracker accelerate knows and whose package is installed). Each run logs at "
+             "a training step: the Python API's `step`, a sweep variant's (checkpoint-500: 500), else 0. Called "
+             "with an Accelerator that has trackers, the run logs into those instead.")
+    tracker_project: str = option("edit-bench", result=False, help="The trackers' project (run) name.")
+    logging_dir: str = option(
+        "", result=False, path="always",
+        help="Folder of the trackers' local files (tensorboard's event files, ...); default <output_dir>/logs. It "
+             "may lie outside output_dir.")
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(name.strip() for name in self.log_with.split(",") if name.strip()))
+
+    def logging_folder(self, output_dir: str) -> str:
+        return self.logging_dir or str(Path(output_dir) / "logs")
+
+    def __post_init__(self):
+        if not self.tracker_project.strip():
+            raise ConfigError("`tracker_project` is empty: name the trackers' project.")
+
+
 CORE_SECTIONS = {"data": DataConfig, "editor": EditorConfig, "judge": JudgeConfig, "run": RunConfig,
-                 "sweep": SweepConfig}
+                 "sweep": SweepConfig, "tracking": TrackingConfig}
 
 
 @dataclass
@@ -298,13 +328,14 @@ class BenchmarkConfig:
     judge_backend: Any  # the chosen judge backend's own section
     run: RunConfig
     sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     recipe: Optional[str] = None  # the YAML file the values came from, for the log and report.json
     ignored: tuple[str, ...] = ()  # keys set for a backend this run does not use (logged once)
 
     def sections(self) -> dict[str, Any]:
         return {"data": self.data, "editor": self.editor, f"editor:{self.editor.editor}": self.editor_backend,
                 "judge": self.judge, f"judge:{self.judge.judge}": self.judge_backend, "run": self.run,
-                "sweep": self.sweep}
+                "sweep": self.sweep, "tracking": self.tracking}
 
     def to_dict(self) -> dict[str, Any]:
         flat = {}

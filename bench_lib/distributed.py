@@ -3,7 +3,8 @@
 No other module touches the process state; the runner and the stages use this object. Two other parts of
 accelerate are used elsewhere, neither of which touches it: its logger (`accelerate.logging.get_logger`, main
 process only by default) in the runner and the stages, and `init_empty_weights` in the diffusers editor (a LoRA
-adapter's shapes are checked against an empty-weight copy of the transformer).
+adapter's shapes are checked against an empty-weight copy of the transformer). The trackers (bench_lib.tracking)
+log through the `Accelerator` this object holds (`accelerator.log`, `accelerator.trackers`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,18 @@ T = TypeVar("T")
 
 
 class Distributed:
-    def __init__(self, *, timeout_s: int):
+    def __init__(self, *, timeout_s: int, accelerator: Any = None, log_with: Optional[list[str]] = None,
+                 logging_dir: Optional[str] = None):
+        """The run's process state. `accelerator`: one the caller made already (a training script's), used as it
+        is: no second process group, its own timeout, and `close()` leaves it (and its trackers) running.
+        Otherwise a new `Accelerator` with the process-group timeout and, with `log_with`, accelerate's trackers
+        writing under `logging_dir` (started by `start_trackers`, ended by `close`)."""
+        self.owned = accelerator is None
+        if accelerator is not None:
+            self.accelerator = accelerator
+            self.state = accelerator.state
+            self._check_process_group()
+            return
         # Before the process group exists: imported after it (transformers imports it when a model loads), this
         # module keeps the group alive past destroy_process_group(), so gloo's threads outlive close() and can
         # free a collective's tensors while the interpreter shuts down: SIGABRT at exit ("terminate called
@@ -30,8 +42,16 @@ class Distributed:
         if PartialState._shared_state and torch.distributed.is_initialized():
             # A PartialState made earlier has already created the process group with its own
             # (10 minute) timeout, and ours would be silently ignored.
-            raise RuntimeError("accelerate state was initialised before Distributed(); the timeout would not apply")
-        self.accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))])
+            raise RuntimeError("accelerate state was initialised before Distributed(); the timeout would not apply "
+                               "(from Python, pass your Accelerator: bench_lib.evaluate(..., accelerator=accelerator))")
+        trackers = {}
+        if log_with:
+            from accelerate.utils import ProjectConfiguration
+
+            trackers = {"log_with": list(log_with),
+                        "project_config": ProjectConfiguration(project_dir=logging_dir, logging_dir=logging_dir)}
+        self.accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))],
+                                       **trackers)
         self.state = self.accelerator.state
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched != self.world_size:
@@ -168,5 +188,15 @@ class Distributed:
         gathered = self.all_gather(items)
         return gathered if self.is_main else None
 
+    def start_trackers(self, project: str, config: dict[str, Any]) -> None:
+        """Main process: start the trackers this object's own `Accelerator` was made with (none: nothing to do).
+        W&B writes its files under the logging folder too."""
+        if self.owned and self.accelerator.log_with:
+            folder = self.accelerator.logging_dir
+            self.accelerator.init_trackers(project, config=config,
+                                           init_kwargs={"wandb": {"dir": str(folder)}} if folder else None)
+
     def close(self) -> None:
-        self.accelerator.end_training()
+        """End the trackers and the process group, unless the accelerator is the caller's."""
+        if self.owned:
+            self.accelerator.end_training()

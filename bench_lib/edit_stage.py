@@ -160,7 +160,9 @@ def edit_record(sample_id: str, outcome: Outcome, output_dir: Path, attempt: int
 class EditStage:
     """Runs the edit jobs on this rank. `records[i]` are this rank's new edit records of job i."""
 
-    def __init__(self, dist: Distributed, *, seed_of, batch_size: int, trust_remote_code: bool, logger):
+    def __init__(self, dist: Distributed, *, seed_of, batch_size: int, trust_remote_code: bool, logger,
+                 editor: Optional[Editor] = None):
+        """`editor`: one made already (around the caller's pipeline: `Editor.wrap`), used instead of a load."""
         self.dist = dist
         self.seed_of = seed_of  # sample id -> generator seed
         self.batch_size = batch_size
@@ -168,7 +170,7 @@ class EditStage:
         self.logger = logger
         self.timings = EditTimings()
         self.job_timings: list[EditTimings] = []  # each job's share of `timings` (a sweep's variants)
-        self.editor: Optional[Editor] = None
+        self.editor: Optional[Editor] = editor
 
     def run(self, jobs: list[EditJob], *, close: bool = True) -> list[list[dict[str, Any]]]:
         """Edit every job (`close`: free the editor afterwards, for the judge)."""

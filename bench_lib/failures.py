@@ -89,9 +89,18 @@ class RepeatedFailure:
                 "warnings above).")
 
 
-def nothing_scored(unscored: list[tuple[str, str]]) -> RunFailed:
+class NothingScored(RunFailed):
+    """A run (or a sweep variant) finished with no editor sample scored; its reports are written. `unscored`:
+    (sweep variant or "", why) of each output folder that scored nothing."""
+
+    def __init__(self, message: str, *, unscored: list[tuple[str, str]]):
+        super().__init__(message)
+        self.unscored = unscored
+
+
+def nothing_scored(unscored: list[tuple[str, str]]) -> NothingScored:
     """`unscored`: (sweep variant or "", why) of each output folder that scored nothing."""
     if len(unscored) == 1 and not unscored[0][0]:
-        return RunFailed(f"nothing was scored: {unscored[0][1]}")
-    return RunFailed(f"{len(unscored)} sweep variant(s) scored nothing: "
-                     + "; ".join(f"{label}: {why}" for label, why in unscored))
+        return NothingScored(f"nothing was scored: {unscored[0][1]}", unscored=unscored)
+    return NothingScored(f"{len(unscored)} sweep variant(s) scored nothing: "
+                         + "; ".join(f"{label}: {why}" for label, why in unscored), unscored=unscored)

@@ -10,7 +10,9 @@ that fails is judged again one sample at a time, so only the culprit fails.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import time
 import traceback
 from collections.abc import Callable
@@ -250,8 +252,44 @@ def load_judge(judge_cls: type, judge_cfg: Any, judge_common: Any, *, device, de
                      trust_remote_code=trust_remote_code)
 
 
+class KeptJudge:
+    """A judge kept loaded between runs in one process (the Python API's `keep_judge`): a run whose judge
+    settings and device are those of the kept one uses it; any other run closes it and loads its own. `loads`
+    counts the loads made through it."""
+
+    def __init__(self):
+        self.key: Optional[str] = None
+        self.judge = None
+        self.loads = 0
+
+    def get(self, key: str, load: Callable[[], Any]) -> tuple[Any, bool]:
+        """The judge for `key` and whether it was loaded now."""
+        if self.judge is not None and self.key == key:
+            return self.judge, False
+        self.release()
+        self.judge, self.key = load(), key
+        self.loads += 1
+        return self.judge, True
+
+    def release(self) -> None:
+        """Close the kept judge (if any) and give its memory back."""
+        if self.judge is not None:
+            self.judge.close()
+            self.judge = self.key = None
+        free_memory()
+
+
+def judge_key(cfg, device, device_map) -> str:
+    """What a loaded judge depends on: both judge sections, the device and trust_remote_code."""
+    return json.dumps([cfg.judge.judge, dataclasses.asdict(cfg.judge), dataclasses.asdict(cfg.judge_backend),
+                       str(device), device_map, cfg.run.trust_remote_code], sort_keys=True, default=str)
+
+
 class JudgeStage:
-    def __init__(self, dist: Distributed, cfg, protocol: Protocol, facts: dict[str, SampleFacts], *, logger):
+    def __init__(self, dist: Distributed, cfg, protocol: Protocol, facts: dict[str, SampleFacts], *, logger,
+                 kept: Optional[KeptJudge] = None):
+        """`kept`: keep the judge loaded in it after the stage (and use it if it holds this run's judge)."""
+        self.kept = kept
         self.dist = dist
         self.cfg = cfg  # the BenchmarkConfig
         self.protocol = protocol
@@ -273,10 +311,18 @@ class JudgeStage:
         budget = self.judge_class(self.cfg).request_budget(self.cfg.judge_backend)
         if mine:  # load only on a rank that has something to judge
             t0 = time.perf_counter()
-            judge = load_judge(self.judge_class(self.cfg), self.cfg.judge_backend, self.cfg.judge, device=dist.device,
-                               device_map=dist.judge_device_map(), trust_remote_code=self.cfg.run.trust_remote_code)
+
+            def load():
+                return load_judge(self.judge_class(self.cfg), self.cfg.judge_backend, self.cfg.judge,
+                                  device=dist.device, device_map=dist.judge_device_map(),
+                                  trust_remote_code=self.cfg.run.trust_remote_code)
+
+            if self.kept is None:
+                judge, loaded = load(), True
+            else:
+                judge, loaded = self.kept.get(judge_key(self.cfg, dist.device, dist.judge_device_map()), load)
             self.timings.load_judge = time.perf_counter() - t0
-            self.timings.loads += 1
+            self.timings.loads += int(loaded)
             if budget is not None:  # each process its share, the first `budget % world` one more
                 judge.set_budget(budget // world + (dist.rank < budget % world))
         writers = {j: job.folder.record_writer(job.attempt, job.record_kind, dist.rank) for j, job in enumerate(jobs)}
@@ -329,8 +375,9 @@ class JudgeStage:
                                                                               peaks["max_memory_reserved"])
         if judge is not None:
             self.timings.usage = judge.usage_counts()
+        if judge is not None and self.kept is None:
             judge.close()
-            del judge
+        del judge
         free_memory()
         if stop:
             raise RunFailed(stop)

@@ -279,4 +279,4 @@ def config_from_dict(values: dict[str, Any], *, recipe: Optional[str] = None) ->
                            if all(":" in k.section and k.section.split(":")[1] not in used for k in keys[name])))
     return BenchmarkConfig(data=core["data"], editor=core["editor"], editor_backend=backends["editor"],
                            judge=core["judge"], judge_backend=backends["judge"], run=core["run"],
-                           sweep=core["sweep"], recipe=recipe, ignored=ignored)
+                           sweep=core["sweep"], tracking=core["tracking"], recipe=recipe, ignored=ignored)

@@ -2,6 +2,7 @@
 user's mistake is one line and exit code 2 within a second or two:
 
 - the output folder can be one (not a file, not inside a local dataset folder);
+- every `log_with` tracker is one accelerate supports, with its package installed;
 - the judge's rubrics can be read and `category_map` names the protocol's dimensions;
 - the model names: `tiny:` names exist, a local folder exists, a hub id is cached or reachable, exists and is
   not gated (the backends' own `preflight`; one request each, no retries);
@@ -22,6 +23,7 @@ from .protocols import make_protocol, resolve_protocol
 from .registry import EDITORS, JUDGES
 from .store import RUN_FILE
 from .sweep import SWEEP_JSON, expand
+from .tracking import check_trackers
 
 
 def check_output_dir(cfg: BenchmarkConfig) -> None:
@@ -43,11 +45,14 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
                           "put it somewhere else (the run's files would change the dataset).")
 
 
-def preflight(cfg: BenchmarkConfig) -> Optional[tuple[list[Sample], str]]:
+def preflight(cfg: BenchmarkConfig, *, editor: bool = True) -> Optional[tuple[list[Sample], str]]:
     """Run the checks; returns (samples, dataset identity) of a local dataset, or None for a hub dataset (the
-    run loads it on the main process first, so one process downloads it)."""
+    run loads it on the main process first, so one process downloads it). `editor=False`: the editor is an
+    object in memory (the Python API's `pipeline`): its model name is not checked."""
     check_output_dir(cfg)
-    EDITORS.get(cfg.editor.editor).preflight(cfg.editor_backend, cfg)
+    check_trackers(cfg)
+    if editor:
+        EDITORS.get(cfg.editor.editor).preflight(cfg.editor_backend, cfg)
     if cfg.sweep.sweep:
         for variant in expand(cfg, announce=True):  # every variant's adapter or pipeline can be found
             EDITORS.get(variant.cfg.editor.editor).preflight(variant.cfg.editor_backend, variant.cfg)

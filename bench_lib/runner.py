@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .backends import Editor
 from .config import BenchmarkConfig, ConfigError, section_fingerprint
 from .data import ImageRef, Sample, load_benchmark
 from .distributed import Distributed
 from .edit_stage import EditJob, EditStage
 from .failures import RunFailed, nothing_scored
-from .judge_stage import EDITOR_JOB, JudgeJob, JudgeStage, plan_judge_batches
+from .judge_stage import EDITOR_JOB, JudgeJob, JudgeStage, KeptJudge, plan_judge_batches
 from .judges import Rubrics
 from .outputs import build_rows, rank_timings, write_outputs
 from .preflight import preflight
@@ -39,7 +40,7 @@ from .protocols.base import SampleFacts
 from .provenance import backend_models, device_name, harness_commit, package_versions
 from .registry import EDITORS, JUDGES
 from .store import RUN_FILE, FolderLock, RunFolder, load_png, sample_seed
-from .sweep import check_variant_folders, discard_sweep_report, expand, write_sweep_report
+from .sweep import check_variant_folders, checkpoint_step, discard_sweep_report, expand, write_sweep_report
 
 SCORING_VERSION = 4  # bump when a change to the harness changes scores: old run folders then refuse to resume
 
@@ -50,30 +51,33 @@ def _logger():
     return get_logger(__name__)
 
 
-def check_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]] = None) -> None:
+def check_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]] = None, *,
+                 editor: bool = True) -> None:
     """Before the edit stage: both backends' pre-load checks (models exist, the pipeline takes the call's
     arguments, adapters fit), for every variant's editor of a sweep. Downloads only small config files; builds
-    tiny models on first use."""
-    for variant in variants or [cfg]:
+    tiny models on first use. `editor=False`: the editor is the caller's object in memory (nothing to check)."""
+    for variant in (variants or [cfg]) if editor else []:
         EDITORS.get(variant.editor.editor).check(variant.editor_backend, variant)
     JUDGES.get(cfg.judge.judge).check(cfg.judge_backend, cfg)
 
 
-def download_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]] = None) -> None:
+def download_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]] = None, *,
+                    editor: bool = True) -> None:
     """Before the edit stage, on each node's local main process: every model's weights into the node's hub cache
     (offline: a check that they are there), each editor once (a sweep's variants share theirs) and the judge,
     so no rank downloads inside a stage while the others wait for it at a barrier."""
     done: set = set()
-    for variant in variants or [cfg]:
+    for variant in (variants or [cfg]) if editor else []:
         EDITORS.get(variant.editor.editor).download(variant.editor_backend, variant, done=done)
     JUDGES.get(cfg.judge.judge).download(cfg.judge_backend, cfg, done=done)
 
 
-def download_models_on_each_node(dist: Distributed, cfg: BenchmarkConfig, variants: list[BenchmarkConfig]) -> None:
+def download_models_on_each_node(dist: Distributed, cfg: BenchmarkConfig, variants: list[BenchmarkConfig], *,
+                                 editor: bool = True) -> None:
     """`download_models` on each node's local main process while the node's other processes wait (they read the
     same cache). The wait is under the process-group timeout: `process_group_timeout` must cover the first
     download of an uncached model (or fetch it beforehand: `hf download ORG/NAME`)."""
-    dist.on_local_main(lambda: download_models(cfg, variants))
+    dist.on_local_main(lambda: download_models(cfg, variants, editor=editor))
 
 
 def run_fingerprint(cfg: BenchmarkConfig, dataset_identity: str, rubrics: Rubrics,
@@ -112,21 +116,34 @@ class Unit:
     plan: Optional[Plan] = None
 
 
-def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = None) -> Path:
+def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = None, accelerator: Any = None,
+        pipeline: Any = None, kept_judge: Optional[KeptJudge] = None, step: Optional[int] = None) -> Path:
     """Run (or resume) the benchmark on every rank; rank 0 writes the outputs. Returns the output folder.
 
     A plain run is one unit in `output_dir`. With `sweep` set, each variant (bench_lib.sweep.expand) is a unit, a
     run of its own in `output_dir/<variant>/`: the editor is loaded once per pipeline and switched between
     adapters in place, the judge is loaded once and judges every variant's edits in one stage, and then the sweep
-    report is written (bench_lib.sweep). Every rank runs this.
+    report is written (bench_lib.sweep). Every rank runs this. With `log_with` (or an `accelerator` that has
+    trackers), each unit's report is then logged to the trackers (bench_lib.tracking) at `step` (a sweep
+    variant: the step its name carries, else 0).
 
     `loaded`: what `bench_lib.preflight.preflight(cfg)` returned, when the caller ran it already (the command
-    line does, before torch is imported); otherwise it runs here."""
+    line does, before torch is imported); otherwise it runs here. `accelerator`: the caller's, already made (no
+    second process group; left running). `pipeline`: the caller's editor object in memory, used through the
+    configured editor backend's `wrap` instead of a load, and handed back unchanged. `kept_judge`: keep the judge
+    loaded there after the run (and use it if it holds this run's judge). The Python API (bench_lib.api) passes
+    these."""
+    if pipeline is not None and cfg.sweep.sweep:
+        raise ConfigError("`sweep` loads the editor of each variant itself: pass no `pipeline` with a sweep.")
     if loaded is None:
-        loaded = preflight(cfg)
+        loaded = preflight(cfg, editor=pipeline is None)
     top = Path(cfg.run.output_dir)
     variants = expand(cfg) if cfg.sweep.sweep else None
-    dist = Distributed(timeout_s=cfg.run.process_group_timeout)  # first: its timeout must win
+    logging_dir = cfg.tracking.logging_folder(cfg.run.output_dir)
+    dist = Distributed(timeout_s=cfg.run.process_group_timeout, accelerator=accelerator,  # first: its timeout wins
+                       log_with=cfg.tracking.names() if accelerator is None else None, logging_dir=logging_dir)
+    given = EDITORS.get(cfg.editor.editor).wrap(cfg.editor_backend, pipeline, device=dist.device) \
+        if pipeline is not None else None
     if variants is None:
         units, sweep_lock = [Unit(cfg, RunFolder(top))], None
     else:
@@ -143,11 +160,14 @@ def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = No
     try:
         if sweep_lock is not None:
             dist.on_main(lock_sweep)
-        done = run_units(cfg, dist, units, loaded, on_start=discard_report if variants is not None else None)
+        done = run_units(cfg, dist, units, loaded, on_start=discard_report if variants is not None else None,
+                         editor=given, kept_judge=kept_judge)
         if variants is not None:
             if dist.is_main:
                 write_sweep_report(top, variants, done["per_unit"])
             dist.barrier()
+        if dist.is_main:
+            log_to_trackers(cfg, dist, units, done["samples"], step=step, logging_dir=logging_dir)
         if done["budget_reached"]:  # after every report is written: exit 1, a rerun continues
             raise RunFailed(done["budget_reached"])
         if done["unscored"]:  # after every report is written: the run fails if any unit scored nothing
@@ -156,12 +176,39 @@ def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = No
         fail_together(dist, err)
         raise
     finally:
+        if given is not None:
+            given.close()  # the caller's pipeline back as it was, whatever happened (idempotent)
         for unit in units:
             unit.folder.lock.release()  # main process: held since the start
         if sweep_lock is not None:
             sweep_lock.release()
     dist.close()
     return top
+
+
+def log_to_trackers(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], samples: list[Sample], *,
+                    step: Optional[int], logging_dir: str) -> None:
+    """Main process: each unit's report into the trackers (bench_lib.tracking), at `step` (a plain run: the
+    caller's, else 0; a sweep variant: the step its name carries, else 0). The trackers are the caller's
+    accelerator's when it has any; else this run's own, started here. A tracker that fails is a warning: the
+    reports are written already."""
+    from .tracking import log_folder, tracker_config
+
+    logger = _logger()
+    if not dist.owned and cfg.tracking.names() and not dist.accelerator.trackers:
+        logger.warning("`log_with` is ignored: the Accelerator passed in has no trackers (make it with log_with=... "
+                       "and call init_trackers, and the evaluations are logged into its runs)")
+    if dist.owned and cfg.tracking.names():
+        Path(logging_dir).mkdir(parents=True, exist_ok=True)
+        dist.start_trackers(cfg.tracking.tracker_project, tracker_config(cfg))
+    if not dist.accelerator.trackers:
+        return
+    for unit in units:
+        at = step if not unit.label else (checkpoint_step(unit.label) or 0)
+        try:
+            log_folder(dist.accelerator, unit.folder.root, step=at if at is not None else 0, samples=samples)
+        except Exception:  # the trackers are an extra: the run's own reports are written
+            logger.warning("logging %s to the trackers failed", unit.folder.root, exc_info=True)
 
 
 def fail_together(dist: Distributed, err: RunFailed) -> None:
@@ -180,7 +227,8 @@ def _lock(folder: RunFolder) -> None:
 
 
 def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded,
-              on_start: Optional[Callable[[], None]] = None) -> dict[str, Any]:
+              on_start: Optional[Callable[[], None]] = None, *, editor: Optional[Editor] = None,
+              kept_judge: Optional[KeptJudge] = None) -> dict[str, Any]:
     """Edit, judge and report every unit (one for a plain run; a sweep's variants, which differ only in their
     editor settings). The editor is loaded once and switched between units in place where it can be; the judge
     is loaded once and judges every unit's edits in one stage; the sanity baselines (the same images for every
@@ -207,8 +255,8 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     samples, dataset_identity = loaded
     for config in (cfg, *(u.cfg for u in units)):  # `protocol: auto`: the data's format's protocol, from now on
         resolve_protocol(config.judge, getattr(loaded, "format", ""))
-    dist.main_first(lambda: check_models(cfg, [u.cfg for u in units]), local=True)
-    download_models_on_each_node(dist, cfg, [u.cfg for u in units])
+    dist.main_first(lambda: check_models(cfg, [u.cfg for u in units], editor=editor is None), local=True)
+    download_models_on_each_node(dist, cfg, [u.cfg for u in units], editor=editor is None)
     rubrics = Rubrics(cfg.judge.prompts_dir)
     protocol = make_protocol(cfg.judge, rubrics)
     _log_input_problems(samples, protocol, cfg.judge.category_map, logger)
@@ -217,11 +265,14 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     # filesystem cache shows) works from the same records.
     def plan_units() -> list[Plan]:
         prints = [run_fingerprint(u.cfg, dataset_identity, rubrics, protocol) for u in units]
+        if editor is not None:  # the caller's object: recorded as such (never resumed by another call)
+            prints[0]["editor"]["in_memory"] = editor.in_memory()
         for unit, fingerprint in zip(units, prints):  # all before any is changed: a refusal leaves them as they were
             unit.folder.check(fingerprint, overwrite=unit.cfg.run.overwrite)
         if on_start is not None:
             on_start()
-        return [_plan(u.cfg, u.folder, fp, samples, dist.world_size, logger) for u, fp in zip(units, prints)]
+        return [_plan(u.cfg, u.folder, fp, samples, dist.world_size, logger,
+                      in_memory=editor.in_memory() if editor is not None else None) for u, fp in zip(units, prints)]
 
     plans = dist.on_main(plan_units)
     for unit, plan in zip(units, plans):
@@ -232,7 +283,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     editor_cls = EDITORS.get(cfg.editor.editor)
     to_edit = [[s for s in samples if s.id not in u.plan.reusable] for u in units]
     edit_stage = EditStage(dist, seed_of=seed_of(cfg), batch_size=cfg.editor.edit_batch_size,
-                           trust_remote_code=cfg.run.trust_remote_code, logger=logger)
+                           trust_remote_code=cfg.run.trust_remote_code, logger=logger, editor=editor)
     new_edits = edit_stage.run([EditJob(u.folder, u.plan.attempt, editor_cls, u.cfg.editor_backend, todo, label=u.label,
                                         done_ok=len(u.plan.reusable)) for u, todo in zip(units, to_edit)])
     for unit, records in zip(units, new_edits):
@@ -247,7 +298,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     batches = dist.on_main(lambda: plan_judge_batches(jobs, protocol, facts,
                                                       batch_size=cfg.judge.judge_batch_size,
                                                       max_pixels=protocol.max_pixels(cfg.judge)))
-    judge_stage = JudgeStage(dist, cfg, protocol, facts, logger=logger)
+    judge_stage = JudgeStage(dist, cfg, protocol, facts, logger=logger, kept=kept_judge)
     judged_ok = sum(r.get("status") == "ok" for records in shared.values() for r in records.values()) + sum(
         u.plan.edits[s.id]["status"] == "ok" and u.plan.judgements.get(s.id, {}).get("status") == "ok"
         for u in units for s in samples)
@@ -275,7 +326,8 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
                                              f"reports are written in {unit.folder.root} (see each row's error)"))
     unscored = dist.all_gather([unscored] if dist.is_main else [])[0]  # also the barrier after the reports
     # main process: each unit's per-rank timings; every rank: the folders that scored nothing (exit code 1)
-    return {"per_unit": per_unit, "unscored": unscored, "budget_reached": judge_stage.budget_reached}
+    return {"per_unit": per_unit, "unscored": unscored, "budget_reached": judge_stage.budget_reached,
+            "samples": samples, "judge_loads": judge_stage.timings.loads}
 
 
 def not_judged(job: JudgeJob, judged: set[str], why: str) -> list[dict[str, Any]]:
@@ -394,7 +446,7 @@ def _slurm_restarts() -> int:
 
 
 def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: list[Sample], world_size: int,
-          logger) -> Plan:
+          logger, *, in_memory: Optional[dict] = None) -> Plan:
     """Start the next attempt; return it with the earlier records, the ids whose edits can be reused, and
     the earlier judgements of each sanity baseline."""
     versions = package_versions()
@@ -404,6 +456,9 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
                        "slightly from kept ones: %s", changed)
     info = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "world_size": world_size,
             "harness": harness_commit(), "models": backend_models(cfg)}
+    if in_memory is not None:  # the caller's pipeline: `editor_model` names no weights of its own
+        info["models"]["editor"] = {"backend": cfg.editor.editor, "id": cfg.editor_backend.editor_model,
+                                    "source": "in memory", "in_memory": in_memory}
     attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info)
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
     for record in edits.values():  # an edit recorded before edit records carried their seed

@@ -446,3 +446,12 @@ def write_sweep_chart(path: Path, report: dict[str, Any]) -> bool:
     save_png(figure_image(sweep_figure(report, metrics)), path,
              text={STAMP_TEXT_KEY: sweep_stamp_line(report["stamp"])} if report.get("stamp") else None)
     return True
+
+
+_CHECKPOINT_STEP = re.compile(r"checkpoint-(\d+)")
+
+
+def checkpoint_step(name: str) -> Optional[int]:
+    """The training step a variant's name carries (`checkpoint-500` -> 500); None for a name without one (`base`)."""
+    match = _CHECKPOINT_STEP.fullmatch(name)
+    return int(match.group(1)) if match else None

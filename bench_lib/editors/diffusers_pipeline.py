@@ -290,6 +290,58 @@ class DiffusersEditor(Editor):
         editor._setup(pipe, device)
         return editor
 
+    @classmethod
+    def wrap(cls, cfg: DiffusersConfig, model, *, device) -> DiffusersEditor:
+        """An editor around the caller's pipeline (a training script's, with or without an active adapter),
+        used where it is (its device and dtype, its adapters as they are set): it is never moved, freed or
+        changed. While it edits, every module of it is in eval mode (no dropout); `close()` restores each
+        module's mode and each parameter's `requires_grad` as they were. Settings that would change the caller's
+        pipeline (`lora`, `editor_scheduler`, the speed options) are refused."""
+        import uuid
+
+        changing = [key for key, unset in (("lora", None), ("editor_scheduler", {}), ("attention_backend", None),
+                                           ("compile", "none"), ("cache", {})) if getattr(cfg, key) != unset]
+        if changing:
+            raise ConfigError(f"{', '.join(f'`{k}`' for k in changing)} would change the pipeline passed in: set "
+                              "them up on the pipeline yourself (its active adapters are used as they are).")
+        if not callable(model) or not hasattr(model, "components"):
+            raise ConfigError(f"`pipeline` must be a diffusers pipeline, got {type(model).__name__}.")
+        editor = cls.__new__(cls)
+        Editor.__init__(editor, cfg, device=device)
+        modules = {name: c for name, c in model.components.items() if hasattr(c, "named_parameters")}
+        editor._borrowed = {
+            "modes": [(m, m.training) for c in modules.values() for m in c.modules()],
+            "grads": [(p, p.requires_grad) for c in modules.values() for p in c.parameters()],
+            "progress_bar": dict(getattr(model, "_progress_bar_config", {})) if
+            hasattr(model, "_progress_bar_config") else None,
+        }
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for c in modules.values() for p in c.parameters()})
+        devices = sorted({str(p.device) for c in modules.values() for p in c.parameters()})
+        active = model.get_active_adapters() if hasattr(model, "get_active_adapters") else []
+        editor._identity = {"object": f"in memory {type(model).__name__}, call {uuid.uuid4().hex}", "dtypes": dtypes,
+                            "devices": devices, "active_adapters": list(active)}
+        for component in modules.values():
+            component.eval()
+        editor.pipe = model
+        editor.pipe.set_progress_bar_config(disable=True)
+        editor._remove_hook = add_multimodal_positions(model)
+        editor._adapter_digests = None
+        editor.kwargs = dict(cfg.editor_kwargs)
+        if "output_type" in inspect.signature(model.__call__).parameters:
+            editor.kwargs["output_type"] = "np"
+        import torch
+
+        editor._generator_device = torch.device("cpu")
+        logger.info("editor: the %s passed in (%s, on %s, adapters %s)", type(model).__name__, ", ".join(dtypes),
+                    ", ".join(devices), list(active) or "none")
+        return editor
+
+    def in_memory(self) -> Optional[dict[str, Any]]:
+        """The wrapped pipeline's record: a fingerprint entry unique to this call (weights in memory have no
+        identity a later run could check, so a folder evaluated from memory is never resumed by another call),
+        and its dtypes, devices and active adapters."""
+        return getattr(self, "_identity", None)
+
     def _setup(self, pipe, device) -> None:
         import torch
 
@@ -376,7 +428,8 @@ class DiffusersEditor(Editor):
         the new one loaded under the same name, as a single run loads it, so the edits are bitwise a single run's.
         Never fused into the base weights (repeated bf16 fuse/unfuse would drift them). Any other difference
         (another pipeline, dtype, scheduler, speed option) needs a new load: returns False."""
-        if getattr(self, "pipe", None) is None or _without_adapter(cfg) != _without_adapter(self.cfg):
+        if getattr(self, "pipe", None) is None or _without_adapter(cfg) != _without_adapter(self.cfg) \
+                or getattr(self, "_borrowed", None) is not None:
             return False
         old = self.cfg
         if (old.lora, old.lora_weight_name) != (cfg.lora, cfg.lora_weight_name):
@@ -396,6 +449,18 @@ class DiffusersEditor(Editor):
             return
         if self._remove_hook is not None:
             self._remove_hook()
+        borrowed = getattr(self, "_borrowed", None)
+        if borrowed is not None:  # the caller's pipeline: handed back as it was found, never freed
+            for module, training in borrowed["modes"]:
+                module.training = training
+            for parameter, requires_grad in borrowed["grads"]:
+                parameter.requires_grad_(requires_grad)
+            if borrowed["progress_bar"] is None:
+                self.pipe.__dict__.pop("_progress_bar_config", None)
+            else:
+                self.pipe._progress_bar_config = borrowed["progress_bar"]
+            self.pipe = self._remove_hook = self._borrowed = None
+            return
         self.pipe.remove_all_hooks()  # accelerate offload hooks hold references to the modules
         self.pipe = self._remove_hook = None
         free_memory()
