@@ -5,6 +5,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RISEBENCH = ROOT.parent / "shared" / "data" / "risebench"
+# A run that only judges: the identity editor (no diffusion) and the tiny judge.
+IDENTITY_RUN = {"editor": "identity", "judge_model": "tiny:qwen3-vl", "judge_dtype": "float32",
+                "judge_min_digit_mass": 0.0}
 
 
 @pytest.fixture(autouse=True)

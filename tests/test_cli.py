@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from launch import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+import bench_lib.edit_stage as edit_stage
+import run_benchmark
 
 
 def run_cli(*args):
@@ -97,3 +99,46 @@ def test_several_cpu_processes_without_accelerate_use_cpu_is_one_line_per_proces
                         "without GPUs set ACCELERATE_USE_CPU=1") == 2, output[-6000:]
     assert "bench_lib/" not in output  # no frame of ours: no traceback
     assert not (tmp_path / "out" / "run.json").exists()
+
+
+# --- a user's mistake: one line and exit code 2, before any model loads ----------------------------
+
+
+def nested_manifest(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    return ["--dataset", str(path)]
+
+
+def latin1_manifest(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"id": "a", "category": "physique", "instruction": "fais fondre la glace à 30°", '
+                     '"source_image": "a.png"}\n'.encode("latin-1"))
+    return ["--dataset", str(path)]
+
+
+def output_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    return ["--output_dir", str(tmp_path / "file")]
+
+
+@pytest.mark.parametrize("mistake, message", [
+    (latin1_manifest, "not UTF-8"),
+    (nested_manifest, "nested too deeply"),
+    (output_is_a_file, "is a file"),
+    (lambda tmp_path: ["--output_dir", ""], "output_dir"),
+    (lambda tmp_path: ["--process_group_timeout", str(10 ** 12)], "process_group_timeout"),
+    (lambda tmp_path: ["--editor_kwargs", "num_inference_steps=0"], "num_inference_steps"),
+])
+def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys, mistake, message):
+    loaded = []
+    real_load = edit_stage.load_editor
+    edit_stage.load_editor = lambda *a, **k: loaded.append(1) or real_load(*a, **k)
+    try:
+        code = run_benchmark.main(["--output_dir", str(tmp_path / "out"), "--limit", "1", *mistake(tmp_path)])
+    finally:
+        edit_stage.load_editor = real_load
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert loaded == []  # found before any model loaded
+    assert not list((tmp_path / "out").glob("edits/*"))

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 from conftest import RISEBENCH
 from PIL import Image
@@ -290,3 +291,14 @@ def test_a_fifo_as_a_source_or_reference_is_that_sample_invalid_input(tmp_path):
                            unblock=[tmp_path / name])
         assert isinstance(outcome.get("error"), ConfigError), outcome
         assert "is a FIFO (named pipe), not a file or folder" in str(outcome["error"])
+
+
+def test_float_images_are_read_by_their_range_or_refused(tmp_path):
+    Image.fromarray(np.full((16, 16), 0.8, dtype=np.float32), mode="F").save(tmp_path / "f.tiff")
+    Image.fromarray(np.full((16, 16), 200.0, dtype=np.float32), mode="F").save(tmp_path / "big.tiff")
+    rows = [{"id": name, "category": "c", "instruction": "x", "source_image": f"{name}.tiff"} for name in ("f", "big")]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl")))
+    assert samples[0].source_image.load().getpixel((0, 0)) == (204, 204, 204)  # 0.8 of white, not black
+    with pytest.raises(ValueError, match="only 0..1 float images"):
+        samples[1].source_image.load()
