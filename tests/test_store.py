@@ -323,3 +323,10 @@ def test_a_second_run_on_a_busy_folder_exits_at_once_and_a_killed_run_leaves_no_
     assert (out / ".lock").is_file()
     assert cli.main(args) == 0  # the stale lock file does not block the next run
     assert [r["status"] for r in read_results(out / "results.jsonl")] == ["ok"] * 2
+
+
+def test_an_id_shaped_like_a_hashed_name_gets_its_own_hash():
+    from bench_lib.store import safe_stem
+
+    hashed = safe_stem("Cup")
+    assert safe_stem(hashed) != hashed  # so the literal id can't take the file of "Cup"
