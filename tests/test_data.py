@@ -1,11 +1,12 @@
 import io
 import json
+import shutil
 import struct
 import zlib
 
 import numpy as np
 import pytest
-from conftest import RISEBENCH
+from conftest import HEAVY, RISEBENCH, assert_one_line, copy_demo, probe
 from PIL import Image
 
 from bench_lib.config import ConfigError, DataConfig
@@ -312,6 +313,7 @@ def test_float_images_are_read_by_their_range_or_refused(tmp_path):
 
 WHITE = (255, 255, 255)
 
+
 def png_with_size(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height (PIL refuses to write a 0x0 image itself)."""
     def chunk(kind, data):
@@ -319,6 +321,7 @@ def png_with_size(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
 
 def write_images(folder):
     """name -> (file name, expected top-left RGB pixel after loading, or None if the image must be refused)."""
@@ -350,6 +353,7 @@ def write_images(folder):
     cases["garbage"] = ("garbage.png", None)
     return cases
 
+
 def test_image_decoding_matrix(tmp_path):
     cases = write_images(tmp_path / "img")
     rows = [{"id": name, "category": "physics", "instruction": "x", "source_image": f"img/{file}"}
@@ -364,6 +368,7 @@ def test_image_decoding_matrix(tmp_path):
             image = samples[name].source_image.load()
             assert image.mode == "RGB" and image.getpixel((0, 0)) == expected, name
 
+
 def test_bomb_is_never_decoded(tmp_path, monkeypatch):
     Image.new("L", (400, 300)).save(tmp_path / "bomb.png")
     decoded = []
@@ -372,6 +377,7 @@ def test_bomb_is_never_decoded(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="over max_image_pixels"):
         ImageRef(path=tmp_path / "bomb.png", max_pixels=100_000).load()
     assert decoded == []
+
 
 @pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "img/../../secret.png", "a\x00b.png"])
 def test_manifest_paths_that_escape_are_refused_unopened(tmp_path, path, monkeypatch):
@@ -387,11 +393,13 @@ def test_manifest_paths_that_escape_are_refused_unopened(tmp_path, path, monkeyp
     assert "absolute or leaves the dataset's folder" in samples[0].problem
     assert opened == []
 
+
 def test_duplicate_ids_are_listed(tmp_path):
     rows = [{"id": i, "category": "c", "instruction": "x", "source_image": "a.png"} for i in ("x", "y", "x", "y", "z")]
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(ConfigError, match="2 duplicate id.*'x', 'y'"):
         load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl")))
+
 
 def test_lone_surrogates(tmp_path):
     Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
@@ -404,6 +412,7 @@ def test_lone_surrogates(tmp_path):
                                       '"source_image": "a.png"}]')
     with pytest.raises(ConfigError, match="no usable id"):
         load_samples(DataConfig(dataset=str(tmp_path / "m2.json")))
+
 
 def test_a_symlink_out_of_the_dataset_folder_is_refused(tmp_path):
     outside = tmp_path / "outside"
@@ -419,3 +428,40 @@ def test_a_symlink_out_of_the_dataset_folder_is_refused(tmp_path):
     samples = load_samples(DataConfig(dataset=str(data / "m.jsonl")))
     assert "leaves the dataset's folder" in samples[0].problem and samples[0].source_image.path is None
     assert samples[1].problem is None
+
+
+def test_dataset_names_that_cannot_work_are_one_line_before_torch(tmp_path):
+    # A missing local path is never sent to the hub, however it is written.
+    for name in ("data/nope", str(tmp_path / "nope"), "./nope", "nope.parquet"):
+        result, imported, errors = probe("--dataset", name, "--output_dir", str(tmp_path / "out"))
+        assert_one_line(result, errors, repr(name), "no such file or folder")
+        assert not set(imported) & set(HEAVY)
+    # A hub id with offline mode on and nothing cached: which variable, which download.
+    empty_home = str(tmp_path / "hf")
+    result, imported, errors = probe("--dataset", "someorg/somebench", "--output_dir", str(tmp_path / "out"),
+                                     HF_HUB_OFFLINE="1", HF_HOME=empty_home)
+    assert_one_line(result, errors, "offline mode is on", "HF_HUB_OFFLINE",
+                    "hf download --repo-type dataset someorg/somebench")
+    assert not set(imported) & set(HEAVY)
+    # An unreachable hub: one attempt (no retries), then the message.
+    result, imported, errors = probe("--dataset", "someorg/somebench", "--output_dir", str(tmp_path / "out"),
+                                     HF_HOME=empty_home, HF_ENDPOINT="http://127.0.0.1:9")
+    assert_one_line(result, errors, "cannot be reached", "someorg/somebench")
+    assert not set(imported) & set(HEAVY)
+
+
+def test_all_invalid_samples_exit_2_before_any_model_loads(tmp_path, monkeypatch):
+    import datasets
+
+    folder = tmp_path / "bench"
+    rows = copy_demo(folder, 3)
+    rows[2]["source_image"] = "../outside.png"
+    (tmp_path / "outside.png").write_bytes((folder / "images" / "physics_01.png").read_bytes())
+    monkeypatch.chdir(folder)
+    datasets.Dataset.from_list(rows).cast_column("source_image", datasets.Image()).to_parquet("images.parquet")
+    shutil.rmtree(folder / "images")  # the parquet's image files are gone
+    result, imported, errors = probe("--dataset", str(folder / "images.parquet"), "--output_dir",
+                                     str(tmp_path / "out"), cwd=tmp_path)
+    assert_one_line(result, errors, "none of the 3 samples is usable", "physics_01: source_image file not found",
+                    "outside the dataset's folder")
+    assert not set(imported) & set(HEAVY)  # found before torch, so before any model
