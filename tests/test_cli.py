@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import torch
 from conftest import assert_one_line, probe
 from launch import ROOT
 
 import bench_lib.edit_stage as edit_stage
 import run_benchmark
+from bench_lib.demo.tiny import build_lora
 
 
 def run_cli(*args):
@@ -187,3 +189,20 @@ def test_installable_with_an_entry_point_and_runnable_from_anywhere(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     rows = [json.loads(line) for line in (tmp_path / "here" / "results.jsonl").read_text().splitlines()]
     assert [r["status"] for r in rows] == ["ok", "ok"]
+
+
+def test_a_missing_or_incompatible_adapter_is_exit_2_before_the_edit_stage(tmp_path, capsys):
+    build_lora(tmp_path / "kontext-adapter", seed=1, base="flux-kontext")
+    (tmp_path / "not-a-lora").mkdir()
+    torch.manual_seed(0)
+    from safetensors.torch import save_file
+
+    save_file({"transformer.proj_out.weight": torch.zeros(2, 2)}, tmp_path / "not-a-lora" / "w.safetensors")
+    for lora, message in [(tmp_path / "nothing-here", "no such file or folder"),
+                          (tmp_path / "kontext-adapter", "does not fit"),
+                          (tmp_path / "not-a-lora", "not a LoRA adapter")]:
+        out = tmp_path / "out"
+        assert run_benchmark.main(["--lora", str(lora), "--output_dir", str(out), "--limit", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not list(out.glob("edits/*"))

@@ -64,3 +64,13 @@ def test_a_newly_registered_editor_is_a_choice_at_once():
 def test_kebab_case_flags_are_the_same_keys(tmp_path):
     cfg = parse_config(["--output-dir", str(tmp_path), "--judge-batch-size", "3", "--edit_batch_size", "2"])
     assert cfg.run.output_dir == str(tmp_path) and cfg.judge.judge_batch_size == 3 and cfg.editor.edit_batch_size == 2
+
+
+def test_speed_options_on_the_command_line():
+    cfg = parse_config(["--attention_backend", "native", "--compile", "regional",
+                        "--cache", '{"type": "TaylorSeerCache", "cache_interval": 2}', "--lora_scale", "0.5"])
+    assert cfg.editor_backend.attention_backend == "native" and cfg.editor_backend.compile == "regional"
+    assert cfg.editor_backend.cache == {"type": "TaylorSeerCache", "cache_interval": 2}
+    assert cfg.editor_backend.lora_scale == 0.5
+    with pytest.raises(ConfigError, match="compile.*'none', 'regional', 'full'"):
+        parse_config(["--compile", "fast"])
