@@ -272,30 +272,6 @@ def test_an_adapter_saved_while_it_loads_is_caught(tmp_path):
     editor.close()
 
 
-def test_a_pickled_adapter_is_refused(tmp_path, capsys):
-    """Weights load from safetensors only: a pickle (`.bin`) adapter could run code when unpickled. One line, exit
-    2, before any model loads: given as a file, as the only weights of a folder, or named by lora_weight_name."""
-    from safetensors.torch import load_file
-
-    import run_benchmark
-    from bench_lib.demo.tiny import build_lora
-
-    state_dict = load_file(build_lora(tmp_path / "good", seed=1))
-    (tmp_path / "pickled").mkdir()
-    torch.save(state_dict, tmp_path / "pickled" / "pytorch_lora_weights.bin")
-    (tmp_path / "good" / "pytorch_lora_weights.bin").write_bytes((tmp_path / "pickled" / "pytorch_lora_weights.bin")
-                                                                 .read_bytes())
-    cases = [["--lora", str(tmp_path / "pickled" / "pytorch_lora_weights.bin")],
-             ["--lora", str(tmp_path / "pickled")],
-             ["--lora", str(tmp_path / "good"), "--lora_weight_name", "pytorch_lora_weights.bin"]]
-    for case in cases:
-        out = tmp_path / "out"
-        assert run_benchmark.main([*case, "--output_dir", str(out), "--limit", "1"]) == 2, case
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "safetensors" in err[0] and "pickle" in err[0], (case, err)
-        assert not list(out.glob("edits/*"))
-
-
 # --- the other pipelines (FLUX.1 Kontext, FLUX.2), LoRA adapters, scheduler overrides, speed options -------
 
 
