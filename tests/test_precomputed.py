@@ -174,7 +174,7 @@ def test_precomputed_on_two_processes(tmp_path):
     (edits / f"{json.loads(manifest.read_text().splitlines()[0])['id']}.jpg").write_bytes(b"a second edit")
     out = tmp_path / "pre2"
     accelerate_launch(2, ["--dataset", str(manifest), "--editor", "precomputed", "--edits_dir", str(edits),
-                          "--output_dir", str(out)], timeout=300)
+                          "--baselines", "", "--output_dir", str(out)], timeout=300)
     rows = read_results(out / "results.jsonl")
     assert [r["status"] for r in rows] == ["edit_failed", "ok", "ok", "ok"]  # two edits for one sample: ambiguous
     assert "several edits" in rows[0]["error"]
