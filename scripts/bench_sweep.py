@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, help="also write the numbers as JSON, each as soon as it is measured")
     args = parser.parse_args(argv)
     from bench_lib.demo.tiny import build_lora
+    from bench_lib.models import is_tiny
+    from bench_lib.options import parse_config
     from bench_lib.store import write_json
     from bench_lib.sweep import natural_key
 
@@ -70,8 +72,10 @@ def main(argv=None) -> int:
         else:
             adapters = Path(tmp) / "adapters"
             names = [f"step-{100 * (i + 1)}" for i in range(args.adapters)]
+            editor_model = parse_config(["--config", args.config]).editor_backend.editor_model
+            base_model = editor_model.removeprefix("tiny:") if is_tiny(editor_model) else "qwen-image-edit"
             for i, name in enumerate(names):
-                build_lora(adapters / name, seed=i + 1)
+                build_lora(adapters / name, seed=i + 1, base=base_model)  # for the recipe's tiny editor
         measured(variants=["base", *names])
         base = [*shlex.split(args.launch), str(ROOT / "run_benchmark.py"), "--config", args.config,
                 "--limit", str(args.limit), *(["--dataset", args.dataset] if args.dataset else [])]

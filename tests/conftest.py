@@ -1,10 +1,72 @@
+import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RISEBENCH = ROOT.parent / "shared" / "data" / "risebench"
+DEMO = ROOT / "data" / "demo"
+# A run that only judges: the identity editor (no diffusion) and the tiny judge.
+IDENTITY_RUN = {"editor": "identity", "judge_model": "tiny:qwen3-vl", "judge_dtype": "float32",
+                "judge_min_digit_mass": 0.0}
+
+
+# --- the command line in a fresh interpreter, and small runs on the demo data ---------------------------
+
+
+HEAVY = ("torch", "diffusers", "transformers")  # the model libraries a config error must not import
+
+PROBE = """
+import sys
+from bench_lib.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+print("IMPORTED", sorted(m for m in ("torch", "diffusers", "transformers", "datasets") if m in sys.modules))
+sys.exit(code)
+"""
+
+
+def probe(*args, cwd=ROOT, **env):
+    environ = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    environ.update(env, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, env=environ, capture_output=True,
+                            text=True, timeout=120)
+    imported = json.loads(result.stdout.rsplit("IMPORTED ", 1)[1].replace("'", '"'))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    return result, imported, errors
+
+
+def assert_one_line(result, errors, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def copy_demo(folder: Path, n: int) -> list[dict]:
+    """The first `n` demo samples with their source images in `folder/images` (paths relative to `folder`)."""
+    rows = [json.loads(line) for line in (DEMO / "manifest.jsonl").read_text().splitlines()][:n]
+    (folder / "images").mkdir(parents=True)
+    for row in rows:
+        name = Path(row["source_image"]).name
+        shutil.copy(DEMO / row["source_image"], folder / "images" / name)
+        row["source_image"] = f"images/{name}"
+        row.pop("reference_image", None)
+    return rows
+
+
+def identity_run(dataset, out, *extra):
+    """A full run with the identity editor (no diffusion: only the data path and the judge are exercised)."""
+    from bench_lib.cli import main
+
+    return main(["--dataset", str(dataset), "--output_dir", str(out), "--editor", "identity", "--baselines", "",
+                 *extra])
 
 
 @pytest.fixture(autouse=True)

@@ -1,43 +1,25 @@
 """Exit codes of the entry script: 2 for a bad config or dataset, found before any model loads."""
 
 import errno
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tomllib
+import torch
+from conftest import assert_one_line, probe
+from launch import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+import bench_lib.edit_stage as edit_stage
+import run_benchmark
 
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "run_benchmark.py", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
-
-
-def test_unknown_key_exits_2_naming_it():
-    result = run_cli("--edit_batchsize", "2")
-    assert result.returncode == 2 and "edit_batchsize" in result.stderr
-
-
-def test_bad_dataset_exits_2_before_any_model_loads(tmp_path):
-    (tmp_path / "m.jsonl").write_text('{"id": "a", "category": "physics", "instruction": "x", "image": "a.png"}\n')
-    result = run_cli("--dataset", str(tmp_path / "m.jsonl"), "--output_dir", str(tmp_path / "out"))
-    assert result.returncode == 2
-    assert "source_image" in result.stderr and "--columns" in result.stderr
-    assert "loaded" not in result.stderr  # neither editor nor judge was loaded
-    assert not (tmp_path / "out" / "results.jsonl").exists()
-
-
-def test_missing_model_and_unknown_pipeline_argument_exit_2_before_editing(tmp_path):
-    out = tmp_path / "out"
-    result = run_cli("--limit", "1", "--output_dir", str(out), "--editor_kwargs", "num_inference_step=2")
-    assert result.returncode == 2 and "num_inference_step" in result.stderr and "num_inference_steps" in result.stderr
-    result = run_cli("--config", "configs/smoke.yaml", "--limit", "1", "--output_dir", str(out),
-                     "--judge_model", str(tmp_path / "no-such-judge"))
-    assert result.returncode == 2 and "no-such-judge" in result.stderr
-    assert not any(out.glob("edits/*.png"))  # nothing was edited before the error
 
 
 @pytest.mark.parametrize("writable_lock", [False, True])
@@ -97,3 +79,133 @@ def test_several_cpu_processes_without_accelerate_use_cpu_is_one_line_per_proces
                         "without GPUs set ACCELERATE_USE_CPU=1") == 2, output[-6000:]
     assert "bench_lib/" not in output  # no frame of ours: no traceback
     assert not (tmp_path / "out" / "run.json").exists()
+
+
+# --- a user's mistake: one line and exit code 2, before any model loads ----------------------------
+
+
+def nested_manifest(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    return ["--dataset", str(path)]
+
+
+def latin1_manifest(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"id": "a", "category": "physique", "instruction": "fais fondre la glace à 30°", '
+                     '"source_image": "a.png"}\n'.encode("latin-1"))
+    return ["--dataset", str(path)]
+
+
+def output_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    return ["--output_dir", str(tmp_path / "file")]
+
+
+def dataset_without_source_image(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"id": "a", "category": "physics", "instruction": "x", "image": "a.png"}\n')
+    return ["--dataset", str(tmp_path / "m.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    """Adapter files that must be refused: one for another model, one that is not a LoRA, and pickles."""
+    from safetensors.torch import load_file, save_file
+
+    from bench_lib.demo.tiny import build_lora
+
+    folder = tmp_path_factory.mktemp("adapters")
+    build_lora(folder / "kontext-adapter", seed=1, base="flux-kontext")
+    (folder / "not-a-lora").mkdir()
+    save_file({"transformer.proj_out.weight": torch.zeros(2, 2)}, folder / "not-a-lora" / "w.safetensors")
+    # a pickle (`.bin`) adapter could run code when unpickled: refused as a file, as the only weights of a folder,
+    # or named by lora_weight_name beside a safetensors file
+    state_dict = load_file(build_lora(folder / "good", seed=1))
+    (folder / "pickled").mkdir()
+    torch.save(state_dict, folder / "pickled" / "pytorch_lora_weights.bin")
+    (folder / "good" / "pytorch_lora_weights.bin").write_bytes((folder / "pickled" / "pytorch_lora_weights.bin")
+                                                               .read_bytes())
+    return folder
+
+
+# Each mistake: the arguments it adds (from a temporary folder and the adapters' folder), and what the one line
+# must say.
+MISTAKES = [
+    (lambda tmp, lora: dataset_without_source_image(tmp), ["source_image", "--columns"]),
+    (lambda tmp, lora: latin1_manifest(tmp), ["not UTF-8"]),
+    (lambda tmp, lora: nested_manifest(tmp), ["nested too deeply"]),
+    (lambda tmp, lora: output_is_a_file(tmp), ["is a file"]),
+    (lambda tmp, lora: ["--output_dir", ""], ["output_dir"]),
+    (lambda tmp, lora: ["--process_group_timeout", str(10 ** 12)], ["process_group_timeout"]),
+    (lambda tmp, lora: ["--editor_kwargs", "num_inference_steps=0"], ["num_inference_steps"]),
+    (lambda tmp, lora: ["--editor_kwargs", "num_inference_step=2"], ["num_inference_step", "num_inference_steps"]),
+    (lambda tmp, lora: ["--config", "configs/smoke.yaml", "--judge_model", str(tmp / "no-such-judge")],
+     ["no-such-judge"]),
+    (lambda tmp, lora: ["--lora", str(tmp / "nothing-here")], ["no such file or folder"]),
+    (lambda tmp, lora: ["--lora", str(lora / "kontext-adapter")], ["does not fit"]),
+    (lambda tmp, lora: ["--lora", str(lora / "not-a-lora")], ["not a LoRA adapter"]),
+    (lambda tmp, lora: ["--lora", str(lora / "pickled" / "pytorch_lora_weights.bin")], ["safetensors", "pickle"]),
+    (lambda tmp, lora: ["--lora", str(lora / "pickled")], ["safetensors", "pickle"]),
+    (lambda tmp, lora: ["--lora", str(lora / "good"), "--lora_weight_name", "pytorch_lora_weights.bin"],
+     ["safetensors", "pickle"]),
+]
+
+
+@pytest.mark.parametrize("mistake, fragments", MISTAKES)
+def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch, adapters, mistake, fragments):
+    """The entry script's exit code 2: one line that says what is wrong, found before any model loads and
+    before anything is edited."""
+    loaded = []
+    real_load = edit_stage.load_editor
+    monkeypatch.setattr(edit_stage, "load_editor", lambda *a, **k: loaded.append(1) or real_load(*a, **k))
+    out = tmp_path / "out"
+    code = run_benchmark.main(["--output_dir", str(out), "--limit", "1", *mistake(tmp_path, adapters)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert all(fragment in err[0] for fragment in fragments), err
+    assert loaded == []  # found before any model loaded
+    assert not list(out.glob("edits/*")) and not (out / "results.jsonl").exists()
+
+
+# --- a newcomer's first commands ------------------------------------------------------------------
+
+
+def test_help_answers_without_any_model_library_and_shows_what_a_plain_run_uses():
+    result, imported, _ = probe("--help")
+    assert result.returncode == 0 and imported == []
+    help_text = result.stdout
+    # kebab-case aliases, choices, metavars, and the recipe's values (not the dataclass defaults)
+    assert "--output_dir PATH, --output-dir PATH" in help_text
+    assert "{logits,generate}" in help_text and "--judge_batch_size N" in help_text
+    assert str(ROOT / "outputs" / "smoke") in help_text and "outputs/run" not in help_text
+    assert "[editor]:" in help_text and "[judge:qwen_vl]:" in help_text
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--limit", "abc"], ["limit", "abc"]),
+    (["--ouput_dir", "x"], ["--ouput_dir", "did you mean", "--output_dir"]),
+    (["--edit_batchsize", "2"], ["edit_batchsize"]),
+    (["--judge_mode", "sample"], ["judge_mode", "logits", "generate"]),
+])
+def test_config_errors_are_one_line_before_any_import(args, fragments):
+    result, imported, errors = probe(*args)
+    assert_one_line(result, errors, *fragments)
+    assert imported == []
+
+
+def test_installable_with_an_entry_point_and_runnable_from_anywhere(tmp_path):
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"] == {"edit-bench": "bench_lib.cli:main"}
+    requirements = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    runtime = {r for r in requirements if r and not r.startswith(("pytest", "ruff"))}
+    assert set(project["dependencies"]) == runtime
+    # `python -m bench_lib` with the offline default recipe (its judge; the identity editor, as diffusion is not
+    # what is tested here), from a folder that is not the checkout.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "bench_lib", "--limit", "2", "--baselines", "", "--editor",
+                             "identity", "--output_dir", "here"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = [json.loads(line) for line in (tmp_path / "here" / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+

@@ -1,7 +1,12 @@
+import io
 import json
+import shutil
+import struct
+import zlib
 
+import numpy as np
 import pytest
-from conftest import RISEBENCH
+from conftest import HEAVY, RISEBENCH, assert_one_line, copy_demo, probe
 from PIL import Image
 
 from bench_lib.config import ConfigError, DataConfig
@@ -290,3 +295,173 @@ def test_a_fifo_as_a_source_or_reference_is_that_sample_invalid_input(tmp_path):
                            unblock=[tmp_path / name])
         assert isinstance(outcome.get("error"), ConfigError), outcome
         assert "is a FIFO (named pipe), not a file or folder" in str(outcome["error"])
+
+
+def test_float_images_are_read_by_their_range_or_refused(tmp_path):
+    Image.fromarray(np.full((16, 16), 0.8, dtype=np.float32), mode="F").save(tmp_path / "f.tiff")
+    Image.fromarray(np.full((16, 16), 200.0, dtype=np.float32), mode="F").save(tmp_path / "big.tiff")
+    rows = [{"id": name, "category": "c", "instruction": "x", "source_image": f"{name}.tiff"} for name in ("f", "big")]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl")))
+    assert samples[0].source_image.load().getpixel((0, 0)) == (204, 204, 204)  # 0.8 of white, not black
+    with pytest.raises(ValueError, match="only 0..1 float images"):
+        samples[1].source_image.load()
+
+
+# --- hostile input: recorded per sample or refused for the whole dataset, never a crash -------------
+
+
+WHITE = (255, 255, 255)
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (PIL refuses to write a 0x0 image itself)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def write_images(folder):
+    """name -> (file name, expected top-left RGB pixel after loading, or None if the image must be refused)."""
+    folder.mkdir(exist_ok=True)
+    cases = {}
+
+    def save(name, image, expected, fmt="PNG", suffix="png", **kwargs):
+        image.save(folder / f"{name}.{suffix}", format=fmt, **kwargs)
+        cases[name] = (f"{name}.{suffix}", expected)
+
+    save("rgba", Image.new("RGBA", (32, 24), (255, 0, 0, 0)), WHITE)
+    save("la", Image.new("LA", (32, 24), (0, 0)), WHITE)
+    palette = Image.new("P", (32, 24), 3)
+    palette.putpalette([10, 20, 30] * 256)
+    save("p_transparent", palette, WHITE, transparency=3)
+    save("cmyk", Image.new("CMYK", (32, 24), (0, 255, 255, 0)), (255, 0, 0), fmt="JPEG", suffix="jpg")
+    grey16 = np.full((24, 32), 65535, dtype=np.uint16)
+    save("grey16", Image.fromarray(grey16), WHITE)
+    save("grey", Image.new("L", (32, 24), 128), (128, 128, 128))
+    save("tiny_1x1", Image.new("RGB", (1, 1), "red"), None)
+    save("bomb", Image.new("L", (400, 300), 0), None)  # over the test's max_image_pixels of 100_000
+    (folder / "zero.png").write_bytes(png_with_size(0, 0))
+    cases["zero"] = ("zero.png", None)
+    good = io.BytesIO()
+    Image.new("RGB", (64, 64), "blue").save(good, format="PNG")
+    (folder / "truncated.png").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    cases["truncated"] = ("truncated.png", None)
+    (folder / "garbage.png").write_bytes(b"this is not an image" * 10)
+    cases["garbage"] = ("garbage.png", None)
+    return cases
+
+
+def test_image_decoding_matrix(tmp_path):
+    cases = write_images(tmp_path / "img")
+    rows = [{"id": name, "category": "physics", "instruction": "x", "source_image": f"img/{file}"}
+            for name, (file, _) in cases.items()]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = {s.id: s for s in load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl"), max_image_pixels=100_000))}
+    for name, (_, expected) in cases.items():
+        if expected is None:
+            with pytest.raises((ValueError, OSError, SyntaxError)):
+                samples[name].source_image.load()
+        else:
+            image = samples[name].source_image.load()
+            assert image.mode == "RGB" and image.getpixel((0, 0)) == expected, name
+
+
+def test_bomb_is_never_decoded(tmp_path, monkeypatch):
+    Image.new("L", (400, 300)).save(tmp_path / "bomb.png")
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self) or None)
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", lambda self: decoded.append(self) or None)
+    with pytest.raises(ValueError, match="over max_image_pixels"):
+        ImageRef(path=tmp_path / "bomb.png", max_pixels=100_000).load()
+    assert decoded == []
+
+
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "img/../../secret.png", "a\x00b.png"])
+def test_manifest_paths_that_escape_are_refused_unopened(tmp_path, path, monkeypatch):
+    opened = []
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a))
+    (tmp_path / "m.jsonl").write_text(json.dumps({"id": "a", "category": "c", "instruction": "x",
+                                                  "source_image": path}) + "\n" +
+                                      json.dumps({"id": "b", "category": "c", "instruction": "x",
+                                                  "source_image": "ok.png"}) + "\n")
+    (tmp_path / "ok.png").write_bytes(b"")  # exists; Image.open is patched out anyway
+    samples = load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl")))
+    assert samples[0].source_image.path is None
+    assert "absolute or leaves the dataset's folder" in samples[0].problem
+    assert opened == []
+
+
+def test_duplicate_ids_are_listed(tmp_path):
+    rows = [{"id": i, "category": "c", "instruction": "x", "source_image": "a.png"} for i in ("x", "y", "x", "y", "z")]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match="2 duplicate id.*'x', 'y'"):
+        load_samples(DataConfig(dataset=str(tmp_path / "m.jsonl")))
+
+
+def test_lone_surrogates(tmp_path):
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    (tmp_path / "m.json").write_text('[{"id": "ok", "category": "c", "instruction": "x", "source_image": "a.png"},'
+                                     ' {"id": "bad_text", "category": "c", "instruction": "\\ud800", '
+                                     '"source_image": "a.png"}]')
+    samples = load_samples(DataConfig(dataset=str(tmp_path / "m.json")))
+    assert samples[0].problem is None and "not valid Unicode" in samples[1].problem
+    (tmp_path / "m2.json").write_text('[{"id": "\\ud800", "category": "c", "instruction": "x", '
+                                      '"source_image": "a.png"}]')
+    with pytest.raises(ConfigError, match="no usable id"):
+        load_samples(DataConfig(dataset=str(tmp_path / "m2.json")))
+
+
+def test_a_symlink_out_of_the_dataset_folder_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (16, 16)).save(outside / "secret.png")
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (16, 16)).save(data / "ok.png")
+    (data / "link").symlink_to(outside)
+    rows = [{"id": "a", "category": "c", "instruction": "x", "source_image": "link/secret.png"},
+            {"id": "b", "category": "c", "instruction": "x", "source_image": "ok.png"}]
+    (data / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = load_samples(DataConfig(dataset=str(data / "m.jsonl")))
+    assert "leaves the dataset's folder" in samples[0].problem and samples[0].source_image.path is None
+    assert samples[1].problem is None
+
+
+def test_dataset_names_that_cannot_work_are_one_line_before_torch(tmp_path):
+    # A missing local path is never sent to the hub, however it is written.
+    for name in ("data/nope", str(tmp_path / "nope"), "./nope", "nope.parquet"):
+        result, imported, errors = probe("--dataset", name, "--output_dir", str(tmp_path / "out"))
+        assert_one_line(result, errors, repr(name), "no such file or folder")
+        assert not set(imported) & set(HEAVY)
+    # A hub id with offline mode on and nothing cached: which variable, which download.
+    empty_home = str(tmp_path / "hf")
+    result, imported, errors = probe("--dataset", "someorg/somebench", "--output_dir", str(tmp_path / "out"),
+                                     HF_HUB_OFFLINE="1", HF_HOME=empty_home)
+    assert_one_line(result, errors, "offline mode is on", "HF_HUB_OFFLINE",
+                    "hf download --repo-type dataset someorg/somebench")
+    assert not set(imported) & set(HEAVY)
+    # An unreachable hub: one attempt (no retries), then the message.
+    result, imported, errors = probe("--dataset", "someorg/somebench", "--output_dir", str(tmp_path / "out"),
+                                     HF_HOME=empty_home, HF_ENDPOINT="http://127.0.0.1:9")
+    assert_one_line(result, errors, "cannot be reached", "someorg/somebench")
+    assert not set(imported) & set(HEAVY)
+
+
+def test_all_invalid_samples_exit_2_before_any_model_loads(tmp_path, monkeypatch):
+    import datasets
+
+    folder = tmp_path / "bench"
+    rows = copy_demo(folder, 3)
+    rows[2]["source_image"] = "../outside.png"
+    (tmp_path / "outside.png").write_bytes((folder / "images" / "physics_01.png").read_bytes())
+    monkeypatch.chdir(folder)
+    datasets.Dataset.from_list(rows).cast_column("source_image", datasets.Image()).to_parquet("images.parquet")
+    shutil.rmtree(folder / "images")  # the parquet's image files are gone
+    result, imported, errors = probe("--dataset", str(folder / "images.parquet"), "--output_dir",
+                                     str(tmp_path / "out"), cwd=tmp_path)
+    assert_one_line(result, errors, "none of the 3 samples is usable", "physics_01: source_image file not found",
+                    "outside the dataset's folder")
+    assert not set(imported) & set(HEAVY)  # found before torch, so before any model

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
+from conftest import IDENTITY_RUN
 from launch import accelerate_launch
 from PIL import Image
 from test_judge_stage import ScriptedJudge, records, write_manifest
 
+import bench_lib.edit_stage as edit_stage
 import bench_lib.runner as runner
 from bench_lib import config_from_dict
 from bench_lib.backends import EDITORS, JUDGES, Editor, EditResult, register_editor, register_judge
@@ -316,3 +318,31 @@ def test_the_seed_is_recorded_with_the_edit_and_rows_read_it_from_there(broken_e
     monkeypatch.setattr(runner, "sample_seed", lambda seed, sample_id: 1000 + int(sample_id[1:]))  # the run's rule
     runner.run(config_from_dict({**cfg, "overwrite": False}))
     assert [r["seed"] for r in read_run(out)["rows"]] == [1000, 1001, 1002, 1003]
+
+
+def test_an_undecodable_reference_image_is_invalid_input_before_any_edit(tmp_path):
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "a.png")
+    (tmp_path / "ref.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    rows = [{"id": "bad_ref", "category": "physics", "instruction": "melt it", "source_image": "a.png",
+             "reference_image": "ref.png"},
+            {"id": "good", "category": "physics", "instruction": "melt it", "source_image": "a.png"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    edited = []
+    real = edit_stage.load_editor
+
+    def counting_load(*args, **kwargs):
+        editor = real(*args, **kwargs)
+        edit = editor.edit
+        editor.edit = lambda sample, image, *, seed: edited.append(sample.id) or edit(sample, image, seed=seed)
+        return editor
+
+    edit_stage.load_editor = counting_load
+    try:
+        runner.run(config_from_dict({**IDENTITY_RUN, "dataset": str(tmp_path / "m.jsonl"),
+                                     "output_dir": str(tmp_path / "out")}))
+    finally:
+        edit_stage.load_editor = real
+    results = {r["id"]: r for r in read_results(tmp_path / "out" / "results.jsonl")}
+    assert results["bad_ref"]["status"] == "invalid_input" and "reference image" in results["bad_ref"]["error"]
+    assert results["bad_ref"]["edited_image"] is None and results["good"]["status"] == "ok"
+    assert len(edited) == 1  # only the good sample was edited

@@ -1,14 +1,19 @@
 import gc
 import hashlib
 import weakref
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
+from test_backends import fingerprint_of
 
+from bench_lib import config_from_dict
+from bench_lib.config import ConfigError
 from bench_lib.data import DataConfig, load_samples
+from bench_lib.demo.tiny import build_lora
 from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor, add_multimodal_positions
 from bench_lib.failures import RunFailed
 from bench_lib.models import resolve_model
@@ -267,25 +272,123 @@ def test_an_adapter_saved_while_it_loads_is_caught(tmp_path):
     editor.close()
 
 
-def test_a_pickled_adapter_is_refused(tmp_path, capsys):
-    """Weights load from safetensors only: a pickle (`.bin`) adapter could run code when unpickled. One line, exit
-    2, before any model loads: given as a file, as the only weights of a folder, or named by lora_weight_name."""
-    from safetensors.torch import load_file
+# --- the other pipelines (FLUX.1 Kontext, FLUX.2), LoRA adapters, scheduler overrides, speed options -------
 
-    import run_benchmark
-    from bench_lib.demo.tiny import build_lora
 
-    state_dict = load_file(build_lora(tmp_path / "good", seed=1))
-    (tmp_path / "pickled").mkdir()
-    torch.save(state_dict, tmp_path / "pickled" / "pytorch_lora_weights.bin")
-    (tmp_path / "good" / "pytorch_lora_weights.bin").write_bytes((tmp_path / "pickled" / "pytorch_lora_weights.bin")
-                                                                 .read_bytes())
-    cases = [["--lora", str(tmp_path / "pickled" / "pytorch_lora_weights.bin")],
-             ["--lora", str(tmp_path / "pickled")],
-             ["--lora", str(tmp_path / "good"), "--lora_weight_name", "pytorch_lora_weights.bin"]]
-    for case in cases:
-        out = tmp_path / "out"
-        assert run_benchmark.main([*case, "--output_dir", str(out), "--limit", "1"]) == 2, case
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "safetensors" in err[0] and "pickle" in err[0], (case, err)
-        assert not list(out.glob("edits/*"))
+TINY_JUDGE = {"judge_model": "tiny:qwen3-vl", "judge_dtype": "float32", "judge_min_digit_mass": 0.0}
+
+QWEN = {"num_inference_steps": 2, "height": 32, "width": 32, "true_cfg_scale": 1.0}
+
+KONTEXT = {"num_inference_steps": 2, "height": 64, "width": 64, "max_area": 4096, "_auto_resize": False,
+           "guidance_scale": 2.5}
+
+FLUX2 = {"num_inference_steps": 2, "height": 64, "width": 64, "max_sequence_length": 48,
+         "text_encoder_out_layers": [1, 2, 3], "guidance_scale": 4.0}
+
+
+def sample(text="make it red", id="s"):
+    return SimpleNamespace(id=id, instruction=text)
+
+
+def edit(cfg, source, *, seed=0, text="make it red"):
+    editor = DiffusersEditor(cfg, device=torch.device("cpu"))
+    try:
+        return editor.edit(sample(text), source, seed=seed).image
+    finally:
+        editor.close()
+
+
+@pytest.mark.parametrize("model, kwargs, pipeline", [("tiny:flux-kontext", KONTEXT, "FluxKontextPipeline"),
+                                                     ("tiny:flux2", FLUX2, "Flux2Pipeline")])
+def test_flux_pipelines_edit_reproducibly(model, kwargs, pipeline):
+    cfg = DiffusersConfig(editor_model=model, editor_dtype="float32", editor_kwargs=kwargs)
+    DiffusersEditor.check(cfg, None)
+    source = Image.new("RGB", (96, 128), (20, 120, 200))
+    editor = DiffusersEditor(cfg, device=torch.device("cpu"))
+    assert type(editor.pipe).__name__ == pipeline
+    first = editor.edit(sample(), source, seed=3).image
+    again = editor.edit(sample(), source, seed=3).image
+    other = editor.edit(sample(), source, seed=4).image
+    editor.close()
+    assert first.size == (64, 64) and first.tobytes() == again.tobytes() and first.tobytes() != other.tobytes()
+
+
+def test_match_source_size_keeps_the_source_aspect_ratio():
+    cfg = DiffusersConfig(editor_model="tiny:flux-kontext", editor_dtype="float32", match_source_size=True,
+                          editor_kwargs={k: v for k, v in KONTEXT.items() if k not in ("height", "width")})
+    # the pipeline's own arithmetic: w = round(sqrt(4096 * 2)) = 91, h = round(sqrt(4096 / 2)) = 45, each floored
+    # to a multiple of 16: 80 x 32, a 2.5:1 wide image rather than a square
+    assert edit(cfg, Image.new("RGB", (128, 64), "white")).size == (80, 32)
+    without = DiffusersConfig(editor_model="tiny:flux-kontext", editor_dtype="float32",
+                              editor_kwargs={k: v for k, v in KONTEXT.items() if k not in ("height", "width")})
+    assert edit(without, Image.new("RGB", (128, 64), "white")).size == (64, 64)  # the pipeline's square default
+    with pytest.raises(ConfigError, match="match_source_size"):
+        DiffusersConfig(editor_model="tiny:flux-kontext", match_source_size=True, editor_kwargs=KONTEXT)
+
+
+def test_a_lora_changes_the_edit_and_its_hash_the_fingerprint(tmp_path):
+    build_lora(tmp_path / "adapter", seed=1)
+    source = Image.new("RGB", (48, 40), (200, 40, 40))
+    base = DiffusersConfig(editor_model="tiny:qwen-image-edit", editor_dtype="float32", editor_kwargs=QWEN)
+    with_lora = DiffusersConfig(**{**base.__dict__, "lora": str(tmp_path / "adapter")})
+    DiffusersEditor.check(with_lora, None)
+    plain, adapted = edit(base, source), edit(with_lora, source)
+    assert plain.tobytes() != adapted.tobytes()
+    assert edit(DiffusersConfig(**{**with_lora.__dict__, "lora_scale": 0.0}), source).tobytes() == plain.tobytes()
+
+    cfg = config_from_dict({"dataset": "data/demo/manifest.jsonl", **TINY_JUDGE, "editor_model": "tiny:qwen-image-edit",
+                            "lora": str(tmp_path / "adapter")})
+    before = fingerprint_of(cfg, "x")
+    build_lora(tmp_path / "adapter", seed=2)  # retrained, saved in the same place
+    after = fingerprint_of(cfg, "x")
+    assert before["editor"]["diffusers"]["lora_sha256"] != after["editor"]["diffusers"]["lora_sha256"]
+    assert "lora" not in after["editor"]["diffusers"]  # by content, not by where it lies
+    provenance = DiffusersEditor.provenance(cfg.editor_backend)["lora"]
+    assert provenance["sha256"] == after["editor"]["diffusers"]["lora_sha256"] and provenance["scale"] == 1.0
+
+
+def test_scheduler_overrides_are_applied_and_checked():
+    cfg = DiffusersConfig(editor_model="tiny:qwen-image-edit", editor_dtype="float32", editor_kwargs=QWEN,
+                          editor_scheduler={"shift": 3.0, "use_dynamic_shifting": False})
+    DiffusersEditor.check(cfg, None)
+    editor = DiffusersEditor(cfg, device=torch.device("cpu"))
+    assert editor.pipe.scheduler.config.shift == 3.0 and editor.pipe.scheduler.config.use_dynamic_shifting is False
+    editor.close()
+    with pytest.raises(ConfigError, match="not settings of FlowMatchEulerDiscreteScheduler"):
+        DiffusersEditor.check(DiffusersConfig(editor_model="tiny:qwen-image-edit", editor_scheduler={"shfit": 3.0}),
+                              None)
+
+
+def test_speed_options_are_applied_recorded_and_leave_results_independent_of_order():
+    source_a, source_b = Image.new("RGB", (40, 40), "white"), Image.new("RGB", (48, 40), "blue")
+    options = {"attention_backend": "native", "cache": {"type": "FirstBlockCache", "threshold": 0.2},
+               "compile": "regional"}
+    cfg = DiffusersConfig(editor_model="tiny:qwen-image-edit", editor_dtype="float32",
+                          editor_kwargs={**QWEN, "num_inference_steps": 4}, **options)
+    DiffusersEditor.check(cfg, None)
+    editor = DiffusersEditor(cfg, device=torch.device("cpu"))
+    transformer = editor.pipe.transformer
+    assert transformer.is_cache_enabled and type(transformer._cache_config).__name__ == "FirstBlockCacheConfig"
+    backends = {getattr(m.processor, "_attention_backend", None) for m in transformer.modules()
+                if hasattr(m, "processor")}
+    assert {getattr(b, "value", b) for b in backends} == {"native"}
+    blocks = [m for m in transformer.modules() if type(m).__name__ == "QwenImageTransformerBlock"]
+    assert blocks and all(m._compiled_call_impl is not None for m in blocks)  # compiled on first call
+    editor.close()
+    # Cached steps must not leak from one sample into the next (results would depend on sharding and order).
+    cfg = DiffusersConfig(**{**cfg.__dict__, "compile": "none"})
+    editor = DiffusersEditor(cfg, device=torch.device("cpu"))
+    editor.edit(sample("add a cat"), source_a, seed=1)
+    after = editor.edit(sample("make it snow"), source_b, seed=2).image
+    editor.close()
+    assert edit(cfg, source_b, seed=2, text="make it snow").tobytes() == after.tobytes()
+    # recorded: in the fingerprint and in provenance
+    prov = DiffusersEditor.provenance(cfg)["speed_options"]
+    assert prov == {"attention_backend": "native", "compile": "none", "cache": options["cache"]}
+    fingerprint = DiffusersEditor.fingerprint(cfg, None)
+    assert fingerprint["cache"] == options["cache"] and fingerprint["attention_backend"] == "native"
+    for bad, message in [({"attention_backend": "warp"}, "not a diffusers attention backend"),
+                         ({"cache": {"type": "FirstBlockCache", "treshold": 1}}, "not parameters of FirstBlockCache"),
+                         ({"cache": {"type": "NoCache"}}, "type")]:
+        with pytest.raises(ConfigError, match=message):
+            DiffusersEditor.check(DiffusersConfig(editor_model="tiny:qwen-image-edit", **bad), None)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import DEMO, identity_run
 from launch import ROOT
 from test_data import finishes
 from test_multiprocess import make_manifest
@@ -131,3 +132,32 @@ def test_the_card_shows_a_local_path_by_its_last_part(value, shown):
     from bench_lib.export import _public
 
     assert _public({"k": [value]}) == {"k": [shown]}
+
+
+def test_export_is_a_dataset_with_images_and_the_same_scores(tmp_path):
+    import datasets
+    from PIL import Image
+
+    assert identity_run(DEMO / "manifest.jsonl", tmp_path / "run", "--limit", "3") == 0
+    script = ROOT / "scripts" / "export_results.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(tmp_path / "export")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    exported = datasets.load_from_disk(str(tmp_path / "export"))
+    for column in ("source_image", "edited_image", "reference_image"):
+        assert isinstance(exported.features[column], datasets.Image)
+    results = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert exported["id"] == [r["id"] for r in results] and exported["score"] == [r["score"] for r in results]
+    assert exported["metrics"] == [r["metrics"] for r in results]
+    first = exported[0]
+    edited = Image.open(tmp_path / "run" / results[0]["edited_image"])
+    assert first["edited_image"].size == edited.size and first["edited_image"].tobytes() == edited.convert(
+        first["edited_image"].mode).tobytes()
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "## Provenance" in card and "harness" in card and results[0]["id"] not in ("",)
+    assert "identity" in exported.info.description
+    exported.to_parquet(str(tmp_path / "export.parquet"))  # the form push_to_hub uploads
+    # a second export into the same folder is refused, one line
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(tmp_path / "export")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "not empty" in result.stderr

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import RISEBENCH
+from conftest import RISEBENCH, copy_demo, identity_run
 from PIL import Image
 
 from bench_lib.config import ConfigError, DataConfig
@@ -344,3 +344,23 @@ def test_auto_asks_every_registered_format_in_priority_order(tmp_path):
         assert detect_format(DataConfig(dataset="data/demo/manifest.jsonl")).name == "manifest"
     finally:
         FORMATS.pop("test-pictures")
+
+
+def test_parquet_of_image_paths_csv_and_single_files_work(tmp_path, monkeypatch):
+    import datasets
+
+    folder = tmp_path / "bench"
+    rows = copy_demo(folder, 3)
+    monkeypatch.chdir(folder)  # as a user writes it: image paths relative to where the parquet goes
+    table = datasets.Dataset.from_list(rows)
+    table.cast_column("source_image", datasets.Image()).to_parquet("images.parquet")
+    table.to_csv("table.csv")
+    monkeypatch.chdir(tmp_path)
+    import pyarrow.parquet as pq
+
+    stored = pq.read_table(folder / "images.parquet").column("source_image").to_pylist()
+    assert stored[0] == {"bytes": None, "path": "images/physics_01.png"}  # the form that failed every row before
+    for name in ("images.parquet", "table.csv"):
+        assert identity_run(folder / name, tmp_path / name) == 0
+        results = [json.loads(line) for line in (tmp_path / name / "results.jsonl").read_text().splitlines()]
+        assert [r["status"] for r in results] == ["ok"] * 3, results

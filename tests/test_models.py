@@ -5,11 +5,12 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
+from conftest import DEMO, HEAVY, assert_one_line, probe
 from huggingface_hub import constants
 from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
 from bench_lib.config import ConfigError
-from bench_lib.models import TRANSFORMERS_FILES, download_model, resolve_model
+from bench_lib.models import TRANSFORMERS_FILES, download_model, hub_problem, resolve_model
 
 
 @pytest.fixture
@@ -126,3 +127,45 @@ def test_missing_weights_reads_shard_indexes_and_only_the_pipeline_s_components(
     assert missing_weights(pipe, pipeline=True) == []
     (pipe / "model_index.json").unlink()
     assert missing_weights(pipe, pipeline=True) == ["model_index.json"]
+
+
+def test_a_model_not_downloaded_is_not_called_not_a_pipeline(tmp_path):
+    out = str(tmp_path / "out")
+    result, imported, errors = probe("--config", "configs/qwen_image_edit.yaml", "--dataset", str(DEMO),
+                                     "--output_dir", out, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    assert_one_line(result, errors, "Qwen/Qwen-Image-Edit", "not in the local cache",
+                    "hf download Qwen/Qwen-Image-Edit")
+    assert "not a diffusers pipeline" not in errors[0] and not set(imported) & set(HEAVY)
+    folder = tmp_path / "not-a-pipeline"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    result, imported, errors = probe("--config", "configs/smoke.yaml", "--editor_model", str(folder),
+                                     "--output_dir", out)
+    assert_one_line(result, errors, "is not a diffusers pipeline", "model_index.json")
+    result, imported, errors = probe("--config", "configs/smoke.yaml", "--judge_model", str(tmp_path / "no-judge"),
+                                     "--output_dir", out)
+    assert_one_line(result, errors, "judge_model", "no such folder")
+    assert not set(imported) & set(HEAVY)
+
+
+@pytest.mark.parametrize("error, fragment", [
+    ("GatedRepoError", "gated"), ("RepositoryNotFoundError", "no such model on the hub (or it is private"),
+    ("RevisionNotFoundError", "has no revision"),
+])
+def test_gated_private_and_missing_repositories_are_told_apart(monkeypatch, tmp_path, error, fragment):
+    from huggingface_hub import HfApi, errors
+
+    calls = []
+
+    def repo_info(self, repo_id, **kwargs):
+        calls.append(repo_id)
+        exception = getattr(errors, error)
+        raised = exception.__new__(exception)  # the hub's answer without an HTTP response object
+        Exception.__init__(raised, "refused")
+        raise raised
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
+    problem = hub_problem("someorg/model", repo_type="model", revision="v9", key="editor_model")
+    assert fragment in problem and "someorg/model" in problem
+    assert calls == ["someorg/model"]  # one request, no retries

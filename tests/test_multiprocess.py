@@ -56,7 +56,7 @@ def test_five_samples_same_results_on_1_2_3_processes(tmp_path, reference_run):
     manifest, one = reference_run  # 1 process: edit batches of 1, judge batches of 2
     ids = [json.loads(line)["id"] for line in manifest.read_text().splitlines()]
     assert [r["id"] for r in one[1]] == ids and all(r["status"] == "ok" for r in one[1])
-    assert one[2]["meta"]["world_size"] == 1
+    assert one[2]["meta"]["world_size"] == 1 and one[2]["meta"]["editor_model"] == "tiny:flux-kontext"  # the recipe
     # 2 ranks: shards of 3 and 2, batches of 2 -> rank 1 runs an empty second batch (and its barrier).
     two = run(tmp_path, "p2", 2, manifest, "--edit_batch_size", "2", "--judge_batch_size", "2")
     # 3 ranks: shards 2, 2, 1 with a barrier after every sample; a short timeout turns a hang into a failure.

@@ -8,7 +8,7 @@ from test_backends import DEMO
 
 from bench_lib.backends import Editor, EditResult, register_editor
 from bench_lib.config import ConfigError
-from bench_lib.options import build_arg_parser, config_fields, config_from_dict, help_text, registry_of
+from bench_lib.options import build_arg_parser, config_fields, config_from_dict, help_text, parse_config, registry_of
 from bench_lib.registry import BASELINES, EDITORS, FORMATS, JUDGES, PROTOCOLS
 
 
@@ -59,3 +59,18 @@ def test_a_newly_registered_editor_is_a_choice_at_once():
         assert "test-grey (Turns every source grey)" in help_page
     finally:
         EDITORS.pop("test-grey")
+
+
+def test_kebab_case_flags_are_the_same_keys(tmp_path):
+    cfg = parse_config(["--output-dir", str(tmp_path), "--judge-batch-size", "3", "--edit_batch_size", "2"])
+    assert cfg.run.output_dir == str(tmp_path) and cfg.judge.judge_batch_size == 3 and cfg.editor.edit_batch_size == 2
+
+
+def test_speed_options_on_the_command_line():
+    cfg = parse_config(["--attention_backend", "native", "--compile", "regional",
+                        "--cache", '{"type": "TaylorSeerCache", "cache_interval": 2}', "--lora_scale", "0.5"])
+    assert cfg.editor_backend.attention_backend == "native" and cfg.editor_backend.compile == "regional"
+    assert cfg.editor_backend.cache == {"type": "TaylorSeerCache", "cache_interval": 2}
+    assert cfg.editor_backend.lora_scale == 0.5
+    with pytest.raises(ConfigError, match="compile.*'none', 'regional', 'full'"):
+        parse_config(["--compile", "fast"])

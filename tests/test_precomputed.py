@@ -3,19 +3,23 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
-from launch import ROOT
+from conftest import IDENTITY_RUN
+from launch import ROOT, accelerate_launch
 from PIL import Image
 from test_multiprocess import make_manifest
 
 import bench_lib.cli as cli
-from bench_lib.config import DataConfig
+import bench_lib.runner as runner
+from bench_lib import config_from_dict
+from bench_lib.config import ConfigError, DataConfig
 from bench_lib.data import load_samples
 from bench_lib.editors.precomputed import PrecomputedConfig, PrecomputedEditor
-from bench_lib.store import read_run, safe_stem
+from bench_lib.store import read_results, read_run, safe_stem
 
 JUDGE = ["--judge_model", "tiny:qwen3-vl", "--judge_dtype", "float32", "--judge_min_digit_mass", "0",
          "--gallery", "false", "--baselines", ""]
@@ -116,3 +120,62 @@ def test_a_symlinked_edit_is_named_as_a_link_out_of_edits_dir(tmp_path):
                                   "of the folder are not followed (copy the file in)")
     kept = editor.edit(samples[1], None, seed=0)
     assert kept.info["edit_sha256"] == hashlib.sha256((edits / "kept.png").read_bytes()).hexdigest()
+
+
+def source_files(tmp_path, manifest, *, skip=()):
+    """A folder holding each sample's source file, byte for byte, under the sample's own name: the edits of an
+    editor that changes nothing."""
+    folder = tmp_path / "edits-elsewhere"
+    folder.mkdir()
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        if row["id"] not in skip:
+            suffix = row["source_image"].rsplit(".", 1)[1]
+            shutil.copy(manifest.parent / row["source_image"], folder / f"{safe_stem(row['id'])}.{suffix}")
+    return folder
+
+
+def test_precomputed_edits_of_the_sources_score_exactly_as_the_identity_baseline(tmp_path):
+    manifest = make_manifest(tmp_path, 5)
+    ids = [json.loads(line)["id"] for line in manifest.read_text().splitlines()]
+    edits = source_files(tmp_path, manifest, skip={ids[1]})
+    out = tmp_path / "pre"
+    runner.run(config_from_dict({"dataset": str(manifest), **IDENTITY_RUN, "editor": "precomputed",
+                                 "edits_dir": str(edits), "baselines": "identity", "output_dir": str(out),
+                                 "judge_batch_size": 1}))
+    run = read_run(out)
+    rows, identity = run["rows"], run["baselines"]["identity"]
+    assert [r["status"] for r in rows] == ["ok", "edit_failed", "ok", "ok", "ok"]
+    assert str(edits / ids[1]) in rows[1]["error"] and rows[1]["edited_image"] is None
+    for row, base in zip(rows, identity):
+        if row["status"] == "ok":
+            assert row["score"] == base["score"] and row["subscores"] == base["subscores"]
+    edits_used = run["report"]["provenance"]["edits"]
+    assert edits_used["count"] == 4 and len(edits_used["sha256"]) == 64
+    # from a dataset column instead of a folder: the same edits, the same scores
+    files = {p.stem: p.name for p in edits.iterdir()}
+    rows_with_column = [dict(row, edit=f"{edits.name}/{files[safe_stem(row['id'])]}" if row["id"] != ids[1] else None)
+                        for row in map(json.loads, manifest.read_text().splitlines())]
+    (tmp_path / "with_edits.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_with_column))
+    out2 = tmp_path / "pre-column"
+    runner.run(config_from_dict({"dataset": str(tmp_path / "with_edits.jsonl"), **IDENTITY_RUN, "editor": "precomputed",
+                                 "columns": {"edited_image": "edit"}, "output_dir": str(out2),
+                                 "judge_batch_size": 1}))
+    column_rows = read_run(out2)["rows"]
+    assert [r["status"] for r in column_rows] == [r["status"] for r in rows]
+    assert [r["score"] for r in column_rows] == [r["score"] for r in rows]
+    with pytest.raises(ConfigError, match="--edits_dir DIR"):
+        runner.check_models(config_from_dict({"dataset": str(manifest), **IDENTITY_RUN, "editor": "precomputed"}))
+
+
+def test_precomputed_on_two_processes(tmp_path):
+    manifest = make_manifest(tmp_path, 4)
+    edits = source_files(tmp_path, manifest)
+    (edits / f"{json.loads(manifest.read_text().splitlines()[0])['id']}.jpg").write_bytes(b"a second edit")
+    out = tmp_path / "pre2"
+    accelerate_launch(2, ["--dataset", str(manifest), "--editor", "precomputed", "--edits_dir", str(edits),
+                          "--baselines", "", "--output_dir", str(out)], timeout=300)
+    rows = read_results(out / "results.jsonl")
+    assert [r["status"] for r in rows] == ["edit_failed", "ok", "ok", "ok"]  # two edits for one sample: ambiguous
+    assert "several edits" in rows[0]["error"]
+    assert sorted(json.loads(p.read_text())["rank"] for p in out.glob("worker-*.json")) == [0, 1]

@@ -1,6 +1,9 @@
+import json
 import math
+import sys
 
 import pytest
+from launch import ROOT
 
 from bench_lib.report import build_report, render_markdown, score_stats, timing_summary
 
@@ -214,3 +217,51 @@ def test_peak_memory_per_rank_and_stage():
     md = render_markdown(build_report([row("physics", "ok", 4.0)], timings=timings, meta=meta))
     assert "| 0 | 2 | 5.000 | – | 1.0 | 2 | 1.000 | 60.00 / 70.00 | 20.50 / 24.00 |" in md
     assert "| 1 | 1 | 12.000 | – | 1.5 | 0 | – | – | – |" in md
+
+
+def test_a_row_without_a_category_neither_makes_a_category_nor_blanks_the_macro_mean():
+    rows = [{"id": "a", "category": "physics", "status": "ok", "score": 4.0, "subscores": None},
+            {"id": "b", "category": "physics", "status": "ok", "score": 6.0, "subscores": None},
+            {"id": "c", "category": "social", "status": "ok", "score": 8.0, "subscores": None},
+            {"id": "d", "category": "causal", "status": "edit_failed", "score": None, "subscores": None},
+            {"id": "e", "category": "", "status": "invalid_input", "score": None, "subscores": None}]
+    for row in rows:
+        row["subscores"] = ({k: row["score"] for k in ("instruction", "consistency", "quality")}
+                            if row["score"] else None)
+    meta = {"dataset": "d", "num_samples": 5, "editor_model": "e", "judge_model": "j", "world_size": 1, "seed": 0,
+            "judge_mode": "logits", "score_formula": "viescore", "score_formula_text": "x"}
+    report = build_report(rows, timings=timing_summary([{"load_editor": 0, "edit": 1, "edited": 1, "switch": 0,
+                                                          "judge": 1, "judged": 1}]), meta=meta)
+    assert set(report["categories"]) == {"physics", "social", "causal"}
+    overall = report["overall"]
+    assert overall["failed"] == 2 and overall["count"] == 3  # the row still counts, overall
+    assert overall["macro_mean"] == pytest.approx(6.5)  # (5 + 8) / 2: causal has no score to weigh
+    assert overall["macro_categories"] == ["physics", "social"]
+    assert "|  |" not in render_markdown(report)
+
+
+def test_markdown_tables_escape_text_from_the_data(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import compare_runs
+
+    nasty = "a|b\nc <b>bold</b> `code`"
+    rows = [{"id": f"s{i}", "category": nasty if i % 2 else "plain", "status": "ok", "score": float(i),
+             "subscores": {"instruction": 1.0, "consistency": 1.0, "quality": 1.0}} for i in range(4)]
+    meta = {"dataset": "data`set", "num_samples": 4, "editor_model": "e|x", "judge_model": "j", "world_size": 1,
+            "seed": 0, "judge_mode": "logits", "score_formula": "viescore", "score_formula_text": "x"}
+    md = render_markdown(build_report(rows, timings=timing_summary([{"load_editor": 0, "edit": 1, "edited": 1,
+                                                                      "switch": 0, "judge": 1, "judged": 1}]),
+                                      meta=meta))
+    table = [line for line in md.splitlines() if line.startswith("| ") and "| score |" not in line]
+    first = table[:3]  # the two categories and overall
+    assert [line.count(" | ") for line in first] == [10, 10, 10]  # every row keeps its 11 cells
+    assert "<b>" not in md and "&lt;b&gt;" in md and "a\\|b c" in md and "\\`code\\`" in md
+
+    def run(folder):
+        folder.mkdir()
+        (folder / "run.json").write_text(json.dumps({"fingerprint": {}, "attempts": 1}))
+        return {"folder": folder, "fingerprint": {}, "rows": rows, "meta": {"score_formula": "viescore"}}
+
+    text = compare_runs.render(compare_runs.compare(run(tmp_path / "a"), run(tmp_path / "b")))
+    assert "<b>" not in text and "a\\|b c &lt;b&gt;" in text
+    assert all(line.count(" | ") == 6 for line in text.splitlines() if line.startswith("| ") and "---" not in line)

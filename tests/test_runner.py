@@ -7,6 +7,7 @@ import weakref
 import pytest
 import torch
 from PIL import Image
+from test_data import write_images
 from test_edit_stage import FakeCudaMemory, SlowLoadEditor, slow_editor  # noqa: F401  (a fixture)
 
 import bench_lib.edit_stage as edit_stage
@@ -377,3 +378,41 @@ def test_models_are_fetched_before_the_edit_stage(tmp_path, monkeypatch):
     runner.run(config_from_dict({**SMOKE, "editor": "test-slow-load", "dataset": "data/demo/manifest.jsonl",
                                  "limit": 1, "baselines": "", "output_dir": str(tmp_path / "out")}))
     assert events == ["download", "load editor"]
+
+
+HOSTILE_IDS = ["../../escape", "a/b", "a_b", "back\\slash", "nul\x00byte", "x" * 300,
+               "猫が溶ける", "🧊🔥", "Cup", "cup"]
+
+
+def test_hostile_ids_and_fields_end_to_end(tmp_path):
+    cases = write_images(tmp_path / "img")
+    rows = [{"id": name, "category": "physics", "instruction": "melt it", "source_image": f"img/{file}"}
+            for name, (file, _) in cases.items()]
+    rows += [{"id": i, "category": "causal", "instruction": "melt it", "source_image": "img/grey.png"}
+             for i in HOSTILE_IDS]
+    rows += [{"id": "no_instruction", "category": "physics", "source_image": "img/grey.png"},
+             {"id": "number_instruction", "category": "physics", "instruction": 7, "source_image": "img/grey.png"},
+             {"id": "escape_path", "category": "physics", "instruction": "x", "source_image": "../../etc/passwd"},
+             {"id": "new_category", "category": "astronomy", "instruction": "melt it", "source_image": "img/grey.png"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    runner.run(config_from_dict({
+        "dataset": str(tmp_path / "m.jsonl"), "output_dir": str(out), "max_image_pixels": 100_000,
+        "editor": "identity", "judge_model": "tiny:qwen3-vl", "judge_dtype": "float32", "judge_min_digit_mass": 0.0}))
+
+    results = {r["id"]: r for r in read_results(out / "results.jsonl")}
+    assert list(results) == [r["id"] for r in rows]  # every sample once, in dataset order
+    for name, (_, expected) in cases.items():
+        assert results[name]["status"] == ("invalid_input" if expected is None else "ok"), results[name]
+    for i in HOSTILE_IDS + ["new_category"]:
+        assert results[i]["status"] == "ok", results[i]
+    assert results["new_category"]["rubric"] == "default"
+    for i in ("no_instruction", "number_instruction", "escape_path"):
+        assert results[i]["status"] == "invalid_input" and results[i]["error"]
+    edits = [results[i]["edited_image"] for i in results if results[i]["edited_image"]]
+    assert len({e.casefold() for e in edits}) == len(edits)  # unique file names, even case-insensitively
+    for edit in edits:
+        path = (out / edit).resolve()
+        assert path.parent == (out / "edits").resolve() and path.is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["overall"]["failed_by_status"] == {"invalid_input": 8}

@@ -25,7 +25,7 @@ def build_adapters(folder: Path, steps) -> Path:
     from bench_lib.demo.tiny import build_lora
 
     for step in steps:
-        build_lora(folder / f"step-{step}", seed=step)
+        build_lora(folder / f"step-{step}", seed=step, base="flux-kontext")  # launch.TINY_ARGS's editor
     return folder
 
 
