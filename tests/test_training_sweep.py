@@ -245,4 +245,5 @@ def test_a_diffusers_lora_training_output_sweeps_with_no_other_option(tmp_path, 
             assert recorded["lora_sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
         else:
             assert "lora_sha256" not in recorded
+        assert "editor_transformer" not in recorded  # a run without one keeps the fingerprint it always had
     assert edits["base"] != edits["checkpoint-500"] != edits["checkpoint-1000"]

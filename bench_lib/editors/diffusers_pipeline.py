@@ -258,8 +258,8 @@ class DiffusersEditor(Editor):
         if cfg.lora:  # by content, not by where it lies: a retrained adapter saved in its place is another one
             del out["lora"], out["lora_weight_name"]
             out["lora_sha256"] = adapter_sha256(cfg)
-        if cfg.editor_transformer:  # likewise: a checkpoint saved again in place is another model
-            del out["editor_transformer"]
+        del out["editor_transformer"]  # absent unless set: the fingerprints of runs without one stay as they were
+        if cfg.editor_transformer:  # by content too: a checkpoint saved again in place is another model
             out["editor_transformer_sha256"] = transformer_sha256(cfg.editor_transformer)
         return out
 
