@@ -5,8 +5,8 @@
 OUT/pytorch_lora_weights.safetensors is in diffusers' LoRA format (the transformer's attention projections,
 random weights drawn from the seed), so `--lora OUT` loads it into `tiny:<base>` with `load_lora_weights`
 exactly as a real adapter loads into the real model. Different seeds give different adapters. At the default
-strength 1 a random adapter moves an edit's pixels by a fraction of one level (every sweep of them is a tie);
-`--strength 30` scales its effect so that the edits change visibly (a few levels on average, tens at most).
+strength 1 a random adapter barely moves an edit's pixels; `--strength 30` scales its effect so that the edits
+change visibly (more than one level of 255 on average: tests/test_training_sweep.py).
 """
 
 from __future__ import annotations

@@ -388,8 +388,8 @@ def build_lora(path: Path, *, seed: int, base: str = "qwen-image-edit", rank: in
     """Save a LoRA adapter for tiny model `base` (its transformer's attention projections) in diffusers' own
     LoRA format (`<path>/pytorch_lora_weights.safetensors`), with random weights drawn from `seed`: a
     stand-in for a fine-tuning checkpoint, loaded by `load_lora_weights` like a real one. Deterministic.
-    `strength` scales the adapter's effect (its B matrices): at 1 the random adapter moves an edit's pixels by a
-    fraction of one level; the demo sweeps use a strength that changes edits visibly."""
+    `strength` scales the adapter's effect (its B matrices): at 1 the random adapter barely moves an edit's pixels;
+    the demo sweeps use a strength that changes edits visibly."""
     import diffusers
     from peft import LoraConfig, get_peft_model_state_dict
 
