@@ -247,3 +247,34 @@ def test_a_diffusers_lora_training_output_sweeps_with_no_other_option(tmp_path, 
             assert "lora_sha256" not in recorded
         assert "editor_transformer" not in recorded  # a run without one keeps the fingerprint it always had
     assert edits["base"] != edits["checkpoint-500"] != edits["checkpoint-1000"]
+
+
+# --- the sweep table says which differences from the reference are significant ----------------------------------
+
+
+def test_the_sweep_table_marks_each_significant_difference_from_the_reference():
+    from test_sweep import loaded_run
+
+    from bench_lib.config import JudgeConfig
+    from bench_lib.judges.rubrics import Rubrics
+    from bench_lib.protocols import make_protocol
+    from bench_lib.sweep import Variant, render_sweep, summarise
+
+    cfg = JudgeConfig()
+    protocol = make_protocol(cfg, Rubrics(cfg.prompts_dir))
+    base = [3.0, 4.0, 5.0, 6.0, 3.5, 4.5, 5.5, 6.5, 4.0, 5.0]
+    runs = [loaded_run(protocol, "base", base),
+            loaded_run(protocol, "checkpoint-500", [v + 2 for v in base]),  # better on every sample
+            loaded_run(protocol, "checkpoint-1000", [v - 1.5 for v in base]),  # worse on every sample
+            loaded_run(protocol, "checkpoint-1500", [v + (0.5 if i % 2 else -0.5) for i, v in enumerate(base)])]
+    names = ["base", "checkpoint-500", "checkpoint-1000", "checkpoint-1500"]
+    report = summarise([Variant(n, {}, None) for n in names], runs)
+    verdicts = [(r["vs_reference"] or {}).get("score") for r in report["variants"]]
+    assert verdicts[0] is None
+    assert [(v["significant"], v["direction"]) for v in verdicts[1:]] == [(True, "better"), (True, "worse"),
+                                                                          (False, None)]
+    md = render_sweep(report, chart=None)
+    assert "| variant | step | score | Δ score vs base | p | significant |" in md
+    lines = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| checkpoint-")}
+    assert "| **yes, better** |" in lines["checkpoint-500"] and "| **yes, worse** |" in lines["checkpoint-1000"]
+    assert "| no |" in lines["checkpoint-1500"]
