@@ -277,8 +277,21 @@ class SweepConfig:
     sweep_base: bool = option(
         True, result=False, help="With a folder `sweep`: score the recipe's editor without an adapter first, as "
                                  "variant `base` (the reference).")
+    sweep_glob: Optional[str] = option(
+        None, result=False, help="With a folder `sweep`: only the checkpoints whose folder name matches this shell "
+                                 "pattern (e.g. 'checkpoint-*000').")
+    sweep_every: Optional[int] = option(
+        None, result=False, help="With a folder `sweep`: only the checkpoints whose step (the number in their name) "
+                                 "is a multiple of K.")
+    sweep_last: Optional[int] = option(
+        None, result=False, help="With a folder `sweep`: only the last N checkpoints (by step), after "
+                                 "`sweep_glob` and `sweep_every`.")
 
     def __post_init__(self):
+        for key in ("sweep_every", "sweep_last"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"`{key}` must be an integer >= 1, got {value!r}.")
         if isinstance(self.sweep, str) and not self.sweep.strip():
             self.sweep = None
         if self.sweep is not None and not isinstance(self.sweep, (str, list)):

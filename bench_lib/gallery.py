@@ -1,7 +1,10 @@
 """gallery.html: one self-contained page per run to look at the edits (no network, no CDN, no files beside it).
 
-Per sample: source, edited and reference thumbnails (JPEG data URIs), instruction, category, status, scores,
-rationale and error, with a link to the full-size edit in `edits/`. Filter by category and status, sort by
+Per sample: source, edited and reference thumbnails (JPEG data URIs; an empty slot where a sample has no
+reference, so the text column lines up), instruction, category, status, every score with its scale beside it,
+the sanity baselines' scores of the same sample, rationale and error, with a link to the full-size edit in
+`edits/`. The header names the editor and dataset by their short names; the output stamp that ties the page to
+results.jsonl is in a `<meta>` element, not shown. Filter by category and status, sort by
 score. The filters live in the URL's hash (`gallery.html#category=physics&status=ok&sort=score-desc`), so a
 view can be bookmarked or shared, and a headless browser can load one.
 """
@@ -19,6 +22,7 @@ from typing import Any, Optional
 from PIL import Image
 
 from .data import Sample
+from .metrics import Metric
 from .store import load_png, write_text
 
 GALLERY_FILE = "gallery.html"
@@ -41,10 +45,19 @@ def _thumb(load) -> Optional[str]:
 
 
 def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sample],
-                  primary: Optional[str] = None) -> list[dict[str, Any]]:
+                  primary: Optional[str] = None, *, metrics: Optional[dict[str, Metric]] = None,
+                  baselines: Optional[dict[str, list[dict[str, Any]]]] = None) -> list[dict[str, Any]]:
     """One card's data per row; `metrics` are the protocol's per-sample metrics other than the primary one
-    (which is `score`)."""
+    (which is `score`), and `baselines` each sanity baseline's score of the sample; every value on the scale the
+    report shows (`metrics`: the report's declarations)."""
     by_id = {s.id: s for s in samples}
+    metrics = metrics or {}
+
+    def shown(name: str, value: Optional[float]) -> Optional[float]:
+        return metrics[name].shown(value) if name in metrics else value
+
+    baseline_scores = {name: {r["id"]: shown(primary, r.get("score")) for r in brows}
+                       for name, brows in (baselines or {}).items()}
     items = []
     for position, row in enumerate(rows):
         sample = by_id[row["id"]]
@@ -54,8 +67,10 @@ def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sa
             "category": row["category"],
             "instruction": row["instruction"],
             "status": row["status"],
-            "score": row["score"],
-            "metrics": {k: v for k, v in (row.get("metrics") or {}).items() if k != primary and v is not None},
+            "score": shown(primary, row["score"]),
+            "metrics": {k: shown(k, v) for k, v in (row.get("metrics") or {}).items()
+                        if k != primary and v is not None},
+            "baselines": {name: scores.get(row["id"]) for name, scores in baseline_scores.items()},
             "rationale": row.get("rationale"),
             "error": row.get("error"),
             "flags": row.get("flags") or [],
@@ -69,27 +84,54 @@ def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sa
     return items
 
 
+def short_name(text: Any) -> str:
+    """A local path as its last two parts (a header names things, it does not say where they lie)."""
+    text = str(text)
+    path = Path(text)
+    return "/".join(path.parts[-2:]) if path.is_absolute() else text
+
+
+def recorded_metrics(report: dict[str, Any]) -> dict[str, Metric]:
+    """The report's metrics as it declares them (range and shown scale)."""
+    return {name: Metric.recorded(name, d) for name, d in ((report.get("protocol") or {}).get("metrics") or {}).items()}
+
+
 def render_gallery(items: list[dict[str, Any]], report: dict[str, Any]) -> str:
     meta = report["meta"]
-    title = f"{meta['editor_model']} on {meta['dataset']}"
+    config = meta.get("config") or {}
+    editor = short_name(config.get("editor_model") or meta.get("editor_model") or meta.get("editor"))
+    adapter = config.get("lora") or config.get("editor_transformer")
+    if adapter:
+        editor += f" + {short_name(adapter)}"
+    title = f"{editor} on {short_name(meta['dataset'])}"
+    primary = (report.get("protocol") or {}).get("primary") or "score"
+    metrics = recorded_metrics(report)
+    scale = {name: list(m.shown_range) for name, m in metrics.items()}
+    overall = report["overall"]["mean"]
+    shown = metrics[primary].shown(overall) if primary in metrics else overall
+    low_high = f" ({scale[primary][0]:g}-{scale[primary][1]:g})" if primary in scale else ""
     scoring = (f"score {meta['score_formula']}" if meta.get("protocol", "default") == "default"
                else f"protocol {meta['protocol']}, score = {meta.get('primary_metric')}")
-    summary = (f"{len(items)} samples · judge {meta['judge_model']} ({meta['judge_mode']}) · {scoring} · overall mean "
-               + ("–" if report["overall"]["mean"] is None else f"{report['overall']['mean']:.2f}"))
+    summary = (f"{len(items)} samples · judge {short_name(meta['judge_model'])} ({meta['judge_mode']}) · {scoring} · "
+               "overall mean " + ("–" if shown is None else f"{shown:.2f}{low_high}"))
+    stamp = ""
     if report.get("stamp"):  # ties the page to the results.jsonl it shows (checked by store.read_run)
         from .store import stamp_line
 
-        summary += " · " + stamp_line(report["stamp"])
+        stamp = stamp_line(report["stamp"])
     # "<" escaped so no text in the data can close the script element
-    values = {"title": html.escape(title), "summary": html.escape(summary),
-              "data": json.dumps(items, ensure_ascii=False).replace("<", "\\u003c")}
+    data = {"items": items, "scale": scale, "primary": primary}
+    values = {"title": html.escape(title), "summary": html.escape(summary), "stamp": html.escape(stamp),
+              "data": json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")}
     # one pass: a value that happens to contain "{{data}}" is never substituted again
-    return re.sub(r"\{\{(title|summary|data)\}\}", lambda m: values[m.group(1)], PAGE)
+    return re.sub(r"\{\{(title|summary|stamp|data)\}\}", lambda m: values[m.group(1)], PAGE)
 
 
-def write_gallery(path: Path, rows: list[dict[str, Any]], samples: list[Sample], report: dict[str, Any]) -> None:
+def write_gallery(path: Path, rows: list[dict[str, Any]], samples: list[Sample], report: dict[str, Any], *,
+                  baselines: Optional[dict[str, list[dict[str, Any]]]] = None) -> None:
     primary = (report.get("protocol") or {}).get("primary")
-    write_text(path, render_gallery(gallery_items(path.parent, rows, samples, primary), report))
+    items = gallery_items(path.parent, rows, samples, primary, metrics=recorded_metrics(report), baselines=baselines)
+    write_text(path, render_gallery(items, report))
 
 
 PAGE = """<!DOCTYPE html>
@@ -98,6 +140,7 @@ PAGE = """<!DOCTYPE html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{title}}</title>
+<meta name="edit-bench-stamp" content="{{stamp}}">
 <style>
 body { font-family: system-ui, sans-serif; margin: 0; background: #f5f5f5; color: #222; }
 header { position: sticky; top: 0; background: #fff; padding: 10px 16px; border-bottom: 1px solid #ddd; z-index: 1; }
@@ -106,11 +149,12 @@ h1 { font-size: 18px; margin: 0 0 4px 0; }
 label { font-size: 13px; margin-right: 12px; }
 #cards { display: flex; flex-direction: column; gap: 10px; padding: 12px 16px; }
 .card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 10px; display: flex; gap: 12px; }
-.images { display: flex; gap: 6px; }
+.images { display: grid; grid-template-columns: repeat(3, 180px); gap: 6px; flex: none; }
 figure { margin: 0; width: 180px; text-align: center; font-size: 11px; color: #666; }
 figure img { width: 180px; height: 180px; object-fit: contain; display: block; margin: 0 auto 2px auto; }
 .missing { width: 180px; height: 120px; background: #eee; display: flex; align-items: center; justify-content: center; }
 .text { font-size: 13px; flex: 1; min-width: 0; }
+.scale { font-size: 12px; color: #777; font-weight: normal; } .baselines { color: #555; }
 .text p { margin: 3px 0; overflow-wrap: anywhere; }
 .status { display: inline-block; padding: 1px 6px; border-radius: 3px; font-size: 12px; color: #fff; background: #888; }
 .status.ok { background: #2e7d32; } .status.edit_failed, .status.judge_failed { background: #c62828; }
@@ -133,7 +177,8 @@ figure img { width: 180px; height: 180px; object-fit: contain; display: block; m
 <div id="cards"></div>
 <script type="application/json" id="data">{{data}}</script>
 <script>
-const items = JSON.parse(document.getElementById("data").textContent);
+const data = JSON.parse(document.getElementById("data").textContent);
+const items = data.items;
 const controls = ["category", "status", "sort"].map(id => document.getElementById(id));
 function fill(select, values) {
   for (const v of [...new Set(values)].sort()) {
@@ -157,6 +202,10 @@ function figure(uri, caption, link) {
   return f;
 }
 function fmt(x) { return x === null || x === undefined ? "–" : x.toFixed(2); }
+function scaled(x, metric) {  // every number with its scale beside it
+  const range = data.scale[metric];
+  return fmt(x) + (range ? " (" + range[0] + "-" + range[1] + ")" : "");
+}
 function card(item) {
   const c = el("div", "card");
   c.dataset.category = item.category; c.dataset.status = item.status; c.dataset.id = item.id;
@@ -164,15 +213,24 @@ function card(item) {
   images.appendChild(figure(item.source, "source"));
   images.appendChild(figure(item.edited, "edited", item.edit_link));
   if (item.reference) images.appendChild(figure(item.reference, "reference"));
+  else images.appendChild(el("div"));  // an empty slot: the text column starts at the same place on every card
   c.appendChild(images);
   const t = el("div", "text");
   const head = el("p");
-  head.appendChild(el("span", "score", fmt(item.score))); head.appendChild(document.createTextNode(" "));
+  head.appendChild(el("span", "score", fmt(item.score)));
+  const range = data.scale[data.primary];
+  if (range) head.appendChild(el("span", "scale", " " + data.primary + " (" + range[0] + "-" + range[1] + ")"));
+  head.appendChild(document.createTextNode(" "));
   head.appendChild(el("span", "status " + item.status, item.status));
   head.appendChild(document.createTextNode(" " + item.category + " · " + item.id));
   t.appendChild(head);
   const metrics = Object.entries(item.metrics || {});
-  if (metrics.length) t.appendChild(el("p", null, metrics.map(([k, v]) => k + " " + fmt(v)).join(" · ")));
+  if (metrics.length) t.appendChild(el("p", null, metrics.map(([k, v]) => k + " " + scaled(v, k)).join(" · ")));
+  const baselines = Object.entries(item.baselines || {});
+  if (baselines.length) {
+    t.appendChild(el("p", "baselines", "Sanity baselines (" + data.primary + "): " +
+      baselines.map(([k, v]) => k + " " + scaled(v, data.primary)).join(" · ")));
+  }
   t.appendChild(el("p", null, "Instruction: " + item.instruction));
   if (item.reference_text) t.appendChild(el("p", null, "Reference: " + item.reference_text));
   if (item.rationale) t.appendChild(el("p", "rationale", "Judge: " + item.rationale));

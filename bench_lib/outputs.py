@@ -137,7 +137,8 @@ def write_outputs(cfg, folder: RunFolder, *, rows: list[dict], baseline_rows: di
                                                          protocol=protocol))
     if cfg.run.gallery:
         optional_output(output_dir / GALLERY_FILE,
-                        lambda: write_gallery(output_dir / GALLERY_FILE, rows, samples, report))
+                        lambda: write_gallery(output_dir / GALLERY_FILE, rows, samples, report,
+                                              baselines=baseline_rows))
     else:
         (output_dir / GALLERY_FILE).unlink(missing_ok=True)  # an earlier attempt's would look current
     folder.record_outputs(report["stamp"], timings=timings if worked else None)

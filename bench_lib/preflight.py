@@ -55,7 +55,10 @@ def preflight(cfg: BenchmarkConfig, *, editor: bool = True) -> Optional[tuple[li
         EDITORS.get(cfg.editor.editor).preflight(cfg.editor_backend, cfg)
     if cfg.sweep.sweep:
         for variant in expand(cfg, announce=True):  # every variant's adapter or pipeline can be found
-            EDITORS.get(variant.cfg.editor.editor).preflight(variant.cfg.editor_backend, variant.cfg)
+            try:
+                EDITORS.get(variant.cfg.editor.editor).preflight(variant.cfg.editor_backend, variant.cfg)
+            except ConfigError as err:
+                raise ConfigError(f"sweep variant {variant.name!r}: {err}") from None
     JUDGES.get(cfg.judge.judge).preflight(cfg.judge_backend, cfg)
     check_dataset_name(cfg.data)
     loaded = load_benchmark(cfg.data) if Path(cfg.data.dataset).expanduser().exists() else None

@@ -57,7 +57,12 @@ def check_models(cfg: BenchmarkConfig, variants: Optional[list[BenchmarkConfig]]
     arguments, adapters fit), for every variant's editor of a sweep. Downloads only small config files; builds
     tiny models on first use. `editor=False`: the editor is the caller's object in memory (nothing to check)."""
     for variant in (variants or [cfg]) if editor else []:
-        EDITORS.get(variant.editor.editor).check(variant.editor_backend, variant)
+        try:
+            EDITORS.get(variant.editor.editor).check(variant.editor_backend, variant)
+        except ConfigError as err:
+            if variants is None:
+                raise
+            raise ConfigError(f"sweep variant {Path(variant.run.output_dir).name!r}: {err}") from None
     JUDGES.get(cfg.judge.judge).check(cfg.judge_backend, cfg)
 
 

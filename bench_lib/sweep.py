@@ -20,6 +20,7 @@ A rerun resumes every variant; a folder sweep that gained adapters edits and jud
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -64,18 +65,53 @@ def step_of(name: str) -> Optional[int]:
     return int(numbers[-1]) if numbers else None
 
 
+LORA_FILES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors")  # diffusers' and PEFT's names
+
+
 def checkpoint_overrides(path: Path) -> Optional[dict[str, Any]]:
     """The editor keys that load what one entry of a `--sweep` folder holds, or None when it holds nothing the
-    editor can load (a `logs/` or `runs/` folder, a README). Today: a `.safetensors` file, or a folder with
-    `.safetensors` weights directly in it, is a LoRA adapter (`lora`). Other layouts a training job writes are
-    recognised here, and only here."""
+    editor can load (a `logs/` or `runs/` folder, a README). The layouts a training job writes are recognised here,
+    and only here:
+
+    - `checkpoint-500/pytorch_lora_weights.safetensors` (diffusers' LoRA training scripts, beside the optimizer's
+      state) or `checkpoint-500/adapter_model.safetensors` with `adapter_config.json` (PEFT): a LoRA adapter
+      (`lora`, and `lora_weight_name` where the folder holds other .safetensors files);
+    - `checkpoint-500/transformer/` (a full fine-tune: a diffusers model folder): the pipeline's transformer
+      (`editor_transformer`);
+    - a folder with one `.safetensors` file directly in it, or such a file: a LoRA adapter."""
     if path.name.startswith("."):
         return None
     if path.is_file():
         return {"lora": str(path.resolve())} if path.suffix == ".safetensors" else None
-    if path.is_dir() and any(p.suffix == ".safetensors" and p.is_file() for p in path.iterdir()):
-        return {"lora": str(path.resolve())}
+    if not path.is_dir():
+        return None
+    weights = sorted(p.name for p in path.iterdir() if p.suffix == ".safetensors" and p.is_file())
+    for name in LORA_FILES:
+        if name in weights:
+            return {"lora": str(path.resolve()), "lora_weight_name": name if len(weights) > 1 else None}
+    transformer = path / "transformer"
+    if (transformer / "config.json").is_file() and any(transformer.glob("*.safetensors")):
+        return {"editor_transformer": str(transformer.resolve())}
+    if weights:
+        return {"lora": str(path.resolve())}  # several files: the variant's check names it and asks which
     return None
+
+
+def _order(entry: Path) -> tuple:
+    """Checkpoints by their step (`checkpoint-1000` after `checkpoint-500`), then other names in natural order."""
+    name = entry.stem if entry.is_file() else entry.name
+    step = checkpoint_step(name)
+    return (0, step, []) if step is not None else (1, 0, natural_key(name))
+
+
+def select(names: list[str], sweep: Any) -> list[str]:
+    """The variants of a folder sweep that `sweep_glob`, `sweep_every` and `sweep_last` keep, in order."""
+    out = [n for n in names if not sweep.sweep_glob or fnmatch.fnmatchcase(n, sweep.sweep_glob)]
+    if sweep.sweep_every:
+        out = [n for n in out if step_of(n) is not None and step_of(n) % sweep.sweep_every == 0]
+    if sweep.sweep_last:
+        out = out[-sweep.sweep_last:]
+    return out
 
 
 def variant_specs(cfg: BenchmarkConfig, *, announce: bool = False) -> list[tuple[str, dict[str, Any]]]:
@@ -83,6 +119,10 @@ def variant_specs(cfg: BenchmarkConfig, *, announce: bool = False) -> list[tuple
     `--sweep` folder that are not variants."""
     spec = cfg.sweep.sweep
     no_adapter = {"lora": None, "lora_weight_name": None}
+    folder = isinstance(spec, str) and Path(spec).expanduser().is_dir()
+    if not folder and selection(cfg.sweep) != "no selection":
+        raise ConfigError(f"{selection(cfg.sweep)} select(s) among the checkpoints of a folder `sweep`; `sweep` "
+                          f"{spec!r} is not a folder.")
     if isinstance(spec, list):
         out = []
         for i, item in enumerate(spec):
@@ -108,21 +148,46 @@ def variant_specs(cfg: BenchmarkConfig, *, announce: bool = False) -> list[tuple
     if not path.is_dir():
         raise ConfigError(f"`sweep` {spec!r}: no such file or folder (a folder of checkpoints, an adapter's "
                           ".safetensors file, or NAME=PATH,...).")
-    adapters, skipped = [], []
-    for entry in sorted(path.iterdir(), key=lambda p: natural_key(p.stem if p.is_file() else p.name)):
-        overrides = checkpoint_overrides(entry)
+    entries = sorted(path.iterdir(), key=_order)
+    # A training run's output: its checkpoints are the variants; files beside them (the final weights, a model
+    # card) are not.
+    training = any(e.is_dir() and checkpoint_step(e.name) is not None for e in entries)
+    found, skipped, beside = {}, [], []
+    for entry in entries:
+        overrides = None if training and entry.is_file() else checkpoint_overrides(entry)
         if overrides is not None:
-            adapters.append((entry.stem if entry.is_file() else entry.name, {**no_adapter, **overrides}))
+            found[entry.stem if entry.is_file() else entry.name] = {**no_adapter, **overrides}
         elif entry.is_dir() and not entry.name.startswith("."):
-            skipped.append(entry.name)  # files beside the checkpoints are simply not variants
-    if not adapters:
+            skipped.append(entry.name)
+        elif entry.suffix == ".safetensors":
+            beside.append(entry.name)
+    if not found:
         none = f"; its subfolders hold none: {', '.join(skipped)}" if skipped else ""
-        raise ConfigError(f"`sweep` folder {spec!r} has no adapters (subfolders holding .safetensors weights, or "
-                          f".safetensors files){none}.")
-    if skipped and announce:
-        logging.getLogger(__name__).info("sweep folder %s: not variants (no adapter in them): %s", spec,
-                                         ", ".join(f"{name}/" for name in skipped))
-    return reference + adapters
+        raise ConfigError(f"`sweep` folder {spec!r} has no adapters or models (checkpoint folders holding LoRA "
+                          f"weights or a transformer/ model, or .safetensors files){none}.")
+    kept = select(list(found), cfg.sweep)
+    if not kept:
+        raise ConfigError(f"`sweep` folder {spec!r}: none of its {len(found)} checkpoints ({', '.join(found)}) is "
+                          f"kept by {selection(cfg.sweep)}.")
+    if announce:
+        log = logging.getLogger(__name__)
+        if skipped:
+            log.info("sweep folder %s: not variants (no adapter or model in them): %s", spec,
+                     ", ".join(f"{name}/" for name in skipped))
+        if beside:
+            log.info("sweep folder %s: files beside its checkpoints are not variants: %s (sweep one with --sweep "
+                     "FILE)", spec, ", ".join(beside))
+        if len(kept) < len(found):
+            log.info("sweep folder %s: %d of %d checkpoints kept by %s: %s", spec, len(kept), len(found),
+                     selection(cfg.sweep), ", ".join(kept))
+    return reference + [(name, found[name]) for name in kept]
+
+
+def selection(sweep: Any) -> str:
+    """The selection options set, as the command line spells them."""
+    parts = [f"--{key} {getattr(sweep, key)}" for key in ("sweep_glob", "sweep_every", "sweep_last")
+             if getattr(sweep, key)]
+    return " ".join(parts) or "no selection"
 
 
 def expand(cfg: BenchmarkConfig, *, announce: bool = False) -> list[Variant]:
@@ -198,6 +263,7 @@ def summarise(variants: list[Variant], runs: list[dict[str, Any]], *,
     protocol, declared, primary = declared_metrics(reports[0])
     metrics = [m.name for m in declared]
     reference = runs[0]
+    direction = {m.name: m.higher_is_better for m in declared}
     rows = []
     for variant, run, report in zip(variants, runs, reports):
         overall = report["overall"]
@@ -206,7 +272,8 @@ def summarise(variants: list[Variant], runs: list[dict[str, Any]], *,
             "editor_model": report["meta"]["editor_model"],
             "metrics": {m: overall["metrics"].get(m) for m in metrics},
             "count": overall["count"], "failed": overall["failed"],
-            "vs_reference": None if run is reference else {m: _paired(reference, run, m) for m in metrics},
+            "vs_reference": None if run is reference else {m: _judged(_paired(reference, run, m), direction[m])
+                                                           for m in metrics},
         })
     run_of = {v.name: run for v, run in zip(variants, runs)}
     best = {}
@@ -231,7 +298,10 @@ def summarise(variants: list[Variant], runs: list[dict[str, Any]], *,
             "method": {"difference": "B - A over the sample ids both runs scored: 95% paired percentile bootstrap "
                                      "and a two-sided paired permutation p-value, as scripts/compare_runs.py",
                        "significant": "the best variant's difference from the runner-up has a 95% interval on the "
-                                      "better side of 0 (above it where higher is better) and p < 0.05"},
+                                      "better side of 0 (above it where higher is better) and p < 0.05; a "
+                                      "variant's difference from the reference is significant when its 95% "
+                                      "interval excludes 0 and p < 0.05 (`better` or `worse` by the metric's "
+                                      "direction)"},
             "timings": timings, "stamp": stamp}
 
 
@@ -295,6 +365,24 @@ def _paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> dict[str, Any]
             "warnings": result["warnings"]}
 
 
+def _judged(test: dict[str, Any], higher_is_better: bool) -> dict[str, Any]:
+    """A paired test of B - A with its verdict: `significant` when the 95% interval excludes 0 and p < 0.05, and
+    `direction` "better" or "worse" for B by the metric's direction (None when not significant)."""
+    ci, p = test.get("ci"), test.get("p_value")
+    significant = bool(ci and p is not None and p < 0.05 and (ci[0] > 0 or ci[1] < 0))
+    direction = None
+    if significant:
+        direction = "better" if (ci[0] > 0) == higher_is_better else "worse"
+    return {**test, "significant": significant, "direction": direction}
+
+
+def significance_cell(test: Optional[dict[str, Any]]) -> str:
+    """sweep.md's verdict on a variant's difference from the reference."""
+    if not test or test.get("difference") is None:
+        return ""
+    return f"**yes, {test['direction']}**" if test.get("significant") else "no"
+
+
 def sweep_timings(variants: list[Variant], per_unit: list[list[dict]]) -> dict[str, Any]:
     """Seconds, the slowest rank's where ranks wait for each other: each variant's editor load (the base, and a
     reload for another pipeline), adapter swap and edit time, s/image (barrier waits excluded, over all ranks),
@@ -340,10 +428,11 @@ def render_sweep(report: dict[str, Any], *, chart: Optional[str]) -> str:
     lines = [f"# Sweep: {len(report['variants'])} variants", "",
              f"Protocol `{report['protocol']}`; reference variant `{md_cell(ref)}`. Each variant is a run of its own "
              "in its folder (report.md there). Means with 95% bootstrap CIs; the difference from the reference is "
-             "paired over the samples both scored, with the permutation p-value (as compare_runs).", "",
-             f"| variant | step | {primary} | Δ {primary} vs {md_cell(ref)} | p | "
+             "paired over the samples both scored, with the permutation p-value (as compare_runs); `significant`: "
+             "its 95% interval excludes 0 and p < 0.05.", "",
+             f"| variant | step | {primary} | Δ {primary} vs {md_cell(ref)} | p | significant | "
              + " | ".join(md_cell(m) for m in others) + " | scored | failed |",
-             "|---|---:|---|---|---:|" + "---|" * len(others) + "---:|---:|"]
+             "|---|---:|---|---|---:|---|" + "---|" * len(others) + "---:|---:|"]
     for row in report["variants"]:
         stats = row["metrics"]
         cells = [f"{fmt((stats[m] or {}).get('mean'))}{_interval((stats[m] or {}).get('ci95'))}"
@@ -352,7 +441,7 @@ def render_sweep(report: dict[str, Any], *, chart: Optional[str]) -> str:
         delta = "reference" if diff is None else f"{fmt(diff['difference'], 3)}{_interval(diff['ci'], 3)}"
         p = "" if diff is None else fmt(diff["p_value"], 4)
         step = "" if row["step"] is None else str(row["step"])
-        lines.append(f"| {md_cell(row['name'])} | {step} | {cells[0]} | {delta} | {p} | "
+        lines.append(f"| {md_cell(row['name'])} | {step} | {cells[0]} | {delta} | {p} | {significance_cell(diff)} | "
                      + " | ".join(cells[1:]) + f" | {row['count']} | {row['failed']} |")
     lines += ["", "## Best variant per metric", "",
               "| metric | best | mean | runner-up | difference [95% CI] | p | significant |",

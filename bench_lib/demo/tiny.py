@@ -383,13 +383,18 @@ def build_moe_judge(path: Path) -> None:
     build_judge(path, moe=True)
 
 
-def build_lora(path: Path, *, seed: int, base: str = "qwen-image-edit", rank: int = 4) -> Path:
+def build_lora(path: Path, *, seed: int, base: str = "qwen-image-edit", rank: int = 4,
+               strength: float = 1.0) -> Path:
     """Save a LoRA adapter for tiny model `base` (its transformer's attention projections) in diffusers' own
     LoRA format (`<path>/pytorch_lora_weights.safetensors`), with random weights drawn from `seed`: a
-    stand-in for a fine-tuning checkpoint, loaded by `load_lora_weights` like a real one. Deterministic."""
+    stand-in for a fine-tuning checkpoint, loaded by `load_lora_weights` like a real one. Deterministic.
+    `strength` scales the adapter's effect (its B matrices): at 1 the random adapter barely moves an edit's pixels;
+    the demo sweeps use a strength that changes edits visibly."""
     import diffusers
     from peft import LoraConfig, get_peft_model_state_dict
 
+    if not math.isfinite(strength):
+        raise ValueError(f"strength must be a finite number, got {strength}")
     folder = Path(build_tiny(base))
     pipeline_cls = getattr(diffusers, json.loads((folder / "model_index.json").read_text())["_class_name"])
     transformer_cls = getattr(diffusers,
@@ -401,6 +406,9 @@ def build_lora(path: Path, *, seed: int, base: str = "qwen-image-edit", rank: in
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         transformer.add_adapter(config)
+    layers = get_peft_model_state_dict(transformer)
+    if strength != 1.0:
+        layers = {k: v * strength if ".lora_B." in k else v for k, v in layers.items()}
     path.mkdir(parents=True, exist_ok=True)
-    pipeline_cls.save_lora_weights(path, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    pipeline_cls.save_lora_weights(path, transformer_lora_layers=layers)
     return path / "pytorch_lora_weights.safetensors"

@@ -58,6 +58,11 @@ class DiffusersConfig:
     lora_weight_name: Optional[str] = option(
         None, result=True, help="The adapter file inside `lora` (a hub repository or folder holding several).")
     lora_scale: float = option(1.0, result=True, help="The adapter's weight (set_adapters).")
+    editor_transformer: Optional[str] = option(
+        None, result=True, path="always",
+        help="A local diffusers model folder (config.json + .safetensors weights) loaded as the pipeline's "
+             "transformer in place of editor_model's own: a full fine-tune's checkpoint (checkpoint-500/transformer). "
+             "Its content hash is part of the fingerprint.")
     attention_backend: Optional[str] = option(
         None, result=True,
         help="Attention backend of the transformer (diffusers' set_attention_backend: native, flash, "
@@ -84,6 +89,8 @@ class DiffusersConfig:
             raise ConfigError(f"`lora_scale` must be a finite number, got {self.lora_scale}.")
         if self.lora_weight_name and not self.lora:
             raise ConfigError("`lora_weight_name` is set but `lora` is not.")
+        if isinstance(self.editor_transformer, str) and not self.editor_transformer.strip():
+            self.editor_transformer = None
         if self.match_source_size and {"height", "width"} & set(self.editor_kwargs):
             raise ConfigError("`match_source_size` and `editor_kwargs` height/width both set the size: keep one.")
         if self.cache and self.cache.get("type") not in CACHE_TYPES:
@@ -172,6 +179,8 @@ class DiffusersEditor(Editor):
                                   filename=cfg.lora_weight_name or "pytorch_lora_weights.safetensors")
             if problem:
                 raise ConfigError(problem)
+        if cfg.editor_transformer:
+            transformer_files(cfg.editor_transformer)
 
     @classmethod
     def check(cls, cfg: DiffusersConfig, bench) -> None:
@@ -182,6 +191,8 @@ class DiffusersEditor(Editor):
             cls._check_call(pipeline_cls, cfg)
         if cfg.editor_scheduler:
             cls._check_scheduler(cfg, location)
+        if cfg.editor_transformer:
+            check_transformer(cfg, location)
         if cfg.lora:
             check_lora(cfg, pipeline_cls, location)
         if cfg.attention_backend:
@@ -247,6 +258,9 @@ class DiffusersEditor(Editor):
         if cfg.lora:  # by content, not by where it lies: a retrained adapter saved in its place is another one
             del out["lora"], out["lora_weight_name"]
             out["lora_sha256"] = adapter_sha256(cfg)
+        del out["editor_transformer"]  # absent unless set: the fingerprints of runs without one stay as they were
+        if cfg.editor_transformer:  # by content too: a checkpoint saved again in place is another model
+            out["editor_transformer_sha256"] = transformer_sha256(cfg.editor_transformer)
         return out
 
     @classmethod
@@ -257,6 +271,8 @@ class DiffusersEditor(Editor):
         if cfg.lora:
             out["lora"] = {"id": cfg.lora, "weight_name": cfg.lora_weight_name, "scale": cfg.lora_scale,
                            "file": str(adapter_file(cfg)), "sha256": adapter_sha256(cfg)}
+        if cfg.editor_transformer:
+            out["transformer"] = {"path": cfg.editor_transformer, "sha256": transformer_sha256(cfg.editor_transformer)}
         out["speed_options"] = {"attention_backend": cfg.attention_backend, "compile": cfg.compile,
                                 "cache": cfg.cache or None}
         out["scheduler_overrides"] = cfg.editor_scheduler or None
@@ -265,7 +281,8 @@ class DiffusersEditor(Editor):
     @classmethod
     def display_name(cls, cfg: DiffusersConfig) -> str:
         lora = f" + LoRA {cfg.lora} ({cfg.lora_scale:g})" if cfg.lora else ""
-        return f"{cfg.editor_model}{lora}"
+        transformer = f" with transformer {cfg.editor_transformer}" if cfg.editor_transformer else ""
+        return f"{cfg.editor_model}{transformer}{lora}"
 
     # --- the pipeline -------------------------------------------------------------------------------
 
@@ -273,12 +290,19 @@ class DiffusersEditor(Editor):
         from diffusers import DiffusionPipeline
 
         super().__init__(cfg, device=device, trust_remote_code=trust_remote_code)
+        components, self._transformer_digests = {}, None
+        if cfg.editor_transformer:  # hashed just before and just after loading: see `loaded_problem`
+            before = transformer_sha256(cfg.editor_transformer)
+            components["transformer"] = transformer_class(cfg.editor_transformer).from_pretrained(
+                cfg.editor_transformer, dtype=torch_dtype(cfg.editor_dtype), use_safetensors=True)
+            self._transformer_digests = (before, transformer_sha256(cfg.editor_transformer))
         pipe = DiffusionPipeline.from_pretrained(
             resolve_model(cfg.editor_model),
             revision=cfg.editor_revision,
             dtype=torch_dtype(cfg.editor_dtype),
             use_safetensors=True,  # never unpickle weights
             trust_remote_code=trust_remote_code,
+            **components,
         )
         self._setup(pipe, device)
 
@@ -287,6 +311,7 @@ class DiffusersEditor(Editor):
         """An editor around a pipeline built elsewhere (scripts/bench_edit.py: random real-size weights)."""
         editor = cls.__new__(cls)
         Editor.__init__(editor, cfg, device=device)
+        editor._transformer_digests = None
         editor._setup(pipe, device)
         return editor
 
@@ -392,15 +417,30 @@ class DiffusersEditor(Editor):
         """Load the adapter's file (safetensors only) under the harness's adapter name, hashing the file just before
         and just after: `loaded_problem` compares both with what the run recorded."""
         file = adapter_file(cfg)
-        before = file_sha256(file)
-        self.pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=ADAPTER,
-                                    use_safetensors=True)
-        self._adapter_digests = (before, file_sha256(file))
+        before = adapter_digest(file)
+        config = peft_config_file(file)
+        if config is None:
+            self.pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=ADAPTER,
+                                        use_safetensors=True)
+        else:  # PEFT's own format: its keys name the wrapped model, its scale is in adapter_config.json
+            state_dict, metadata = read_peft_adapter(file, config)
+            self.pipe.transformer.load_lora_adapter(state_dict, prefix=None, adapter_name=ADAPTER, metadata=metadata,
+                                                    _pipeline=self.pipe)
+        self._adapter_digests = (before, adapter_digest(file))
 
     def loaded_problem(self, recorded: dict[str, Any]) -> Optional[str]:
         """The adapter loaded must be the one the fingerprint recorded (hashed when the run was planned): a
         training job that saved it again in place since then would have its new weights scored under the old
         hash."""
+        if self.cfg.editor_transformer and self._transformer_digests is not None:
+            expected = recorded.get("editor_transformer_sha256")
+            before, after = self._transformer_digests
+            if not before == after == expected:
+                return (f"transformer {self.cfg.editor_transformer!r} changed after this run was planned: the run "
+                        f"recorded sha256 {expected}, the loaded one has {after}"
+                        + ("" if before == after else f" (it changed while loading; {before} before)")
+                        + ". Nothing was edited with it; to score the new weights, start a new run (another "
+                          "output_dir, or --overwrite).")
         if not self.cfg.lora:
             return None
         expected = recorded.get("lora_sha256")
@@ -568,7 +608,96 @@ def file_sha256(path: Path) -> str:
 
 
 def adapter_sha256(cfg: DiffusersConfig) -> str:
-    return file_sha256(adapter_file(cfg))
+    return adapter_digest(adapter_file(cfg))
+
+
+def peft_config_file(file: Path) -> Optional[Path]:
+    """PEFT's adapter_config.json beside an `adapter_model.safetensors` (PEFT's `save_pretrained` layout), or
+    None for an adapter in diffusers' format."""
+    config = file.parent / "adapter_config.json"
+    return config if file.name == "adapter_model.safetensors" and config.is_file() else None
+
+
+def adapter_digest(file: Path) -> str:
+    """The adapter's identity: its weights file's sha256, or for a PEFT adapter the sha256 of both its files' (its
+    config holds the scale, lora_alpha / r)."""
+    config = peft_config_file(file)
+    if config is None:
+        return file_sha256(file)
+    return hashlib.sha256(f"{file_sha256(file)} {file_sha256(config)}".encode()).hexdigest()
+
+
+PEFT_PREFIX = "base_model.model."
+
+
+def read_peft_adapter(file: Path, config: Path) -> tuple[dict, dict]:
+    """A PEFT adapter of the transformer as diffusers loads it: its tensors named by the transformer's own modules
+    (PEFT's `base_model.model.` prefix dropped) and its LoraConfig settings (rank, lora_alpha, targets)."""
+    import json
+
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    state_dict = {key.removeprefix(PEFT_PREFIX): tensor for key, tensor in load_file(file).items()}
+    try:
+        settings = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"`lora` {str(file.parent)!r}: {config.name} cannot be read: {err}") from None
+    if not isinstance(settings, dict) or settings.get("peft_type", "LORA") != "LORA":
+        raise ConfigError(f"`lora` {str(file.parent)!r}: {config.name} is not a LoRA adapter's config.")
+    keep = {f.name for f in dataclasses.fields(LoraConfig)} - {"peft_type", "task_type", "base_model_name_or_path",
+                                                                "revision", "auto_mapping", "inference_mode"}
+    return state_dict, {k: v for k, v in settings.items() if k in keep}
+
+
+# --- a full fine-tune's transformer ----------------------------------------------------------------------------
+
+
+def transformer_files(folder: str) -> list[Path]:
+    """The files that make a transformer folder (config.json and its .safetensors weights); ConfigError, naming
+    what is wrong, when it is no diffusers model folder."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"`editor_transformer` {folder!r}: no such folder.")
+    weights = sorted(path.glob("*.safetensors"))
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not (path / "config.json").is_file() or not weights:
+        found = f" (it holds {', '.join(pickles)}: weights load from safetensors only)" if pickles else ""
+        raise ConfigError(f"`editor_transformer` {folder!r} is not a diffusers model folder: it needs config.json "
+                          f"and .safetensors weights{found}.")
+    index = sorted(path.glob("*.safetensors.index.json"))
+    return [path / "config.json", *index, *weights]
+
+
+def transformer_sha256(folder: str) -> str:
+    """One digest of the transformer folder's files (names and contents)."""
+    digest = hashlib.sha256()
+    for file in transformer_files(folder):
+        digest.update(f"{file.name} {file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def transformer_class(folder: str):
+    """The diffusers model class a transformer folder's config.json names."""
+    import json
+
+    import diffusers
+
+    name = json.loads((Path(folder).expanduser() / "config.json").read_text(encoding="utf-8")).get("_class_name")
+    cls = getattr(diffusers, name, None) if isinstance(name, str) else None
+    if cls is None:
+        raise ConfigError(f"`editor_transformer` {folder!r}: its config.json names no diffusers model class "
+                          f"(_class_name {name!r}).")
+    return cls
+
+
+def check_transformer(cfg: DiffusersConfig, location: str) -> None:
+    """The transformer folder is a model of the class the pipeline's own transformer is."""
+    cls = transformer_class(cfg.editor_transformer)
+    expected = _component_class(location, cfg, "transformer")
+    if expected is not None and cls is not expected:
+        raise ConfigError(f"`editor_transformer` {cfg.editor_transformer!r} is a {cls.__name__}; "
+                          f"{cfg.editor_model!r}'s transformer is a {expected.__name__}.")
 
 
 def check_lora(cfg: DiffusersConfig, pipeline_cls, location: str) -> None:
@@ -586,7 +715,11 @@ def check_lora(cfg: DiffusersConfig, pipeline_cls, location: str) -> None:
         file = adapter_file(cfg)
         if not file.is_file():
             raise FileNotFoundError(f"{file} does not exist")
-        state_dict = pipeline_cls.lora_state_dict(str(file.parent), weight_name=file.name, use_safetensors=True)
+        config = peft_config_file(file)
+        if config is None:
+            state_dict = pipeline_cls.lora_state_dict(str(file.parent), weight_name=file.name, use_safetensors=True)
+        else:
+            state_dict = read_peft_adapter(file, config)[0]
     except ConfigError:
         raise
     except Exception as err:  # a missing file, a hub error, not a LoRA checkpoint: the user's to fix
