@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,17 +117,11 @@ def protocol(entry: Entry) -> str:
 
 
 def prompts_hash(entry: Entry) -> Optional[str]:
-    """The judge prompts' sha256: the provenance's `judge_prompts` where the run records it (one digest, or one
-    per prompt, then digested together), else the protocol's prompts hash; None when the report has neither."""
+    """The judge prompts' sha256: the benchmark's prompt file's, where the run read one (provenance
+    `judge_prompts.sha256`), else the protocol's own prompts' hash; None when the report has neither."""
     recorded = (entry.report.get("provenance") or {}).get("judge_prompts")
-    if isinstance(recorded, str):
-        return recorded
-    if isinstance(recorded, dict) and recorded:
-        if isinstance(recorded.get("sha256"), str):
-            return recorded["sha256"]
-        import hashlib
-
-        return hashlib.sha256(json.dumps(recorded, sort_keys=True).encode("utf-8")).hexdigest()
+    if isinstance(recorded, dict) and isinstance(recorded.get("sha256"), str):
+        return recorded["sha256"]
     return (entry.report.get("protocol") or {}).get("prompts_sha256")
 
 

@@ -57,8 +57,11 @@ def test_every_config_field_says_whether_it_changes_results():
 
 # The fields a section's own fingerprint() replaces by something better than their value, or drops where they
 # cannot matter: the data is identified by content (dataset_content, added by the runner); the judge's answer
-# length only matters in generate mode (this config is logits mode).
-TRANSFORMED = {"data": {"dataset"}, "judge:qwen_vl": {"judge_max_new_tokens"}}
+# length only matters in generate mode (this config is logits mode); a full fine-tune's transformer folder is
+# fingerprinted by content (`editor_transformer_sha256`) and only when set, so runs without one keep their
+# fingerprint (tests/test_training_sweep.py checks it is there when set).
+TRANSFORMED = {"data": {"dataset"}, "judge:qwen_vl": {"judge_max_new_tokens"},
+               "editor:diffusers": {"editor_transformer"}}
 
 
 def test_the_fingerprint_is_built_from_the_classification():

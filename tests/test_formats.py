@@ -275,7 +275,7 @@ def test_detection_reads_only_up_to_the_first_record(tmp_path):
 
 
 def test_a_kris_key_written_with_other_digits_is_one_line_and_exit_2(tmp_path):
-    from test_newcomer import assert_one_line, probe
+    from conftest import assert_one_line, probe
 
     root = make_kris(tmp_path)
     annotation = root / "chemistry" / "annotation.json"

@@ -110,7 +110,7 @@ def test_each_field_that_must_agree_is_named(runs):
     assert reason == "blank: judge settings (judge_max_pixels 1000 ≠ 262144)"
     reason = changed(lambda r: r["report"]["protocol"].update(prompts_sha256="f" * 64))
     assert reason.startswith("blank: judge prompts ffffffffffff ≠ ")
-    reason = changed(lambda r: r["report"].setdefault("provenance", {}).update(judge_prompts={"x": "1" * 64}))
+    reason = changed(lambda r: r["report"].setdefault("provenance", {}).update(judge_prompts={"sha256": "1" * 64}))
     assert reason.startswith("blank: judge prompts ")
     reason = changed(lambda r: r["fingerprint"]["data"].update(dataset_content="sha256:0"))
     assert reason.startswith("blank: dataset fingerprint (dataset_content 'sha256:0' ≠ ")

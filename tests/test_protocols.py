@@ -166,7 +166,7 @@ def test_default_math_is_the_score_formula():
 
 
 def test_a_wrong_category_map_is_one_line_before_torch_and_before_the_output_folder(tmp_path):
-    from test_newcomer import assert_one_line, probe
+    from conftest import assert_one_line, probe
 
     out = tmp_path / "out"
     result, imported, errors = probe("--dataset", "data/demo/manifest.jsonl", "--editor", "identity", "--output_dir",
