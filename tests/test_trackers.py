@@ -216,3 +216,18 @@ def _samples(result):
 
     cfg = resolve_config("configs/smoke.yaml", {"dataset": result.report["meta"]["dataset"]})
     return load_benchmark(cfg.data)[0]
+
+
+@pytest.mark.parametrize("project", ["../../../escaped_tb", "a/b", "..", ".", "/tmp/x", "a\\b"])
+def test_a_tracker_project_that_is_a_path_is_one_line_and_exit_code_2(project, tmp_path):
+    code = ("import sys; from bench_lib.cli import main; rc = main(sys.argv[1:]); print('torch' in sys.modules); "
+            "sys.exit(rc)")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", code, "--editor", "identity", "--limit", "2", "--baselines", "",
+                           "--log_with", "tensorboard", "--tracker_project", project, "--output_dir", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"  # answered before torch was imported
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "`tracker_project` must be a plain name" in lines[0]
+    assert not out.exists()
