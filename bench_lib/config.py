@@ -281,8 +281,8 @@ class SweepConfig:
         None, result=False, help="With a folder `sweep`: only the checkpoints whose folder name matches this shell "
                                  "pattern (e.g. 'checkpoint-*000').")
     sweep_every: Optional[int] = option(
-        None, result=False, help="With a folder `sweep`: only the checkpoints whose step (the number in their name) "
-                                 "is a multiple of K.")
+        None, result=False, help="With a folder `sweep`: only the checkpoints whose step (N of a "
+                                 "checkpoint-N name) is a multiple of K.")
     sweep_last: Optional[int] = option(
         None, result=False, help="With a folder `sweep`: only the last N checkpoints (by step), after "
                                  "`sweep_glob` and `sweep_every`.")
@@ -311,7 +311,9 @@ class TrackingConfig:
              "trackio, mlflow, ... (any tracker accelerate knows and whose package is installed). Each run logs at "
              "a training step: the Python API's `step`, a sweep variant's (checkpoint-500: 500), else 0. Called "
              "with an Accelerator that has trackers, the run logs into those instead.")
-    tracker_project: str = option("edit-bench", result=False, help="The trackers' project (run) name.")
+    tracker_project: str = option(
+        "edit-bench", result=False,
+        help="The trackers' project (run) name: a plain name (no path separators, not . or ..).")
     logging_dir: str = option(
         "", result=False, path="always",
         help="Folder of the trackers' local files (tensorboard's event files, ...); default <output_dir>/logs. It "
@@ -326,6 +328,11 @@ class TrackingConfig:
     def __post_init__(self):
         if not self.tracker_project.strip():
             raise ConfigError("`tracker_project` is empty: name the trackers' project.")
+        name = self.tracker_project
+        if "/" in name or "\\" in name or name.strip() in (".", "..") or "\0" in name or Path(name).is_absolute():
+            # trackers make a folder of this name under logging_dir: a path would write outside it
+            raise ConfigError(f"`tracker_project` must be a plain name (no path separators, not . or ..), got "
+                              f"{name!r}.")
 
 
 CORE_SECTIONS = {"data": DataConfig, "editor": EditorConfig, "judge": JudgeConfig, "run": RunConfig,

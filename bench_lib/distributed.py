@@ -196,7 +196,23 @@ class Distributed:
             self.accelerator.init_trackers(project, config=config,
                                            init_kwargs={"wandb": {"dir": str(folder)}} if folder else None)
 
+    def drop_trackers(self) -> None:
+        """Main process: finish and forget this object's own trackers, each one's failure a warning naming it (the
+        trackers are an extra: a run's reports are written before they log)."""
+        if not self.owned:
+            return
+        import logging
+
+        for tracker in list(self.accelerator.trackers):
+            try:
+                tracker.finish()
+            except Exception as err:
+                logging.getLogger(__name__).warning("tracker %s: could not finish (%s: %s)", tracker.name,
+                                                    type(err).__name__, " ".join(str(err).split())[:300])
+        self.accelerator.trackers = []
+
     def close(self) -> None:
         """End the trackers and the process group, unless the accelerator is the caller's."""
         if self.owned:
+            self.drop_trackers()
             self.accelerator.end_training()

@@ -148,6 +148,11 @@ def _judge_settings(entry: Entry) -> dict[str, Any]:
     return {k: v for k, v in entry.run["fingerprint"].get("judge", {}).items() if k not in ("protocol",)}
 
 
+def failure_policy(entry: Entry) -> str:
+    """How unparsed answers counted (strict: in no mean; reference: as the benchmark counts them)."""
+    return entry.config.get("failure_policy") or "strict"
+
+
 def _scoring(entry: Entry) -> Any:
     meta = entry.report["meta"]
     return {"version": entry.run["fingerprint"].get("scoring"), "score_formula": meta.get("score_formula"),
@@ -164,6 +169,7 @@ CHECKS: list[tuple[str, Callable[[Entry], Any], Callable[[Entry, Entry], str]]] 
      lambda ref, e: (f"{(prompts_hash(e) or NO_VALUE)[:SHORT_HASH]} ≠ {(prompts_hash(ref) or NO_VALUE)[:SHORT_HASH]}"
                      if prompts_hash(e) != prompts_hash(ref) else "(rubric files differ)")),
     ("scoring", _scoring, lambda ref, e: _first_difference(_scoring(ref), _scoring(e), "scoring")),
+    ("failure_policy", failure_policy, lambda ref, e: f"{failure_policy(e)} ≠ {failure_policy(ref)}"),
     ("dataset fingerprint", lambda e: e.run["fingerprint"].get("data"),
      lambda ref, e: _first_difference(ref.run["fingerprint"].get("data"), e.run["fingerprint"].get("data"), "data")),
     ("sample set", lambda e: sorted(sample_ids(e)),
@@ -242,7 +248,7 @@ def leaderboard(paths: list[Path]) -> dict[str, Any]:
             "rows": rows, "excluded": excluded,
             "note": "Means with 95% bootstrap CIs over each run's scored samples, on the scale each metric's "
                     "protocol reports. The first run given is the reference: runs whose protocol, judge, judge "
-                    "prompts, scoring, dataset or sample set differ from it are not ranked beside it."}
+                    "prompts, scoring, failure policy, dataset or sample set differ from it are not ranked beside it."}
 
 
 def _cells(board: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -275,11 +281,23 @@ def render_markdown(board: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: Any) -> str:
+    """A text cell a spreadsheet can't take for a formula: one starting with = + - @ tab or CR gets a leading
+    single quote (OWASP's advice for CSV injection). Numbers are written by the caller as numbers."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def render_csv(board: dict[str, Any]) -> str:
-    """The rows with every number at full precision (a CI as its two ends); the excluded runs are not rows."""
+    """The rows with every number at full precision (a CI as its two ends); the excluded runs are not rows. Text
+    cells that a spreadsheet would read as a formula start with a single quote (`csv_text`)."""
     names = [m["name"] for m in board["metrics"]]
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180's line ends: a cell holding a CR (or LF) is then quoted, so it can't end a row early
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(["rank", "run", "reference", "editor", "adapter", "step",
                      *(f"{n}_{part}" for n in names for part in ("mean", "ci_low", "ci_high")),
                      "scored", "failed", "judge", "protocol", "judge_prompts_sha256", "date", "folder"])
@@ -289,10 +307,11 @@ def render_csv(board: dict[str, Any]) -> str:
             stats = row["metrics"][n] or {}
             ci = stats.get("ci95") or [None, None]
             numbers += ["" if v is None else repr(float(v)) for v in (stats.get("mean"), *ci)]
-        writer.writerow([row["rank"], row["run"], str(row["reference"]).lower(), row["editor"], row["adapter"] or "",
+        text = [csv_text(row[key]) for key in ("run", "editor", "adapter", "judge", "protocol",
+                                               "judge_prompts_sha256", "date", "folder")]
+        writer.writerow([row["rank"], text[0], str(row["reference"]).lower(), text[1], text[2],
                          "" if row["step"] is None else row["step"], *numbers, row["scored"], row["failed"],
-                         row["judge"], row["protocol"], row["judge_prompts_sha256"] or "", row["date"],
-                         row["folder"]])
+                         *text[3:]])
     return out.getvalue()
 
 
@@ -357,6 +376,14 @@ def _samples(entry: Entry) -> dict[str, Any]:
         return {}
 
 
+def check_side_by_side(board: dict[str, Any], *, limit: Optional[int] = None) -> None:
+    """ConfigError unless the board can have a side-by-side page: two or more comparable runs, a limit >= 0."""
+    if len(board["rows"]) < 2:
+        raise ConfigError("a side-by-side page needs two or more comparable runs")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigError(f"the side-by-side page's sample limit must be an integer >= 0, got {limit!r}")
+
+
 def side_by_side(board: dict[str, Any], *, limit: Optional[int] = None) -> str:
     """An HTML page with one row per sample of the leaderboard's runs (the reference's order): the source, each
     run's edit with its scores (on each metric's scale), and the sanity baselines' scores (the reference run's:
@@ -364,6 +391,7 @@ def side_by_side(board: dict[str, Any], *, limit: Optional[int] = None) -> str:
     from .gallery import _thumb
     from .store import load_png, read_run
 
+    check_side_by_side(board, limit=limit)
     entries = {str(e.folder): e for e in load_entries([Path(row["folder"]) for row in board["rows"]])}
     runs = [(row, entries[row["folder"]]) for row in sorted(board["rows"], key=lambda r: not r["reference"])]
     if len(runs) < 2:

@@ -4,8 +4,10 @@ this project.
 `judge_prompts` is a local file, a local folder (the file is then found under it by the path the protocol names),
 or an `https://` URL of one file at a pinned commit; `judge_prompts_sha256` pins the file's bytes. A download is
 kept in the prompt cache (`BENCH_PROMPTS_CACHE`, default ~/.cache/bench_lib/prompts), named by its sha256, so a run
-works offline once the file is cached. A URL needs `judge_prompts_sha256` (an unpinned download could change under
-the run).
+works offline once the file is cached (`<sha256>/<the URL's file name>`; an entry whose bytes don't have that
+digest is downloaded again). A URL needs `judge_prompts_sha256` (an unpinned download could change under the run)
+and must end in a .yaml/.yml/.py file's name; a redirect is followed only where the same rules allow (https, or
+plain http on this machine). A prompt file is at most 16 MiB.
 
 Texts are taken by name, exactly as the file holds them:
 - YAML (`.yaml`/`.yml`): a dotted key path, e.g. `prompts.physical.system_prompt` (block scalars as YAML reads them);
@@ -33,6 +35,8 @@ from .config import ConfigError
 CACHE_ENV = "BENCH_PROMPTS_CACHE"
 DEFAULT_CACHE = Path("~/.cache/bench_lib/prompts")
 DOWNLOAD_TIMEOUT_S = 30
+MAX_BYTES = 16 * 2**20  # a prompt file is text: anything larger is not one
+SUFFIXES = (".yaml", ".yml", ".py")
 
 
 def cache_dir() -> Path:
@@ -66,24 +70,33 @@ class PromptFile:
     def text(self, name: str) -> str:
         """The text named `name` (a dotted YAML key path, or a Python constant's name), exactly as the file has it."""
         return yaml_text(self._yaml(), name, self.source) if self.kind == "yaml" else \
-            python_constant(self.data.decode("utf-8"), name, self.source)
+            python_constant(self._text(), name, self.source)
 
     def names(self) -> list[str]:
         """What the file offers (the top-level keys, or the module's string constants), for messages."""
         if self.kind == "yaml":
             value = self._yaml()
             return sorted(value) if isinstance(value, dict) else []
-        return sorted(python_constants(self.data.decode("utf-8"), self.source))
+        return sorted(python_constants(self._text(), self.source))
+
+    def _text(self) -> str:
+        try:
+            return self.data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"`judge_prompts` {self.source!r} is not UTF-8 text (byte {err.start}).") from None
 
     def _yaml(self) -> Any:
         if self._parsed is None:
             import yaml
 
+            text = self._text()
             try:
-                self._parsed = yaml.safe_load(self.data.decode("utf-8"))
+                self._parsed = yaml.safe_load(text)
             except yaml.YAMLError as err:
                 raise ConfigError(f"`judge_prompts` {self.source!r} is not valid YAML: "
                                   f"{' '.join(str(err).split())}") from None
+            except RecursionError:
+                raise ConfigError(f"`judge_prompts` {self.source!r}: its YAML nests too deeply to read.") from None
         return self._parsed
 
 
@@ -107,6 +120,10 @@ def python_constants(source_text: str, source: str = "") -> dict[str, ast.AST]:
         tree = ast.parse(source_text)
     except SyntaxError as err:
         raise ConfigError(f"`judge_prompts` {source!r} is not valid Python: {err.msg} (line {err.lineno}).") from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"`judge_prompts` {source!r}: its Python nests too deeply to parse.") from None
+    except ValueError as err:  # a NUL byte
+        raise ConfigError(f"`judge_prompts` {source!r} is not valid Python: {err}.") from None
     out: dict[str, ast.AST] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign):
@@ -159,6 +176,9 @@ def load_prompt_file(source: str, sha256: str = "", *, member: Optional[str] = N
             local = local / member
         if not local.is_file():
             raise ConfigError(f"`judge_prompts` {source!r}: {local} does not exist.")
+        if local.stat().st_size > MAX_BYTES:
+            raise ConfigError(f"`judge_prompts` {source!r}: {local} is larger than {MAX_BYTES // 2**20} MiB, too large "
+                              "for a prompt file.")
         data, path = local.read_bytes(), str(local)
     actual = sha256_bytes(data)
     if expected and actual != expected:
@@ -171,29 +191,79 @@ def _loopback(url: str) -> bool:
     """A plain-http URL is accepted on this machine only (a file served for a test)."""
     from urllib.parse import urlparse
 
-    return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
+    try:
+        return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
+    except ValueError:
+        return False
+
+
+def _allowed(url: str) -> bool:
+    """The URLs downloaded: https, or plain http on this machine."""
+    return url.startswith("https://") or (url.startswith("http://") and _loopback(url))
+
+
+class _SameRulesRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL the same rules allow (https, or http on this machine)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not _allowed(newurl):
+            raise ConfigError(f"`judge_prompts` {req.full_url}: redirected to {newurl}, which is not an https URL "
+                              "(plain http is only read from this machine); give the final URL.")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _file_name(url: str) -> str:
+    """The file a URL names (its path's last part), a plain .yaml/.yml/.py name: the cache entry's name."""
+    from urllib.parse import urlparse
+
+    name = urlparse(url).path.rsplit("/", 1)[-1]
+    if name in ("", ".", "..") or "\\" in name or Path(name).suffix.lower() not in SUFFIXES:
+        raise ConfigError(f"`judge_prompts` {url}: the URL must end in the prompt file's name (a .yaml/.yml/.py "
+                          f"file), not {name!r}.")
+    return name
 
 
 def _download(url: str, sha256: str) -> tuple[bytes, str]:
-    """The file's bytes, from the cache when it holds them (no network), else downloaded into it."""
-    name = Path(url.split("?")[0]).name or "prompts"
-    cached = cache_dir() / sha256 / name
+    """The file's bytes, from the cache when it holds them (no network), else downloaded into it. A cache entry
+    whose bytes don't have its digest (changed on disk) is discarded, with a warning, and downloaded again."""
+    cached = cache_dir() / sha256 / _file_name(url)
     if cached.is_file():
-        return cached.read_bytes(), str(cached)
+        data = cached.read_bytes()
+        if sha256_bytes(data) == sha256:
+            return data, str(cached)
+        import logging
+
+        logging.getLogger(__name__).warning("prompt cache entry %s does not hold the bytes of its digest: discarded, "
+                                            "downloading %s again", cached, url)
+        cached.unlink()
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            data = response.read()
+        opener = urllib.request.build_opener(_SameRulesRedirects)
+        with opener.open(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            data = response.read(MAX_BYTES + 1)
+    except ConfigError:
+        raise
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
         raise ConfigError(f"`judge_prompts` {url}: cannot download it ({reason}) and the prompt cache "
                           f"({cache_dir()}) does not hold it: download it once with network, or give a local "
                           "file.") from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(f"`judge_prompts` {url}: larger than {MAX_BYTES // 2**20} MiB, too large for a prompt "
+                          "file.")
     actual = sha256_bytes(data)
     if actual != sha256:
         raise ConfigError(f"`judge_prompts_sha256` does not match {url}: expected {sha256}, got {actual} (the "
                           "file changed; check it and pin the new digest).")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, cached)
+    tmp = None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cached.parent, prefix=".download-", delete=False) as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, cached)
+    except OSError as err:
+        raise ConfigError(f"`judge_prompts` {url}: cannot keep the download in the prompt cache {cache_dir()} "
+                          f"({err}).") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp.name):
+            os.unlink(tmp.name)
     return data, str(cached)

@@ -204,16 +204,23 @@ def log_to_trackers(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], 
         logger.warning("`log_with` is ignored: the Accelerator passed in has no trackers (make it with log_with=... "
                        "and call init_trackers, and the evaluations are logged into its runs)")
     if dist.owned and cfg.tracking.names():
-        Path(logging_dir).mkdir(parents=True, exist_ok=True)
-        dist.start_trackers(cfg.tracking.tracker_project, tracker_config(cfg))
+        try:
+            Path(logging_dir).mkdir(parents=True, exist_ok=True)
+            dist.start_trackers(cfg.tracking.tracker_project, tracker_config(cfg))
+        except Exception as err:  # the trackers are an extra: the run's own reports are written
+            logger.warning("trackers %s: could not start (%s: %s)", ", ".join(cfg.tracking.names()),
+                           type(err).__name__, " ".join(str(err).split())[:300])
+            dist.drop_trackers()
+            return
     if not dist.accelerator.trackers:
         return
     for unit in units:
         at = step if not unit.label else (checkpoint_step(unit.label) or 0)
         try:
             log_folder(dist.accelerator, unit.folder.root, step=at if at is not None else 0, samples=samples)
-        except Exception:  # the trackers are an extra: the run's own reports are written
-            logger.warning("logging %s to the trackers failed", unit.folder.root, exc_info=True)
+        except Exception as err:  # reading the reports back: the trackers' own failures are warned per tracker
+            logger.warning("logging %s to the trackers failed (%s: %s)", unit.folder.root, type(err).__name__,
+                           " ".join(str(err).split())[:300])
 
 
 def fail_together(dist: Distributed, err: RunFailed) -> None:

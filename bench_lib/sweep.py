@@ -50,19 +50,13 @@ class Variant:
 
     @property
     def step(self) -> Optional[int]:
-        return step_of(self.name)
+        return checkpoint_step(self.name)
 
 
 def natural_key(name: str) -> list:
     """`step-100` < `step-1000`, `ckpt-9` < `ckpt-10`."""
     return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name)
             if part]
-
-
-def step_of(name: str) -> Optional[int]:
-    """The training step a variant's name carries (its last number), or None."""
-    numbers = re.findall(r"\d+", name)
-    return int(numbers[-1]) if numbers else None
 
 
 LORA_FILES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors")  # diffusers' and PEFT's names
@@ -98,17 +92,18 @@ def checkpoint_overrides(path: Path) -> Optional[dict[str, Any]]:
 
 
 def _order(entry: Path) -> tuple:
-    """Checkpoints by their step (`checkpoint-1000` after `checkpoint-500`), then other names in natural order."""
+    """Checkpoints by their step (`checkpoint-1000` after `checkpoint-500`), then other names in natural order;
+    ties by name (never the filesystem's order)."""
     name = entry.stem if entry.is_file() else entry.name
     step = checkpoint_step(name)
-    return (0, step, []) if step is not None else (1, 0, natural_key(name))
+    return (0, step, [], name) if step is not None else (1, 0, natural_key(name), name)
 
 
 def select(names: list[str], sweep: Any) -> list[str]:
     """The variants of a folder sweep that `sweep_glob`, `sweep_every` and `sweep_last` keep, in order."""
     out = [n for n in names if not sweep.sweep_glob or fnmatch.fnmatchcase(n, sweep.sweep_glob)]
     if sweep.sweep_every:
-        out = [n for n in out if step_of(n) is not None and step_of(n) % sweep.sweep_every == 0]
+        out = [n for n in out if checkpoint_step(n) is not None and checkpoint_step(n) % sweep.sweep_every == 0]
     if sweep.sweep_last:
         out = out[-sweep.sweep_last:]
     return out
@@ -152,11 +147,13 @@ def variant_specs(cfg: BenchmarkConfig, *, announce: bool = False) -> list[tuple
     # A training run's output: its checkpoints are the variants; files beside them (the final weights, a model
     # card) are not.
     training = any(e.is_dir() and checkpoint_step(e.name) is not None for e in entries)
-    found, skipped, beside = {}, [], []
+    found, skipped, beside, broken = {}, [], [], []
     for entry in entries:
         overrides = None if training and entry.is_file() else checkpoint_overrides(entry)
         if overrides is not None:
             found[entry.stem if entry.is_file() else entry.name] = {**no_adapter, **overrides}
+        elif entry.is_symlink() and not entry.exists():
+            broken.append(entry.name)
         elif entry.is_dir() and not entry.name.startswith("."):
             skipped.append(entry.name)
         elif entry.suffix == ".safetensors":
@@ -174,6 +171,8 @@ def variant_specs(cfg: BenchmarkConfig, *, announce: bool = False) -> list[tuple
         if skipped:
             log.info("sweep folder %s: not variants (no adapter or model in them): %s", spec,
                      ", ".join(f"{name}/" for name in skipped))
+        if broken:
+            log.info("sweep folder %s: not variants (links to nothing): %s", spec, ", ".join(broken))
         if beside:
             log.info("sweep folder %s: files beside its checkpoints are not variants: %s (sweep one with --sweep "
                      "FILE)", spec, ", ".join(beside))
@@ -202,6 +201,7 @@ def expand(cfg: BenchmarkConfig, *, announce: bool = False) -> list[Variant]:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"sweep variant names must be unique; repeated: {repeated}.")
+    check_steps(names)
     allowed = {f.name for f in fields(cfg.editor_backend)}
     flat = {**cfg.to_dict(), "sweep": None}
     variants = []
@@ -216,6 +216,27 @@ def expand(cfg: BenchmarkConfig, *, announce: bool = False) -> list[Variant]:
         except ConfigError as err:
             raise ConfigError(f"sweep variant {name!r}: {err}") from None
     return variants
+
+
+MAX_STEP = 2**63 - 1  # the trackers' step is a signed 64-bit integer
+
+
+def check_steps(names: list[str]) -> None:
+    """ConfigError for variants whose step (`checkpoint_step`) a tracker can't take or that share one step
+    (`checkpoint-100`, `checkpoint-00100`): their reports, chart and tracker logs would not tell them apart."""
+    steps: dict[int, list[str]] = {}
+    for name in names:
+        step = checkpoint_step(name)
+        if step is None:
+            continue
+        if step > MAX_STEP:
+            raise ConfigError(f"sweep variant {name!r}: its step {step} is above {MAX_STEP} (2**63-1), the largest a "
+                              "tracker can log: rename the checkpoint.")
+        steps.setdefault(step, []).append(name)
+    shared = next((group for group in steps.values() if len(group) > 1), None)
+    if shared:
+        raise ConfigError(f"sweep variants {', '.join(shared)} have the same step {checkpoint_step(shared[0])}: "
+                          "keep one of them (or select with --sweep_glob).")
 
 
 def check_variant_folders(top: Path, variants: list[Variant]) -> None:

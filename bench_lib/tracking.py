@@ -68,6 +68,35 @@ def check_trackers(cfg: BenchmarkConfig) -> None:
         if not any(importlib.util.find_spec(package) is not None for package in packages):
             raise ConfigError(f"`log_with`: tracker {name!r} needs the package {packages[0]!r}, which is not "
                               f"installed (pip install {packages[0]}).")
+    if "wandb" in names and not wandb_can_log():
+        raise ConfigError("`log_with`: wandb has no API key (set WANDB_API_KEY or run `wandb login`), and it is not "
+                          "offline (WANDB_MODE=offline logs to local files, `wandb sync` uploads them later).")
+
+
+def wandb_can_log() -> bool:
+    """W&B can log without asking: offline or disabled (WANDB_MODE, or `wandb offline`'s settings file), or an API
+    key in WANDB_API_KEY or in the netrc entry `wandb login` writes for its host. No network, no wandb import."""
+    import configparser
+    import netrc
+    import os
+    from urllib.parse import urlparse
+
+    settings = configparser.ConfigParser()
+    config_dir = Path(os.environ.get("WANDB_CONFIG_DIR") or Path("~/.config/wandb").expanduser())
+    try:
+        settings.read([config_dir / "settings", Path(os.environ.get("WANDB_DIR") or ".") / "wandb" / "settings"])
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        pass  # an unreadable settings file sets nothing: the checks below decide
+    mode = os.environ.get("WANDB_MODE") or settings.get("default", "mode", fallback="")
+    if mode.strip().lower() in ("offline", "dryrun", "disabled") or os.environ.get("WANDB_API_KEY", "").strip():
+        return True
+    base = os.environ.get("WANDB_BASE_URL") or settings.get("default", "base_url", fallback="https://api.wandb.ai")
+    host = urlparse(base).hostname or base
+    try:
+        auth = netrc.netrc(os.environ.get("NETRC") or None).authenticators(host)
+    except (netrc.NetrcParseError, OSError):
+        return False
+    return bool(auth and auth[2])
 
 
 def tracker_config(cfg: BenchmarkConfig) -> dict[str, Any]:
@@ -86,14 +115,19 @@ def log_folder(accelerator: Any, folder: Path, *, step: int, samples: list) -> N
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     rows = [json.loads(line) for line in (folder / "results.jsonl").read_text(encoding="utf-8").splitlines()
             if line.strip()]
-    accelerator.log(scalars(report), step=step)
+    values = scalars(report)
     table = category_table(report)
     picked = sample_rows(rows, samples, folder)
-    for tracker in accelerator.trackers:
-        if tracker.name == "wandb":
-            _log_wandb(tracker, table, picked, step)
-        elif tracker.name == "tensorboard":
-            _log_tensorboard(tracker, table, picked, step)
+    for tracker in accelerator.trackers:  # one tracker's failure is a warning naming it; the others still log
+        try:
+            tracker.log(values, step=step)
+            if tracker.name == "wandb":
+                _log_wandb(tracker, table, picked, step)
+            elif tracker.name == "tensorboard":
+                _log_tensorboard(tracker, table, picked, step)
+        except Exception as err:  # the trackers are an extra: the run's own reports are written
+            logger.warning("tracker %s: logging %s failed (%s: %s)", tracker.name, folder, type(err).__name__,
+                           " ".join(str(err).split())[:300])
 
 
 def _metric_names(entry: dict[str, Any]) -> list[str]:

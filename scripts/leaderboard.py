@@ -4,9 +4,9 @@
 
 Writes OUT/leaderboard.md, .csv, .html (and .json): every run's headline metrics with their 95% CIs, editor,
 adapter, training step, judge, protocol, judge prompts' hash and date, best first. A sweep folder stands for its
-variants. The FIRST run given is the reference: a run whose protocol, judge, judge prompts, scoring, dataset or
-sample set differs from it is left out, and named with the field that differs. `--gallery` also writes
-OUT/side_by_side.html: per sample, the source, each run's edit and scores, and the sanity baselines' scores.
+variants. The FIRST run given is the reference: a run whose protocol, judge, judge prompts, scoring, failure
+policy, dataset or sample set differs from it is left out, and named with the field that differs. `--gallery` also
+writes OUT/side_by_side.html: per sample, the source, each run's edit and scores, and the sanity baselines' scores.
 Reads only the runs' written outputs; judges nothing again. Exit code 2 when a folder is not a finished run.
 """
 
@@ -27,10 +27,20 @@ def main(argv=None) -> int:
     parser.add_argument("--gallery_limit", type=int, default=None, help="samples on the side-by-side page (all)")
     args = parser.parse_args(argv)
     from bench_lib.config import ConfigError
-    from bench_lib.leaderboard import leaderboard, render_markdown, write_leaderboard, write_side_by_side
+    from bench_lib.leaderboard import (
+        check_side_by_side,
+        leaderboard,
+        render_markdown,
+        write_leaderboard,
+        write_side_by_side,
+    )
 
     try:
         board = leaderboard(args.runs)
+        if args.gallery_limit is not None and args.gallery_limit < 0:
+            raise ConfigError(f"`--gallery_limit` must be >= 0, got {args.gallery_limit}")
+        if args.gallery:  # before anything is written
+            check_side_by_side(board, limit=args.gallery_limit)
         write_leaderboard(board, args.out)
         if args.gallery:
             write_side_by_side(board, args.out, limit=args.gallery_limit)

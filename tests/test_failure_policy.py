@@ -69,3 +69,22 @@ def test_viescore_guesses_per_view_from_the_samples_seed():
 def test_a_judge_error_or_nan_logits_is_no_parse_failure_and_stays_failed(parse):
     r = row("re_edit", "physical", {}, policy="reference", parse=parse)
     assert r["status"] == "judge_failed" and r["fills"] == {"filled": 0, "guessed": 0, "dropped": 0, "zeroed": 0}
+
+
+def test_a_resume_with_another_failure_policy_rebuilds_every_row_under_it(tmp_path):
+    """failure_policy is applied when results are written, to every record: a resume under another policy re-scores
+    the whole run (no row of the old policy is kept beside new ones), so it needs no place in the fingerprint."""
+    import json
+
+    from bench_lib import cli
+
+    out = tmp_path / "out"
+    args = ["--editor", "identity", "--limit", "2", "--baselines", "", "--gallery", "false", "--output_dir", str(out)]
+    assert cli.main(args) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and not any("fills" in r for r in rows)
+    assert cli.main([*args, "--failure_policy", "reference"]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("fills" in r for r in rows)  # every row written under the new policy
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["config"]["failure_policy"] == "reference" and report["meta"]["reused_edits"] == 2

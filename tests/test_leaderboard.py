@@ -160,3 +160,51 @@ def test_the_single_run_gallery_shows_scales_baselines_and_no_hashes_or_paths_in
         assert item["baselines"]["blank"] == pytest.approx(blank["score"])
     assert "function scaled(" in page  # every number printed with its scale beside it
     assert ".text { " in page and "grid-template-columns" in page  # a fixed image grid: text columns aligned
+
+
+def test_runs_with_another_failure_policy_are_not_ranked_side_by_side(runs):
+    reference, other = load_entries([runs["identity"], runs["blank"]])
+    other = copy.deepcopy(other)
+    other.label = "other"
+    other.report["meta"]["config"]["failure_policy"] = "reference"
+    assert not_comparable(reference, other) == "other: failure_policy reference ≠ strict"
+    assert not_comparable(other, reference) == "identity: failure_policy strict ≠ reference"
+
+
+def test_csv_text_cells_that_look_like_formulas_start_with_a_quote(runs, tmp_path):
+    import shutil
+
+    from bench_lib.leaderboard import render_csv
+
+    names = ["=HYPERLINK(\"http:x\")", "+1", "-cmd", "@SUM(A1)", "\tx", "\rx"]
+    folders = [runs["identity"]]
+    for i, name in enumerate(names):
+        folders.append(tmp_path / str(i) / name)
+        shutil.copytree(runs["blank"], folders[-1])
+    board = leaderboard(folders)
+    assert sorted(r["run"] for r in board["rows"]) == sorted(["identity", *names])
+    rows = list(csv.DictReader(io.StringIO(render_csv(board), newline="")))
+    by_folder = {r["folder"]: r for r in rows}
+    for folder, name in zip(folders[1:], names):
+        row = by_folder["'" + str(folder)] if str(folder).startswith(("=", "+", "-", "@")) else by_folder[str(folder)]
+        assert row["run"] == "'" + name
+    assert by_folder[str(runs["identity"])]["run"] == "identity"  # plain text as is
+    for row in rows:  # numbers stay numbers (a negative one too)
+        assert not row["score_mean"].startswith("'") and float(row["score_mean"]) >= 0
+        assert row["rank"].isdigit()
+    from bench_lib.leaderboard import csv_text
+
+    assert csv_text(-1.5) == "'-1.5"  # the helper is for text only: numbers never go through it
+    assert csv_text("a=b") == "a=b" and csv_text(None) == ""
+
+
+def test_gallery_limit_below_0_and_a_gallery_of_one_run_write_nothing_and_exit_2(runs, tmp_path):
+    for argv, words in (([str(runs["identity"]), str(runs["blank"]), "--gallery", "--gallery_limit", "-1"],
+                         "gallery_limit"),
+                        ([str(runs["identity"]), "--gallery"], "two or more")):
+        out = tmp_path / words.replace(" ", "_")
+        result = subprocess.run([sys.executable, "scripts/leaderboard.py", *argv, "--out", str(out)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr
+        assert not out.exists()

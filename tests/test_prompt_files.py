@@ -123,13 +123,19 @@ def test_a_folder_holds_the_protocols_file_and_missing_files_are_named(tmp_path)
 
 
 class _Server:
-    def __init__(self, body: bytes):
+    def __init__(self, body: bytes, *, redirect: str = ""):
         self.hits = 0
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 outer.hits += 1
+                if redirect:
+                    self.send_response(302)
+                    self.send_header("Location", redirect)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -179,3 +185,88 @@ def test_a_pre_seeded_cache_serves_an_https_url_offline(tmp_path, monkeypatch):
     assert load_prompt_file(url, digest).text("prompts.folded") == "one two\n"
     with pytest.raises(ConfigError, match="only https URLs"):
         load_prompt_file("http://example.com/x.yaml", digest)
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("latin1.yaml", b"a: caf\xe9\n", "is not UTF-8 text"),
+    ("latin1.py", b'A = "caf\xe9"\n', "is not UTF-8 text"),
+    ("deep.yaml", b"a: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nests too deeply"),
+    ("deep.py", b"A = " + b"-" * 200_000 + b"1\n", "nests too deeply"),
+    ("nul.py", b'A = "x\x00"\n', "is not valid Python"),
+])
+def test_a_file_that_cannot_be_read_is_one_line(tmp_path, name, content, words):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=words) as err:
+        load_prompt_file(str(path)).text("A")
+    assert "\n" not in str(err.value)
+
+
+def test_a_file_over_the_size_cap_is_refused(tmp_path, monkeypatch):
+    from bench_lib import prompt_files
+
+    path = tmp_path / "big.yaml"
+    with open(path, "wb") as f:
+        f.truncate(prompt_files.MAX_BYTES + 1)
+    with pytest.raises(ConfigError, match="larger than 16 MiB"):
+        load_prompt_file(str(path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(prompt_files, "MAX_BYTES", 100)
+    server = _Server(b"#" * 101)
+    try:
+        with pytest.raises(ConfigError, match="larger than"):
+            load_prompt_file(server.url, hashlib.sha256(b"#" * 101).hexdigest())
+    finally:
+        server.close()
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+
+
+def test_a_url_that_names_no_file_or_a_cache_that_cannot_keep_it_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    digest = hashlib.sha256(PY_FILE.encode()).hexdigest()
+    server = _Server(PY_FILE.encode())
+    try:
+        for url in (server.url + "/..", server.url.rsplit("/", 1)[0] + "/"):
+            with pytest.raises(ConfigError, match="must end in the prompt file's name"):
+                load_prompt_file(url, digest)
+        (tmp_path / "cache" / digest / "utils.py").mkdir(parents=True)  # the entry can't be written
+        with pytest.raises(ConfigError, match="cannot keep the download in the prompt cache"):
+            load_prompt_file(server.url, digest)
+    finally:
+        server.close()
+    assert [p.name for p in (tmp_path / "cache").rglob("*")] == [digest, "utils.py"]  # no temporary file left
+
+
+def test_a_redirect_off_the_allowed_hosts_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    away = _Server(b"", redirect="http://192.0.2.1/x.py")
+    try:
+        with pytest.raises(ConfigError, match=r"redirected to http://192\.0\.2\.1/x\.py, which is not an https"):
+            load_prompt_file(away.url, "0" * 64)
+        assert away.hits == 1
+    finally:
+        away.close()
+    target = _Server(PY_FILE.encode())
+    near = _Server(b"", redirect=target.url)  # loopback to loopback: the same rules hold
+    try:
+        assert load_prompt_file(near.url, hashlib.sha256(PY_FILE.encode()).hexdigest()).text("raw") == r"a \d+ raw"
+    finally:
+        near.close()
+        target.close()
+
+
+def test_a_cache_entry_with_other_bytes_is_discarded_and_downloaded_again(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    digest = hashlib.sha256(PY_FILE.encode()).hexdigest()
+    server = _Server(PY_FILE.encode())
+    try:
+        cached = load_prompt_file(server.url, digest).path
+        with open(cached, "w") as f:
+            f.write('triple = "poisoned"\n')
+        with caplog.at_level("WARNING", logger="bench_lib.prompt_files"):
+            again = load_prompt_file(server.url, digest)
+        assert again.text("triple").startswith("Line one") and server.hits == 2
+        assert any("does not hold the bytes of its digest" in r.getMessage() for r in caplog.records)
+        assert open(cached).read() == PY_FILE
+    finally:
+        server.close()

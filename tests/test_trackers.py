@@ -3,6 +3,7 @@ hold the metrics at the right steps; a sweep variant logs at the step its name c
 line and exit code 2 before torch loads. Edits are precomputed (no editor model): judge time only."""
 
 import json
+import logging
 import os
 import shutil
 import struct
@@ -216,3 +217,86 @@ def _samples(result):
 
     cfg = resolve_config("configs/smoke.yaml", {"dataset": result.report["meta"]["dataset"]})
     return load_benchmark(cfg.data)[0]
+
+
+@pytest.mark.parametrize("project", ["../../../escaped_tb", "a/b", "..", ".", "/tmp/x", "a\\b"])
+def test_a_tracker_project_that_is_a_path_is_one_line_and_exit_code_2(project, tmp_path):
+    code = ("import sys; from bench_lib.cli import main; rc = main(sys.argv[1:]); print('torch' in sys.modules); "
+            "sys.exit(rc)")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", code, "--editor", "identity", "--limit", "2", "--baselines", "",
+                           "--log_with", "tensorboard", "--tracker_project", project, "--output_dir", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"  # answered before torch was imported
+    lines = [line for line in done.stderr.strip().splitlines() if "INFO" not in line]
+    assert len(lines) == 1 and "`tracker_project` must be a plain name" in lines[0]
+    assert not out.exists()
+
+
+def _no_wandb_login(tmp_path) -> dict[str, str]:
+    """An environment where W&B has neither a key nor an offline mode (no netrc, no settings file)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "NETRC"}
+    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "netrc"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
+               WANDB_DIR=str(tmp_path))
+    return env
+
+
+def test_wandb_without_a_key_and_not_offline_is_one_line_and_exit_code_2_before_torch(tmp_path):
+    code = ("import sys; from bench_lib.cli import main; rc = main(sys.argv[1:]); print('torch' in sys.modules); "
+            "sys.exit(rc)")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", code, "--editor", "identity", "--limit", "2", "--baselines", "",
+                           "--log_with", "wandb", "--output_dir", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=_no_wandb_login(tmp_path))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+    lines = done.stderr.strip().splitlines()
+    errors = [line for line in lines if "INFO" not in line]  # (the INFO line: no --config, the smoke recipe)
+    assert len(errors) == 1 and errors[0].startswith("error: `log_with`: wandb has no API key") and not out.exists()
+
+
+def test_wandb_can_log_offline_with_a_key_or_a_netrc_login(tmp_path, monkeypatch):
+    from bench_lib.tracking import wandb_can_log
+
+    for key, value in _no_wandb_login(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    for key in [k for k in os.environ if k.startswith("WANDB_") and k not in ("WANDB_CONFIG_DIR", "WANDB_DIR")]:
+        monkeypatch.delenv(key)
+    assert not wandb_can_log()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_can_log()
+    monkeypatch.delenv("WANDB_MODE")
+    (tmp_path / "wandb-config").mkdir()
+    (tmp_path / "wandb-config" / "settings").write_text("[default]\nmode = disabled\n")
+    assert wandb_can_log()
+    (tmp_path / "wandb-config" / "settings").write_text("[default]\n")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert wandb_can_log()
+    monkeypatch.delenv("WANDB_API_KEY")
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    (tmp_path / "netrc").chmod(0o600)
+    assert wandb_can_log()
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.com")
+    assert not wandb_can_log()  # the login is for another host
+
+
+@pytest.mark.parametrize("where", ["log", "start", "finish"])
+def test_a_tracker_that_raises_is_one_warning_naming_it_and_the_exit_code_stays(tmp_path, monkeypatch, caplog,
+                                                                                  where):
+    from accelerate.tracking import TensorBoardTracker
+
+    from bench_lib import cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the tracker's service said no\nsecond line")
+
+    monkeypatch.setattr(TensorBoardTracker, {"log": "log", "start": "start", "finish": "finish"}[where], broken)
+    caplog.set_level(logging.WARNING)
+    out = tmp_path / "out"
+    assert cli.main(["--editor", "identity", "--limit", "2", "--baselines", "", "--gallery", "false",
+                     "--log_with", "tensorboard", "--output_dir", str(out)]) == 0
+    assert (out / "report.json").is_file()
+    warned = [r.getMessage() for r in caplog.records if "said no" in r.getMessage()]
+    assert len(warned) == 1 and "tensorboard" in warned[0] and "\n" not in warned[0], warned
+    assert not any(r.exc_info for r in caplog.records)

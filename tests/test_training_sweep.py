@@ -278,3 +278,53 @@ def test_the_sweep_table_marks_each_significant_difference_from_the_reference():
     lines = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| checkpoint-")}
     assert "| **yes, better** |" in lines["checkpoint-500"] and "| **yes, worse** |" in lines["checkpoint-1000"]
     assert "| no |" in lines["checkpoint-1500"]
+
+
+def test_a_variants_step_is_its_checkpoint_n_name_only_everywhere(tmp_path):
+    root = tmp_path / "train"
+    for name in ("checkpoint-500", "checkpoint-1e3", "ckpt-1000", "checkpoint-1500"):
+        touch(root / name / "pytorch_lora_weights.safetensors")
+    variants = expand(sweep_config(root, tmp_path))
+    steps = {v.name: v.step for v in variants}
+    assert steps == {"base": None, "checkpoint-500": 500, "checkpoint-1500": 1500, "checkpoint-1e3": None,
+                     "ckpt-1000": None}  # what the trackers log at (checkpoint_step), not the name's last number
+    assert [v.name for v in variants] == ["base", "checkpoint-500", "checkpoint-1500", "checkpoint-1e3", "ckpt-1000"]
+    kept = [v.name for v in expand(sweep_config(root, tmp_path, "--sweep_every", "500"))]
+    assert kept == ["base", "checkpoint-500", "checkpoint-1500"]  # ckpt-1000 has no step: not kept
+
+
+def test_two_checkpoints_with_the_same_step_are_refused(tmp_path):
+    root = tmp_path / "train"
+    for name in ("checkpoint-100", "checkpoint-00100", "checkpoint-200"):
+        touch(root / name / "pytorch_lora_weights.safetensors")
+    with pytest.raises(ConfigError, match=r"sweep variants checkpoint-00100, checkpoint-100 have the same step 100"):
+        expand(sweep_config(root, tmp_path))
+    assert [v.step for v in expand(sweep_config(root, tmp_path, "--sweep_glob", "checkpoint-?00"))] == [None, 100,
+                                                                                                       200]
+
+
+def test_a_step_no_tracker_can_log_is_one_line_and_exit_2(tmp_path, capsys):
+    from bench_lib import cli
+
+    root = tmp_path / "train"
+    touch(root / "checkpoint-99999999999999999999999" / "pytorch_lora_weights.safetensors")
+    touch(root / f"checkpoint-{2**63 - 1}" / "pytorch_lora_weights.safetensors")
+    with pytest.raises(ConfigError, match=r"its step 99999999999999999999999 is above 9223372036854775807"):
+        expand(sweep_config(root, tmp_path))
+    assert cli.main(["--editor", "identity", "--sweep", str(root), "--baselines", "", "--limit", "2",
+                     "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2**63-1" in err[0]
+    assert not (tmp_path / "out").exists()
+    (root / "checkpoint-99999999999999999999999" / "pytorch_lora_weights.safetensors").unlink()
+    (root / "checkpoint-99999999999999999999999").rmdir()
+    assert [v.step for v in expand(sweep_config(root, tmp_path))] == [None, 2**63 - 1]
+
+
+def test_a_broken_link_in_a_sweep_folder_is_named(tmp_path, caplog):
+    root = tmp_path / "train"
+    touch(root / "checkpoint-100" / "pytorch_lora_weights.safetensors")
+    (root / "checkpoint-200").symlink_to(tmp_path / "gone")
+    caplog.set_level(logging.INFO, logger="bench_lib.sweep")
+    assert [v.name for v in expand(sweep_config(root, tmp_path), announce=True)] == ["base", "checkpoint-100"]
+    assert any("checkpoint-200" in r.getMessage() and "links to nothing" in r.getMessage() for r in caplog.records)
