@@ -216,7 +216,7 @@ def test_a_diffusers_lora_training_output_sweeps_with_no_other_option(tmp_path, 
 
     root = tmp_path / "my-lora"  # as diffusers' train_dreambooth_lora_* scripts leave it
     for step in (1000, 500):
-        build_lora(root / f"checkpoint-{step}", seed=step, strength=30)
+        build_lora(root / f"checkpoint-{step}", seed=step, strength=30, base="flux-kontext")  # TINY_ARGS's editor
         touch(root / f"checkpoint-{step}" / "optimizer.bin", b"x")
         touch(root / f"checkpoint-{step}" / "scheduler.bin", b"x")
         touch(root / f"checkpoint-{step}" / "random_states_0.pkl", b"x")
