@@ -3,9 +3,15 @@
 readings are tested on chat completions written to OpenAI's documented schema, each fixture naming its source; the
 real-server tests are in tests/test_judge_server.py."""
 
+import contextlib
 import email.utils
+import json
+import logging
 import math
+import secrets
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -130,3 +136,126 @@ def test_the_report_prices_the_tokens_of_every_judged_sample():
     assert usage["cost"] == 2 * 2.0 + 0.3 * 8.0
     assert "12 requests" in judge_usage_lines(usage)[1] and "cost 6.4000" in judge_usage_lines(usage)[1]
     assert judge_usage(rows, {}, [{"judged": 3}], None) is None  # an in-process judge: no bill
+
+
+# --- a hostile server: what it sends back is never trusted ------------------------------------------------
+
+HOSTILE_KEY_ENV = "BENCH_TEST_HOSTILE_KEY"
+SCORES = '{"instruction": 7, "consistency": 7, "quality": 7}'
+
+
+class HostileServer(ThreadingHTTPServer):
+    """A tiny OpenAI-compatible server that answers every judgement with `SCORES`, except as its `mode` says:
+    echo (the Authorization key after the answer), refusal (no content; a refusal of 185 "x" then the key),
+    errtrunc (a 500 whose message is 185 "x" then the key), echomodels (/v1/models lists the key), flaky (a 500
+    to every request with an image while `fail` is set)."""
+
+    daemon_threads = True
+
+    def __init__(self, mode: str):
+        super().__init__(("127.0.0.1", 0), HostileHandler)
+        self.mode, self.fail, self.posts = mode, True, 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class HostileHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status: int, payload: dict):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        key = self.headers.get("Authorization", "")[len("Bearer "):]
+        entries = [{"id": "m", "object": "model", "owned_by": "org"}]
+        if self.server.mode == "echomodels":
+            entries = [{"id": "m", "object": "model", "owned_by": key}, {"id": "x" + key, "object": "model"}]
+        self._send(200, {"object": "list", "data": entries})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        key, mode = self.headers.get("Authorization", "")[len("Bearer "):], self.server.mode
+        self.server.posts += 1
+        images = "image_url" in json.dumps(body["messages"])
+        if mode == "errtrunc" and images:
+            return self._send(500, {"error": {"message": "x" * 185 + " key " + key}})
+        if mode == "flaky" and images and self.server.fail:
+            return self._send(500, {"error": {"message": "temporary"}})
+        message = {"role": "assistant", "content": SCORES + (" your key is " + key if mode == "echo" else "")}
+        if mode == "refusal" and images:
+            message = {"role": "assistant", "content": None, "refusal": "x" * 185 + " " + key}
+        self._send(200, {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                         "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+
+@pytest.fixture
+def hostile():
+    servers = []
+
+    def start(mode: str) -> HostileServer:
+        server = HostileServer(mode)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def server_run(url: str, out, **extra) -> dict:
+    return {"dataset": "data/demo/manifest.jsonl", "output_dir": str(out), "editor": "identity", "limit": 2,
+            "baselines": "", "gallery": False, "judge": "openai", "judge_model": "m", "judge_base_url": url,
+            "judge_api_key_env": HOSTILE_KEY_ENV, "judge_mode": "generate", "judge_max_retries": 0, **extra}
+
+
+def key_pieces(key: str, size: int = 6) -> list[str]:
+    """Every `size`-character piece of the key: a text holding one holds part of the key."""
+    return [key[i:i + size] for i in range(len(key) - size + 1)]
+
+
+def assert_no_key(key: str, out, *texts: str):
+    pieces = key_pieces(key)
+    for path in out.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes().decode("utf-8", "replace")
+            assert not [p for p in pieces if p in data], path
+    for text in texts:
+        assert not [p for p in pieces if p in text], text
+
+
+@pytest.mark.parametrize("mode", ["echo", "refusal", "errtrunc", "echomodels"])
+def test_nothing_the_server_sends_back_writes_the_key(mode, hostile, tmp_path, monkeypatch, caplog, capsys):
+    """The key comes back in an answer, a refusal, an error message (cut after 200 characters, the key across
+    the cut) or the /v1/models list: no file of the run, no log line holds any part of it."""
+    import bench_lib
+    from bench_lib.failures import RunFailed
+
+    key = "zzSECRETzz" + secrets.token_hex(16)
+    monkeypatch.setenv(HOSTILE_KEY_ENV, key)
+    caplog.set_level(logging.INFO)
+    server = hostile(mode)
+    out = tmp_path / "out"
+    # every sample judge_failed (nothing parses, or nothing is answered), but for echomodels
+    with pytest.raises(RunFailed) if mode != "echomodels" else contextlib.nullcontext():
+        bench_lib.evaluate(server_run(server.url, out))
+    records = [json.loads(line) for path in (out / "records").glob("*.judge.*.jsonl")
+               for line in path.read_text().splitlines()]
+    assert server.posts >= 2 and len(records) == 2
+    if mode in ("refusal", "errtrunc"):  # the key's place is marked, within the 200 characters kept
+        assert all("x" * 185 in r["error"] and "***" in r["error"] for r in records), records
+    captured = capsys.readouterr()
+    assert_no_key(key, out, caplog.text, captured.out, captured.err)
+    if mode == "echo":
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        assert all(r["judge_raw"] and "your key is ***" in r["judge_raw"][0] for r in rows), rows

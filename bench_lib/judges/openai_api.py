@@ -264,8 +264,8 @@ def chat_messages(prompt: Prompt, *, reply_prefix: Optional[str] = None) -> list
     return [*system, {"role": "user", "content": content}, *reply]
 
 
-def _choice_text(response: Any) -> str:
-    """The answer's text, or a BadResponse for an empty choice or a content-filter refusal."""
+def _choice_text(response: Any, scrub: Callable[[str], str]) -> str:
+    """The answer's text (scrubbed of the key), or a BadResponse for an empty choice or a content-filter refusal."""
     choices = getattr(response, "choices", None)
     if not choices:
         raise BadResponse("the server returned no choice")
@@ -275,8 +275,9 @@ def _choice_text(response: Any) -> str:
     message = choice.message
     if message is None or message.content is None:
         refusal = getattr(message, "refusal", None) if message is not None else None
-        raise BadResponse(f"the model refused: {refusal[:200]}" if refusal else "the server returned an empty choice")
-    return message.content
+        raise BadResponse(f"the model refused: {scrub(str(refusal))[:200]}" if refusal else
+                          "the server returned an empty choice")
+    return scrub(message.content)
 
 
 # --- logits mode: top_logprobs --------------------------------------------------------------------------
@@ -378,13 +379,25 @@ def _client(cfg: OpenAIJudgeConfig, key: str, *, timeout: Optional[float] = None
 
 
 class _Scrub:
-    """Removes the key from any text that could be written (error messages, raw answers)."""
+    """Removes the key from any text that came from the server or could be written (answers, refusals, error
+    messages, /v1/models entries). Scrub before cutting a text short: a cut through the key would leave a piece
+    of it that no longer matches."""
 
     def __init__(self, key: str):
         self.key = key
 
     def __call__(self, text: str) -> str:
         return text.replace(self.key, "***") if self.key and self.key != "EMPTY" else text
+
+    def deep(self, value: Any) -> Any:
+        """`value` with every string in it (keys of mappings included) scrubbed."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self.deep(k): self.deep(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.deep(v) for v in value]
+        return value
 
 
 def _quiet_http_logs() -> None:
@@ -404,11 +417,11 @@ def _describe_error(err: BaseException, scrub: _Scrub) -> str:
         detail = body.get("message") or body.get("error") or body.get("detail") if isinstance(body, dict) else body
         if isinstance(detail, dict):
             detail = detail.get("message") or json.dumps(detail)
-        text = f"HTTP {err.status_code}" + (f": {' '.join(str(detail).split())[:200]}" if detail else "")
+        text = f"HTTP {err.status_code}" + (f": {scrub(' '.join(str(detail).split()))[:200]}" if detail else "")
     else:
         cause = err.__cause__ or err.__context__
         text = f"{type(err).__name__}" + (f" ({type(cause).__name__}: {cause})" if cause else f": {err}")
-    return scrub(" ".join(text.split())[:300])
+    return scrub(" ".join(text.split()))[:300]  # scrubbed first: no cut can leave a piece of the key
 
 
 @register_judge("openai")
@@ -430,7 +443,7 @@ class OpenAIJudge(Judge):
         where = _host_only(cfg.judge_base_url)
         client = _client(cfg, key, timeout=min(cfg.judge_timeout_s, 60.0))
         try:
-            _SERVED[f"{where} {cfg.judge_model}"] = _listed_model(client, cfg.judge_model)
+            _SERVED[f"{where} {cfg.judge_model}"] = _listed_model(client, cfg.judge_model, scrub)
         except openai.APIConnectionError as err:
             if not isinstance(err, openai.APITimeoutError):
                 raise ConfigError(f"the judge server at {where} cannot be reached: {_describe_error(err, scrub)}") \
@@ -492,7 +505,8 @@ class OpenAIJudge(Judge):
         key = f"{where} {cfg.judge_model}"
         if key not in _SERVED:
             try:
-                _SERVED[key] = _listed_model(_client(cfg, _api_key(cfg), timeout=10.0), cfg.judge_model)
+                api_key = _api_key(cfg)
+                _SERVED[key] = _listed_model(_client(cfg, api_key, timeout=10.0), cfg.judge_model, _Scrub(api_key))
             except Exception as err:  # a record, not a check: the preflight did those
                 _SERVED[key] = {"error": _describe_error(err, _Scrub(os.environ.get(cfg.judge_api_key_env, "")))}
         return {"id": cfg.judge_model, "source": "server", "server": where, "served_model": _SERVED[key],
@@ -621,7 +635,8 @@ class OpenAIJudge(Judge):
 
             def parse(response):
                 usage = getattr(response, "usage", None)
-                return Completion(_choice_text(response), prompt_tokens=getattr(usage, "prompt_tokens", None),
+                return Completion(_choice_text(response, self._scrub),
+                                  prompt_tokens=getattr(usage, "prompt_tokens", None),
                                   completion_tokens=getattr(usage, "completion_tokens", None))
 
             return self.request(body, parse)
@@ -671,7 +686,8 @@ class _LogprobReader(ScaleReader):
             body = judge._body(messages, max_tokens=steps, logprobs=True, continue_reply=bool(prompt.reply_prefix))
 
             def parse(response):
-                found = response_steps(response)
+                found = [[(judge._scrub(token), logprob) for token, logprob in step]
+                         for step in response_steps(response)]
                 if not found:
                     raise BadResponse("the server returned no top_logprobs")
                 usage = getattr(response, "usage", None)
@@ -687,9 +703,9 @@ class _LogprobReader(ScaleReader):
         return out
 
 
-def _listed_model(client: Any, model: str) -> dict[str, Any]:
+def _listed_model(client: Any, model: str, scrub: _Scrub) -> dict[str, Any]:
     """What the server's /v1/models says about `model`: its entry, or {"listed": False} (`transformers serve` does
-    not list a local folder it serves by another name; that is not an error)."""
+    not list a local folder it serves by another name; that is not an error); scrubbed of the key."""
     import openai
 
     try:
@@ -700,5 +716,5 @@ def _listed_model(client: Any, model: str) -> dict[str, Any]:
         if entry.id == model:
             info = {k: v for k, v in entry.model_dump().items() if k in ("id", "owned_by", "created", "root",
                                                                         "max_model_len")}
-            return {"listed": True, **info}
-    return {"listed": False, "served": [entry.id for entry in page.data][:20]}
+            return scrub.deep({"listed": True, **info})
+    return scrub.deep({"listed": False, "served": [entry.id for entry in page.data][:20]})
