@@ -154,7 +154,7 @@ class HostileServer(ThreadingHTTPServer):
 
     def __init__(self, mode: str):
         super().__init__(("127.0.0.1", 0), HostileHandler)
-        self.mode, self.fail, self.posts = mode, True, 0
+        self.mode, self.fail, self.posts = mode, True, 0  # posts: requests with an image
 
     @property
     def url(self) -> str:
@@ -183,8 +183,8 @@ class HostileHandler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         key, mode = self.headers.get("Authorization", "")[len("Bearer "):], self.server.mode
-        self.server.posts += 1
         images = "image_url" in json.dumps(body["messages"])
+        self.server.posts += images  # the judgements (the preflight's request shows no image)
         if mode == "errtrunc" and images:
             return self._send(500, {"error": {"message": "x" * 185 + " key " + key}})
         if mode == "flaky" and images and self.server.fail:
@@ -197,20 +197,22 @@ class HostileHandler(BaseHTTPRequestHandler):
                          "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
 
 
-@pytest.fixture
-def hostile():
-    servers = []
-
-    def start(mode: str) -> HostileServer:
-        server = HostileServer(mode)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
+@contextlib.contextmanager
+def serving(mode: str):
+    """A `HostileServer` in `mode`, answering in a thread until the block ends."""
+    server = HostileServer(mode)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def hostile():
+    with contextlib.ExitStack() as stack:
+        yield lambda mode: stack.enter_context(serving(mode))
 
 
 def server_run(url: str, out, **extra) -> dict:

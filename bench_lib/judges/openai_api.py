@@ -546,6 +546,13 @@ class OpenAIJudge(Judge):
     def set_budget(self, requests: int) -> None:
         self.budget = requests
 
+    def start_stage(self) -> None:
+        """A new run (a kept judge): an empty memo (a failure of an earlier run is asked again), usage from 0."""
+        with self._lock:
+            self._memo.clear()
+            self.usage = Usage()
+            self.budget = None
+
     def usage_counts(self) -> dict[str, int]:
         return dataclasses.asdict(self.usage)
 
@@ -576,7 +583,8 @@ class OpenAIJudge(Judge):
     def request(self, body: dict, parse: Callable[[Any], Any]) -> Any:
         """Send `body` (retrying as the module docstring says) and return `parse(response)`; a response that fails
         to parse (BadResponse) is retried like a transport failure. Answers (and failures for good) are memoised
-        by the body's digest, so a batch judged again sample by sample (bench_lib.judge_stage) never pays twice."""
+        by the body's digest, so a batch judged again sample by sample (bench_lib.judge_stage) never pays twice;
+        the memo lasts one judge stage (`start_stage`)."""
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         with self._lock:
             if digest in self._memo:  # answered (or failed for good) in this stage already
