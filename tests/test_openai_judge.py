@@ -115,6 +115,21 @@ def test_credentials_in_the_url_are_refused_without_echoing_them():
     assert "s3cret" not in str(err.value)
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/v1", "http://127.0.0.1:abc/v1", "http://[::1/v1"])
+def test_a_url_with_a_bad_port_is_a_config_error(url):
+    with pytest.raises(ConfigError, match="judge_base_url"):
+        config_from_dict({**BASE, "judge_base_url": url})
+
+
+def test_a_bad_port_on_the_command_line_is_one_line_and_exit_2():
+    from conftest import assert_one_line, probe
+
+    result, imported, errors = probe("--config", "configs/judge_server.yaml", "--judge_base_url",
+                                     "http://127.0.0.1:99999/v1")
+    assert_one_line(result, errors, "judge_base_url")
+    assert "torch" not in imported
+
+
 def test_a_key_variable_name_is_accepted():
     cfg = config_from_dict({**BASE, "judge_api_key_env": "OPENAI_API_KEY", "judge_price_per_mtok":
                             {"prompt": 2.0, "completion": 8.0}})

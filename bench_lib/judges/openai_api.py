@@ -112,7 +112,11 @@ class OpenAIJudgeConfig:
             raise ConfigError("`judge_model` is required (the name the judge server serves).")
         if not self.judge_base_url:
             raise ConfigError("`judge_base_url` is required for the openai judge (e.g. http://localhost:8000/v1).")
-        parts = urlsplit(self.judge_base_url)
+        try:
+            parts = urlsplit(self.judge_base_url)
+            parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
+        except ValueError as err:
+            raise ConfigError(f"`judge_base_url` is not a valid URL: {err}.") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"`judge_base_url` must be an http(s) URL, got {_host_only(self.judge_base_url)!r}.")
         if parts.username or parts.password or parts.query:
