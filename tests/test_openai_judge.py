@@ -136,15 +136,18 @@ def test_a_key_variable_name_is_accepted():
     assert cfg.judge_backend.judge_api_key_env == "OPENAI_API_KEY"
 
 
-def test_the_report_prices_the_tokens_of_every_judged_sample():
+def test_the_report_prices_the_tokens_the_server_charged():
     from bench_lib.report import judge_usage, judge_usage_lines
 
+    # the rows' tokens are what each answer cost once; the bill is what each rank was charged (a row answered from
+    # the memo, or a batch judged again sample by sample, is not charged twice)
     rows = [{"judge_tokens": {"prompt": 1_000_000, "completion": 250_000}}, {"judge_tokens": None},
             {"judge_tokens": {"prompt": 500_000, "completion": None}}]
     baselines = {"blank": [{"judge_tokens": {"prompt": 500_000, "completion": 50_000}}]}
-    per_rank = [{"judge_requests": 7, "judge_retries": 2, "judge_failures": 1}, {"judge_requests": 5,
-                                                                                 "judge_retries": 0,
-                                                                                 "judge_failures": 0}]
+    per_rank = [{"judge_requests": 7, "judge_retries": 2, "judge_failures": 1, "judge_prompt_tokens": 1_500_000,
+                 "judge_completion_tokens": 200_000},
+                {"judge_requests": 5, "judge_retries": 0, "judge_failures": 0, "judge_prompt_tokens": 500_000,
+                 "judge_completion_tokens": 100_000}]
     usage = judge_usage(rows, baselines, per_rank, {"prompt": 2.0, "completion": 8.0})
     assert (usage["requests"], usage["retries"], usage["failed_requests"]) == (12, 2, 1)
     assert (usage["prompt_tokens"], usage["completion_tokens"], usage["samples_with_tokens"]) == (2_000_000, 300_000, 3)
@@ -276,3 +279,25 @@ def test_nothing_the_server_sends_back_writes_the_key(mode, hostile, tmp_path, m
     if mode == "echo":
         rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
         assert all(r["judge_raw"] and "your key is ***" in r["judge_raw"][0] for r in rows), rows
+
+
+def test_the_bill_counts_each_request_once_and_the_log_levels_are_given_back(hostile, tmp_path, monkeypatch):
+    """The identity baseline's judgements are the identity editor's requests again: answered from the judge's memo,
+    not sent, not charged, not counted twice. The HTTP client's loggers are as the caller left them."""
+    import bench_lib
+
+    monkeypatch.setenv(HOSTILE_KEY_ENV, "k")
+    server = hostile("ok")
+    before = {name: logging.getLogger(name).level for name in ("httpx", "openai")}
+    logging.getLogger("httpx").setLevel(logging.DEBUG)
+    try:
+        result = bench_lib.evaluate(server_run(server.url, tmp_path / "out", baselines="identity",
+                                               judge_price_per_mtok={"prompt": 1.0, "completion": 2.0}))
+        assert logging.getLogger("httpx").level == logging.DEBUG
+        assert logging.getLogger("openai").level == before["openai"]
+    finally:
+        logging.getLogger("httpx").setLevel(before["httpx"])
+    usage = result.report["judge_usage"]
+    assert server.posts == usage["requests"] == 2  # the baseline's two judgements were not sent
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (2 * 10, 2 * 5), usage
+    assert usage["cost"] == (20 * 1.0 + 10 * 2.0) / 1e6

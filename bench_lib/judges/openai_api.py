@@ -404,10 +404,21 @@ class _Scrub:
         return value
 
 
-def _quiet_http_logs() -> None:
-    """The HTTP client logs every request at INFO: one line per judgement would drown the run's own log."""
-    for name in ("httpx", "httpx2", "openai"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+HTTP_LOGGERS = ("httpx", "httpx2", "openai")
+
+
+def _quiet_http_logs() -> dict[str, int]:
+    """The HTTP client logs every request at INFO: one line per judgement would drown the run's own log. Returns
+    the levels it replaced, for `_restore_logs` (the caller's logging is theirs again afterwards)."""
+    levels = {name: logging.getLogger(name).level for name in HTTP_LOGGERS}
+    for name in HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(max(levels[name], logging.WARNING))
+    return levels
+
+
+def _restore_logs(levels: dict[str, int]) -> None:
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 _SERVED: dict[str, Any] = {}  # base URL (host only) + model -> what /v1/models said, filled by the preflight
@@ -439,9 +450,16 @@ class OpenAIJudge(Judge):
         """One cheap request before any model loads: the key's variable is set, the server answers, the model is
         served (and in logits mode returns top_logprobs). Not retried: connection refused, DNS failure, 401/403,
         404, an unknown model; retried as elsewhere: 429, 5xx, timeouts. A ConfigError (exit 2) otherwise."""
+        levels = _quiet_http_logs()
+        try:
+            cls._preflight(cfg, bench)
+        finally:
+            _restore_logs(levels)
+
+    @classmethod
+    def _preflight(cls, cfg: OpenAIJudgeConfig, bench) -> None:
         import openai
 
-        _quiet_http_logs()
         key = _api_key(cfg)
         scrub = _Scrub(key)
         where = _host_only(cfg.judge_base_url)
@@ -535,7 +553,7 @@ class OpenAIJudge(Judge):
         self.usage = Usage()
         self.budget: Optional[int] = None  # this process's share of `judge_max_requests` (set_budget)
         self.host = _host_only(cfg.judge_base_url)
-        _quiet_http_logs()
+        self._log_levels = _quiet_http_logs()  # given back on close
         logger.info("judge %s served at %s (%s mode, %d requests in flight)", cfg.judge_model, self.host,
                     judge.judge_mode, cfg.judge_concurrency)
 
@@ -679,6 +697,7 @@ class OpenAIJudge(Judge):
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._client.close()
+        _restore_logs(self._log_levels)
 
 
 class _LogprobReader(ScaleReader):
