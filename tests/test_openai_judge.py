@@ -102,7 +102,8 @@ BASE = {"dataset": "data/demo/manifest.jsonl", "editor": "identity", "judge": "o
 
 
 @pytest.mark.parametrize("value", ["sk-proj-abcdefghijklmnopqrstuvwxyz0123456789",
-                                   "a9f8c7e6d5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0", "Bearer abc"])
+                                   "a9f8c7e6d5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0", "Bearer abc", "sk_live_abc123",
+                                   "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345", "A9F8C7E6-D5B4-A3F2-E1D0-C9B8A7F6E5D4"])
 def test_a_key_is_never_accepted_as_the_key_variable(value):
     with pytest.raises(ConfigError) as err:
         config_from_dict({**BASE, "judge_api_key_env": value})
@@ -130,10 +131,12 @@ def test_a_bad_port_on_the_command_line_is_one_line_and_exit_2():
     assert "torch" not in imported
 
 
-def test_a_key_variable_name_is_accepted():
-    cfg = config_from_dict({**BASE, "judge_api_key_env": "OPENAI_API_KEY", "judge_price_per_mtok":
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "AZURE_OPENAI_API_KEY_FOR_JUDGE_SERVER", "JUDGE_KEY_2",
+                                  "my_key"])
+def test_a_key_variable_name_is_accepted(name):
+    cfg = config_from_dict({**BASE, "judge_api_key_env": name, "judge_price_per_mtok":
                             {"prompt": 2.0, "completion": 8.0}})
-    assert cfg.judge_backend.judge_api_key_env == "OPENAI_API_KEY"
+    assert cfg.judge_backend.judge_api_key_env == name
 
 
 def test_the_report_prices_the_tokens_the_server_charged():
