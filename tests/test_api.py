@@ -149,3 +149,12 @@ def test_a_kept_judge_starts_each_call_afresh(tmp_path, monkeypatch):
             assert server.posts - posts == 4
         finally:
             bench_lib.release_judge()
+
+
+@pytest.mark.parametrize("arguments", [{"step": "x"}, {"step": -1}, {"step": 1.5}, {"step": True},
+                                       {"output_dir": 123}, {"output_dir": ["runs", "a"]}])
+def test_a_step_or_output_dir_of_the_wrong_type_is_a_config_error(arguments, tmp_path):
+    arguments = {"output_dir": str(tmp_path / "out"), **arguments}
+    with pytest.raises(bench_lib.ConfigError, match="`step`|`output_dir`"):
+        bench_lib.evaluate("configs/smoke.yaml", **FAST, **arguments)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "123").exists()
