@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # known key formats, and a long value that is not an upper-case variable name (AZURE_OPENAI_API_KEY_FOR_JUDGE is one)
-KEY_LIKE = re.compile(r"^(sk-|sk_|sk-proj-|ghp_|hf_|Bearer\s)|^(?![A-Z][A-Z0-9_]*$)[A-Za-z0-9_\-]{32,}$")
+KEY_LIKE = re.compile(r"^(sk-|sk_|Bearer\s)|^(?![A-Z][A-Z0-9_]*$)[A-Za-z0-9_\-]{32,}$")
 TOP_LOGPROBS = 20  # the most the OpenAI API and vLLM return per token
 BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 30.0
 MAX_WAIT_S = 600.0  # the longest Retry-After honoured as given
