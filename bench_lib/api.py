@@ -107,6 +107,12 @@ def evaluate(config: Union[BenchmarkConfig, dict, str, os.PathLike], *, pipeline
     Raises `ConfigError` for a bad config (as the command line's exit code 2), `NothingScored` when no sample was
     scored (after the reports are written: the command line's exit code 1), `RunFailed` when the run stopped
     early (its first samples all failed with the same error)."""
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise ConfigError(f"`step` must be a non-negative integer or None, got {step!r}.")
+    if "output_dir" in overrides:
+        if not isinstance(overrides["output_dir"], (str, os.PathLike)):
+            raise ConfigError(f"`output_dir` must be a path (str or os.PathLike), got {overrides['output_dir']!r}.")
+        overrides = {**overrides, "output_dir": os.fspath(overrides["output_dir"])}
     cfg = resolve_config(config, overrides, pipeline=pipeline)
     from .runner import run
 

@@ -179,6 +179,11 @@ class Judge(Backend):
     def set_budget(self, requests: int) -> None:
         """This process's share of `request_budget`."""
 
+    def start_stage(self) -> None:
+        """Called at the start of every judge stage, also on a judge kept loaded from an earlier run (the Python
+        API's `keep_judge`): forget what an earlier stage left (answers or failures kept, requests counted), so
+        each run's judging, budget and `usage_counts` are its own."""
+
     def usage_counts(self) -> dict[str, int]:
         """What this process's judge sent and was charged (requests, retries, tokens), for the report; {}: nothing
         to say (an in-process model)."""

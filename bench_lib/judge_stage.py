@@ -323,6 +323,7 @@ class JudgeStage:
                 judge, loaded = self.kept.get(judge_key(self.cfg, dist.device, dist.judge_device_map()), load)
             self.timings.load_judge = time.perf_counter() - t0
             self.timings.loads += int(loaded)
+            judge.start_stage()  # a kept judge: nothing of the previous run's memo, budget or usage carries over
             if budget is not None:  # each process its share, the first `budget % world` one more
                 judge.set_budget(budget // world + (dist.rank < budget % world))
         writers = {j: job.folder.record_writer(job.attempt, job.record_kind, dist.rank) for j, job in enumerate(jobs)}

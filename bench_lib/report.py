@@ -394,17 +394,20 @@ def write_chart(path, report: dict[str, Any], metric: Metric) -> bool:
 
 def judge_usage(rows: list[dict[str, Any]], baselines: dict[str, list[dict[str, Any]]],
                 per_rank: list[dict[str, Any]], price_per_mtok: Optional[dict[str, float]]) -> Optional[dict[str, Any]]:
-    """A judge server's bill, or None for an in-process judge: this attempt's requests, retries and requests that
-    failed for good (over every rank), the tokens of every judged sample's rows (earlier attempts' included, the
-    baselines' too) and, with a price table (per million tokens), their cost."""
+    """A judge server's bill, or None for an in-process judge: this attempt's requests, retries, requests that
+    failed for good and the prompt and completion tokens the server charged for them (over every rank; an answer
+    given again from the judge's memo, e.g. a baseline's request equal to the editor's, is not charged again) and,
+    with a price table (per million tokens), their cost. `samples_with_tokens`: the judged samples (the
+    baselines' too, earlier attempts' included) whose row records the tokens of its answer (`judge_tokens`)."""
     usage = [t for t in per_rank if "judge_requests" in t]
     if not usage:  # an in-process judge
         return None
     every = [*rows, *(r for brows in baselines.values() for r in brows)]
-    counted = [r["judge_tokens"] for r in every if r.get("judge_tokens")]
-    prompt, completion = sum(t["prompt"] or 0 for t in counted), sum(t["completion"] or 0 for t in counted)
+    prompt = sum(t.get("judge_prompt_tokens") or 0 for t in usage)
+    completion = sum(t.get("judge_completion_tokens") or 0 for t in usage)
     out = {"requests": sum(t["judge_requests"] for t in usage), "retries": sum(t["judge_retries"] for t in usage),
-           "failed_requests": sum(t["judge_failures"] for t in usage), "samples_with_tokens": len(counted),
+           "failed_requests": sum(t["judge_failures"] for t in usage),
+           "samples_with_tokens": sum(1 for r in every if r.get("judge_tokens")),
            "prompt_tokens": prompt, "completion_tokens": completion,
            "price_per_mtok": price_per_mtok or None, "cost": None}
     if price_per_mtok:
@@ -420,5 +423,4 @@ def judge_usage_lines(usage: Optional[dict[str, Any]]) -> list[str]:
         if usage.get("cost") is not None else ""
     return ["", f"Judge server: {usage['requests']} requests in this attempt ({usage['retries']} retries, "
                 f"{usage['failed_requests']} failed for good); {usage['prompt_tokens']} prompt and "
-                f"{usage['completion_tokens']} completion tokens over the {usage['samples_with_tokens']} judged "
-                f"samples{cost}."]
+                f"{usage['completion_tokens']} completion tokens charged{cost}."]

@@ -125,3 +125,36 @@ def test_importing_the_package_does_not_import_torch():
     code = "import sys, bench_lib; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_kept_judge_starts_each_call_afresh(tmp_path, monkeypatch):
+    """A kept server judge forgets what an earlier call met: a failure of the first call is not raised again
+    without a request (the server recovered), and each call's requests, budget and usage are its own."""
+    from test_openai_judge import HOSTILE_KEY_ENV, server_run, serving
+
+    monkeypatch.setenv(HOSTILE_KEY_ENV, "k")
+    same = {"judge_batch_size": 1, "judge_max_requests": 2}  # the budget is each call's own: 2 samples, 1 request each
+    with serving("flaky") as server:
+        try:
+            with pytest.raises(bench_lib.RunFailed):  # every judgement gets a 500
+                bench_lib.evaluate(server_run(server.url, tmp_path / "a", **same), keep_judge=True)
+            server.fail, posts = False, server.posts
+            result = bench_lib.evaluate(server_run(server.url, tmp_path / "b", **same), keep_judge=True)
+            assert (result.scored, result.failed, result.judge_loads) == (2, 0, 0)
+            assert server.posts - posts == 2
+            usage = result.report["judge_usage"]
+            assert (usage["requests"], usage["failed_requests"], usage["prompt_tokens"]) == (2, 0, 20), usage
+            again = bench_lib.evaluate(server_run(server.url, tmp_path / "c", **same), keep_judge=True)
+            assert again.scored == 2 and again.report["judge_usage"]["requests"] == 2
+            assert server.posts - posts == 4
+        finally:
+            bench_lib.release_judge()
+
+
+@pytest.mark.parametrize("arguments", [{"step": "x"}, {"step": -1}, {"step": 1.5}, {"step": True},
+                                       {"output_dir": 123}, {"output_dir": ["runs", "a"]}])
+def test_a_step_or_output_dir_of_the_wrong_type_is_a_config_error(arguments, tmp_path):
+    arguments = {"output_dir": str(tmp_path / "out"), **arguments}
+    with pytest.raises(bench_lib.ConfigError, match="`step`|`output_dir`"):
+        bench_lib.evaluate("configs/smoke.yaml", **FAST, **arguments)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "123").exists()

@@ -61,7 +61,8 @@ from ..judging import (
 logger = logging.getLogger(__name__)
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-KEY_LIKE = re.compile(r"^(sk-|sk_|Bearer\s)|^[A-Za-z0-9_\-]{32,}$")
+# known key formats, and a long value that is not an upper-case variable name (AZURE_OPENAI_API_KEY_FOR_JUDGE is one)
+KEY_LIKE = re.compile(r"^(sk-|sk_|Bearer\s)|^(?![A-Z][A-Z0-9_]*$)[A-Za-z0-9_\-]{32,}$")
 TOP_LOGPROBS = 20  # the most the OpenAI API and vLLM return per token
 BACKOFF_BASE_S, BACKOFF_CAP_S = 0.5, 30.0
 MAX_WAIT_S = 600.0  # the longest Retry-After honoured as given
@@ -112,7 +113,11 @@ class OpenAIJudgeConfig:
             raise ConfigError("`judge_model` is required (the name the judge server serves).")
         if not self.judge_base_url:
             raise ConfigError("`judge_base_url` is required for the openai judge (e.g. http://localhost:8000/v1).")
-        parts = urlsplit(self.judge_base_url)
+        try:
+            parts = urlsplit(self.judge_base_url)
+            parts.port  # noqa: B018 - raises for a port that is not a number in 0-65535
+        except ValueError as err:
+            raise ConfigError(f"`judge_base_url` is not a valid URL: {err}.") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"`judge_base_url` must be an http(s) URL, got {_host_only(self.judge_base_url)!r}.")
         if parts.username or parts.password or parts.query:
@@ -264,8 +269,8 @@ def chat_messages(prompt: Prompt, *, reply_prefix: Optional[str] = None) -> list
     return [*system, {"role": "user", "content": content}, *reply]
 
 
-def _choice_text(response: Any) -> str:
-    """The answer's text, or a BadResponse for an empty choice or a content-filter refusal."""
+def _choice_text(response: Any, scrub: Callable[[str], str]) -> str:
+    """The answer's text (scrubbed of the key), or a BadResponse for an empty choice or a content-filter refusal."""
     choices = getattr(response, "choices", None)
     if not choices:
         raise BadResponse("the server returned no choice")
@@ -275,8 +280,9 @@ def _choice_text(response: Any) -> str:
     message = choice.message
     if message is None or message.content is None:
         refusal = getattr(message, "refusal", None) if message is not None else None
-        raise BadResponse(f"the model refused: {refusal[:200]}" if refusal else "the server returned an empty choice")
-    return message.content
+        raise BadResponse(f"the model refused: {scrub(str(refusal))[:200]}" if refusal else
+                          "the server returned an empty choice")
+    return scrub(message.content)
 
 
 # --- logits mode: top_logprobs --------------------------------------------------------------------------
@@ -378,7 +384,9 @@ def _client(cfg: OpenAIJudgeConfig, key: str, *, timeout: Optional[float] = None
 
 
 class _Scrub:
-    """Removes the key from any text that could be written (error messages, raw answers)."""
+    """Removes the key from any text that came from the server or could be written (answers, refusals, error
+    messages, /v1/models entries). Scrub before cutting a text short: a cut through the key would leave a piece
+    of it that no longer matches."""
 
     def __init__(self, key: str):
         self.key = key
@@ -386,11 +394,32 @@ class _Scrub:
     def __call__(self, text: str) -> str:
         return text.replace(self.key, "***") if self.key and self.key != "EMPTY" else text
 
+    def deep(self, value: Any) -> Any:
+        """`value` with every string in it (keys of mappings included) scrubbed."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self.deep(k): self.deep(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.deep(v) for v in value]
+        return value
 
-def _quiet_http_logs() -> None:
-    """The HTTP client logs every request at INFO: one line per judgement would drown the run's own log."""
-    for name in ("httpx", "httpx2", "openai"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+
+HTTP_LOGGERS = ("httpx", "httpx2", "openai")
+
+
+def _quiet_http_logs() -> dict[str, int]:
+    """The HTTP client logs every request at INFO: one line per judgement would drown the run's own log. Returns
+    the levels it replaced, for `_restore_logs` (the caller's logging is theirs again afterwards)."""
+    levels = {name: logging.getLogger(name).level for name in HTTP_LOGGERS}
+    for name in HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(max(levels[name], logging.WARNING))
+    return levels
+
+
+def _restore_logs(levels: dict[str, int]) -> None:
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 _SERVED: dict[str, Any] = {}  # base URL (host only) + model -> what /v1/models said, filled by the preflight
@@ -404,11 +433,11 @@ def _describe_error(err: BaseException, scrub: _Scrub) -> str:
         detail = body.get("message") or body.get("error") or body.get("detail") if isinstance(body, dict) else body
         if isinstance(detail, dict):
             detail = detail.get("message") or json.dumps(detail)
-        text = f"HTTP {err.status_code}" + (f": {' '.join(str(detail).split())[:200]}" if detail else "")
+        text = f"HTTP {err.status_code}" + (f": {scrub(' '.join(str(detail).split()))[:200]}" if detail else "")
     else:
         cause = err.__cause__ or err.__context__
         text = f"{type(err).__name__}" + (f" ({type(cause).__name__}: {cause})" if cause else f": {err}")
-    return scrub(" ".join(text.split())[:300])
+    return scrub(" ".join(text.split()))[:300]  # scrubbed first: no cut can leave a piece of the key
 
 
 @register_judge("openai")
@@ -422,15 +451,22 @@ class OpenAIJudge(Judge):
         """One cheap request before any model loads: the key's variable is set, the server answers, the model is
         served (and in logits mode returns top_logprobs). Not retried: connection refused, DNS failure, 401/403,
         404, an unknown model; retried as elsewhere: 429, 5xx, timeouts. A ConfigError (exit 2) otherwise."""
+        levels = _quiet_http_logs()
+        try:
+            cls._preflight(cfg, bench)
+        finally:
+            _restore_logs(levels)
+
+    @classmethod
+    def _preflight(cls, cfg: OpenAIJudgeConfig, bench) -> None:
         import openai
 
-        _quiet_http_logs()
         key = _api_key(cfg)
         scrub = _Scrub(key)
         where = _host_only(cfg.judge_base_url)
         client = _client(cfg, key, timeout=min(cfg.judge_timeout_s, 60.0))
         try:
-            _SERVED[f"{where} {cfg.judge_model}"] = _listed_model(client, cfg.judge_model)
+            _SERVED[f"{where} {cfg.judge_model}"] = _listed_model(client, cfg.judge_model, scrub)
         except openai.APIConnectionError as err:
             if not isinstance(err, openai.APITimeoutError):
                 raise ConfigError(f"the judge server at {where} cannot be reached: {_describe_error(err, scrub)}") \
@@ -492,7 +528,8 @@ class OpenAIJudge(Judge):
         key = f"{where} {cfg.judge_model}"
         if key not in _SERVED:
             try:
-                _SERVED[key] = _listed_model(_client(cfg, _api_key(cfg), timeout=10.0), cfg.judge_model)
+                api_key = _api_key(cfg)
+                _SERVED[key] = _listed_model(_client(cfg, api_key, timeout=10.0), cfg.judge_model, _Scrub(api_key))
             except Exception as err:  # a record, not a check: the preflight did those
                 _SERVED[key] = {"error": _describe_error(err, _Scrub(os.environ.get(cfg.judge_api_key_env, "")))}
         return {"id": cfg.judge_model, "source": "server", "server": where, "served_model": _SERVED[key],
@@ -517,7 +554,7 @@ class OpenAIJudge(Judge):
         self.usage = Usage()
         self.budget: Optional[int] = None  # this process's share of `judge_max_requests` (set_budget)
         self.host = _host_only(cfg.judge_base_url)
-        _quiet_http_logs()
+        self._log_levels = _quiet_http_logs()  # given back on close
         logger.info("judge %s served at %s (%s mode, %d requests in flight)", cfg.judge_model, self.host,
                     judge.judge_mode, cfg.judge_concurrency)
 
@@ -531,6 +568,13 @@ class OpenAIJudge(Judge):
 
     def set_budget(self, requests: int) -> None:
         self.budget = requests
+
+    def start_stage(self) -> None:
+        """A new run (a kept judge): an empty memo (a failure of an earlier run is asked again), usage from 0."""
+        with self._lock:
+            self._memo.clear()
+            self.usage = Usage()
+            self.budget = None
 
     def usage_counts(self) -> dict[str, int]:
         return dataclasses.asdict(self.usage)
@@ -562,7 +606,8 @@ class OpenAIJudge(Judge):
     def request(self, body: dict, parse: Callable[[Any], Any]) -> Any:
         """Send `body` (retrying as the module docstring says) and return `parse(response)`; a response that fails
         to parse (BadResponse) is retried like a transport failure. Answers (and failures for good) are memoised
-        by the body's digest, so a batch judged again sample by sample (bench_lib.judge_stage) never pays twice."""
+        by the body's digest, so a batch judged again sample by sample (bench_lib.judge_stage) never pays twice;
+        the memo lasts one judge stage (`start_stage`)."""
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         with self._lock:
             if digest in self._memo:  # answered (or failed for good) in this stage already
@@ -621,7 +666,8 @@ class OpenAIJudge(Judge):
 
             def parse(response):
                 usage = getattr(response, "usage", None)
-                return Completion(_choice_text(response), prompt_tokens=getattr(usage, "prompt_tokens", None),
+                return Completion(_choice_text(response, self._scrub),
+                                  prompt_tokens=getattr(usage, "prompt_tokens", None),
                                   completion_tokens=getattr(usage, "completion_tokens", None))
 
             return self.request(body, parse)
@@ -652,6 +698,7 @@ class OpenAIJudge(Judge):
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._client.close()
+        _restore_logs(self._log_levels)
 
 
 class _LogprobReader(ScaleReader):
@@ -671,7 +718,8 @@ class _LogprobReader(ScaleReader):
             body = judge._body(messages, max_tokens=steps, logprobs=True, continue_reply=bool(prompt.reply_prefix))
 
             def parse(response):
-                found = response_steps(response)
+                found = [[(judge._scrub(token), logprob) for token, logprob in step]
+                         for step in response_steps(response)]
                 if not found:
                     raise BadResponse("the server returned no top_logprobs")
                 usage = getattr(response, "usage", None)
@@ -687,9 +735,9 @@ class _LogprobReader(ScaleReader):
         return out
 
 
-def _listed_model(client: Any, model: str) -> dict[str, Any]:
+def _listed_model(client: Any, model: str, scrub: _Scrub) -> dict[str, Any]:
     """What the server's /v1/models says about `model`: its entry, or {"listed": False} (`transformers serve` does
-    not list a local folder it serves by another name; that is not an error)."""
+    not list a local folder it serves by another name; that is not an error); scrubbed of the key."""
     import openai
 
     try:
@@ -700,5 +748,5 @@ def _listed_model(client: Any, model: str) -> dict[str, Any]:
         if entry.id == model:
             info = {k: v for k, v in entry.model_dump().items() if k in ("id", "owned_by", "created", "root",
                                                                         "max_model_len")}
-            return {"listed": True, **info}
-    return {"listed": False, "served": [entry.id for entry in page.data][:20]}
+            return scrub.deep({"listed": True, **info})
+    return scrub.deep({"listed": False, "served": [entry.id for entry in page.data][:20]})
