@@ -398,17 +398,17 @@ def test_the_sweep_headline_is_the_protocols_primary_metric(name):
     protocol = make_protocol(cfg, Rubrics(cfg.prompts_dir))
     primary = protocol.primary
     low, high = primary.low, primary.high
-    runs = [loaded_run(protocol, "base", [low, high, low, high]), loaded_run(protocol, "step-100", [high] * 4)]
-    report = summarise([Variant("base", {}, None), Variant("step-100", {"lora": "x"}, None)], runs)
+    runs = [loaded_run(protocol, "base", [low, high, low, high]), loaded_run(protocol, "checkpoint-100", [high] * 4)]
+    report = summarise([Variant("base", {}, None), Variant("checkpoint-100", {"lora": "x"}, None)], runs)
     assert report["primary"] == primary.name == {"default": "score", "kris": "score", "re_edit": "yes_rate",
                                                  "risebench": "score", "viescore": "overall"}[name]
     assert report["metrics"] == [m.name for m in protocol.metrics]
-    assert report["best"][primary.name]["variant"] == "step-100"
+    assert report["best"][primary.name]["variant"] == "checkpoint-100"
     md = render_sweep(report, chart=None)
     assert f"| variant | step | {primary.name} | Δ {primary.name} vs base | p |" in md
     shown_high = primary.shown(high)
     top = f"{shown_high:.2f}"
-    assert f"| step-100 | 100 | {top} [{top}, {top}] |" in md  # the primary's mean, on its shown scale
+    assert f"| checkpoint-100 | 100 | {top} [{top}, {top}] |" in md  # the primary's mean, on its shown scale
     metrics = chart_metrics(report)
     for axes, metric in zip(sweep_figure(report, metrics).axes, metrics):
         shown_low, shown_high = metric.shown_range
