@@ -74,10 +74,34 @@ def _run_from_repo_root(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
+def shared_folder(tmp_path_factory, name: str) -> Path:
+    """A session folder every pytest-xdist worker of this run sees (the workers' temp roots share a parent)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    path = root / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def built_once(tmp_path_factory, name: str, build):
+    """`build(folder)`'s result, computed by the first worker that asks and read back by the others: a JSON-able
+    value, made once per test run whatever the number of pytest-xdist workers."""
+    from filelock import FileLock
+
+    folder = shared_folder(tmp_path_factory, name)
+    done = folder / "built.json"
+    with FileLock(str(folder) + ".lock"):
+        if not done.is_file():
+            done.write_text(json.dumps(build(folder)))
+    return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session", autouse=True)
 def tiny_cache(tmp_path_factory):
-    """Tiny models are built once per test session in a temporary cache, never in the user's home."""
-    path = os.environ.get("BENCH_TEST_TINY_CACHE") or str(tmp_path_factory.mktemp("tiny-cache"))
+    """Tiny models are built once per test run in a temporary cache, never in the user's home (shared by the
+    pytest-xdist workers: the builder takes a file lock per model)."""
+    path = os.environ.get("BENCH_TEST_TINY_CACHE") or str(shared_folder(tmp_path_factory, "tiny-cache"))
     old = os.environ.get("BENCH_TINY_CACHE")
     os.environ["BENCH_TINY_CACHE"] = path
     yield Path(path)
@@ -90,9 +114,15 @@ def tiny_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory):
     """Five demo samples edited and judged by one plain process (tiny models): the result every multi-process,
-    resumed and cluster run of the same samples must reproduce. Made once per session, read-only for tests."""
+    resumed and cluster run of the same samples must reproduce. Made once per test run, read-only for tests."""
     from test_multiprocess import REFERENCE_ARGS, make_manifest, run
 
-    folder = tmp_path_factory.mktemp("reference")
-    manifest = make_manifest(folder, 5)
-    return manifest, run(folder, "one-process", 1, manifest, *REFERENCE_ARGS)
+    def build(folder):
+        manifest = make_manifest(folder, 5)
+        out, _, _ = run(folder, "one-process", 1, manifest, *REFERENCE_ARGS)
+        return [str(manifest), str(out)]
+
+    manifest, out = map(Path, built_once(tmp_path_factory, "reference", build))
+    from bench_lib.store import read_results
+
+    return manifest, (out, read_results(out / "results.jsonl"), json.loads((out / "report.json").read_text()))

@@ -26,6 +26,18 @@ def editor_config(model="tiny:qwen-image-edit", **kwargs):
     return DiffusersConfig(editor_model=model, editor_dtype="float32", editor_kwargs={**KWARGS, **kwargs})
 
 
+# Where the subject is the harness's handling of a pipeline (freeing it, flags, caches, compile, adapters) and not
+# Qwen-Image-Edit itself, the tiny FLUX.1 Kontext editor: a tiny Qwen-Image-Edit edit costs ~6 CPU-s here (its
+# pipeline VAE-encodes every source at ~1 Mpx), a Kontext edit at the source's size ~0.1 s.
+CHEAP_KWARGS = {"num_inference_steps": 2, "height": 32, "width": 32, "max_area": 1024, "_auto_resize": False,
+                "guidance_scale": 2.5}
+
+
+def cheap_config(**kwargs) -> DiffusersConfig:
+    return DiffusersConfig(editor_model="tiny:flux-kontext", editor_dtype="float32",
+                           editor_kwargs={**CHEAP_KWARGS, **kwargs.pop("editor_kwargs", {})}, **kwargs)
+
+
 def request(instruction: str):
     """What an editor sees of a sample: its id and fields."""
     from types import SimpleNamespace
@@ -104,7 +116,7 @@ def test_edit_plus_pipeline_works_and_gets_token_types():
 
 
 def test_close_frees_the_pipeline():
-    editor = DiffusersEditor(editor_config(), device=torch.device("cpu"))
+    editor = DiffusersEditor(cheap_config(), device=torch.device("cpu"))
     editor.edit(request("add a cat"), Image.new("RGB", (40, 40), "white"), seed=0)
     pipe_ref = weakref.ref(editor.pipe)
     transformer_ref = weakref.ref(editor.pipe.transformer)
@@ -117,7 +129,7 @@ def test_close_frees_the_pipeline():
 def test_non_finite_output_is_flagged(monkeypatch):
     import numpy as np
 
-    editor = DiffusersEditor(editor_config(), device=torch.device("cpu"))
+    editor = DiffusersEditor(cheap_config(), device=torch.device("cpu"))
     real_call = type(editor.pipe).__call__
 
     def nan_call(pipe, *args, **kwargs):
@@ -172,6 +184,18 @@ def test_a_call_that_fails_mid_way_leaves_no_cache_state_behind():
     assert after == clean
 
 
+@pytest.mark.parametrize("model", ["tiny:flux-kontext", "tiny:flux2"])
+def test_a_cache_on_a_pipeline_that_cannot_hold_one_is_refused_before_loading(model):
+    """diffusers' cache hooks need the pipeline to run its transformer inside `cache_context`; FLUX.1 Kontext's and
+    FLUX.2's pipelines do not, so every edit would fail ("No cache context is set"): refused at the check."""
+    cfg = DiffusersConfig(editor_model=model, editor_dtype="float32", cache=FIRST_BLOCK_CACHE)
+    with pytest.raises(ConfigError, match="cache_context") as refused:
+        DiffusersEditor.check(cfg, None)
+    pipeline = {"tiny:flux-kontext": "FluxKontextPipeline", "tiny:flux2": "Flux2Pipeline"}[model]
+    assert "\n" not in str(refused.value) and pipeline in str(refused.value)
+    DiffusersEditor.check(DiffusersConfig(editor_model="tiny:qwen-image-edit", cache=FIRST_BLOCK_CACHE), None)
+
+
 @pytest.mark.parametrize("compile_mode, cache", [("regional", FIRST_BLOCK_CACHE),
                                                  ("full", {"type": "TaylorSeerCache", "cache_interval": 2})])
 def test_compile_with_a_cache_edits(compile_mode, cache, monkeypatch):
@@ -214,21 +238,21 @@ def test_an_adapter_overwritten_after_planning_is_never_edited_with(tmp_path, mo
 
     adapters = tmp_path / "ckpts"
     for step in (100, 200):
-        build_lora(adapters / f"step-{step}", seed=step)
+        build_lora(adapters / f"step-{step}", seed=step, base="flux-kontext")
     step_100 = adapters / "step-100" / "pytorch_lora_weights.safetensors"
     planned = hashlib.sha256(step_100.read_bytes()).hexdigest()
     real_load = edit_stage.load_editor
 
     def load_after_a_save(*args, **kwargs):  # the trainer saves step-100 again just before the editor loads it
-        build_lora(adapters / "step-100", seed=7)
+        build_lora(adapters / "step-100", seed=7, base="flux-kontext")
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(edit_stage, "load_editor", load_after_a_save)
     out = tmp_path / "sweep"
     with pytest.raises(RunFailed, match="step-100: none of the 1 samples is ok"):  # a variant scored nothing
         runner.run(config_from_dict({
-            "dataset": "data/demo/manifest.jsonl", "limit": 1, "baselines": "", "editor_model": "tiny:qwen-image-edit",
-            "editor_dtype": "float32", "editor_kwargs": KWARGS, "judge_model": "tiny:qwen3-vl",
+            "dataset": "data/demo/manifest.jsonl", "limit": 1, "baselines": "", "editor_model": "tiny:flux-kontext",
+            "editor_dtype": "float32", "editor_kwargs": CHEAP_KWARGS, "judge_model": "tiny:qwen3-vl",
             "judge_dtype": "float32", "judge_min_digit_mass": 0.0, "sweep": str(adapters), "sweep_base": False,
             "output_dir": str(out)}))
     saved = hashlib.sha256(step_100.read_bytes()).hexdigest()
@@ -247,16 +271,16 @@ def test_an_adapter_saved_while_it_loads_is_caught(tmp_path):
     neither version for sure) is a mismatch even if the planned hash is the "before" one."""
     from bench_lib.demo.tiny import build_lora
 
-    file = build_lora(tmp_path / "adapter", seed=1)
+    file = build_lora(tmp_path / "adapter", seed=1, base="flux-kontext")
     planned = hashlib.sha256(file.read_bytes()).hexdigest()
-    editor = DiffusersEditor(editor_config(), device=torch.device("cpu"))
+    editor = DiffusersEditor(cheap_config(), device=torch.device("cpu"))
     assert editor.loaded_problem({}) is None  # no adapter: nothing to compare
     cfg = DiffusersConfig(**{**editor.cfg.__dict__, "lora": str(tmp_path / "adapter")})
     real_load = editor.pipe.load_lora_weights
 
     def load_then_save(*args, **kwargs):
         real_load(*args, **kwargs)
-        build_lora(tmp_path / "adapter", seed=2)
+        build_lora(tmp_path / "adapter", seed=2, base="flux-kontext")
 
     editor.pipe.load_lora_weights = load_then_save
     assert editor.switch(cfg)
@@ -327,19 +351,19 @@ def test_match_source_size_keeps_the_source_aspect_ratio():
 
 
 def test_a_lora_changes_the_edit_and_its_hash_the_fingerprint(tmp_path):
-    build_lora(tmp_path / "adapter", seed=1)
+    build_lora(tmp_path / "adapter", seed=1, base="flux-kontext")
     source = Image.new("RGB", (48, 40), (200, 40, 40))
-    base = DiffusersConfig(editor_model="tiny:qwen-image-edit", editor_dtype="float32", editor_kwargs=QWEN)
+    base = cheap_config()
     with_lora = DiffusersConfig(**{**base.__dict__, "lora": str(tmp_path / "adapter")})
     DiffusersEditor.check(with_lora, None)
     plain, adapted = edit(base, source), edit(with_lora, source)
     assert plain.tobytes() != adapted.tobytes()
     assert edit(DiffusersConfig(**{**with_lora.__dict__, "lora_scale": 0.0}), source).tobytes() == plain.tobytes()
 
-    cfg = config_from_dict({"dataset": "data/demo/manifest.jsonl", **TINY_JUDGE, "editor_model": "tiny:qwen-image-edit",
+    cfg = config_from_dict({"dataset": "data/demo/manifest.jsonl", **TINY_JUDGE, "editor_model": "tiny:flux-kontext",
                             "lora": str(tmp_path / "adapter")})
     before = fingerprint_of(cfg, "x")
-    build_lora(tmp_path / "adapter", seed=2)  # retrained, saved in the same place
+    build_lora(tmp_path / "adapter", seed=2, base="flux-kontext")  # retrained, saved in the same place
     after = fingerprint_of(cfg, "x")
     assert before["editor"]["diffusers"]["lora_sha256"] != after["editor"]["diffusers"]["lora_sha256"]
     assert "lora" not in after["editor"]["diffusers"]  # by content, not by where it lies

@@ -199,6 +199,7 @@ class DiffusersEditor(Editor):
             check_attention_backend(cfg.attention_backend)
         if cfg.cache:
             cache_config(cfg.cache)
+            check_cache_support(pipeline_cls)
         if cfg.compile == "regional":
             transformer_cls = _component_class(location, cfg, "transformer")
             if transformer_cls is not None and not getattr(transformer_cls, "_repeated_blocks", None):
@@ -524,6 +525,21 @@ def check_attention_backend(name: str) -> None:
             check(backend)
         except (RuntimeError, ImportError) as err:
             raise ConfigError(f"`attention_backend` {name!r} cannot run here: {err}") from None
+
+
+def check_cache_support(pipeline_cls) -> None:
+    """diffusers' cache hooks (`enable_cache`) read a state the pipeline opens around each transformer call with
+    `transformer.cache_context(...)`; a pipeline whose `__call__` never opens one fails every call with "No cache
+    context is set" (diffusers 0.42: FLUX.1 Kontext and FLUX.2 among them). Refused before any model loads."""
+    if pipeline_cls is None:
+        return  # a custom pipeline class: what its call does is known only when it runs
+    try:
+        source = inspect.getsource(pipeline_cls.__call__)
+    except (OSError, TypeError):
+        return
+    if "cache_context" not in source:
+        raise ConfigError(f"`cache`: {pipeline_cls.__name__} does not run its transformer inside `cache_context`, "
+                          f"so every edit with a diffusers cache would fail; remove `cache` for this editor.")
 
 
 def cache_config(spec: dict):
