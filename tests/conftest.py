@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`-n 2`, the README's test command) each worker computes on one thread: two workers already
+# fill the two cores, and two torch thread pools per core would spin against each other. (Set before torch loads.)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 RISEBENCH = ROOT.parent / "shared" / "data" / "risebench"
 DEMO = ROOT / "data" / "demo"
@@ -126,3 +131,16 @@ def reference_run(tmp_path_factory):
     from bench_lib.store import read_results
 
     return manifest, (out, read_results(out / "results.jsonl"), json.loads((out / "report.json").read_text()))
+
+
+# The files that take longest (launched multi-process runs, tiny Qwen-Image-Edit edits), collected first: pytest-xdist
+# (`--dist loadfile`) hands whole files to its workers in collection order, so the long ones start early and the
+# short ones fill in around them instead of one long file running alone at the end.
+LONG_FILES = ("test_training_example.py", "test_readme.py", "test_sweep.py", "test_multiprocess.py", "test_resume.py",
+              "test_scripts.py", "test_judge.py", "test_editor.py", "test_precomputed.py", "test_judge_server.py",
+              "test_slurm.py", "test_protocols.py", "test_store.py", "test_risebench.py", "test_runner.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: the order within a file stays
