@@ -49,15 +49,18 @@ def test_a_read_only_output_folder_is_exit_1_with_one_line(tmp_path, capsys, mon
     assert str(out) in err[0]
 
 
-def test_a_run_that_scores_nothing_writes_its_reports_and_exits_1_in_one_line(tmp_path):
+def test_a_run_that_scores_nothing_writes_its_reports_and_exits_1_in_one_line(tmp_path, capsys, caplog):
     """The random tiny judge in generate mode writes noise: every answer fails to parse (never an early stop),
     the run finishes and writes every report, then says in one line that nothing was scored."""
+    from bench_lib import cli
+
     out = tmp_path / "out"
-    result = run_cli("--limit", "2", "--editor", "blank", "--baselines", "identity", "--judge_mode", "generate",
-                     "--judge_max_new_tokens", "8", "--output_dir", str(out))
-    assert result.returncode == 1, result.stderr[-4000:]
-    assert result.stderr.count("nothing was scored: none of the 2 samples is ok (2 judge_failed)") == 1
-    assert "Traceback" not in result.stderr and "stopped early" not in result.stderr
+    code = cli.main(["--limit", "2", "--editor", "blank", "--baselines", "identity", "--judge_mode", "generate",
+                     "--judge_max_new_tokens", "8", "--output_dir", str(out)])
+    err = capsys.readouterr().err + caplog.text
+    assert code == 1, err[-4000:]
+    assert err.count("nothing was scored: none of the 2 samples is ok (2 judge_failed)") == 1, err[-4000:]
+    assert "Traceback" not in err and "stopped early" not in err
     for name in ("results.jsonl", "report.json", "report.md", "baselines/identity.jsonl"):
         assert (out / name).is_file(), name
 
