@@ -145,7 +145,9 @@ def _atomic_write(path: Path, write, *, root: Optional[Path] = None) -> None:
 def save_png(image: Image.Image, path: Path, *, text: Optional[dict[str, str]] = None,
              root: Optional[Path] = None) -> None:
     """An RGB PNG, written atomically (`root`: see `_atomic_write`); `text` goes into PNG text chunks (the chart's
-    output stamp)."""
+    output stamp). zlib level 1: the same pixels (PNG is lossless at every level) in ~0.1 s for a 1 Mpx edit instead
+    of ~0.45 s at Pillow's default 6, for files ~12% larger (measured on RISEBench images, 1024x1024): the rank
+    saves each edit before its next one starts."""
     info = None
     if text:
         from PIL.PngImagePlugin import PngInfo
@@ -153,7 +155,8 @@ def save_png(image: Image.Image, path: Path, *, text: Optional[dict[str, str]] =
         info = PngInfo()
         for key, value in text.items():
             info.add_itxt(key, value)
-    _atomic_write(path, lambda f: image.convert("RGB").save(f, format="PNG", pnginfo=info), root=root)
+    _atomic_write(path, lambda f: image.convert("RGB").save(f, format="PNG", pnginfo=info, compress_level=1),
+                  root=root)
 
 
 def load_png(path: Path) -> Image.Image:

@@ -223,7 +223,7 @@ def test_the_shared_risebench_samples_through_the_risebench_protocol(tmp_path):
     runner.run(config_from_dict({"dataset": str(RISEBENCH / "data_total.json"), "output_dir": str(out),
                                  "editor": "identity", "judge_model": "tiny:qwen3-vl", "judge_dtype": "float32",
                                  "judge_min_digit_mass": 0.0, "protocol": "risebench", "limit": 32,
-                                 "judge_batch_size": 16}))
+                                 "judge_batch_size": 16, "judge_max_pixels": 128 * 128}))
     run = read_run(out)
     dims = {r["category"]: r["dimension"] for r in run["rows"]}
     assert dims == {"temporal_reasoning": "temporal", "causal_reasoning": "causal", "spatial_reasoning": "spatial",
