@@ -151,12 +151,14 @@ def test_a_list_where_one_image_is_expected_or_an_empty_list_is_the_samples_prob
     rows = [{"id": "r", "category": "c", "instruction": "x", "source_image": "a.png",
              "reference_image": ["a.png", "a.png"]},
             {"id": "e", "category": "c", "instruction": "x", "source_image": []},
-            {"id": "m", "category": "c", "instruction": "x", "source_image": ["a.png", "nope.png"]}]
+            {"id": "m", "category": "c", "instruction": "x", "source_image": ["a.png", "nope.png"]},
+            {"id": "ok", "category": "c", "instruction": "x", "source_image": ["a.png"]}]
     (folder / "m.json").write_text(json.dumps(rows))
     samples = {s.id: s for s in load_samples(DataConfig(dataset=str(folder / "m.json")))}
     assert "a list of 2 images where one is expected" in samples["r"].problem
     assert "empty list of source images" in samples["e"].problem
     assert "source_image 2 of 2 file not found" in samples["m"].problem
+    assert samples["ok"].problem is None and samples["ok"].source_images == ()  # a list of one: one source
 
 
 def test_an_editor_that_takes_one_image_records_each_several_source_sample_as_failed(doubles, tmp_path):
@@ -317,15 +319,18 @@ def test_the_tiny_qwen_image_edit_plus_pipeline_edits_from_every_source():
     from bench_lib.editors.diffusers_pipeline import DiffusersConfig, DiffusersEditor
 
     cfg = DiffusersConfig(editor_model="tiny:qwen-image-edit-plus", editor_dtype="float32",
-                          editor_kwargs={"num_inference_steps": 2, "height": 32, "width": 32})
+                          editor_kwargs={"num_inference_steps": 1, "height": 32, "width": 32})
     editor = DiffusersEditor(cfg, device=torch.device("cpu"))
+    seen = []  # what the text encoder is shown: one image grid per source (an observer, the pipeline is real)
+    editor.pipe.text_encoder.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("image_grid_thw")), with_kwargs=True)
     try:
         assert editor.max_source_images() > 3
         sample = SimpleNamespace(id="s", instruction="put them together")
-        first, second = Image.new("RGB", (40, 32), "blue"), Image.new("RGB", (32, 40), "yellow")
-        both = editor.edit(sample, [first, second], seed=3).image
-        alone = editor.edit(sample, first, seed=3).image
-        assert both.size == alone.size == (32, 32)
-        assert both.tobytes() != alone.tobytes()  # the second source reached the pipeline and changed the edit
+        sources = [Image.new("RGB", (40, 32), "blue"), Image.new("RGB", (32, 40), "yellow")]
+        with torch.inference_mode():
+            out = editor.edit(sample, sources, seed=3).image
+        assert out.size == (32, 32)
+        assert seen and all(grid is not None and grid.shape[0] == 2 for grid in seen)  # both sources, one call
     finally:
         editor.close()
