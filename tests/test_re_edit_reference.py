@@ -112,6 +112,7 @@ def test_re_edit_reference_scores_a_missing_edit_on_the_source_and_leaves_out_wh
     markdown = (out / "report.md").read_text()
     assert "missing edits scored on the source image (as the benchmark does) 1" in markdown
     assert "records left out (the benchmark's own loader does not read them) 2" in markdown
+    assert "| Physical | Causal | IF | SC |" in markdown  # RE-Edit's row: no column for what it never read
 
     # the judge was shown c1's source as its edit: both images of each of its views are the source
     log = [json.loads(line) for line in (out / "judge_inputs.jsonl").read_text().splitlines()]

@@ -245,15 +245,15 @@ class KRISProtocol(Protocol):
             shown = tuple(("" if verbatim else label, image) for _, _, label, image in order)
         if verbatim:
             fmt = NamedScoresJSON(ANSWER_KEYS)
-            names = {"consistency": f"consistency_{'multi' if kind == 'multi_element' else 'temporal'}",
-                     "instruction": f"instruction_{'multi' if kind == 'multi_element' else 'temporal'}"}
+            suffix = "multi" if kind == "multi_element" else "temporal"
+            names = {"consistency": f"consistency_{suffix}", "instruction": f"instruction_{suffix}",
+                     "quality": "quality"}
             text = {view: self.verbatim[VERBATIM[name]].format(
                 instruct=sample.instruction, explanation=sample.fields.get("explanation") or "", N=frame)
                 for view, name in names.items()}
             return [Ask("consistency", shown, text["consistency"], (q["consistency"],), answer_format=fmt,
                         text_first=True),
-                    Ask("quality", (("", edited),), self.verbatim["prompt_quality"].format(
-                        instruct=sample.instruction, explanation="", N=""), (q["quality"],), answer_format=fmt,
+                    Ask("quality", (("", edited),), text["quality"], (q["quality"],), answer_format=fmt,
                         text_first=True),
                     Ask("instruction", shown, text["instruction"], (q["instruction"],), answer_format=fmt,
                         text_first=True)]

@@ -168,7 +168,10 @@ class REEditProtocol(Protocol):
     def headline(self, report: dict[str, Any]) -> list[Table]:
         """RE-Edit's table: the yes-rate (%) of each of its five categories, then IF and SC (pooled means)."""
         categories = report["categories"]
-        names = [c for c in DIMENSIONS if c in categories] + [c for c in categories if c not in DIMENSIONS]
+        # another category only when it has a value: not one whose records failure_policy reference left out
+        others = [c for c in categories if c not in DIMENSIONS
+                  and (categories[c]["metrics"].get("yes_rate") or {}).get("count")]
+        names = [c for c in DIMENSIONS if c in categories] + others
         header = [c.capitalize() if c in DIMENSIONS else c for c in names] + ["IF", "SC"]
         cells = [self.metric("yes_rate").format(categories[c]["metrics"].get("yes_rate")) for c in names]
         overall = report["overall"]["metrics"]
