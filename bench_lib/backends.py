@@ -114,7 +114,14 @@ class Editor(Backend):
         self.cfg = cfg
 
     @abstractmethod
-    def edit(self, sample: Sample, source: Image.Image, *, seed: int) -> EditResult: ...
+    def edit(self, sample: Sample, source: Image.Image, *, seed: int) -> EditResult:
+        """The edit of `source` by the sample's instruction. For a sample with several source images (an editor
+        whose `max_source_images` allows them) `source` is the list of them, in the data's order."""
+
+    def max_source_images(self) -> int:
+        """How many source images one edit takes. A sample with more is `edit_failed` with that reason, never
+        edited from its first image alone. Default 1."""
+        return 1
 
     @classmethod
     def stale_edits(cls, cfg: Any, samples: list[Sample], records: dict[str, dict]) -> dict[str, str]:

@@ -44,6 +44,14 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
+def image_digest(image: Image.Image) -> dict[str, Any]:
+    """An image as the logs record it (the judge's inputs, an edit's sources): sha256 of its mode, size and
+    pixels, and its size."""
+    h = hashlib.sha256(f"{image.mode} {image.width}x{image.height}\0".encode())
+    h.update(image.tobytes())
+    return {"image_sha256": h.hexdigest(), "size": [image.width, image.height]}
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB with EXIF orientation applied; any transparency is composited on white (not black)."""
     image = ImageOps.exif_transpose(image)
@@ -215,6 +223,16 @@ class Sample:
     edited_image: Optional[ImageRef] = None  # an edit made elsewhere (the precomputed editor)
     problem: Optional[str] = None  # set when the row itself is unusable: the sample is `invalid_input`
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)  # description, rationale, explanation, flags
+    # A sample with several source images (KRIS-Bench's multi-element and temporal tasks): all of them, in the
+    # data's order (`source_image` is the first); () for a sample with one.
+    source_images: tuple[ImageRef, ...] = ()
+
+    @property
+    def sources(self) -> tuple[ImageRef, ...]:
+        """Every source image of the sample, in the data's order (one for most samples)."""
+        if self.source_images:
+            return self.source_images
+        return (self.source_image,) if self.source_image is not None else ()
 
 
 def load_samples(cfg: DataConfig) -> list[Sample]:
@@ -258,7 +276,8 @@ def load_benchmark(cfg: DataConfig) -> Loaded:
               if fmt.renames.get(name, name) in table.columns}
     samples = [
         _make_sample(i, {name: values[i] for name, values in text.items()},
-                     {name: _capped(table.image_ref(sources, i), cfg.max_image_pixels)
+                     {name: _capped(table.image_ref(sources, i, several=name == "source_image"),
+                                    cfg.max_image_pixels)
                       for name, sources in mapping.items() if name in IMAGE_COLUMNS},
                      {name: values[i] for name, values in extras.items()})
         for i in range(num_rows)
@@ -276,7 +295,10 @@ def load_benchmark(cfg: DataConfig) -> Loaded:
     return Loaded(samples, table.identity, fmt.name)
 
 
-def _capped(ref: Optional[ImageRef], max_pixels: int) -> Optional[ImageRef]:
+def _capped(ref: Any, max_pixels: int) -> Any:
+    """The reference (or each of a tuple of several sources) under the pixel cap."""
+    if isinstance(ref, tuple):
+        return tuple(dataclasses.replace(r, max_pixels=max_pixels) for r in ref)
     return None if ref is None else dataclasses.replace(ref, max_pixels=max_pixels)
 
 
@@ -312,7 +334,7 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[ImageRef]],
+def _make_sample(index: int, text: dict[str, Any], images: dict[str, Any],
                  extras: Optional[dict[str, Any]] = None) -> Sample:
     raw_id = text["id"]
     if raw_id is None or isinstance(raw_id, (dict, list, bool)) or str(raw_id).strip() == "" \
@@ -332,8 +354,13 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
     for name in ("category", "instruction"):
         if not fields[name] and not any(p.startswith(name) for p in problems):
             problems.append(f"{name} is empty")
-    for name in INPUT_IMAGES:  # an unusable edited_image is the precomputed editor's edit_failed instead
-        ref = images.get(name)
+    several: tuple[ImageRef, ...] = ()
+    if isinstance(images.get("source_image"), tuple):  # several source images (a list in the data)
+        several = images["source_image"]
+        images = {**images, "source_image": several[0] if several else None}
+    checked = [(name, images.get(name)) for name in INPUT_IMAGES if name != "source_image" or not several]
+    checked += [(f"source_image {k + 1} of {len(several)}", ref) for k, ref in enumerate(several)]
+    for name, ref in checked:  # an unusable edited_image is the precomputed editor's edit_failed instead
         if ref is not None and ref.problem is not None:
             problems.append(f"{name}: {ref.problem}")
         elif ref is not None and ref.path is not None and (unusable := not_regular(ref.path)) is not None:
@@ -353,6 +380,7 @@ def _make_sample(index: int, text: dict[str, Any], images: dict[str, Optional[Im
         edited_image=images.get("edited_image"),
         problem="; ".join(problems) or None,
         fields={**{name: fields[name] for name in FIELD_COLUMNS if fields[name]}, **(extras or {})},
+        source_images=several if len(several) > 1 else (),
     )
 
 
@@ -469,13 +497,19 @@ class ManifestTable:
     def text_column(self, sources: list[str], num_rows: int) -> list[Any]:
         return [_first_present([row.get(s) for s in sources]) for row in self.rows[:num_rows]]
 
-    def image_ref(self, sources: list[str], i: int) -> Optional[ImageRef]:
+    def image_ref(self, sources: list[str], i: int, *, several: bool = False) -> Any:
+        """The row's image; with `several` (the source image), a list of images in the data is a tuple of them (a
+        sample with several source images), else a list is a problem."""
         value = _first_present([self.rows[i].get(s) for s in sources])
         if value is None:
             return None
         if isinstance(value, list):
-            return ImageRef(problem=f"{len(value)} source images for one sample ({str(value)[:120]}): this harness "
-                                    "edits one image per sample")
+            if not several:
+                return ImageRef(problem=f"a list of {len(value)} images where one is expected: {str(value)[:120]}")
+            if not value:
+                return ImageRef(problem="an empty list of source images")
+            return tuple(string_ref(self.base, v) if isinstance(v, str) and v else
+                         ImageRef(problem=f"image value is not a path or base64 text: {v!r}"[:200]) for v in value)
         if not isinstance(value, str):
             return ImageRef(problem=f"image value is not a path or base64 text: {value!r}"[:200])
         return string_ref(self.base, value)
@@ -512,7 +546,8 @@ class DatasetTable:
             columns.append(values)
         return [_first_present(list(values)) for values in zip(*columns)]
 
-    def image_ref(self, sources: list[str], i: int) -> Optional[ImageRef]:
+    def image_ref(self, sources: list[str], i: int, *, several: bool = False) -> Optional[ImageRef]:
+        """The row's image (a dataset's list of images is not read as several sources: `several` is ignored)."""
         for source in sources:
             column, present, is_image_feature = self._image_column(source)
             if not present[i]:

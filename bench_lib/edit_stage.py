@@ -20,7 +20,7 @@ from typing import Any, Optional
 from PIL import Image
 
 from .backends import Editor
-from .data import Sample
+from .data import Sample, image_digest
 from .distributed import Distributed
 from .failures import RepeatedFailure, RunFailed, exception_type
 from .progress import Progress
@@ -84,6 +84,7 @@ class Outcome:
     flags: list[str] = field(default_factory=list)  # suspicious edit output; the sample is still judged
     info: dict[str, Any] = field(default_factory=dict)
     exception: Optional[str] = None  # edit_failed: the type of what the editor raised (for the early stop)
+    counted: bool = True  # False: the editor was not asked (it can't take the sample's sources): no early stop
 
 
 def error_text(err: BaseException) -> str:
@@ -116,11 +117,20 @@ def edit_sample(editor: Optional[Editor], sample: Sample, *, seed: int, output_d
     """Decode every image the sample needs, edit it, save the PNG. Never raises for the sample's own problems."""
     if sample.problem:
         return Outcome(status="invalid_input", error=sample.problem)
-    try:
-        source = sample.source_image.load()
-    except Exception as err:  # unreadable input is the sample's failure, not the run's
-        return Outcome(status="invalid_input", error=f"cannot read source image {sample.source_image.describe()}: "
-                                                     f"{error_text(err)}")
+    several = len(sample.sources) > 1
+    if several and editor.max_source_images() < len(sample.sources):
+        return Outcome(status="edit_failed", counted=False, error=(
+            f"the sample has {len(sample.sources)} source images and editor {type(editor).name!r} takes "
+            f"{editor.max_source_images()}: it needs an editor that takes several (Qwen-Image-Edit-2509/2511, "
+            "QwenImageEditPlusPipeline); it is not edited from its first image alone"))
+    images = []
+    for ref in sample.sources:
+        try:
+            images.append(ref.load())
+        except Exception as err:  # unreadable input is the sample's failure, not the run's
+            return Outcome(status="invalid_input", error=f"cannot read source image {ref.describe()}: "
+                                                         f"{error_text(err)}")
+    source = images if several else images[0]  # an editor that takes several gets them all, in the data's order
     if sample.reference_image is not None:  # the judge needs it: find out now, not after a GPU-minute edit
         try:
             sample.reference_image.load()
@@ -145,7 +155,10 @@ def edit_sample(editor: Optional[Editor], sample: Sample, *, seed: int, output_d
     if failure is not None:
         free_memory()  # outside the except block: its traceback no longer pins the failed call's tensors
         return Outcome(status="edit_failed", error=failure, exception=kind)
-    return Outcome(edited_image=relative, flags=flags, info=dict(result.info))
+    info = dict(result.info)
+    if several:  # the edit record names every source the edit was made from, in order
+        info["source_images"] = [image_digest(image) for image in images]
+    return Outcome(edited_image=relative, flags=flags, info=info)
 
 
 def edit_record(sample_id: str, outcome: Outcome, output_dir: Path, attempt: int, seed: int) -> dict[str, Any]:
@@ -225,7 +238,7 @@ class EditStage:
                 else:
                     outcome = edit_sample(self.editor, sample, seed=seed, output_dir=job.folder.root)
                 batch_records.append(edit_record(sample.id, outcome, job.folder.root, job.attempt, seed))
-                if outcome.status != "invalid_input":
+                if outcome.status != "invalid_input" and outcome.counted:
                     attempts.append(((sample.index,), outcome.exception, sample.id, outcome.error))
             writer.write(batch_records)  # on disk before the barrier: a crash after it loses nothing
             records += batch_records

@@ -2,7 +2,8 @@
 the source, the edit (and the reference) beside the scores.
 
 Columns: `source_image`, `edited_image` and, where the data has references, `reference_image` (`datasets.Image`,
-the encoded bytes as they are: the edit's PNG, the source's own file), then every results.jsonl column in its
+the encoded bytes as they are: the edit's PNG, the source's own file), where samples have several source images
+`source_images` (every one, in order; `source_image` is the first), then every results.jsonl column in its
 declared type (report.json's `results_features`). The run's headline, provenance and config go into the dataset
 card (README.md) and `DatasetInfo.description`. Nothing is recomputed: the rows are results.jsonl's, read through
 `store.read_run`, which refuses a folder whose files come from different reporting passes.
@@ -59,8 +60,10 @@ def export_run(run_dir: Path, out_dir: Path, *, dataset: Optional[str] = None):
     if not results["extras"]:  # no format fields: Parquet (push_to_hub) cannot store an empty struct
         del results["extras"]
     with_reference = any(samples[r["id"]].reference_image is not None for r in rows)
+    several = any(len(samples[r["id"]].sources) > 1 for r in rows)  # KRIS's several-source tasks: every one
     images = {"source_image": datasets.Image(), "edited_image": datasets.Image(),
-              **({"reference_image": datasets.Image()} if with_reference else {})}
+              **({"reference_image": datasets.Image()} if with_reference else {}),
+              **({"source_images": datasets.Sequence(datasets.Image())} if several else {})}
     features = datasets.Features({**images, **{name: f for name, f in results.items() if name != "edited_image"},
                                   "edited_image_path": datasets.Value("string")})
 
@@ -74,6 +77,8 @@ def export_run(run_dir: Path, out_dir: Path, *, dataset: Optional[str] = None):
                                       if row.get("edited_image") else None)
             if with_reference:
                 record["reference_image"] = _image(sample.reference_image)
+            if several:
+                record["source_images"] = [_image(ref) for ref in sample.sources]
             yield record
 
     info = datasets.DatasetInfo(description=_summary(report))

@@ -77,6 +77,8 @@ def gallery_items(output_dir: Path, rows: list[dict[str, Any]], samples: list[Sa
             "reference_text": sample.reference_text,
             "edit_link": row["edited_image"],
             "source": _thumb(sample.source_image.load) if sample.source_image and not sample.problem else None,
+            # a sample with several source images: the others, in order (the card shows every one)
+            "more_sources": [_thumb(ref.load) if not sample.problem else None for ref in sample.sources[1:]],
             "edited": (_thumb(lambda row=row: load_png(output_dir / row["edited_image"]))
                        if row["edited_image"] else None),
             "reference": _thumb(sample.reference_image.load) if sample.reference_image else None,
@@ -210,10 +212,13 @@ function card(item) {
   const c = el("div", "card");
   c.dataset.category = item.category; c.dataset.status = item.status; c.dataset.id = item.id;
   const images = el("div", "images");
-  images.appendChild(figure(item.source, "source"));
+  const more = item.more_sources || [];
+  const count = more.length + 1;
+  images.appendChild(figure(item.source, count > 1 ? "source 1 of " + count : "source"));
   images.appendChild(figure(item.edited, "edited", item.edit_link));
   if (item.reference) images.appendChild(figure(item.reference, "reference"));
   else images.appendChild(el("div"));  // an empty slot: the text column starts at the same place on every card
+  more.forEach((uri, k) => images.appendChild(figure(uri, "source " + (k + 2) + " of " + count)));
   c.appendChild(images);
   const t = el("div", "text");
   const head = el("p");

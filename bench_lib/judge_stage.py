@@ -11,7 +11,6 @@ that fails is judged again one sample at a time, so only the culprit fails.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 import traceback
@@ -21,7 +20,7 @@ from typing import Any, Optional
 
 from PIL import Image
 
-from .data import Sample
+from .data import Sample, image_digest
 from .distributed import Distributed
 from .edit_stage import error_text, is_fatal, warn_every_rank
 from .failures import RepeatedFailure, RunFailed, exception_type
@@ -50,6 +49,7 @@ class JudgeJob:
     load_edited: Callable[[Sample], Image.Image]
     edited_size: Callable[[Sample], tuple[int, int]]
     label: str = ""  # a sweep variant's name; "" in a plain run
+    on_source: set[str] = field(default_factory=set)  # ids whose edit failed, judged on their source image instead
 
     @property
     def name(self) -> str:
@@ -90,17 +90,11 @@ def sample_requests(sample: Sample, edited: Image.Image, max_pixels: Optional[in
     """What the judge is sent about one sample: the protocol's requests (one per view) over its images, each
     scaled down to `max_pixels` (None: as the protocol's benchmark sends them, `Protocol.fit_image`)."""
     reference = sample.reference_image.load() if sample.reference_image is not None else None
-    images = {"source": protocol.fit_image(sample.source_image.load(), max_pixels),
+    sources = tuple(protocol.fit_image(ref.load(), max_pixels) for ref in sample.sources)
+    images = {"source": sources[0], "sources": sources,  # "sources": all of them, in the data's order
               "edited": protocol.fit_image(edited, max_pixels),
               "reference": protocol.fit_image(reference, max_pixels) if reference is not None else None}
     return protocol.requests(facts.view, images)
-
-
-def image_digest(image: Image.Image) -> dict[str, Any]:
-    """An image as the judge log records it: sha256 of its mode, size and pixels, and its size."""
-    h = hashlib.sha256(f"{image.mode} {image.width}x{image.height}\0".encode())
-    h.update(image.tobytes())
-    return {"image_sha256": h.hexdigest(), "size": [image.width, image.height]}
 
 
 def judge_inputs(requests: list[JudgeRequest], mode: str) -> list[dict[str, Any]]:
@@ -215,9 +209,12 @@ def judge_length(sample: Sample, edited_size: tuple[int, int], protocol: Protoco
     per 32x32 pixels (Qwen3-VL; 28x28 for Qwen2.5-VL), a text token per ~4 characters, over every view the
     protocol asks about the sample."""
     sizes = {"source": sample.source_image.size(), "edited": edited_size,
-             "reference": sample.reference_image.size() if sample.reference_image is not None else None}
+             "reference": sample.reference_image.size() if sample.reference_image is not None else None,
+             **{f"source {k}": ref.size() for k, ref in enumerate(sample.sources)}}
+    names = {"source": "source", "edited": "edited", "reference": "reference",
+             "sources": tuple(f"source {k}" for k in range(len(sample.sources)))}
     total = 0.0
-    for ask in protocol.asks(facts.view, {name: name for name in sizes}):  # images stand in as their names
+    for ask in protocol.asks(facts.view, names):  # images stand in as their names
         pixels = sum(min(sizes[name][0] * sizes[name][1], max_pixels or sizes[name][0] * sizes[name][1])
                      for _, name in ask.images if sizes.get(name))
         total += pixels / 1024 + (len(ask.context) + sum(len(q.text) for q in ask.questions)) / 4
@@ -353,7 +350,8 @@ class JudgeStage:
                         if outcomes[sample.id].judgement is None and outcomes[sample.id].status == "ok":
                             outcomes[sample.id].status = NOT_JUDGED
                 batch = [s for s in batch if outcomes[s.id].status != NOT_JUDGED]
-                batch_records = [judge_record(s.id, outcomes[s.id], job.attempt) for s in batch]
+                batch_records = [{**judge_record(s.id, outcomes[s.id], job.attempt),
+                                  **({"on_source": True} if s.id in job.on_source else {})} for s in batch]
                 writers[j].write(batch_records)
                 records[j] += batch_records
                 self.timings.judged += len(batch)

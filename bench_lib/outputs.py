@@ -22,7 +22,7 @@ from .protocols import Protocol
 from .protocols.base import SampleFacts
 from .provenance import collect as collect_provenance
 from .report import CHART_FILE, build_report, judge_usage, render_markdown, timing_summary, write_chart
-from .results import FILLS, baseline_edit, build_row, conform, results_features, results_schema
+from .results import FILLS, LEFT_OUT, ON_SOURCE, baseline_edit, build_row, conform, results_features, results_schema
 from .scoring import FORMULA_TEXT
 from .store import (
     BASELINES_DIR,
@@ -185,6 +185,10 @@ def failure_counts(rows: list[dict]) -> dict[str, int]:
     out = {"unparsed_judgements": sum(r.get("judge_parse") == "failed" for r in rows)}
     for name in FILLS:
         out[name] = sum((r.get("fills") or {}).get(name) or 0 for r in rows)
+    # failure_policy reference: missing edits its benchmark scores on the source image (RE-Edit); records its
+    # benchmark's own loader does not read (left out of every mean)
+    out["edits_scored_on_source"] = sum(ON_SOURCE in (r.get("flags") or []) for r in rows)
+    out["records_left_out"] = sum(LEFT_OUT in (r.get("flags") or []) for r in rows)
     return out
 
 

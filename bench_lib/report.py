@@ -206,9 +206,15 @@ def render_markdown(report: dict[str, Any], *, chart: Optional[str] = None, prot
                   + ("yes**" if comparable["comparable"] else f"no** ({'; '.join(comparable['differs'])})"), ""]
     counts = report.get("failure_counts")
     if counts:
+        substituted = "".join(
+            f"; {text} {counts[key]}" for key, text in (
+                ("edits_scored_on_source", "missing edits scored on the source image (as the benchmark does)"),
+                ("records_left_out", "records left out (the benchmark's own loader does not read them)"))
+            if counts.get(key))
         header += [f"Unparsed judgements: {counts['unparsed_judgements']}; values filled in {counts['filled']}, "
-                   f"guessed {counts['guessed']}, dropped {counts['dropped']}, counted as zero {counts['zeroed']} "
-                   f"(failure_policy {report['meta']['config'].get('failure_policy', 'strict')}).", ""]
+                   f"guessed {counts['guessed']}, dropped {counts['dropped']}, counted as zero {counts['zeroed']}"
+                   f"{substituted} (failure_policy {report['meta']['config'].get('failure_policy', 'strict')}).",
+                   ""]
     lines = [
         "# Benchmark report",
         "",

@@ -31,6 +31,10 @@ _FIXED: dict[str, Any] = {
 
 
 FILLS = ("filled", "guessed", "dropped", "zeroed")  # failure_policy reference: how unparsed values were counted
+# failure_policy reference, a row's flags: a missing edit scored on the source image (RE-Edit), and a record the
+# benchmark's own loader does not read, left out of the scores
+ON_SOURCE = "edit_missing_scored_on_source"
+LEFT_OUT = "left_out_by_reference"
 
 
 def results_schema(protocol: Protocol, extras: list[str], *, fills: bool = False) -> dict[str, Any]:
@@ -112,14 +116,23 @@ def build_row(sample: Sample, *, edit: dict[str, Any], judgement: Optional[dict[
     from the recorded answers, so a changed formula re-scores a resumed run without judging again. The seed is
     the one the edit record says the sample was edited with (none for a sanity baseline's image)."""
     status, error = edit["status"], edit.get("error")
+    flags = list(edit.get("flags") or [])
     judged: dict[str, Any] = {}
     fills: dict[str, int] = {}
     counted: Optional[dict[str, Optional[float]]] = None
+    if failure_policy == "reference" and status != "invalid_input" and (why := protocol.left_out(facts.view)):
+        status, error = "invalid_input", f"left out under failure_policy reference: {why}"
+        flags.append(LEFT_OUT)
+    elif failure_policy == "reference" and status == "edit_failed" and protocol.missing_edit_on_source \
+            and judgement is not None and judgement.get("on_source"):
+        status, error = "ok", f"the edit failed ({error}); scored on the source image, as the benchmark does"
+        flags.append(ON_SOURCE)
     if status == "ok":
         assert judgement is not None, sample.id  # every ok edit was judged (or failed) by now
         if failure_policy == "reference":
             judgement, fills, counted = reference_fill(sample, judgement, protocol, facts, edit.get("seed") or 0)
-        status, error, judged = judgement["status"], judgement.get("error"), judgement
+        note = error if ON_SOURCE in flags else None  # what the source stood in for
+        status, error, judged = judgement["status"], judgement.get("error") or note, judgement
     assert status in STATUSES, status
     view = facts.view
     answers = judged.get("answers") if status == "ok" else None
@@ -149,7 +162,7 @@ def build_row(sample: Sample, *, edit: dict[str, Any], judgement: Optional[dict[
         "digit_mass": judged.get("digit_mass"),  # logits mode: P(answering on the scale); kept when it failed
         "human_score": sample.human_score,
         "extras": {k: v for k, v in sample.fields.items() if k not in FIELD_COLUMNS},  # the format's own flags
-        "flags": edit.get("flags") or [],
+        "flags": flags,
         "attempts": {"edit": edit.get("attempt"), "judge": judged.get("attempt")},  # see run.json "history"
         "judge_tokens": judged.get("tokens"),  # tokens the judge server charged for the sample; null: not known
         **row_fills,
@@ -160,4 +173,7 @@ def baseline_edit(sample: Sample) -> dict[str, Any]:
     """A sanity baseline's "edit record": computed from the source when judged, so never stale or saved."""
     if sample.problem:
         return {"status": "invalid_input", "error": sample.problem}
+    if len(sample.sources) > 1:  # a baseline takes one source: never the first of several
+        return {"status": "edit_failed", "error": f"a sanity baseline takes one source image; the sample has "
+                                                  f"{len(sample.sources)}"}
     return {"status": "ok", "edited_image": None}

@@ -39,6 +39,7 @@ from .protocols import Protocol, make_protocol, resolve_protocol, unmapped_categ
 from .protocols.base import SampleFacts
 from .provenance import backend_models, device_name, harness_commit, package_versions
 from .registry import EDITORS, JUDGES
+from .results import baseline_edit
 from .store import RUN_FILE, FolderLock, RunFolder, load_png, sample_seed
 from .sweep import check_variant_folders, checkpoint_step, discard_sweep_report, expand, write_sweep_report
 
@@ -304,7 +305,8 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
             unit.plan.judgements.pop(record["id"], None)  # a new image needs a new judgement
 
     # Stage 2: judge every ok edit without an ok judgement, every unit's, and the sanity baselines' images once.
-    jobs = [editor_job(u, samples) for u in units]
+    jobs = [editor_job(u, samples, on_source=cfg.judge.failure_policy == "reference"
+                       and protocol.missing_edit_on_source) for u in units]
     shared = shared_baseline_records(units)
     jobs += baseline_jobs(cfg, units[0], shared, samples)
     batches = dist.on_main(lambda: plan_judge_batches(jobs, protocol, facts,
@@ -331,7 +333,8 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
         share_baseline_records(units, shared, fresh)
         for unit, todo, job, per_rank in zip(units, to_edit, jobs, per_unit):
             statuses = _write_unit(unit, samples, protocol, facts, rubrics, per_rank, started, dist.world_size,
-                                   edited_now=len(todo), judged_now=len(job.samples), logger=logger)
+                                   edited_now=len(todo), judged_now=len(job.samples) - len(job.on_source),
+                                   logger=logger)
             if not statuses["ok"]:
                 unscored.append((unit.label, f"none of the {sum(statuses.values())} samples is ok "
                                              f"({', '.join(f'{n} {k}' for k, n in sorted(statuses.items()))}); the "
@@ -377,14 +380,26 @@ def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: di
     return statuses
 
 
-def editor_job(unit: Unit, samples: list[Sample]) -> JudgeJob:
-    """The unit's ok edits without an ok judgement."""
+def editor_job(unit: Unit, samples: list[Sample], *, on_source: bool = False) -> JudgeJob:
+    """The unit's ok edits without an ok judgement; with `on_source` (failure_policy reference, a benchmark that
+    scores a missing edit on the source image: RE-Edit) also its failed edits, judged on their source image."""
     edits, root = unit.plan.edits, unit.folder.root
-    todo = [s for s in samples if edits[s.id]["status"] == "ok"
-            and unit.plan.judgements.get(s.id, {}).get("status") != "ok"]
+
+    def pending(s: Sample) -> bool:
+        judged = unit.plan.judgements.get(s.id, {})
+        if edits[s.id]["status"] == "edit_failed" and on_source:
+            return not (judged.get("status") == "ok" and judged.get("on_source"))
+        return edits[s.id]["status"] == "ok" and judged.get("status") != "ok"
+
+    def failed(s: Sample) -> bool:
+        return edits[s.id]["status"] != "ok"
+
+    todo = [s for s in samples if pending(s)]
     return JudgeJob(EDITOR_JOB, unit.folder, unit.plan.attempt, todo,
-                    lambda s: load_png(root / edits[s.id]["edited_image"]),
-                    lambda s: ImageRef(path=root / edits[s.id]["edited_image"]).size(), label=unit.label)
+                    lambda s: s.source_image.load() if failed(s) else load_png(root / edits[s.id]["edited_image"]),
+                    lambda s: s.source_image.size() if failed(s) else
+                    ImageRef(path=root / edits[s.id]["edited_image"]).size(), label=unit.label,
+                    on_source={s.id for s in todo if failed(s)})
 
 
 def shared_baseline_records(units: list[Unit]) -> dict[str, dict[str, dict]]:
@@ -425,7 +440,7 @@ def baseline_jobs(cfg: BenchmarkConfig, unit: Unit, records: dict[str, dict[str,
     for name in cfg.editor.baseline_names():
         editor = EDITORS.get(name)(EDITORS.get(name).Config(), device=None)
         done = records.setdefault(name, {})
-        todo = [s for s in samples if not s.problem and done.get(s.id, {}).get("status") != "ok"]
+        todo = [s for s in samples if baseline_edit(s)["status"] == "ok" and done.get(s.id, {}).get("status") != "ok"]
         jobs.append(JudgeJob(name, unit.folder, unit.plan.attempt, todo,
                              lambda s, e=editor: e.edit(s, s.source_image.load(), seed=0).image,
                              lambda s: s.source_image.size()))  # both baselines keep the source's size

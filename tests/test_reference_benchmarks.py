@@ -148,7 +148,7 @@ def test_re_edit_with_its_prompt_file_and_fill_ins_gives_its_published_numbers(w
     assert [r["status"] for r in run["rows"]] == ["ok"] * 7
     assert sum(r["fills"]["filled"] for r in run["rows"]) == 2 + 1 + 2  # two yes/no, one IF, one SC pair
     assert report["failure_counts"] == {"unparsed_judgements": 4, "filled": 5, "guessed": 0, "dropped": 0,
-                                        "zeroed": 0}
+                                        "zeroed": 0, "edits_scored_on_source": 0, "records_left_out": 0}
     assert report["comparable"]["comparable"] is False
     assert report["comparable"]["differs"][0].startswith("judge ")  # verbatim prompts, full size, reference policy
     markdown = (out / "report.md").read_text()
@@ -361,7 +361,9 @@ def test_risebench_with_its_prompt_file_counts_an_unparsed_sample_as_zero_in_acc
 
 KRIS_NAMES = {"consistency": "prompt_consist", "quality": "prompt_quality",
               "instruction": "prompt_instruction_following", "viewpoint": "prompt_view_instruction_following",
-              "knowledge": "prompt_dual_evaluation"}
+              "knowledge": "prompt_dual_evaluation", "multi-consistency": "prompt_consist_multi",
+              "multi-instruction": "prompt_instruction_multi", "temporal-consistency": "prompt_consist_temporal",
+              "temporal-instruction": "prompt_instruction_temporal"}
 
 
 def test_kris_with_its_prompt_file_drops_only_the_unparsed_dimension(colour_writer, tmp_path):

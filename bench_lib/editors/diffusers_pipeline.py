@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import logging
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ RESERVED_KWARGS = ("image", "prompt", "generator", "output_type", "return_dict")
 CACHE_TYPES = {"FirstBlockCache": "FirstBlockCacheConfig", "TaylorSeerCache": "TaylorSeerCacheConfig",
                "MagCache": "MagCacheConfig"}
 ADAPTER = "edit-bench"  # the adapter name the harness loads a LoRA under
+# Pipelines whose `image=` takes a list of images as the sources of one edit (in other pipelines a list is a
+# batch): diffusers' QwenImageEditPlusPipeline (Qwen-Image-Edit-2509/2511), which sets no limit on their number.
+SEVERAL_SOURCES = ("QwenImageEditPlusPipeline",)
 
 
 @dataclass
@@ -392,13 +396,17 @@ class DiffusersEditor(Editor):
         self._generator_device = torch.device("cpu")
         logger.info("editor %s loaded as %s on %s", self.display_name(cfg), type(self.pipe).__name__, device)
 
+    def max_source_images(self) -> int:
+        return sys.maxsize if type(self.pipe).__name__ in SEVERAL_SOURCES else 1
+
     def edit(self, sample, source, *, seed: int) -> EditResult:
         import numpy as np
         import torch
 
         # A CPU generator gives the same initial noise on every device type and GPU count.
         generator = torch.Generator(device=self._generator_device).manual_seed(seed)
-        size = {"width": source.width, "height": source.height} if self.cfg.match_source_size else {}
+        first = source[0] if isinstance(source, list) else source  # several sources: the first sets the size
+        size = {"width": first.width, "height": first.height} if self.cfg.match_source_size else {}
         self._reset_cache()  # a call that died mid-way (an OOM) left its cached steps behind
         try:
             with torch.inference_mode():

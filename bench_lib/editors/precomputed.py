@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -101,6 +102,9 @@ class PrecomputedEditor(Editor):
             raise ValueError(f"the edit {path} is a symbolic link to {os.readlink(path)}, outside edits_dir: links "
                              "out of the folder are not followed (copy the file in)")
         return ImageRef(path=path), str(path)
+
+    def max_source_images(self) -> int:
+        return sys.maxsize  # the edit was made elsewhere, from however many sources the sample has
 
     def edit(self, sample, source, *, seed: int) -> EditResult:
         ref, where = self._locate(sample)

@@ -191,6 +191,15 @@ class Protocol(ABC):
         `seed`: the sample's (for a benchmark that guesses)."""
         return None
 
+    # failure_policy `reference`: the benchmark scores a sample whose edit is missing (edit_failed) on its source
+    # image instead (RE-Edit); the judge is then shown the source as the edit, and the report counts each one.
+    missing_edit_on_source: ClassVar[bool] = False
+
+    def left_out(self, sample: SampleView) -> Optional[str]:
+        """failure_policy `reference`: why the benchmark's own loader would not read this sample (its row is then
+        invalid_input, saying so, and the report counts it), or None."""
+        return None
+
     def failed_metrics(self, sample: SampleView) -> Optional[dict[str, Optional[float]]]:
         """failure_policy `reference`: the metrics a judge_failed sample still counts with (RISEBench: 0 in
         accuracy), or None."""
@@ -205,7 +214,8 @@ class Protocol(ABC):
 
     @abstractmethod
     def asks(self, sample: SampleView, images: dict[str, Any]) -> list[Ask]:
-        """What the judge is asked about one sample; `images`: "source", "edited" and, if any, "reference"."""
+        """What the judge is asked about one sample; `images`: "source", "edited", "reference" (None when the
+        sample has none) and "sources": every source image in the data's order ("source" is the first)."""
 
     def requests(self, sample: SampleView, images: dict[str, Any]) -> list[JudgeRequest]:
         """What the judge backend is sent about one sample: one request per ask (view), in order."""
@@ -214,7 +224,8 @@ class Protocol(ABC):
 
     def questions(self, sample: SampleView) -> dict[str, Question]:
         """Every question a complete judgement of this sample answers (no images needed)."""
-        return {q.name: q for ask in self.asks(sample, {"source": None, "edited": None, "reference": None})
+        return {q.name: q for ask in self.asks(sample, {"source": None, "edited": None, "reference": None,
+                                                        "sources": ()})
                 for q in ask.questions}
 
     def facts(self, sample: Any, category_map: dict[str, str]) -> SampleFacts:

@@ -145,6 +145,14 @@ class REEditProtocol(Protocol):
     def texts(self) -> list[str]:
         return [REASONING, INSTRUCTION_FOLLOWING, SEMANTIC_CONSISTENCY, *DIMENSIONS.values(), *QUESTIONS.values()]
 
+    # iterative_pipeline_v7.py `_load_primary_images_from_dir`: an edit file that is missing or does not load is
+    # replaced by the original image, which is then scored.
+    missing_edit_on_source = True
+
+    def left_out(self, sample: SampleView) -> Optional[str]:
+        """A record RE-Edit's loader does not read (bench_lib.formats.re_edit: `left_out_by_reference`)."""
+        return sample.fields.get("left_out_by_reference") or None
+
     def fill_failure(self, sample, questions, partial, seed):
         """RE-Edit (iterative_pipeline_v7.py): an unparsed yes/no is "no", an unparsed IF score 5.0, an unparsed
         SC score [5.0, 5.0]."""
@@ -160,7 +168,10 @@ class REEditProtocol(Protocol):
     def headline(self, report: dict[str, Any]) -> list[Table]:
         """RE-Edit's table: the yes-rate (%) of each of its five categories, then IF and SC (pooled means)."""
         categories = report["categories"]
-        names = [c for c in DIMENSIONS if c in categories] + [c for c in categories if c not in DIMENSIONS]
+        # another category only when it has a value: not one whose records failure_policy reference left out
+        others = [c for c in categories if c not in DIMENSIONS
+                  and (categories[c]["metrics"].get("yes_rate") or {}).get("count")]
+        names = [c for c in DIMENSIONS if c in categories] + others
         header = [c.capitalize() if c in DIMENSIONS else c for c in names] + ["IF", "SC"]
         cells = [self.metric("yes_rate").format(categories[c]["metrics"].get("yes_rate")) for c in names]
         overall = report["overall"]["metrics"]
