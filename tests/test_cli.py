@@ -50,17 +50,31 @@ def test_a_read_only_output_folder_is_exit_1_with_one_line(tmp_path, capsys, mon
 
 
 def test_a_run_that_scores_nothing_writes_its_reports_and_exits_1_in_one_line(tmp_path, capsys, caplog):
-    """The random tiny judge in generate mode writes noise: every answer fails to parse (never an early stop),
-    the run finishes and writes every report, then says in one line that nothing was scored."""
+    """The random tiny judge in generate mode writes noise: every answer fails to parse, is asked again, fails again,
+    and becomes judge_failed with both raw answers kept; nothing enters a mean. Unparsed answers never stop a run
+    early: it finishes, writes every report, then says in one line that nothing was scored (exit code 1)."""
     from bench_lib import cli
+    from bench_lib.store import read_results
 
     out = tmp_path / "out"
-    code = cli.main(["--limit", "2", "--editor", "blank", "--baselines", "identity", "--judge_mode", "generate",
-                     "--judge_max_new_tokens", "8", "--output_dir", str(out)])
+    code = cli.main(["--limit", "3", "--editor", "blank", "--baselines", "identity", "--judge_mode", "generate",
+                     "--judge_max_new_tokens", "8", "--judge_batch_size", "2", "--output_dir", str(out)])
     err = capsys.readouterr().err + caplog.text
     assert code == 1, err[-4000:]
-    assert err.count("nothing was scored: none of the 2 samples is ok (2 judge_failed)") == 1, err[-4000:]
+    assert err.count("nothing was scored: none of the 3 samples is ok (3 judge_failed)") == 1, err[-4000:]
     assert "Traceback" not in err and "stopped early" not in err
+    rows = read_results(out / "results.jsonl")
+    assert [r["id"] for r in rows] == ["physics_01", "physics_02", "environment_01"]  # dataset order
+    for r in rows:
+        assert r["status"] == "judge_failed" and r["score"] is None and r["subscores"] is None
+        assert r["judge_parse"] == "failed" and len(r["judge_raw"]) == 2 and all(r["judge_raw"])
+        assert "did not parse twice" in r["error"] and r["digit_mass"] is None
+        assert len(r["rubric_sha256"]) == 64
+    report = json.loads((out / "report.json").read_text())
+    assert report["overall"]["mean"] is None and report["overall"]["parse_failure_rate"] == 1.0
+    assert report["categories"]["physics"]["parse_failed"] == 2
+    # count 0, failed 3, flagged 3 (the blank editor's edits are flagged), unparsed 100%
+    assert "| **overall** | – | – | – | – | – | – | 0 | 3 | 3 | 100% |" in (out / "report.md").read_text()
     for name in ("results.jsonl", "report.json", "report.md", "baselines/identity.jsonl"):
         assert (out / name).is_file(), name
 
@@ -198,7 +212,12 @@ def test_config_errors_are_one_line_before_any_import(args, fragments):
 
 def test_installable_with_an_entry_point_and_runnable_from_anywhere(tmp_path):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"] == {"edit-bench": "bench_lib.cli:main"}
+    import pkgutil
+
+    from bench_lib.cli import main
+
+    (entry,) = project["scripts"].items()
+    assert entry[0] == "edit-bench" and pkgutil.resolve_name(entry[1]) is main
     requirements = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     test_only = {r for r in requirements if r.startswith(("pytest", "ruff", "transformers[serving]"))}
     runtime = {r for r in requirements if r and r not in test_only}

@@ -158,12 +158,6 @@ def test_row_level_problems_become_invalid_input_not_errors(tmp_path):
     assert len(load_samples(DataConfig(dataset=manifest(tmp_path, rows), columns=COLUMNS, limit=3))) == 3
 
 
-def test_demo_dataset_has_every_category():
-    samples = load_samples(DataConfig(dataset="data/demo/manifest.jsonl"))
-    assert {s.category for s in samples} == {"physics", "environment", "social", "causal", "referential"}
-    assert all(s.problem is None for s in samples)
-
-
 def test_missing_image_files_and_bad_values_are_row_problems(tmp_path):
     rows = make_rows(tmp_path)
     rows[0]["image"] = "img/nope.png"

@@ -14,7 +14,7 @@ from bench_lib.judges.policy import off_format
 from bench_lib.judges.qwen_vl import QwenVLConfig, QwenVLJudge, chat_messages, expected_score, scale_distribution
 from bench_lib.judges.rubrics import Rubrics
 from bench_lib.protocols import PROTOCOLS, make_protocol, view_of
-from bench_lib.protocols.base import ONE_TO_FIVE, YES_NO, ZERO_TO_TEN
+from bench_lib.protocols.base import ONE_TO_FIVE, YES_NO
 
 JUDGES = {"qwen3-vl": "Qwen3VLForConditionalGeneration", "qwen3-vl-moe": "Qwen3VLMoeForConditionalGeneration",
           "qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration"}
@@ -89,7 +89,9 @@ def requests(protocol) -> list[tuple]:
             for s, (src, edited) in zip(samples, images)]
 
 
-def test_prompt_lengths_differ_in_the_batch(judge):
+def test_prompt_lengths_differ_in_the_batch():
+    """A precondition of the batch tests: the three samples' prompts differ in length, so left padding is real."""
+    judge = load_judge("qwen3-vl")
     protocol = use(judge)
     first = [protocol.requests(view, images)[0] for view, images in requests(protocol)]
     lengths = [len(judge.processor.apply_chat_template(chat_messages(r.prompt("?")), add_generation_prompt=True,
@@ -128,7 +130,7 @@ def test_generate_mode_batched_equals_unbatched(name, protocol):
     batched = judged(judge, protocol, batch)
     single = [judged(judge, protocol, [r])[0] for r in batch]
     for b, s in zip(batched, single):
-        assert b.raw == s.raw and len(b.raw) >= 2 and all(b.raw)
+        assert b.raw == s.raw and len(b.raw) == 2 and all(b.raw)  # the first answer and the re-ask's, kept
         assert b.parse == "failed" and b.answers is None and "did not parse twice" in b.error
         assert not any("<|im_end|>" in text or "JSON object" in text for text in b.raw)  # only new tokens
     assert len({b.raw[0] for b in batched}) == 3  # different answers: the equality means something
@@ -157,14 +159,6 @@ def test_shared_prefix_equals_the_full_prompt(judge):
             score, mass = expected_score(logits[:1], logits[1:], judge.digit_ids)
             assert judgement.answers[question.name] == pytest.approx(score.item(), abs=1e-4)
             assert judgement.digit_mass[question.name] == pytest.approx(mass.item(), rel=1e-3)
-
-
-def test_generate_mode_answers_of_the_random_judge_fail_after_one_reask(judge):
-    protocol = use(judge, "default", "generate")
-    for judgement in judged(judge, protocol, requests(protocol)[:2]):
-        assert judgement.answers is None and judgement.parse == "failed"
-        assert "did not parse twice" in judgement.error
-        assert len(judgement.raw) == 2 and all(judgement.raw)  # the first answer and the re-ask's, kept
 
 
 def test_logits_mode_off_format_answers_fail_after_one_reask(judge):
@@ -206,7 +200,6 @@ def test_scale_distributions_are_the_renormalised_next_token_probabilities():
     score, mass, dist = expected_score(first, after_one, digits, with_distribution=True)
     assert dist[0].tolist() == pytest.approx([0.1, 0.0, 0, 0, 0, 0, 0, 0.3, 0, 0, 0.6])
     assert score.item() == pytest.approx(0.3 * 7 + 0.6 * 10) and sum(dist[0].tolist()) == pytest.approx(1.0)
-    assert ZERO_TO_TEN.values[-1] == 10.0
 
 
 def test_checkpoint_generation_settings_do_not_change_the_judge(judge):
@@ -228,8 +221,6 @@ def test_checkpoint_generation_settings_do_not_change_the_judge(judge):
         shipped.repetition_penalty, shipped.num_beams, shipped.no_repeat_ngram_size = saved
 
 
-def test_no_probability_on_the_scale_is_off_format_even_with_a_zero_threshold(judge):
-    use(judge)
-    assert judge.cfg.judge_min_digit_mass == 0.0 and judge.min_scale_mass == 0.0
-    assert off_format(0.0, judge.min_scale_mass) and off_format(float("nan"), judge.min_scale_mass)
-    assert not off_format(1e-9, judge.min_scale_mass)
+def test_no_probability_on_the_scale_is_off_format_even_with_a_zero_threshold():
+    assert off_format(0.0, 0.0) and off_format(float("nan"), 0.0)
+    assert not off_format(1e-9, 0.0)

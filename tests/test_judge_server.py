@@ -269,7 +269,7 @@ def test_budget_faults_and_resume(server, reference, proxy, tmp_path, monkeypatc
     rows = rows_of(tmp_path / "out")
     judged = [r for r in rows if r["judge_parse"] == "failed"]
     # (a request that timed out on a busy machine is retried, and its retry is part of the budget too)
-    assert len(judged) == (1 if usage["retries"] == 0 else len(judged)) <= 1
+    assert len(judged) <= 1 and (usage["retries"] > 0 or len(judged) == 1)
     assert all(same_answers(r["judge_raw"], expected[r["id"]]) for r in judged)
     assert all(r["judge_tokens"]["prompt"] > 0 and r["judge_tokens"]["completion"] > 0 for r in judged)
     left = [r for r in rows if r not in judged]

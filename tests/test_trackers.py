@@ -15,7 +15,6 @@ import pytest
 
 import bench_lib
 from bench_lib.api import resolve_config
-from bench_lib.sweep import checkpoint_step
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "demo" / "manifest.jsonl"
@@ -185,12 +184,6 @@ def test_a_sweep_variant_logs_at_the_step_its_name_carries(tracked_run, tmp_path
     accelerator.end_training()
     assert set(event_scalars(tmp_path / "caller-logs")["eval/score"]) == {0, 500}
     assert not (tmp_path / "unused").exists()  # the caller's trackers: none started
-
-
-def test_checkpoint_step():
-    assert checkpoint_step("checkpoint-500") == 500
-    assert checkpoint_step("base") is None
-    assert checkpoint_step("checkpoint-500-ema") is None
 
 
 def test_an_unknown_tracker_is_one_line_and_exit_code_2():
