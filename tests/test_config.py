@@ -49,7 +49,6 @@ def test_mapping_values_from_cli_are_typed(tmp_path):
     (["--score_weights", "overall=1"], "score_weights"),
     (["--score_weights", "instruction=-1"], "score_weights"),
     (["--score_weights", "instruction=0,consistency=0,quality=0"], "score_weights"),
-    (["--baselines", "identity,noop"], "baselines"),
 ])
 def test_bad_cli_values_name_the_key(tmp_path, argv, message):
     with pytest.raises(ConfigError, match=message):

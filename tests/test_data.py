@@ -168,14 +168,6 @@ def test_missing_image_files_and_bad_values_are_row_problems(tmp_path):
     assert samples[2].problem is None
 
 
-def test_no_usable_sample_is_a_dataset_error(tmp_path):
-    rows = make_rows(tmp_path)
-    for r in rows:
-        r["image"] = "images_typo/" + r["image"]
-    with pytest.raises(ConfigError, match="none of the 3 samples is usable.*file not found"):
-        load_samples(DataConfig(dataset=manifest(tmp_path, rows), columns=COLUMNS))
-
-
 def test_jsonl_errors_name_the_line(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"id": 1}\n\n{"id": 2\n')

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bench_lib.judges.qwen_vl import expected_score
-from bench_lib.judges.rubrics import DEFAULT_RUBRIC, Rubrics, reference_block
+from bench_lib.judges.rubrics import Rubrics, reference_block
 from bench_lib.judging import AnswerFormatError, parse_answer
 from bench_lib.protocols.base import YES_NO, ZERO_TO_TEN, Question
 from bench_lib.scoring import average_ranks, combine, kendall_tau_b, spearman
@@ -44,12 +44,8 @@ def test_expected_score_mixture_and_renormalisation():
     assert 0.0 <= score.item() <= 10.0
 
 
-def test_rubric_selection_per_category(tmp_path):
-    rubrics = Rubrics("bench_lib/prompts")
-    for category in ("physics", "environment", "social", "causal", "referential"):
-        assert rubrics.rubric_name(category) == category
-    assert rubrics.rubric_name("Physics ") == "physics"
-    assert rubrics.rubric_name("temporal_reasoning") == DEFAULT_RUBRIC
+def test_every_rubric_template_has_its_placeholders(tmp_path):
+    rubrics = Rubrics("bench_lib/prompts")  # the lookup by category: tests/test_rubrics.py
     for text in rubrics.templates.values():
         assert "{instruction}" in text and "{reference}" in text
         for criterion in ("INSTRUCTION:", "CONSISTENCY:", "QUALITY:"):  # each sub-score has its own scale
