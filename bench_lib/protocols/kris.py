@@ -82,6 +82,14 @@ VERBATIM = {"consistency": "prompt_consist", "quality": "prompt_quality",
 PLACEHOLDERS = ("instruct", "explanation")
 ANSWER_KEYS = (("consistency", "consistency_score"), ("quality", "quality_score"),
                ("instruction", "instruction_score"), ("knowledge", "knowledge_score"))
+# The order of each view's JSON keys as KRIS-Bench's prompts ask for them (logits mode reads along it,
+# bench_lib.judging.NamedScoresJSON.reply_layout): consistency and quality write their reasoning first;
+# instruction following (also with the true view) gives its score first; the knowledge view gives the instruction
+# score, its reasoning, then the knowledge score and its reasoning.
+KEY_ORDER = {"consistency": ("reasoning", "consistency_score"), "quality": ("reasoning", "quality_score"),
+             "instruction": ("instruction_score", "reasoning"), "viewpoint": ("instruction_score", "reasoning"),
+             "knowledge": ("instruction_score", "instruction_reasoning", "knowledge_score", "knowledge_reasoning")}
+FORMATS = {view: NamedScoresJSON(ANSWER_KEYS, order) for view, order in KEY_ORDER.items()}
 
 
 @register_protocol("kris")
@@ -124,24 +132,24 @@ class KRISProtocol(Protocol):
         pair = (("Original image:", images["source"]), ("Edited image:", images["edited"]))
         fill = {"instruction": sample.instruction}
         if self.verbatim is not None:
-            fmt = NamedScoresJSON(ANSWER_KEYS)
+            fmt = FORMATS
             text = {view: self.verbatim[name].format(
                 instruct=sample.instruction, explanation=sample.fields.get("explanation") or "")
                 for view, name in VERBATIM.items()}
             shown = (("", images["source"]), ("", images["edited"]))
-            asks = [Ask("consistency", shown, text["consistency"], (q["consistency"],), answer_format=fmt,
-                        text_first=True),
-                    Ask("quality", (("", images["edited"]),), text["quality"], (q["quality"],), answer_format=fmt,
-                        text_first=True)]
+            asks = [Ask("consistency", shown, text["consistency"], (q["consistency"],),
+                        answer_format=fmt["consistency"], text_first=True),
+                    Ask("quality", (("", images["edited"]),), text["quality"], (q["quality"],),
+                        answer_format=fmt["quality"], text_first=True)]
             if kind == "knowledge":
                 asks.append(Ask("knowledge", shown, text["knowledge"], (q["instruction"], q["knowledge"]),
-                                answer_format=fmt, text_first=True))
+                                answer_format=fmt["knowledge"], text_first=True))
             elif kind == "viewpoint" and sample.has_reference_image:
                 asks.append(Ask("instruction", shown + (("", images.get("reference")),), text["viewpoint"],
-                                (q["instruction"],), answer_format=fmt, text_first=True))
+                                (q["instruction"],), answer_format=fmt["viewpoint"], text_first=True))
             else:
-                asks.append(Ask("instruction", shown, text["instruction"], (q["instruction"],), answer_format=fmt,
-                                text_first=True))
+                asks.append(Ask("instruction", shown, text["instruction"], (q["instruction"],),
+                                answer_format=fmt["instruction"], text_first=True))
             return asks
         asks = [Ask("consistency", pair, CONSISTENCY.format(**fill), (q["consistency"],)),
                 Ask("quality", (("Edited image:", images["edited"]),), QUALITY, (q["quality"],))]
