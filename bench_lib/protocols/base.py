@@ -198,7 +198,11 @@ class Protocol(ABC):
             for reference in (False, True):
                 view = SampleView(category=dimension, dimension=dimension, instruction="", reference_text="",
                                   has_reference_image=reference)
-                for ask in self.asks(view, {"source": None, "edited": None, "reference": None}):
+                try:
+                    asks = self.asks(view, {"source": None, "edited": None, "reference": None})
+                except (KeyError, IndexError, ValueError):  # a text that does not fill in: the sample's own error
+                    continue
+                for ask in asks:
                     out.setdefault(f"{ask.view}/{ask.answer_format!r}/{[q.name for q in ask.questions]}", ask)
         return list(out.values())
 
