@@ -418,3 +418,16 @@ def test_an_openai_judge_continues_the_supplied_reply_and_reads_each_value_in_tu
                and b["add_generation_prompt"] is False for b in reads)
     continued = [b for b in server.bodies if not b.get("logprobs") and len(b["messages"]) > 1]
     assert [b["messages"][-1]["content"] for b in continued] == ['{"instruction_score": 4,']
+
+
+def test_the_answer_length_is_in_the_fingerprint_when_a_verbatim_format_has_the_judge_write(tmp_path):
+    # free text before a score (RISEBench, KRIS) is written up to `judge_max_new_tokens`: a run with another limit
+    # has other replies, so it never resumes into this one
+    def fingerprint(**more):
+        cfg = config_from_dict(logits_config(tmp_path / str(len(more)), "risebench", judge_model="tiny:qwen3-vl",
+                                             **more))
+        return runner.run_fingerprint(cfg, "sha256:x", runner.Rubrics(cfg.judge.prompts_dir),
+                                      make_protocol(cfg.judge, None))["judge"]["qwen_vl"]
+
+    assert fingerprint()["judge_max_new_tokens"] == 256
+    assert fingerprint(judge_max_new_tokens=8)["judge_max_new_tokens"] == 8
