@@ -101,7 +101,8 @@ def judge_inputs(requests: list[JudgeRequest], mode: str) -> list[dict[str, Any]
     """Everything the judge is sent about one sample, per view: the messages (the system prompt, then the user
     turn's parts in order: each text in full, each image by its digest and size) and, in generate mode, the
     answer format's instruction as the turn's last text; in logits mode each question's text and the start of
-    the reply its answer is read after. A resent (re-asked) prompt is the same but for the strict instruction."""
+    the reply its answer is read after (a verbatim format's: filled in once judged, `record_replies`). A resent
+    (re-asked) prompt is the same but for the strict instruction."""
     out = []
     for request in requests:
         parts = [{"text": part.text} if isinstance(part, TextPart) else image_digest(part.image)
@@ -111,6 +112,10 @@ def judge_inputs(requests: list[JudgeRequest], mode: str) -> list[dict[str, Any]
             instruction = request.answer_format.instruction(request.questions)
             if instruction:
                 parts.append({"text": instruction})
+        elif request.answer_format.reply_layout(request.questions) is not None:
+            # read along the format's reply: nothing is added to the user turn; the reply each answer was read
+            # after is known once judged (`record_replies`)
+            entry["questions"] = [{"name": q.name, "text": "", "reply_prefix": None} for q in request.questions]
         else:
             prompts = [request.answer_format.scale_prompt(q) for q in request.questions]
             entry["questions"] = [{"name": q.name, "text": sp.text, "reply_prefix": sp.reply_prefix}
@@ -119,6 +124,15 @@ def judge_inputs(requests: list[JudgeRequest], mode: str) -> list[dict[str, Any]
             [{"role": "user", "content": parts}]
         out.append(entry)
     return out
+
+
+def record_replies(inputs: Optional[list[dict[str, Any]]], judgement: Judgement) -> None:
+    """Logits mode along a reply layout: each question's entry in the judge-input log gets the reply its answer
+    was read after (the supplied text, with what the judge generated where free text came first)."""
+    for entry in inputs or []:
+        for question in entry.get("questions") or []:
+            if question["name"] in (judgement.reply_prefixes or {}):
+                question["reply_prefix"] = judgement.reply_prefixes[question["name"]]
 
 
 def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
@@ -176,6 +190,7 @@ def judge_batch(judge, batch: list[Sample], outcomes: dict[str, JudgeOutcome],
     for sample, judgement in zip(ready, judgements):
         outcome = outcomes[sample.id]
         outcome.judgement = judgement
+        record_replies(outcome.inputs, judgement)
         missing = sorted(set(facts[sample.id].questions) - set(judgement.answers or {}))
         if judgement.error is None and missing:  # a judge backend bug: a judgement must answer every question
             judgement.error = f"the judge returned no answer to {missing}"

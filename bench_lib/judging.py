@@ -7,7 +7,8 @@ way for every backend.
 An `AnswerFormat` says how an answer is asked for and read: the instruction after the content in generate mode
 (and its strict form for the re-ask), the parse of the written answer, the text of each question in logits mode
 and, optionally, the start of the assistant's reply after which a scale's answer token is read. The project's own
-format is `RATIONALE_THEN_JSON`; a benchmark's verbatim format is another `AnswerFormat`.
+format is `RATIONALE_THEN_JSON`; a benchmark's verbatim format is another `AnswerFormat`, read in logits mode along
+its `reply_layout` (the text up to each score supplied, or generated where free text comes first).
 
 Imports no other module of the harness and no model library.
 """
@@ -83,10 +84,12 @@ Part = Union[TextPart, ImagePart]
 
 @dataclass(frozen=True)
 class Prompt:
-    """Everything one generation sees: a system prompt (or None) and the user turn's parts, in order."""
+    """Everything one generation sees: a system prompt (or None), the user turn's parts, in order, and optionally
+    the start of the assistant's reply, which the judge continues (its completion is only the new text)."""
 
     system: Optional[str]
     content: tuple[Part, ...]
+    reply: Optional[str] = None
 
     def images(self) -> list[Any]:
         return [part.image for part in self.content if isinstance(part, ImagePart)]
@@ -101,6 +104,7 @@ class ScalePrompt:
     text: str
     scale: Scale
     reply_prefix: Optional[str] = None
+    replies: Optional[tuple[str, ...]] = None  # per request (in `read_scales` order): its own reply prefix
 
 
 class JudgeUnavailable(RuntimeError):
@@ -134,6 +138,11 @@ class AnswerFormat(ABC):
     @abstractmethod
     def scale_prompt(self, question: Question, *, strict: bool = False) -> ScalePrompt:
         """Logits mode: what is asked after the content to read `question`'s answer from the next token."""
+
+    def reply_layout(self, questions: Sequence[Question]) -> Optional[tuple[Segment, ...]]:
+        """Logits mode: None: each question is asked with `scale_prompt`; else the reply, segment by segment, along
+        which the answers are read (`VerbatimFormat`). A ValueError: the format cannot be read in logits mode."""
+        return None
 
 
 GENERATE_FORMAT = ("First write a short rationale, at most three sentences: what changed, and whether it is the "
@@ -279,16 +288,78 @@ def _json_object(text: str, delimiter: Optional[str] = None) -> dict:
     return value
 
 
+@dataclass(frozen=True)
+class Supplied:
+    """Reply layout: text the harness writes into the judge's reply as it is."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Written:
+    """Reply layout: free text the judge writes itself (greedily) before a score, up to `marker`, the text that
+    introduces the score. The reply keeps what the judge wrote up to the end of the marker's first occurrence;
+    where the judge never writes the marker (its answer ends, or reaches `judge_max_new_tokens`, first), the reply
+    keeps all it wrote, then `fallback` is supplied (the marker on a new line)."""
+
+    marker: str
+    fallback: str
+
+    def through(self, text: str) -> str:
+        at = text.find(self.marker)
+        return text[:at + len(self.marker)] if at != -1 else text.rstrip() + self.fallback
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Reply layout: where question `question`'s answer is read (the scale's tokens, at the next position)."""
+
+    question: str
+
+
+Segment = Union[Supplied, Written, Slot]
+
+
+def written_answer(scale: Scale, distribution: Sequence[float]) -> str:
+    """The answer a reply continues with after a value was read: the scale's answer of highest probability (the
+    lower value on a tie; the lowest when the distribution is not finite)."""
+    best = 0
+    for k, p in enumerate(distribution):
+        if p == p and p > distribution[best]:  # p == p: not NaN
+            best = k
+    return scale.answers[best]
+
+
 class VerbatimFormat(AnswerFormat):
     """A benchmark's own answer format, asked for by its verbatim prompt: generate mode adds no instruction (the
-    re-ask repeats the same prompt, as a benchmark that retries does); logits mode is not offered (the formats
-    write free text or several values before a score), see `Protocol.check_mode`."""
+    re-ask repeats the same prompt, as a benchmark that retries does).
+
+    Logits mode reads it along `reply_layout`: the judge's reply is built from the start, segment by segment. Text
+    the format fixes before a score is supplied (a JSON's opening up to the score's value); free text the format
+    puts before a score is generated greedily up to the score's marker (`Written`); at each score the
+    distribution over the scale's answer tokens is read (its expected value is the answer). With several values
+    in one answer, each is read in turn: after a value is read, the reply continues with the scale's answer of
+    highest probability (`written_answer`) and the format's separator up to the next value. The reply supplied
+    before each value is recorded (`Judgement.reply_prefixes`, the judge-input log). There is no strict form to
+    ask again with: a reading off the scale (`judge_min_digit_mass`) fails the sample at once."""
 
     def instruction(self, questions: Sequence[Question], *, strict: bool = False) -> str:
         return ""
 
     def scale_prompt(self, question: Question, *, strict: bool = False) -> ScalePrompt:
-        raise ValueError(f"{type(self).__name__} is read in generate mode only")
+        raise ValueError(f"{type(self).__name__} is read along its reply layout in logits mode")
+
+    def reply_layout(self, questions: Sequence[Question]) -> tuple[Segment, ...]:
+        raise ValueError(f"{type(self).__name__} has no reply layout for logits mode")
+
+
+def _opening(question: Question) -> str:
+    """What a JSON value starts with before its answer token: a quote for a yes/no string, nothing for a number."""
+    return '"' if question.scale is YES_NO else ""
+
+
+def _closing(question: Question) -> str:
+    return _opening(question)
 
 
 @dataclass(frozen=True)
@@ -316,6 +387,16 @@ class ScoreJSON(VerbatimFormat):
         reasoning = value.get("reasoning", "")
         return answers, reasoning if isinstance(reasoning, str) else json.dumps(reasoning)
 
+    def reply_layout(self, questions: Sequence[Question]) -> tuple[Segment, ...]:
+        """`{"score": ` then the value (one question; a quote first for yes/no), or `{"score": [` then the values
+        separated by ", " (several questions, or `wrap_single`): the score comes first, nothing is generated."""
+        if len(questions) == 1 and not self.wrap_single:
+            return (Supplied('{"score": ' + _opening(questions[0])), Slot(questions[0].name))
+        segments: list[Segment] = [Supplied('{"score": [')]
+        for k, q in enumerate(questions):
+            segments += [Supplied((_closing(questions[k - 1]) + ", " if k else "") + _opening(q)), Slot(q.name)]
+        return tuple(s for s in segments if not (isinstance(s, Supplied) and not s.text))
+
 
 @dataclass(frozen=True)
 class NamedScoresJSON(VerbatimFormat):
@@ -323,6 +404,9 @@ class NamedScoresJSON(VerbatimFormat):
     `consistency_score`; other keys (its reasoning) are the rationale."""
 
     keys: tuple[tuple[str, str], ...]
+    # logits mode: the JSON's keys in the order the view's prompt asks for them (its answer keys and its free-text
+    # keys, e.g. ("reasoning", "consistency_score")); () : no layout, the view is judged in generate mode only
+    order: tuple[str, ...] = ()
 
     def parse(self, text: str, questions: Sequence[Question]) -> tuple[dict[str, float], str]:
         value = _json_object(text)
@@ -335,6 +419,34 @@ class NamedScoresJSON(VerbatimFormat):
             answers[q.name] = _integer_on(value[key], q)
         rest = {k: v for k, v in value.items() if k not in keys.values()}
         return answers, " ".join(str(v) for v in rest.values())
+
+    def reply_layout(self, questions: Sequence[Question]) -> tuple[Segment, ...]:
+        """The JSON's keys in `order`: a score key at the start is supplied (`{"instruction_score": `); a score
+        key after a free-text key (or after text the prompt asks for before the JSON) is reached by the judge
+        writing up to the key (`Written`), then " " is supplied. After a value: ", " and the next key, or "," and
+        the judge's own text up to the next score key."""
+        keys = dict(self.keys)
+        wanted = [keys[q.name] for q in questions]
+        if not self.order or any(key not in self.order for key in wanted):
+            raise ValueError(f"no key order for {wanted} in logits mode")
+        by_key = {keys[q.name]: q for q in questions}
+        segments: list[Segment] = []
+        opened = free = False  # the JSON's "{" supplied; free text to come before the next value
+        last = ""  # what closes the last value read (a yes/no string's quote)
+        for key in self.order:
+            if key not in by_key:
+                free = True
+                continue
+            q = by_key[key]
+            if free:
+                marker = f'"{key}":'
+                segments += [*([Supplied(last + ",")] if opened else []), Written(marker, "\n" + marker),
+                             Supplied(" " + _opening(q))]
+            else:
+                segments.append(Supplied((last + ", " if opened else "{") + f'"{key}": ' + _opening(q)))
+            segments.append(Slot(q.name))
+            opened, free, last = True, False, _closing(q)
+        return tuple(segments)
 
 
 FINAL_SCORE = re.compile(r"\*?\*?Final Score\*?\*?:?\s*([\d*\s,\n]*)", re.IGNORECASE)
@@ -357,6 +469,13 @@ class FinalScoreLine(VerbatimFormat):
                 return {questions[0].name: _integer_on(int(numbers[0]), questions[0])}, text[:match.start()].strip()
         raise AnswerFormatError("the answer has no final score line")
 
+    def reply_layout(self, questions: Sequence[Question]) -> tuple[Segment, ...]:
+        """The judge writes its reasoning up to "Final Score" (`Written`; where it never writes it, a new paragraph
+        "**Final Score" is supplied after its text), then ":** **" is supplied and the score read."""
+        if len(questions) != 1:
+            raise ValueError("a final-score line answers one question")
+        return (Written("Final Score", "\n\n**Final Score"), Supplied(":** **"), Slot(questions[0].name))
+
 
 # --- requests and answers ------------------------------------------------------------------------------------
 
@@ -371,10 +490,10 @@ class JudgeRequest:
     questions: tuple[Question, ...]
     answer_format: AnswerFormat = RATIONALE_THEN_JSON
 
-    def prompt(self, text: str) -> Prompt:
+    def prompt(self, text: str, reply: Optional[str] = None) -> Prompt:
         """The request with `text` (an instruction or a question) after its content; "" adds nothing (a benchmark's
-        verbatim prompt already asks for its answer format)."""
-        return Prompt(self.system, (*self.content, TextPart(text)) if text else self.content)
+        verbatim prompt already asks for its answer format). `reply`: the start of the judge's reply."""
+        return Prompt(self.system, (*self.content, TextPart(text)) if text else self.content, reply or None)
 
     def images(self) -> list[Any]:
         return [part.image for part in self.content if isinstance(part, ImagePart)]
@@ -443,4 +562,6 @@ class Judgement:
     rationale: Optional[str] = None  # generate mode
     digit_mass: Optional[dict[str, float]] = None  # logits mode: P(answering on the question's scale at all)
     tokens: Optional[dict[str, int]] = None  # {"prompt": n, "completion": m} over every request, where known
+    # logits mode along a reply layout: question -> the start of the reply its answer was read after
+    reply_prefixes: Optional[dict[str, str]] = None
     partial_answers: Optional[dict[str, float]] = None  # a failed judgement: the answers that did parse

@@ -170,7 +170,10 @@ def comparability(cfg, protocol: Protocol) -> dict[str, Any]:
         differs.append(f"judge backend {cfg.judge.judge} (the benchmark runs {judge} through {backend}, whose "
                        "scores differ for the same model)")
     if cfg.judge.judge_mode != "generate":
-        differs.append("logits mode (the benchmark's judge writes its answers)")
+        read_after = ("the answer format's text up to the score (supplied, or generated where free text comes "
+                      "first)" if protocol.verbatim is not None else "this project's question")
+        differs.append(f"logits mode (the benchmark's judge writes its answers; here each score is the expected value "
+                       f"over the scale's tokens read after {read_after})")
     if protocol.max_pixels(cfg.judge) is not None:
         differs.append(f"images at most {protocol.max_pixels(cfg.judge)} pixels (the benchmark's: "
                        f"{protocol.image_rule})")

@@ -190,8 +190,7 @@ def test_a_prompt_file_without_a_protocols_name_or_with_another_digest_is_one_co
 
     with pytest.raises(ConfigError, match=r"`judge_prompts_sha256` does not match .*expected 0{64}, got [0-9a-f]{64}"):
         preflight(config_from_dict({**base, "judge_prompts_sha256": "0" * 64}))
-    with pytest.raises(ConfigError, match="needs `judge_mode: generate`"):
-        preflight(config_from_dict({**base, "judge_mode": "logits"}))
+    preflight(config_from_dict({**base, "judge_mode": "logits"}))  # read along RE-Edit's reply layout
     prompts.write_text(prompts.read_text().replace("  sc_metric:", "  other_metric:"))
     with pytest.raises(ConfigError, match=r"no key 'prompts.sc_metric.system_prompt'"):
         preflight(config_from_dict(base))

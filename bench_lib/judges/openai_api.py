@@ -4,7 +4,9 @@ endpoints, vLLM, SGLang, `transformers serve`), through the official `openai` cl
 - `generate`: one request per prompt (greedy: temperature 0, top_p 1, n 1, `judge_seed`, `judge_max_new_tokens`
   as max_tokens), up to `judge_concurrency` in flight per rank.
 - `read_scales` (logits mode): one request per question and request for one (two on a 0-10 scale) token with
-  `top_logprobs`; the scale's answers are read from the returned log-probabilities (`scale_reading`). The
+  `top_logprobs`; the scale's answers are read from the returned log-probabilities (`scale_reading`). A started
+  reply (a verbatim format's text up to its score) is sent as a final assistant message that the server continues
+  (vLLM's and SGLang's `continue_final_message`); so is a generation that continues a started reply. The
   probability the judge put on the scale's answers within the top-k is the reading's mass (`digit_mass`): what
   lies outside the top-k is not returned by the server and is not counted.
 - Images go as PNG data URIs at the size the protocol gave them, in the order of the request's content.
@@ -76,7 +78,9 @@ class OpenAIJudgeConfig:
         help="The judge model. qwen_vl: a Qwen-VL hub id or local folder ('tiny:<name>' builds a tiny one); openai: "
              "the name the server serves, e.g. gpt-4.1-2025-04-14.")
     judge_max_new_tokens: int = option(
-        256, result=True, help="generate mode: the most tokens the judge may write per answer (openai: max_tokens).")
+        256, result=True,
+        help="generate mode (and, with `judge_prompts`, logits mode's free text before a score): the most tokens the "
+             "judge may write per answer (openai: max_tokens).")
     judge_min_digit_mass: float = option(
         0.5, result=True,
         help="logits mode: a judgement whose probability of answering on the scale at all is below this is "
@@ -518,7 +522,9 @@ class OpenAIJudge(Judge):
     @classmethod
     def fingerprint(cls, cfg: OpenAIJudgeConfig, bench) -> dict[str, Any]:
         out = result_fields(cfg)
-        if bench.judge.judge_mode != "generate":
+        # the answer's length limit only matters when the judge writes (in logits mode: a verbatim format's free
+        # text before a score)
+        if bench.judge.judge_mode != "generate" and not bench.judge.judge_prompts:
             del out["judge_max_new_tokens"]
         return out
 
@@ -660,9 +666,10 @@ class OpenAIJudge(Judge):
     # --- generate mode ---------------------------------------------------------------------------------
 
     def generate(self, prompts: list[Prompt]) -> list[Completion]:
-        def one(prompt: Prompt) -> Completion:
-            body = self._body(chat_messages(prompt), max_tokens=self.cfg.judge_max_new_tokens, logprobs=False,
-                              continue_reply=False)
+        def one(prompt: Prompt) -> Completion:  # a started reply (`Prompt.reply`) is continued by the server
+            body = self._body(chat_messages(prompt, reply_prefix=prompt.reply),
+                              max_tokens=self.cfg.judge_max_new_tokens, logprobs=False,
+                              continue_reply=bool(prompt.reply))
 
             def parse(response):
                 usage = getattr(response, "usage", None)
@@ -714,8 +721,9 @@ class _LogprobReader(ScaleReader):
         steps = 2 if prompt.scale is ZERO_TO_TEN else 1  # "10" may be "1" + "0"
 
         def one(k: int) -> Reading:
-            messages = chat_messages(self.requests[k].prompt(prompt.text), reply_prefix=prompt.reply_prefix)
-            body = judge._body(messages, max_tokens=steps, logprobs=True, continue_reply=bool(prompt.reply_prefix))
+            reply = prompt.replies[k] if prompt.replies is not None else prompt.reply_prefix
+            messages = chat_messages(self.requests[k].prompt(prompt.text), reply_prefix=reply)
+            body = judge._body(messages, max_tokens=steps, logprobs=True, continue_reply=bool(reply))
 
             def parse(response):
                 found = [[(judge._scrub(token), logprob) for token, logprob in step]

@@ -11,6 +11,11 @@ and assembles each sample's `Judgement` from its views.
   answers is below the backend's `min_scale_mass` (or zero) are off-format and asked once more with the strict
   question; what the judge wanted to say instead is kept as raw; off-format twice is `judge_failed`. A reading
   that is not finite (NaN/inf logits) fails the sample without being a format problem (parse None).
+- logits along a reply layout (a benchmark's verbatim answer format, `AnswerFormat.reply_layout`): the reply is
+  built segment by segment for every request of the group: supplied text is appended, free text is generated
+  (greedy) up to the score's marker, and at each score every request's reading is taken after its own reply so
+  far; the reply then continues with the answer of highest probability. The reply each answer was read after is
+  kept (`Judgement.reply_prefixes`). No strict form exists to ask again with: off the scale is `judge_failed`.
 - A sample's rationale is its view's (several views: each labelled "[view] ..."); `digit_mass` is logits mode's
   only. Nothing unreadable is ever scored 0 or guessed.
 """
@@ -22,7 +27,17 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Optional
 
-from ..judging import AnswerFormatError, Judgement, JudgeRequest, Reading
+from ..judging import (
+    AnswerFormatError,
+    Judgement,
+    JudgeRequest,
+    Reading,
+    ScalePrompt,
+    Slot,
+    Supplied,
+    Written,
+    written_answer,
+)
 
 if TYPE_CHECKING:
     from ..backends import Judge
@@ -122,6 +137,10 @@ def _accept_text(member: tuple[int, JudgeRequest], text: str, judgements: list[J
 def _logits_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judgements: list[Judgement]) -> None:
     requests = [request for _, request in members]
     questions, answer_format = requests[0].questions, requests[0].answer_format
+    layout = answer_format.reply_layout(questions)
+    if layout is not None:
+        _layout_group(backend, members, judgements, layout)
+        return
     min_mass = backend.min_scale_mass
     every = list(range(len(members)))
     with backend.read_scales(requests) as reader:
@@ -146,6 +165,38 @@ def _logits_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judge
                 _accept_reading(judgement, q.name, readings[k], min_mass)
 
 
+def _layout_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judgements: list[Judgement],
+                  layout: tuple) -> None:
+    """Logits mode along a reply layout (the module docstring): the group's replies grow together, segment by
+    segment; every request is read at every score."""
+    requests = [request for _, request in members]
+    questions = {q.name: q for q in requests[0].questions}
+    owners = [judgements[i] for i, _ in members]
+    every = list(range(len(members)))
+    replies = [""] * len(members)
+    min_mass = backend.min_scale_mass
+    with backend.read_scales(requests) as reader:
+        for segment in layout:
+            if isinstance(segment, Supplied):
+                replies = [reply + segment.text for reply in replies]
+            elif isinstance(segment, Written):
+                texts = _generate(backend, [r.prompt("", reply) for r, reply in zip(requests, replies)], owners)
+                replies = [reply + segment.through(text) for reply, text in zip(replies, texts)]
+            elif isinstance(segment, Slot):
+                q = questions[segment.question]
+                readings = _read(reader, ScalePrompt("", q.scale, replies=tuple(replies)), every)
+                for k, judgement in enumerate(owners):
+                    reading = readings[k]
+                    count_tokens(judgement, reading.prompt_tokens, reading.completion_tokens)
+                    judgement.reply_prefixes = {**(judgement.reply_prefixes or {}), q.name: replies[k]}
+                    if off_format(reading.mass, min_mass) and math.isfinite(reading.mass):
+                        judgement.raw.append(f"{q.name}: {reading.instead()}")
+                    _accept_reading(judgement, q.name, reading, min_mass, asked="(after the reply supplied)")
+                    replies[k] += written_answer(q.scale, reading.distribution)
+            else:
+                raise TypeError(f"unknown reply layout segment {segment!r}")
+
+
 def _read(reader, prompt, rows: list[int]) -> list[Reading]:
     readings = list(reader.read(prompt, rows))
     missing = [k for k in rows if k >= len(readings) or not isinstance(readings[k], Reading)]
@@ -160,7 +211,8 @@ def off_format(mass: float, min_mass: float) -> bool:
     return not (mass >= min_mass and mass > 0.0)
 
 
-def _accept_reading(judgement: Judgement, name: str, reading: Reading, min_mass: float) -> None:
+def _accept_reading(judgement: Judgement, name: str, reading: Reading, min_mass: float, *,
+                    asked: str = "twice") -> None:
     value, mass = reading.value, reading.mass
     judgement.digit_mass[name] = mass if math.isfinite(mass) else None
     if judgement.error is not None:
@@ -170,7 +222,7 @@ def _accept_reading(judgement: Judgement, name: str, reading: Reading, min_mass:
         judgement.parse = None  # not a format problem: the report counts it under judge_failed only
     elif off_format(mass, min_mass):
         judgement.parse = "failed"
-        judgement.error = (f"the judge answered off-format twice: P(answer on the scale) for {name} "
+        judgement.error = (f"the judge answered off-format {asked}: P(answer on the scale) for {name} "
                            f"{float(f'{mass:.4g}')} < {MIN_MASS_OPTION} {min_mass}")
     else:
         judgement.answers[name] = value

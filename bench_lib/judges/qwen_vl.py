@@ -109,7 +109,9 @@ class QwenVLConfig:
     judge_revision: Optional[str] = option(None, result=True, help="Hub revision of the judge.")
     judge_dtype: Dtype = option("bfloat16", result=True, help="Dtype of the judge's weights and compute.")
     judge_max_new_tokens: int = option(
-        256, result=True, help="generate mode: the most tokens the judge may write per answer.")
+        256, result=True,
+        help="generate mode (and, with `judge_prompts`, logits mode's free text before a score): the most tokens the "
+             "judge may write per answer.")
     judge_min_digit_mass: float = option(
         0.5, result=True,
         help="logits mode: a judgement whose probability of answering on the scale at all is below this is "
@@ -158,7 +160,9 @@ class QwenVLJudge(Judge):
     @classmethod
     def fingerprint(cls, cfg: QwenVLConfig, bench) -> dict[str, Any]:
         out = result_fields(cfg)
-        if bench.judge.judge_mode != "generate":  # the answer's length limit only matters when the judge writes
+        # the answer's length limit only matters when the judge writes (in logits mode: a verbatim format's free
+        # text before a score)
+        if bench.judge.judge_mode != "generate" and not bench.judge.judge_prompts:
             del out["judge_max_new_tokens"]
         return out
 
@@ -255,7 +259,6 @@ class QwenVLJudge(Judge):
         """One question after the cached prefix: per row its value, distribution over the scale, the probability
         it put on the scale's answers, and its first-token logits. The cache is cut back to the prefix after."""
         import torch
-        from transformers import LogitsProcessorList
 
         prefix_length = prefix["input_ids"].shape[1]
         batch = prefix["input_ids"].shape[0]
@@ -267,14 +270,24 @@ class QwenVLJudge(Judge):
         }
         if "mm_token_type_ids" in prefix:
             inputs["mm_token_type_ids"] = torch.cat([prefix["mm_token_type_ids"], torch.zeros_like(suffix)], dim=1)
+        out = self._next_logits(inputs, scale, **{self._cache_kwarg: cache})
+        cache.crop(prefix_length - cache.get_seq_length())  # negative: drop the question's tokens
+        return self._scale_values(out, scale)
+
+    def _next_logits(self, inputs, scale: Scale, **cache):
+        """The next token's logits after `inputs` (and on a 0-10 scale, a second step's after a forced "1")."""
+        from transformers import LogitsProcessorList
+
         ten = scale is ZERO_TO_TEN  # "10" is two tokens: one more cached step, after a forced "1"
         generation = self._greedy(max_new_tokens=2 if ten else 1, output_logits=True, return_dict_in_generate=True,
                                   eos_token_id=self.model.generation_config.eos_token_id)
         processors = [_force_first_token(self.digit_ids[1], prompt_length=inputs["input_ids"].shape[1])] if ten else []
-        out = self.model.generate(**inputs, **{self._cache_kwarg: cache}, generation_config=generation,
-                                  logits_processor=LogitsProcessorList(processors))
-        cache.crop(prefix_length - cache.get_seq_length())  # negative: drop the question's tokens
-        if ten:
+        return self.model.generate(**inputs, **cache, generation_config=generation,
+                                   logits_processor=LogitsProcessorList(processors))
+
+    def _scale_values(self, out, scale: Scale):
+        """Per row: the value, the distribution over the scale, its mass, and the first step's logits."""
+        if scale is ZERO_TO_TEN:
             values, masses, dists = expected_score(out.logits[0], out.logits[1], self.digit_ids, with_distribution=True)
         else:
             values, masses, dists = scale_distribution(out.logits[0], self.answer_ids(scale), scale.values)
@@ -289,18 +302,40 @@ class QwenVLJudge(Judge):
         values, ids = probs.topk(k)
         return ", ".join(f"{self.tokenizer.decode([int(t)])!r} {float(p):.3f}" for p, t in zip(values, ids))
 
+    def _encode_replies(self, prompts: list[Prompt]):
+        """Prompts whose replies are started (`Prompt.reply`): the chat template's text, then each reply as it is,
+        left-padded with the images."""
+        texts = self.processor.apply_chat_template([chat_messages(p) for p in prompts], add_generation_prompt=True,
+                                                   tokenize=False)
+        return self.processor(text=[text + (p.reply or "") for text, p in zip(texts, prompts)],
+                              images=[p.images() for p in prompts], padding=True,
+                              return_tensors="pt").to(self.model.device)
+
+    def read_replies(self, requests: list[JudgeRequest], prompt: ScalePrompt):
+        """Logits mode along a reply layout: each request's reading after its own reply (`prompt.replies`), one
+        uncached left-padded pass for the batch."""
+        import torch
+
+        with torch.inference_mode():
+            inputs = self._encode_replies([r.prompt(prompt.text, reply) for r, reply in zip(requests, prompt.replies)])
+            return self._scale_values(self._next_logits(inputs, prompt.scale), prompt.scale)
+
     # --- generate mode ----------------------------------------------------------------------------
 
     def generate(self, prompts: list[Prompt], **generate_kwargs) -> list[Completion]:
         """Greedy, left-padded batched generation; only the new text of each answer (`generate_kwargs`: more
-        generation settings, e.g. scripts/bench_judge.py's `min_new_tokens`)."""
+        generation settings, e.g. scripts/bench_judge.py's `min_new_tokens`). A prompt with a started reply is
+        continued (logits mode along a reply layout)."""
         import torch
 
         with torch.inference_mode():
-            inputs = self.processor.apply_chat_template(
-                [chat_messages(p) for p in prompts], add_generation_prompt=True, tokenize=True, return_dict=True,
-                return_tensors="pt", processor_kwargs={"padding": True},
-            ).to(self.model.device)
+            if any(p.reply for p in prompts):
+                inputs = self._encode_replies(prompts)
+            else:
+                inputs = self.processor.apply_chat_template(
+                    [chat_messages(p) for p in prompts], add_generation_prompt=True, tokenize=True, return_dict=True,
+                    return_tensors="pt", processor_kwargs={"padding": True},
+                ).to(self.model.device)
             generation = self._greedy(max_new_tokens=self.cfg.judge_max_new_tokens,
                                       eos_token_id=self.model.generation_config.eos_token_id, **generate_kwargs)
             sequences = self.model.generate(**inputs, generation_config=generation)
@@ -340,6 +375,10 @@ class _PrefixReader(ScaleReader):
         from transformers import DynamicCache
 
         judge = self.judge
+        if prompt.replies is not None:  # a reply per request: no shared prefix to cache
+            values, dists, masses, first = judge.read_replies(self.requests, prompt)
+            return [Reading(value, dist, mass, instead=partial(judge._top_tokens, first[k]))
+                    for k, (value, dist, mass) in enumerate(zip(values, dists, masses))]
         with torch.inference_mode():
             if self.cache is None:
                 self.prefix, self.tail = judge._encode_prefix(self.requests, prompt.text)

@@ -177,11 +177,34 @@ class Protocol(ABC):
         """Checks of the texts taken (their placeholders); a ConfigError names what is wrong."""
 
     def check_mode(self, mode: str) -> None:
-        """A verbatim prompt asks for its benchmark's written answer: generate mode only."""
-        if self.verbatim is not None and mode != "generate":
-            raise ConfigError(f"`judge_prompts` with protocol {self.name!r} needs `judge_mode: generate`: its "
-                              "benchmark's answer format writes free text or several values before a score, which "
-                              "logits mode does not read.")
+        """Verbatim prompts in logits mode: every view's answer format must have a reply layout (the text up to
+        each score supplied, or generated where free text comes first: bench_lib.judging.VerbatimFormat); a view
+        whose format has none is refused by name, before any model loads."""
+        if self.verbatim is None or mode != "logits":
+            return
+        for ask in self.probe_asks():
+            try:
+                (ask.answer_format or self.answer_format).reply_layout(ask.questions)
+            except ValueError as err:
+                raise ConfigError(f"`judge_prompts` with protocol {self.name!r}: the {ask.view!r} view's answer "
+                                  f"format cannot be read in logits mode ({err}); use `judge_mode: generate`.") \
+                    from None
+
+    def probe_asks(self) -> list[Ask]:
+        """One ask per view the protocol may send (each dimension, with and without a reference image; no images),
+        for checks made before any sample is read."""
+        out: dict[str, Ask] = {}
+        for dimension in self.dimensions or (self.default_dimension,):
+            for reference in (False, True):
+                view = SampleView(category=dimension, dimension=dimension, instruction="", reference_text="",
+                                  has_reference_image=reference)
+                try:
+                    asks = self.asks(view, {"source": None, "edited": None, "reference": None})
+                except (KeyError, IndexError, ValueError):  # a text that does not fill in: the sample's own error
+                    continue
+                for ask in asks:
+                    out.setdefault(f"{ask.view}/{ask.answer_format!r}/{[q.name for q in ask.questions]}", ask)
+        return list(out.values())
 
     def fill_failure(self, sample: SampleView, questions: dict[str, Question], partial: dict[str, float],
                      seed: int) -> Optional[tuple[dict[str, float], dict[str, int]]]:

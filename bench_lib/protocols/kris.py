@@ -146,6 +146,20 @@ VERBATIM = {"consistency": "prompt_consist", "quality": "prompt_quality",
 PLACEHOLDERS = ("instruct", "explanation", "N")
 ANSWER_KEYS = (("consistency", "consistency_score"), ("quality", "quality_score"),
                ("instruction", "instruction_score"), ("knowledge", "knowledge_score"))
+# The order of each view's JSON keys as KRIS-Bench's prompts ask for them (logits mode reads along it,
+# bench_lib.judging.NamedScoresJSON.reply_layout): consistency and quality write their reasoning first;
+# instruction following (also with the true view) gives its score first; the knowledge view gives the instruction
+# score, its reasoning, then the knowledge score and its reasoning.
+KEY_ORDER = {"consistency": ("reasoning", "consistency_score"), "quality": ("reasoning", "quality_score"),
+             "instruction": ("instruction_score", "reasoning"), "viewpoint": ("instruction_score", "reasoning"),
+             "knowledge": ("instruction_score", "instruction_reasoning", "knowledge_score", "knowledge_reasoning")}
+FORMATS = {view: NamedScoresJSON(ANSWER_KEYS, order) for view, order in KEY_ORDER.items()}
+# The several-source views: the copies of their prompts differ on whether a description comes before the JSON
+# (`{"consistency_score": X, "reasoning": ...}`, `{"instruction_score": X, ...}`), so logits mode reads the score
+# after the judge's own text up to the key, which is right either way (the judge may write the JSON at once).
+SEVERAL_SOURCE_FORMATS = {"consistency": NamedScoresJSON(ANSWER_KEYS, ("reasoning", "consistency_score")),
+                          "instruction": NamedScoresJSON(ANSWER_KEYS, ("reasoning", "instruction_score")),
+                          "quality": FORMATS["quality"]}
 
 
 @register_protocol("kris")
@@ -191,24 +205,24 @@ class KRISProtocol(Protocol):
         pair = (("Original image:", images["source"]), ("Edited image:", images["edited"]))
         fill = {"instruction": sample.instruction}
         if self.verbatim is not None:
-            fmt = NamedScoresJSON(ANSWER_KEYS)
+            fmt = FORMATS
             text = {view: self.verbatim[name].format(
                 instruct=sample.instruction, explanation=sample.fields.get("explanation") or "", N="")
                 for view, name in VERBATIM.items() if not view.endswith(("_multi", "_temporal"))}
             shown = (("", images["source"]), ("", images["edited"]))
-            asks = [Ask("consistency", shown, text["consistency"], (q["consistency"],), answer_format=fmt,
-                        text_first=True),
-                    Ask("quality", (("", images["edited"]),), text["quality"], (q["quality"],), answer_format=fmt,
-                        text_first=True)]
+            asks = [Ask("consistency", shown, text["consistency"], (q["consistency"],),
+                        answer_format=fmt["consistency"], text_first=True),
+                    Ask("quality", (("", images["edited"]),), text["quality"], (q["quality"],),
+                        answer_format=fmt["quality"], text_first=True)]
             if kind == "knowledge":
                 asks.append(Ask("knowledge", shown, text["knowledge"], (q["instruction"], q["knowledge"]),
-                                answer_format=fmt, text_first=True))
+                                answer_format=fmt["knowledge"], text_first=True))
             elif kind == "viewpoint" and sample.has_reference_image:
                 asks.append(Ask("instruction", shown + (("", images.get("reference")),), text["viewpoint"],
-                                (q["instruction"],), answer_format=fmt, text_first=True))
+                                (q["instruction"],), answer_format=fmt["viewpoint"], text_first=True))
             else:
-                asks.append(Ask("instruction", shown, text["instruction"], (q["instruction"],), answer_format=fmt,
-                                text_first=True))
+                asks.append(Ask("instruction", shown, text["instruction"], (q["instruction"],),
+                                answer_format=fmt["instruction"], text_first=True))
             return asks
         asks = [Ask("consistency", pair, CONSISTENCY.format(**fill), (q["consistency"],)),
                 Ask("quality", (("Edited image:", images["edited"]),), QUALITY, (q["quality"],))]
@@ -244,19 +258,19 @@ class KRISProtocol(Protocol):
                            + [(frame, 1, f"Frame {frame} (generated):", edited)], key=lambda t: (t[0], t[1]))
             shown = tuple(("" if verbatim else label, image) for _, _, label, image in order)
         if verbatim:
-            fmt = NamedScoresJSON(ANSWER_KEYS)
+            fmt = SEVERAL_SOURCE_FORMATS
             suffix = "multi" if kind == "multi_element" else "temporal"
             names = {"consistency": f"consistency_{suffix}", "instruction": f"instruction_{suffix}",
                      "quality": "quality"}
             text = {view: self.verbatim[VERBATIM[name]].format(
                 instruct=sample.instruction, explanation=sample.fields.get("explanation") or "", N=frame)
                 for view, name in names.items()}
-            return [Ask("consistency", shown, text["consistency"], (q["consistency"],), answer_format=fmt,
+            return [Ask("consistency", shown, text["consistency"], (q["consistency"],),
+                        answer_format=fmt["consistency"], text_first=True),
+                    Ask("quality", (("", edited),), text["quality"], (q["quality"],), answer_format=fmt["quality"],
                         text_first=True),
-                    Ask("quality", (("", edited),), text["quality"], (q["quality"],), answer_format=fmt,
-                        text_first=True),
-                    Ask("instruction", shown, text["instruction"], (q["instruction"],), answer_format=fmt,
-                        text_first=True)]
+                    Ask("instruction", shown, text["instruction"], (q["instruction"],),
+                        answer_format=fmt["instruction"], text_first=True)]
         consistency, instruction = (CONSISTENCY_MULTI, INSTRUCTION_MULTI) if kind == "multi_element" else \
             (CONSISTENCY_TEMPORAL, INSTRUCTION_TEMPORAL)
         fill = {"instruction": sample.instruction, "frame": frame}
