@@ -110,6 +110,14 @@ def kris_setup(root: Path) -> tuple[Path, Path]:
         constant("prompt_dual_evaluation", 'Edit: {instruct}\nFact: {explanation}\nGive {{"instruction_score": X, '
                                            '"instruction_reasoning": ..., "knowledge_score": X, '
                                            '"knowledge_reasoning": ...}}'),
+        constant("prompt_consist_multi", 'Sources, then the composite: {instruct}\n'
+                                         'Give {{"consistency_score": X, "reasoning": ...}}'),
+        constant("prompt_instruction_multi", 'Was the composite made: {instruct}\n'
+                                             'Give {{"instruction_score": X, "reasoning": ...}}'),
+        constant("prompt_consist_temporal", 'Frames, frame {N} predicted: {instruct}\n'
+                                            'Give {{"consistency_score": X, "reasoning": ...}}'),
+        constant("prompt_instruction_temporal", 'Does frame {N} follow: {instruct}\n'
+                                                'Give {{"instruction_score": X, "reasoning": ...}}'),
     ])
     prompts = root / "Kris_Bench" / "ReasonEdit" / "prompts.py"
     prompts.parent.mkdir(parents=True)
