@@ -6,7 +6,9 @@ OUT/pytorch_lora_weights.safetensors is in diffusers' LoRA format (the transform
 random weights drawn from the seed), so `--lora OUT` loads it into `tiny:<base>` with `load_lora_weights`
 exactly as a real adapter loads into the real model. Different seeds give different adapters. At the default
 strength 1 a random adapter barely moves an edit's pixels; `--strength 30` scales its effect so that the edits
-change visibly (more than one level of 255 on average: tests/test_training_sweep.py).
+change visibly (more than one level of 255 on average: tests/test_training_sweep.py); `--strength 1e30` stands for
+a checkpoint whose training diverged: the adapter overflows float32, so every edit is non-finite (flagged
+`non_finite` and saved black).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def main(argv=None) -> int:
                         help="the tiny editor it is for (default: qwen-image-edit)")
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank (default: 4)")
     parser.add_argument("--strength", type=float, default=1.0,
-                        help="scale of the adapter's effect (its B matrices; default 1: a barely visible change)")
+                        help="scale of the adapter's effect (its B matrices; default 1: a barely visible change; 30: a "
+                             "visible one; 1e30: a diverged checkpoint, every edit non-finite)")
     args = parser.parse_args(argv)
     if not math.isfinite(args.strength):
         parser.error(f"--strength must be a finite number, got {args.strength}")

@@ -328,3 +328,87 @@ def test_a_broken_link_in_a_sweep_folder_is_named(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="bench_lib.sweep")
     assert [v.name for v in expand(sweep_config(root, tmp_path), announce=True)] == ["base", "checkpoint-100"]
     assert any("checkpoint-200" in r.getMessage() and "links to nothing" in r.getMessage() for r in caplog.records)
+
+
+# --- the README's offline sweep example, as written ------------------------------------------------------------
+
+
+def readme_sweep_example() -> tuple[list[list[str]], dict[str, dict[str, str]]]:
+    """The commands of the README's offline sweep example (the bash block after `<!-- offline-sweep -->`) and the
+    table pasted after them, as {variant: {column: cell}}."""
+    import re
+    import shlex
+
+    from launch import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- offline-sweep -->\s*```bash\n(.+?)\n```", text, re.S)
+    assert match, "README has no command block after <!-- offline-sweep -->"
+    commands = [shlex.split(line) for line in match.group(1).splitlines() if line.strip()]
+    after = text[match.end(1):]
+    return commands, sweep_table(after)
+
+
+def sweep_table(md: str) -> dict[str, dict[str, str]]:
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| variant | step |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def test_the_readme_offline_sweep_runs_as_written_and_shows_a_significant_and_a_plain_difference(tmp_path):
+    """The README's offline sweep commands, run in this process on 2 samples (the adapters and the outputs in a
+    temporary folder instead of ckpts/ and outputs/sweep; the pasted table is the run on all 10): the variants and
+    steps are the pasted table's, checkpoint-100's adapter changes the edits, and checkpoint-200's (the diverged
+    checkpoint) makes every edit non-finite, saved black and flagged so, scored below base as the table says; and the
+    pasted table marks one difference significant and the other not."""
+    import importlib.util
+
+    import numpy as np
+    from launch import ROOT
+    from PIL import Image
+
+    from bench_lib import cli
+    from bench_lib.store import read_results
+
+    commands, shown = readme_sweep_example()
+    assert [c[:2] for c in commands] == [["python", "scripts/make_tiny_lora.py"]] * (len(commands) - 1) + [
+        ["python", "run_benchmark.py"]]
+    verdicts = {name: row["significant"] for name, row in shown.items() if name != "base"}
+    assert verdicts == {"checkpoint-100": "no", "checkpoint-200": "**yes, worse**"}
+    assert all(row["scored"] == "10" for row in shown.values())  # the pasted run: every demo sample
+
+    def here(arg: str) -> str:  # the example's own relative folders, moved under tmp_path
+        return str(tmp_path / arg) if arg.split("/")[0] in ("ckpts", "outputs") else arg
+
+    spec = importlib.util.spec_from_file_location("make_tiny_lora", ROOT / "scripts" / "make_tiny_lora.py")
+    make_tiny_lora = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_tiny_lora)
+    for command in commands[:-1]:
+        assert make_tiny_lora.main([here(a) for a in command[2:]]) == 0
+    args = [here(a) for a in commands[-1][2:]]
+    # cheaper than the pasted run: 2 samples, no baselines, no gallery (the options after the example's win)
+    assert cli.main([*args, "--limit", "2", "--baselines", "", "--gallery", "false"]) == 0
+    out = Path(args[args.index("--output_dir") + 1])
+    got = sweep_table((out / "sweep.md").read_text())
+    assert [(name, row["step"]) for name, row in got.items()] == [(name, row["step"]) for name, row in shown.items()]
+
+    def edits(name):
+        rows = read_results(out / name / "results.jsonl")
+        assert [r["status"] for r in rows] == ["ok", "ok"]
+        return rows, [np.asarray(Image.open(out / name / r["edited_image"]).convert("RGB"), dtype=int) for r in rows]
+
+    base_rows, base = edits("base")
+    _, tuned = edits("checkpoint-100")
+    assert all(np.abs(a - b).mean() > 1 for a, b in zip(tuned, base))  # the adapter changes every edit
+    diverged_rows, diverged = edits("checkpoint-200")
+    assert all(r["flags"] == ["non_finite", "constant_image"] for r in diverged_rows)
+    assert all((e == 0).all() for e in diverged)  # NaN saved as black
+    assert all(d["score"] < b["score"] for d, b in zip(diverged_rows, base_rows))  # below base, as in the table
+    assert shown["checkpoint-200"]["Δ score vs base"].startswith("-")

@@ -389,7 +389,8 @@ def build_lora(path: Path, *, seed: int, base: str = "qwen-image-edit", rank: in
     LoRA format (`<path>/pytorch_lora_weights.safetensors`), with random weights drawn from `seed`: a
     stand-in for a fine-tuning checkpoint, loaded by `load_lora_weights` like a real one. Deterministic.
     `strength` scales the adapter's effect (its B matrices): at 1 the random adapter barely moves an edit's pixels;
-    the demo sweeps use a strength that changes edits visibly."""
+    the demo sweeps use 30, which changes edits visibly, and 1e30, which overflows float32 (a diverged checkpoint:
+    every edit non-finite)."""
     import diffusers
     from peft import LoraConfig, get_peft_model_state_dict
 
