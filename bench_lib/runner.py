@@ -330,12 +330,18 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
                                                                                  gathered[len(units):])}
         share_baseline_records(units, shared, fresh)
         for unit, todo, job, per_rank in zip(units, to_edit, jobs, per_unit):
-            statuses = _write_unit(unit, samples, protocol, facts, rubrics, per_rank, started, dist.world_size,
-                                   edited_now=len(todo), judged_now=len(job.samples), logger=logger)
+            statuses, filled = _write_unit(unit, samples, protocol, facts, rubrics, per_rank, started,
+                                           dist.world_size, edited_now=len(todo), judged_now=len(job.samples),
+                                           logger=logger)
             if not statuses["ok"]:
                 unscored.append((unit.label, f"none of the {sum(statuses.values())} samples is ok "
                                              f"({', '.join(f'{n} {k}' for k, n in sorted(statuses.items()))}); the "
                                              f"reports are written in {unit.folder.root} (see each row's error)"))
+            elif filled == statuses["ok"]:  # every "ok" is failure_policy reference's fill-in: the judge said nothing
+                unscored.append((unit.label, f"no answer of the judge parsed for any of the {sum(statuses.values())} "
+                                             f"samples: the {filled} ok row(s) hold only the values failure_policy "
+                                             "reference fills in for unparsed answers; the reports are written in "
+                                             f"{unit.folder.root} (see each row's judge_raw)"))
     unscored = dist.all_gather([unscored] if dist.is_main else [])[0]  # also the barrier after the reports
     # main process: each unit's per-rank timings; every rank: the folders that scored nothing (exit code 1)
     return {"per_unit": per_unit, "unscored": unscored, "budget_reached": judge_stage.budget_reached,
@@ -352,7 +358,7 @@ def not_judged(job: JudgeJob, judged: set[str], why: str) -> list[dict[str, Any]
 
 def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: dict[str, SampleFacts],
                 rubrics: Rubrics, per_rank: list[dict], started: dt.datetime, world_size: int, *, edited_now: int,
-                judged_now: int, logger) -> Counter:
+                judged_now: int, logger) -> tuple[Counter, int]:
     cfg, plan = unit.cfg, unit.plan
     edits, judgements = plan.edits, plan.judgements
     rows, baseline_rows = build_rows(samples, edits, judgements, plan.baseline_records, protocol, facts,
@@ -374,7 +380,10 @@ def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: di
     log = logger.info if statuses["ok"] == len(rows) else logger.warning
     log("%sstatuses: %s; wrote %s", f"{unit.label}: " if unit.label else "", dict(statuses),
         unit.folder.root / "report.md")
-    return statuses
+    # ok only by the failure policy: no answer of the judgement parsed, and the benchmark's rules filled them all in
+    filled = sum(row["status"] == "ok" and row.get("judge_parse") == "failed"
+                 and not (judgements.get(row["id"]) or {}).get("partial_answers") for row in rows)
+    return statuses, filled
 
 
 def editor_job(unit: Unit, samples: list[Sample]) -> JudgeJob:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from test_data import write_images
 from test_edit_stage import FakeCudaMemory, SlowLoadEditor, slow_editor  # noqa: F401  (a fixture)
+from test_judge_stage import scripted_judge  # noqa: F401  (a fixture)
 
 import bench_lib.edit_stage as edit_stage
 import bench_lib.judge_stage as judge_stage
@@ -416,3 +417,25 @@ def test_hostile_ids_and_fields_end_to_end(tmp_path):
         assert path.parent == (out / "edits").resolve() and path.is_file()
     report = json.loads((out / "report.json").read_text())
     assert report["overall"]["failed_by_status"] == {"invalid_input": 8}
+
+
+@pytest.mark.usefixtures("scripted_judge")
+def test_a_run_whose_every_ok_row_is_a_failure_policy_fill_in_scored_nothing(tmp_path):
+    """failure_policy reference fills in the answers of a judgement that did not parse (RE-Edit: no / 5 / [5, 5]),
+    which makes the row `ok`: a judge whose every answer failed to parse would pass for a finished run with a
+    headline made only of fill-ins. Such a run scored nothing: its reports are written, then it fails (exit 1)."""
+    from test_judge_stage import ScriptedJudge, write_manifest
+
+    judge = ScriptedJudge
+    out = tmp_path / "out"
+    cfg = {"dataset": str(write_manifest(tmp_path / "data", 3)), "output_dir": str(out), "editor": "identity",
+           "judge": "test-scripted", "baselines": "", "protocol": "re_edit", "failure_policy": "reference"}
+    judge.mode = "unparsed"
+    with pytest.raises(RunFailed, match=r"nothing was scored: no answer of the judge parsed for any of the 3 "
+                                        r"samples: the 3 ok row\(s\) hold only the values failure_policy reference"):
+        runner.run(config_from_dict(cfg))
+    rows = read_results(out / "results.jsonl")  # the whole report set is written first
+    assert [r["status"] for r in rows] == ["ok"] * 3 and all(r["fills"]["filled"] for r in rows)
+    judge.mode = "answer"  # answers that parse: the same settings score
+    runner.run(config_from_dict({**cfg, "output_dir": str(tmp_path / "answered")}))
+    assert {r["judge_parse"] for r in read_results(tmp_path / "answered" / "results.jsonl")} == {"ok"}
