@@ -229,8 +229,8 @@ class FolderLock:
     implement `flock` with the server's byte-range locks, so it holds across nodes (NFSv4, or NFSv3 with
     lockd). Such a lock is lost when the holding process closes ANY descriptor of the file, so nothing else
     in the harness opens it. A filesystem without locks at all (Lustre mounted without `-o flock`) gets a
-    warning and no lock. A `.lock` that is a link, a folder or anything but a plain file is refused (exit 2):
-    the lock is never taken (nor written) through a link.
+    warning and no lock. A `.lock` that is a link (symbolic or hard), a folder or anything but a plain file is
+    refused (exit 2): the lock is never taken (nor written) through a link.
 
     `acquire` makes the folder if it is missing; `release` removes what `acquire` made when nothing else was
     written beside the lock file (a run refused before it wrote anything leaves the folders as they were).
@@ -260,8 +260,8 @@ class FolderLock:
             if err.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
                 raise ConfigError(self._not_a_lock()) from None
             raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_nlink > 1:
+            os.close(fd)  # a hard link: truncating it would truncate the file of its other name
             raise ConfigError(self._not_a_lock())
         if not existed:
             self._made.append(self.path)
@@ -287,7 +287,7 @@ class FolderLock:
 
     def _not_a_lock(self) -> str:
         kind = ("a symbolic link" if self.path.is_symlink() else "a folder" if self.path.is_dir()
-                else "not a plain file")
+                else "a hard link (one more name of another file)" if self.path.is_file() else "not a plain file")
         return (f"{self.path} is {kind}: the harness locks output_dir with a plain file and never follows a link. "
                 "Remove it, or use another output_dir.")
 
@@ -494,6 +494,15 @@ class RunFolder:
                             root=self.root)
 
 
+def _read_all(fd: int) -> bytes:
+    """Every byte of an open file, whatever its position."""
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     """Records of one file. A line that doesn't parse (torn by a kill or a crash) is skipped: its sample
     simply has no record and is redone."""
@@ -510,7 +519,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 class RecordWriter:
     """Append-only JSONL; `write` returns once the lines are on disk (flush + fsync). Never through a link: the
-    file is opened with O_NOFOLLOW, its folders below `root` as in `_open_folder`."""
+    file is opened with O_NOFOLLOW, its folders below `root` as in `_open_folder`; a file with a second (hard)
+    name is copied and renamed into place before the lines are added, so the other name keeps its content."""
 
     def __init__(self, path: Path, *, root: Optional[Path] = None):
         self.path = Path(path)
@@ -523,7 +533,7 @@ class RecordWriter:
         text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
         fd_dir = _open_folder(self.root, self.path.parent.relative_to(self.root))
         try:
-            fd = os.open(self.path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+            fd = os.open(self.path.name, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
                          | os.O_CLOEXEC, 0o666, dir_fd=fd_dir)  # O_NONBLOCK: a FIFO in its place can't block
         except OSError as err:
             if err.errno == errno.ELOOP:
@@ -535,9 +545,14 @@ class RecordWriter:
         finally:
             os.close(fd_dir)
         with os.fdopen(fd, "a", encoding="utf-8") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
                 raise OSError(errno.EINVAL, f"{self.path} is not a plain file: records are appended to files only",
                               str(self.path))
+            if info.st_nlink > 1:  # a hard link (a snapshot made with `cp -al`): appending would change its other name
+                kept = _read_all(f.fileno())
+                _atomic_write(self.path, lambda g: g.write(kept + text.encode("utf-8")), root=self.root)
+                return
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

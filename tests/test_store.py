@@ -143,7 +143,12 @@ def _fifo(lock, outside):
     os.mkfifo(lock)
 
 
-@pytest.mark.parametrize("make", [_link_to_file, _dangling_link, _link_to_folder, _folder, _fifo])
+def _hard_link(lock, outside):
+    outside.write_text("precious\n")
+    os.link(outside, lock)  # the same file under a second name: truncating the lock would truncate it
+
+
+@pytest.mark.parametrize("make", [_link_to_file, _dangling_link, _link_to_folder, _folder, _fifo, _hard_link])
 def test_a_lock_that_is_not_a_plain_file_is_one_line_and_exit_2(tmp_path, capsys, make):
     from bench_lib import cli
 
@@ -176,6 +181,25 @@ def test_record_files_are_never_appended_through_a_link(tmp_path):
     with pytest.raises(OSError, match="link"):
         folder.record_writer(1, "edit", 1).write([{"id": "a", "status": "edit_failed"}])
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_hard_linked_record_file_is_copied_before_it_is_appended_to(tmp_path):
+    """A folder snapshot made with `cp -al` (or rsync --link-dest) shares its record files' inodes with the run:
+    appending in place would change the snapshot (a file outside the output folder) too."""
+    from bench_lib.store import RunFolder
+
+    folder = RunFolder(tmp_path / "out")
+    folder.prepare({"seed": 0}, overwrite=False)
+    writer = folder.record_writer(1, "edit", 0)
+    writer.write([{"id": "a", "status": "edit_failed"}])
+    snapshot = tmp_path / "snapshot.jsonl"
+    os.link(writer.path, snapshot)
+    before = snapshot.read_bytes()
+    writer.write([{"id": "b", "status": "edit_failed"}])
+    writer.write([{"id": "c", "status": "edit_failed"}])
+    assert snapshot.read_bytes() == before  # the snapshot is as it was
+    assert [json.loads(line)["id"] for line in writer.path.read_text().splitlines()] == ["a", "b", "c"]
+    assert os.stat(writer.path).st_nlink == 1
 
 
 @pytest.mark.parametrize("overwrite", [True, False])
