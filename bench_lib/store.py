@@ -416,7 +416,7 @@ class RunFolder:
             if isinstance(data, dict) and isinstance(data.get("fingerprint"), dict) and \
                     isinstance(data.get("attempts"), int):
                 return data
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
             pass
         raise ConfigError(f"{path} is not this harness's run file (unreadable or foreign). "
                           "Use another output_dir, or --overwrite to discard the folder's results.")
@@ -627,6 +627,8 @@ def _read_json_file(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not readable JSON: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not this harness's file (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not this harness's file (not a JSON object)")
     return data

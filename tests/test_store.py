@@ -86,6 +86,25 @@ def test_a_folder_with_results_but_no_run_file_is_refused(tmp_path):
         RunFolder(tmp_path).prepare({"seed": 0}, overwrite=False)
 
 
+def test_json_nested_too_deeply_is_a_foreign_file_not_a_traceback(tmp_path):
+    """run.json, report.json or sweep.json nested past Python's recursion limit: one line, as any foreign file."""
+    from bench_lib.store import RunFolder
+    from bench_lib.sweep import read_sweep
+
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "run.json").write_text(deep)
+    with pytest.raises(ConfigError, match="not this harness's run file"):
+        RunFolder(tmp_path).prepare({"seed": 0}, overwrite=False)
+    (tmp_path / "run.json").write_text('{"fingerprint": {}, "attempts": 1}')
+    (tmp_path / "results.jsonl").write_text("")
+    (tmp_path / "report.json").write_text(deep)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_run(tmp_path)
+    (tmp_path / "sweep.json").write_text(deep)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_sweep(tmp_path)
+
+
 def test_overwrite_and_rollback_of_the_run_file(tmp_path):
     import pytest
 
