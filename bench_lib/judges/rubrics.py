@@ -66,11 +66,12 @@ def _read_rubric(path: Path) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
         raise ConfigError(f"rubric {str(path)!r} cannot be read: {err.strerror or err}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"rubric {str(path)!r} is not a regular file (a folder, FIFO or device): a rubric is a "
+                          "text file.")
+    os.set_blocking(fd, True)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(f"rubric {str(path)!r} is not a regular file (a folder, FIFO or device): a rubric is "
-                              "a text file.")
-        os.set_blocking(fd, True)
         return f.read().decode("utf-8")
 
 
