@@ -279,12 +279,16 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
         prints = [run_fingerprint(u.cfg, dataset_identity, rubrics, protocol) for u in units]
         if editor is not None:  # the caller's object: recorded as such (never resumed by another call)
             prints[0]["editor"]["in_memory"] = editor.in_memory()
-        for unit, fingerprint in zip(units, prints):  # all before any is changed: a refusal leaves them as they were
-            unit.folder.check(fingerprint, overwrite=unit.cfg.run.overwrite)
+        models = [backend_models(u.cfg) for u in units]  # where the weights come from, as this attempt finds them
+        for unit, fingerprint, found in zip(units, prints, models):  # all before any is changed: a refusal leaves
+            unit.folder.check(fingerprint, overwrite=unit.cfg.run.overwrite)  # them as they were
+            if not unit.cfg.run.overwrite:
+                check_same_weights(unit.folder, found, editor=editor is None)
         if on_start is not None:
             on_start()
-        return [_plan(u.cfg, u.folder, fp, samples, dist.world_size, logger,
-                      in_memory=editor.in_memory() if editor is not None else None) for u, fp in zip(units, prints)]
+        return [_plan(u.cfg, u.folder, fp, samples, dist.world_size, logger, models=found,
+                      in_memory=editor.in_memory() if editor is not None else None)
+                for u, fp, found in zip(units, prints, models)]
 
     plans = dist.on_main(plan_units)
     for unit, plan in zip(units, plans):
@@ -466,8 +470,37 @@ def _slurm_restarts() -> int:
     return int(value) if value.isdigit() else 0
 
 
+MODEL_IDENTITY = ("config_sha256", "weights_sha256", "resolved_revision")  # what tells two weights of one name apart
+
+
+def check_same_weights(folder: RunFolder, models: dict[str, Any], *, editor: bool = True) -> None:
+    """Main process, before a resume changes anything: the editor's and the judge's weights must be those of the
+    folder's previous attempt. A local model folder is named in the fingerprint by its path, so weights saved again
+    in place (a training job's output, a re-converted judge) would otherwise edit and judge the rest of the run
+    while the kept edits and judgements came from the old ones. Compared where both attempts recorded them: a local
+    folder's config and sampled weights hashes, a hub model's resolved commit. `editor=False`: the caller's
+    pipeline in memory (such a folder is never resumed)."""
+    previous = next((h["models"] for h in reversed(folder.history())
+                     if isinstance(h, dict) and isinstance(h.get("models"), dict)), None)
+    if not previous:
+        return
+    changed = []
+    for role in ("editor", "judge") if editor else ("judge",):
+        old, new = previous.get(role) or {}, models.get(role) or {}
+        if not isinstance(old, dict) or old.get("id") != new.get("id"):
+            continue  # another model is another fingerprint: `check` named it
+        for key in MODEL_IDENTITY:
+            if isinstance(old.get(key), str) and isinstance(new.get(key), str) and old[key] != new[key]:
+                changed.append(f"{role} {new.get('id')!r} {key} {old[key][:12]}… -> {new[key][:12]}…")
+                break
+    if changed:
+        raise ConfigError(f"{folder.root}: the model weights changed since the previous attempt "
+                          f"({'; '.join(changed)}): its kept edits and judgements were made with the old ones. "
+                          "Resume with the same weights, use another output_dir, or --overwrite to start over.")
+
+
 def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: list[Sample], world_size: int,
-          logger, *, in_memory: Optional[dict] = None) -> Plan:
+          logger, *, models: Optional[dict] = None, in_memory: Optional[dict] = None) -> Plan:
     """Start the next attempt; return it with the earlier records, the ids whose edits can be reused, and
     the earlier judgements of each sanity baseline."""
     versions = package_versions()
@@ -476,7 +509,7 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
         logger.warning("library versions differ from the previous attempt's, so redone edits may differ "
                        "slightly from kept ones: %s", changed)
     info = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "world_size": world_size,
-            "harness": harness_commit(), "models": backend_models(cfg)}
+            "harness": harness_commit(), "models": models if models is not None else backend_models(cfg)}
     if in_memory is not None:  # the caller's pipeline: `editor_model` names no weights of its own
         info["models"]["editor"] = {"backend": cfg.editor.editor, "id": cfg.editor_backend.editor_model,
                                     "source": "in memory", "in_memory": in_memory}

@@ -439,3 +439,34 @@ def test_a_run_whose_every_ok_row_is_a_failure_policy_fill_in_scored_nothing(tmp
     judge.mode = "answer"  # answers that parse: the same settings score
     runner.run(config_from_dict({**cfg, "output_dir": str(tmp_path / "answered")}))
     assert {r["judge_parse"] for r in read_results(tmp_path / "answered" / "results.jsonl")} == {"ok"}
+
+
+def test_a_resume_after_the_judge_s_weights_were_saved_again_in_place_is_refused(tmp_path, capsys):
+    """A local model folder is in the fingerprint by its path: weights saved again in place (a judge converted anew,
+    a training job's output) would judge the rest of a resumed run while its kept judgements came from the old
+    ones. The attempt records each model's hashes; a resume compares them, names the model and refuses (exit 2)."""
+    import shutil
+
+    from conftest import copy_demo, identity_run
+
+    from bench_lib.models import resolve_model
+
+    judge = tmp_path / "judge"
+    shutil.copytree(resolve_model("tiny:qwen3-vl"), judge)
+    rows = copy_demo(tmp_path / "data", 2)
+    manifest = tmp_path / "data" / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out"
+    args = ["--judge_model", str(judge), "--judge_dtype", "float32", "--judge_min_digit_mass", "0", "--limit", "1"]
+    assert identity_run(manifest, out, *args) == 0
+    kept = (out / "results.jsonl").read_bytes()
+    weights = next(judge.glob("*.safetensors"))
+    changed = bytearray(weights.read_bytes())
+    changed[-1] ^= 1  # one bit of the last tensor: the same file layout, other weights
+    weights.write_bytes(bytes(changed))
+    capsys.readouterr()
+    assert identity_run(manifest, out, *args[:-1], "--limit", "2") == 2  # a resume that would judge one more
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model weights changed" in err and f"judge {str(judge)!r} weights_sha256" in err
+    assert (out / "results.jsonl").read_bytes() == kept and len(json.loads((out / "run.json").read_text())[
+        "history"]) == 1  # nothing changed
