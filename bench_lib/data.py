@@ -217,6 +217,27 @@ class Sample:
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)  # description, rationale, explanation, flags
 
 
+def input_digests(samples: list[Sample]) -> dict[str, str]:
+    """sample id -> a digest of the image files its row names (source and reference), for the samples whose images
+    are files: a data file's identity covers only the paths it holds, so a resume compares these to find images
+    replaced in place. Images held in the data itself (bytes, base64) are covered by its identity already."""
+    out = {}
+    for sample in samples:
+        parts = []
+        for name in ("source_image", "reference_image"):
+            ref = getattr(sample, name)
+            if ref is None or ref.path is None:
+                continue
+            try:
+                digest = hashlib.sha256(read_regular(ref.path)).hexdigest()
+            except (OSError, ValueError):  # gone or not a file: the sample is invalid_input, redone at any rate
+                digest = "unreadable"
+            parts.append(f"{name} {digest}")
+        if parts:
+            out[sample.id] = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    return out
+
+
 def load_samples(cfg: DataConfig) -> list[Sample]:
     """Read, map and validate the dataset. Raises `ConfigError` for problems of the whole dataset."""
     return load_benchmark(cfg)[0]

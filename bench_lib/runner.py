@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 from .backends import Editor
 from .config import BenchmarkConfig, ConfigError, section_fingerprint
-from .data import ImageRef, Sample, load_benchmark
+from .data import ImageRef, Sample, input_digests, load_benchmark
 from .distributed import Distributed
 from .edit_stage import EditJob, EditStage
 from .failures import RunFailed, nothing_scored
@@ -286,7 +286,8 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
                 check_same_weights(unit.folder, found, editor=editor is None)
         if on_start is not None:
             on_start()
-        return [_plan(u.cfg, u.folder, fp, samples, dist.world_size, logger, models=found,
+        inputs = input_digests(samples)
+        return [_plan(u.cfg, u.folder, fp, samples, dist.world_size, logger, models=found, inputs=inputs,
                       in_memory=editor.in_memory() if editor is not None else None)
                 for u, fp, found in zip(units, prints, models)]
 
@@ -500,9 +501,11 @@ def check_same_weights(folder: RunFolder, models: dict[str, Any], *, editor: boo
 
 
 def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: list[Sample], world_size: int,
-          logger, *, models: Optional[dict] = None, in_memory: Optional[dict] = None) -> Plan:
+          logger, *, models: Optional[dict] = None, inputs: Optional[dict[str, str]] = None,
+          in_memory: Optional[dict] = None) -> Plan:
     """Start the next attempt; return it with the earlier records, the ids whose edits can be reused, and
-    the earlier judgements of each sanity baseline."""
+    the earlier judgements of each sanity baseline. `inputs`: each sample's image files' digest
+    (`data.input_digests`): a sample whose files changed since they were recorded is edited and judged again."""
     versions = package_versions()
     changed = folder.versions_changed(versions) if not cfg.run.overwrite else {}
     if changed:
@@ -513,16 +516,25 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
     if in_memory is not None:  # the caller's pipeline: `editor_model` names no weights of its own
         info["models"]["editor"] = {"backend": cfg.editor.editor, "id": cfg.editor_backend.editor_model,
                                     "source": "in memory", "in_memory": in_memory}
-    attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info)
+    inputs = inputs or {}
+    recorded = {} if cfg.run.overwrite else folder.recorded_inputs()
+    replaced = {i for i, digest in inputs.items() if recorded.get(i, digest) != digest}
+    attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info, inputs=inputs)
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
     for record in edits.values():  # an edit recorded before edit records carried their seed
         record.setdefault("seed", seed_of(cfg)(record["id"]))
     stale = EDITORS.get(cfg.editor.editor).stale_edits(cfg.editor_backend, samples, edits)
+    stale.update({i: "its source or reference image file changed since it was edited and judged"
+                  for i in sorted(replaced) if edits.get(i, {}).get("status") == "ok" and i not in stale})
     if stale:
         first = next(iter(stale))
         logger.warning("%d kept edit(s) are done again: %r: %s", len(stale), first, stale[first])
     reusable = {s.id for s in samples if s.id not in stale and folder.edit_is_reusable(edits.get(s.id))}
     baselines = {name: folder.read_baseline_records(name) for name in cfg.editor.baseline_names()}
+    for sample_id in replaced:  # the baselines' images are made from the source, and the judge sees both
+        judgements.pop(sample_id, None)
+        for records in baselines.values():
+            records.pop(sample_id, None)
     return Plan(attempt, edits, judgements, reusable, baselines)
 
 

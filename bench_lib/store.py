@@ -349,7 +349,7 @@ class RunFolder:
                               "anything but a folder it made. Remove it, or use another output_dir.")
 
     def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool, versions: Optional[dict] = None,
-                info: Optional[dict] = None) -> int:
+                info: Optional[dict] = None, inputs: Optional[dict[str, str]] = None) -> int:
         """Main process only: check that the folder belongs to this run, start the next attempt.
 
         Returns the attempt number (1 for a fresh run). Raises `ConfigError` naming what differs when the
@@ -367,8 +367,15 @@ class RunFolder:
         history.append({"attempt": attempt, "versions": versions, **(info or {})})
         # `outputs` (the stamp of the last finished reporting pass) stays until this attempt writes its own
         write_json(run_file, {"fingerprint": fingerprint, "attempts": attempt, "versions": versions,
-                              "history": history, "outputs": (previous or {}).get("outputs")})
+                              "history": history, "outputs": (previous or {}).get("outputs"),
+                              "inputs": {**self.recorded_inputs(previous), **(inputs or {})}})
         return attempt
+
+    def recorded_inputs(self, data: Optional[dict[str, Any]] = None) -> dict[str, str]:
+        """sample id -> the digest of its image files as the attempts so far found them (`data.input_digests`)."""
+        data = self._read_run_file() if data is None else data
+        found = (data or {}).get("inputs")
+        return {k: v for k, v in found.items() if isinstance(v, str)} if isinstance(found, dict) else {}
 
     def remove_temporary_files(self) -> list[Path]:
         """Delete every temporary file an interrupted atomic write can leave in the folders the harness owns."""

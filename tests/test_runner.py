@@ -470,3 +470,36 @@ def test_a_resume_after_the_judge_s_weights_were_saved_again_in_place_is_refused
     assert err.count("\n") == 1 and "model weights changed" in err and f"judge {str(judge)!r} weights_sha256" in err
     assert (out / "results.jsonl").read_bytes() == kept and len(json.loads((out / "run.json").read_text())[
         "history"]) == 1  # nothing changed
+
+
+def test_a_source_image_replaced_in_place_is_edited_and_judged_again_on_resume(tmp_path):
+    """A manifest is identified by its own bytes, which name image files by path: a source image replaced in place
+    left the manifest's identity as it was, and a resume kept the edit and the judgements of the old image. Each
+    attempt records the digest of every sample's image files; a changed one is redone (its baselines too)."""
+    from conftest import copy_demo, identity_run
+
+    def run(folder, out):
+        return identity_run(folder / "manifest.jsonl", out, "--judge_model", "tiny:qwen3-vl", "--judge_dtype",
+                            "float32", "--judge_min_digit_mass", "0", "--baselines", "identity", "--gallery",
+                            "false")
+
+    rows = copy_demo(tmp_path / "data", 2)
+    (tmp_path / "data" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert run(tmp_path / "data", out) == 0
+    first = read_results(out / "results.jsonl")
+    replaced = tmp_path / "data" / rows[0]["source_image"]
+    with Image.open(replaced) as image:
+        image.transpose(Image.Transpose.ROTATE_180).resize((40, 56)).save(replaced)
+    assert run(tmp_path / "data", out) == 0
+    resumed = read_results(out / "results.jsonl")
+    assert run(tmp_path / "data", tmp_path / "fresh") == 0
+    fresh = read_results(tmp_path / "fresh" / "results.jsonl")
+    assert abs(fresh[0]["score"] - first[0]["score"]) > 1e-3  # the new image scores otherwise: the check has teeth
+    assert [r["attempts"] for r in resumed] == [{"edit": 2, "judge": 2}, {"edit": 1, "judge": 1}]
+    for row, expected in zip(resumed, fresh):
+        assert row["subscores"] == pytest.approx(expected["subscores"], abs=1e-4)
+    with Image.open(out / resumed[0]["edited_image"]) as image:
+        assert image.size == (40, 56)  # the identity editor's copy of the new source
+    baseline = read_results(out / "baselines" / "identity.jsonl")
+    assert [r["attempts"]["judge"] for r in baseline] == [2, 1]
