@@ -112,7 +112,8 @@ def test_export_with_image_files_replaced_since_the_run_is_refused(run_with_bad_
     shutil.copytree(manifest.parent, copy, ignore=shutil.ignore_patterns("run"))
     rows = [json.loads(line) for line in (copy / "manifest.jsonl").read_text().splitlines()]
     shutil.copy(copy / rows[0]["source_image"], copy / rows[3]["source_image"])  # sample 3 shows sample 0's image
-    with pytest.raises(ConfigError, match=rf"image files of 1 sample.*{re.escape(repr(rows[3]['id']))}.*replaced since"):
+    expected = rf"image files of 1 sample.*{re.escape(repr(rows[3]['id']))}.*replaced since"
+    with pytest.raises(ConfigError, match=expected):
         export_run(run, tmp_path / "export", dataset=str(copy / "manifest.jsonl"))
     assert not (tmp_path / "export").exists()
 
