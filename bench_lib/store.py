@@ -438,8 +438,8 @@ class RunFolder:
 
     def _attempts_on_disk(self) -> list[int]:
         """Attempt numbers that have record files, in order."""
-        return sorted({int(p.name.split(".")[0].removeprefix("attempt-"))
-                       for p in (self.root / RECORDS_DIR).glob("attempt-*.jsonl")})
+        return sorted({int(match.group(1)) for p in (self.root / RECORDS_DIR).glob("attempt-*.jsonl")
+                       if (match := _RECORD_NAME.fullmatch(p.name))})  # a file of another name is not a record
 
     def versions_changed(self, versions: dict[str, str]) -> dict[str, tuple]:
         """Library versions that differ from the previous attempt's (edits may differ slightly)."""
@@ -499,6 +499,9 @@ class RunFolder:
     def record_writer(self, attempt: int, stage: str, rank: int) -> RecordWriter:
         return RecordWriter(self.root / RECORDS_DIR / f"attempt-{attempt:04d}.{stage}.rank-{rank:05d}.jsonl",
                             root=self.root)
+
+
+_RECORD_NAME = re.compile(r"attempt-(\d+)\..+\.rank-\d+\.jsonl")
 
 
 def _read_all(fd: int) -> bytes:

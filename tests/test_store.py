@@ -105,6 +105,20 @@ def test_json_nested_too_deeply_is_a_foreign_file_not_a_traceback(tmp_path):
         read_sweep(tmp_path)
 
 
+def test_a_file_of_another_name_in_records_is_not_an_attempt(tmp_path):
+    """A copy a file manager made (`attempt-0001 copy.edit...`) or any other file in records/ was a ValueError
+    traceback at the next start; it is no attempt's record (and the attempt count goes on from the real ones)."""
+    from bench_lib.store import RunFolder
+
+    folder = RunFolder(tmp_path)
+    assert folder.prepare({"seed": 0}, overwrite=False) == 1
+    folder.record_writer(1, "edit", 0).write([{"id": "a", "status": "edit_failed"}])
+    for name in ("attempt-0001 copy.edit.rank-00000.jsonl", "attempt-x.edit.rank-00000.jsonl", "attempt-.jsonl"):
+        (tmp_path / "records" / name).write_text("")
+    assert folder.prepare({"seed": 0}, overwrite=False) == 2
+    assert list(folder.read_records()[0]) == ["a"]
+
+
 def test_overwrite_and_rollback_of_the_run_file(tmp_path):
     import pytest
 
