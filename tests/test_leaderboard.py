@@ -126,6 +126,14 @@ def test_a_folder_that_is_no_run_is_one_line_and_exit_2(runs, tmp_path):
         leaderboard([])
 
 
+def test_out_that_is_a_file_is_one_line_and_exit_2(runs, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = subprocess.run([sys.executable, "scripts/leaderboard.py", str(runs["identity"]), "--out",
+                             str(tmp_path / "file")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "is a file" in result.stderr
+    assert (tmp_path / "file").read_text() == "x"
+
+
 def test_side_by_side_shows_each_runs_edit_with_its_scale_and_the_baselines(runs, tmp_path):
     from bench_lib.leaderboard import write_side_by_side
 
