@@ -40,7 +40,14 @@ from .protocols.base import SampleFacts
 from .provenance import backend_models, device_name, harness_commit, package_versions
 from .registry import EDITORS, JUDGES
 from .store import RUN_FILE, FolderLock, RunFolder, load_png, sample_seed
-from .sweep import check_variant_folders, checkpoint_step, discard_sweep_report, expand, write_sweep_report
+from .sweep import (
+    check_variant_folders,
+    checkpoint_step,
+    discard_sweep_report,
+    expand,
+    variant_specs,
+    write_sweep_report,
+)
 
 SCORING_VERSION = 4  # bump when a change to the harness changes scores: old run folders then refuse to resume
 
@@ -143,10 +150,12 @@ def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = No
     if loaded is None:
         loaded = preflight(cfg, editor=pipeline is None)
     top = Path(cfg.run.output_dir)
-    variants = expand(cfg) if cfg.sweep.sweep else None
     logging_dir = cfg.tracking.logging_folder(cfg.run.output_dir)
     dist = Distributed(timeout_s=cfg.run.process_group_timeout, accelerator=accelerator,  # first: its timeout wins
                        log_with=cfg.tracking.names() if accelerator is None else None, logging_dir=logging_dir)
+    # The main process lists a folder sweep's checkpoints, once, for every rank: a training job that saves one
+    # while the processes start must not give two ranks two lists (their units would pair other variants' edits).
+    variants = expand(cfg, specs=dist.on_main(lambda: variant_specs(cfg))) if cfg.sweep.sweep else None
     given = EDITORS.get(cfg.editor.editor).wrap(cfg.editor_backend, pipeline, device=dist.device) \
         if pipeline is not None else None
     if variants is None:
@@ -265,6 +274,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     # A local dataset was read by the preflight on every process; a hub one is downloaded by one process first.
     loaded = loaded or dist.main_first(lambda: load_benchmark(cfg.data))
     samples, dataset_identity = loaded
+    check_same_data(dist, dataset_identity, len(samples))
     for config in (cfg, *(u.cfg for u in units)):  # `protocol: auto`: the data's format's protocol, from now on
         resolve_protocol(config.judge, getattr(loaded, "format", ""))
     dist.main_first(lambda: check_models(cfg, [u.cfg for u in units], editor=editor is None), local=True)
@@ -351,6 +361,16 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     # main process: each unit's per-rank timings; every rank: the folders that scored nothing (exit code 1)
     return {"per_unit": per_unit, "unscored": unscored, "budget_reached": judge_stage.budget_reached,
             "samples": samples, "judge_loads": judge_stage.timings.loads}
+
+
+def check_same_data(dist: Distributed, identity: str, num_samples: int) -> None:
+    """Every process read the local dataset itself: data rewritten while they started (a preparation job still
+    writing it) would give ranks other samples under the same ids. ConfigError on every rank when they differ."""
+    seen = dist.all_gather([(identity, num_samples)])
+    if len(set(seen)) > 1:
+        raise ConfigError(f"the dataset changed while the processes read it (rank 0 read {seen[0][1]} samples with "
+                          f"identity {seen[0][0]}, others read {sorted(set(seen) - {seen[0]})[:2]}): rerun once "
+                          "it is written.")
 
 
 def not_judged(job: JudgeJob, judged: set[str], why: str) -> list[dict[str, Any]]:

@@ -503,3 +503,45 @@ def test_a_source_image_replaced_in_place_is_edited_and_judged_again_on_resume(t
         assert image.size == (40, 56)  # the identity editor's copy of the new source
     baseline = read_results(out / "baselines" / "identity.jsonl")
     assert [r["attempts"]["judge"] for r in baseline] == [2, 1]
+
+
+def test_every_rank_runs_the_variants_the_main_process_listed(tmp_path, monkeypatch):
+    """Each process expanded the sweep itself: a training job that saved a checkpoint while they started gave two
+    ranks two variant lists, and units were paired by position (one variant's edits recorded as another's). The
+    main process lists them once; here this process gets the main process's list (a, b) while its own reading of
+    the sweep (a, b, c) has one more."""
+    from conftest import DEMO
+
+    from bench_lib.distributed import Distributed
+
+    listed = [("a", {}), ("b", {})]  # what the main process found
+
+    class ThisRank(Distributed):
+        calls = 0
+
+        def on_main(self, fn):
+            type(self).calls += 1
+            return listed if type(self).calls == 1 else super().on_main(fn)
+
+    monkeypatch.setattr(runner, "Distributed", ThisRank)
+    cfg = config_from_dict({"dataset": str(DEMO / "manifest.jsonl"), "limit": 1, "output_dir": str(tmp_path / "out"),
+                            "editor": "identity", "baselines": "", "gallery": False, "judge_model": "tiny:qwen3-vl",
+                            "judge_dtype": "float32", "judge_min_digit_mass": 0.0,
+                            "sweep": [{"name": "a"}, {"name": "b"}, {"name": "c"}]})
+    runner.run(cfg)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["a", "b"]
+    assert [v["name"] for v in json.loads((tmp_path / "out" / "sweep.json").read_text())["variants"]] == ["a", "b"]
+
+
+def test_ranks_that_read_different_data_stop_together():
+    """Each process reads a local dataset itself: one rewritten while they started gives ranks other samples."""
+    class Ranks:
+        def __init__(self, *seen):
+            self.seen = list(seen)
+
+        def all_gather(self, items):
+            return self.seen
+
+    runner.check_same_data(Ranks(("sha256:a", 3), ("sha256:a", 3)), "sha256:a", 3)
+    with pytest.raises(ConfigError, match="the dataset changed while the processes read it"):
+        runner.check_same_data(Ranks(("sha256:a", 3), ("sha256:b", 4)), "sha256:a", 3)
