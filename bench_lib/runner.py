@@ -274,13 +274,14 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     # A local dataset was read by the preflight on every process; a hub one is downloaded by one process first.
     loaded = loaded or dist.main_first(lambda: load_benchmark(cfg.data))
     samples, dataset_identity = loaded
-    check_same_data(dist, dataset_identity, len(samples))
     for config in (cfg, *(u.cfg for u in units)):  # `protocol: auto`: the data's format's protocol, from now on
         resolve_protocol(config.judge, getattr(loaded, "format", ""))
     dist.main_first(lambda: check_models(cfg, [u.cfg for u in units], editor=editor is None), local=True)
     download_models_on_each_node(dist, cfg, [u.cfg for u in units], editor=editor is None)
     rubrics = Rubrics(cfg.judge.prompts_dir)
     protocol = make_protocol(cfg.judge, rubrics)
+    check_same_inputs(dist, {"dataset": dataset_identity, "samples": len(samples), "rubrics": rubrics.hashes(),
+                             "judge prompts": protocol.digest()})
     _log_input_problems(samples, protocol, cfg.judge.category_map, logger)
     facts = {s.id: protocol.facts(s, cfg.judge.category_map) for s in samples}  # each sample's view and questions
     # The main process reads the folders and shares one plan per unit, so every rank (every node, whatever its
@@ -363,14 +364,16 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
             "samples": samples, "judge_loads": judge_stage.timings.loads}
 
 
-def check_same_data(dist: Distributed, identity: str, num_samples: int) -> None:
-    """Every process read the local dataset itself: data rewritten while they started (a preparation job still
-    writing it) would give ranks other samples under the same ids. ConfigError on every rank when they differ."""
-    seen = dist.all_gather([(identity, num_samples)])
-    if len(set(seen)) > 1:
-        raise ConfigError(f"the dataset changed while the processes read it (rank 0 read {seen[0][1]} samples with "
-                          f"identity {seen[0][0]}, others read {sorted(set(seen) - {seen[0]})[:2]}): rerun once "
-                          "it is written.")
+def check_same_inputs(dist: Distributed, found: dict[str, Any]) -> None:
+    """Every process read the local dataset, the rubrics and the judge's prompt file itself, and the fingerprint
+    (and every row's rubric hash) is the main process's reading: files rewritten while the processes started (a
+    preparation job still writing them, a rubric being edited) would have some ranks edit or judge other samples
+    or with other prompts than the run records. ConfigError on every rank, naming what differs."""
+    seen = dist.all_gather([found])
+    differ = [name for name in found if any(other[name] != seen[0][name] for other in seen)]
+    if differ:
+        raise ConfigError(f"the {' and the '.join(differ)} changed while the processes read them (the ranks read "
+                          "different files): rerun once they are written.")
 
 
 def not_judged(job: JudgeJob, judged: set[str], why: str) -> list[dict[str, Any]]:

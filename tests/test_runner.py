@@ -533,8 +533,9 @@ def test_every_rank_runs_the_variants_the_main_process_listed(tmp_path, monkeypa
     assert [v["name"] for v in json.loads((tmp_path / "out" / "sweep.json").read_text())["variants"]] == ["a", "b"]
 
 
-def test_ranks_that_read_different_data_stop_together():
-    """Each process reads a local dataset itself: one rewritten while they started gives ranks other samples."""
+def test_ranks_that_read_different_data_or_rubrics_stop_together():
+    """Each process reads a local dataset and the rubrics itself: one rewritten while they started gives ranks
+    other samples or other prompts than the fingerprint (the main process's reading) records."""
     class Ranks:
         def __init__(self, *seen):
             self.seen = list(seen)
@@ -542,6 +543,9 @@ def test_ranks_that_read_different_data_stop_together():
         def all_gather(self, items):
             return self.seen
 
-    runner.check_same_data(Ranks(("sha256:a", 3), ("sha256:a", 3)), "sha256:a", 3)
-    with pytest.raises(ConfigError, match="the dataset changed while the processes read it"):
-        runner.check_same_data(Ranks(("sha256:a", 3), ("sha256:b", 4)), "sha256:a", 3)
+    found = {"dataset": "sha256:a", "samples": 3, "rubrics": {"default": "r1"}, "judge prompts": "p"}
+    runner.check_same_inputs(Ranks(found, dict(found)), found)
+    with pytest.raises(ConfigError, match="the dataset changed while the processes read them"):
+        runner.check_same_inputs(Ranks(found, {**found, "dataset": "sha256:b"}), found)
+    with pytest.raises(ConfigError, match="the rubrics changed while"):
+        runner.check_same_inputs(Ranks(found, {**found, "rubrics": {"default": "r2"}}), found)
