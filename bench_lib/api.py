@@ -114,6 +114,9 @@ def evaluate(config: Union[BenchmarkConfig, dict, str, os.PathLike], *, pipeline
             raise ConfigError(f"`output_dir` must be a path (str or os.PathLike), got {overrides['output_dir']!r}.")
         overrides = {**overrides, "output_dir": os.fspath(overrides["output_dir"])}
     cfg = resolve_config(config, overrides, pipeline=pipeline)
+    if cfg.sweep.sweep:  # several runs and a sweep report: no one EvalResult to return
+        raise ConfigError("`sweep` is not for evaluate(), which returns one run's result: call it once per "
+                          "checkpoint (its own output_dir each), or run the sweep from the command line.")
     from .runner import run
 
     before = _KEPT.loads

@@ -9,8 +9,8 @@ row). Fixed seed: the same runs give the same table. Values are on the scale the
 RE-Edit's yes-rate in %).
 
 Runs whose data (content, split, column mapping, pixel cap), rubrics, protocol (and its prompts), scoring
-version or score formula differ are refused: their numbers do not measure the same thing. Another judge
-(model, mode, settings) is allowed, as that is how judges are compared, and reported as a warning.
+version, score formula or failure policy differ are refused: their numbers do not measure the same thing.
+Another judge (model, mode, settings) is allowed, as that is how judges are compared, and reported as a warning.
 """
 
 from __future__ import annotations
@@ -63,11 +63,18 @@ def check_comparable(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         formula = lambda run: (run["meta"].get("score_formula"), run["meta"].get("score_weights"))  # noqa: E731
         if formula(a) != formula(b):
             differ.append(f"score_formula ({formula(a)} vs {formula(b)})")
+    if failure_policy(a) != failure_policy(b):  # unparsed answers filled in one run, failed in the other
+        differ.append(f"failure_policy ({failure_policy(a)} vs {failure_policy(b)})")
     if differ:
         raise Refusal(f"the runs are not comparable: {', '.join(differ)} differ. Compare runs of the same "
-                      "dataset, rubrics, protocol and score formula.")
+                      "dataset, rubrics, protocol, score formula and failure policy.")
     return [f"{path} differs: {va!r} (A) vs {vb!r} (B)" for k in WARN_IF_DIFFERENT
             for path, va, vb in differences(fa.get(k), fb.get(k), k)]
+
+
+def failure_policy(run: dict[str, Any]) -> str:
+    """How the run counted answers that did not parse (report.json's config; a run from before the key: strict)."""
+    return (run["meta"].get("config") or {}).get("failure_policy") or "strict"
 
 
 def recorded_metric(run: dict[str, Any], name: str) -> Optional[Metric]:

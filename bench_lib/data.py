@@ -235,6 +235,29 @@ class Sample:
         return (self.source_image,) if self.source_image is not None else ()
 
 
+def input_digests(samples: list[Sample]) -> dict[str, str]:
+    """sample id -> a digest of the image files its row names (every source and the reference), for the samples
+    whose images are files: a data file's identity covers only the paths it holds, so a resume compares these to
+    find images replaced in place. Images held in the data itself (bytes, base64) are covered by its identity
+    already."""
+    out = {}
+    for sample in samples:
+        parts = []
+        named = [("source_image", sample.source_image), ("reference_image", sample.reference_image)]
+        named += [(f"source_images[{i}]", ref) for i, ref in enumerate(sample.source_images) if i]  # the others
+        for name, ref in named:
+            if ref is None or ref.path is None:
+                continue
+            try:
+                digest = hashlib.sha256(read_regular(ref.path)).hexdigest()
+            except (OSError, ValueError):  # gone or not a file: the sample is invalid_input, redone at any rate
+                digest = "unreadable"
+            parts.append(f"{name} {digest}")
+        if parts:
+            out[sample.id] = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    return out
+
+
 def load_samples(cfg: DataConfig) -> list[Sample]:
     """Read, map and validate the dataset. Raises `ConfigError` for problems of the whole dataset."""
     return load_benchmark(cfg)[0]

@@ -21,7 +21,7 @@ from typing import Any, Optional
 from PIL import Image
 
 from .config import ConfigError
-from .data import IMAGE_FORMATS, ImageRef, Sample, load_benchmark
+from .data import IMAGE_FORMATS, ImageRef, Sample, input_digests, load_benchmark, not_regular
 from .options import config_from_dict
 from .store import read_run, stamp_line
 
@@ -56,6 +56,15 @@ def export_run(run_dir: Path, out_dir: Path, *, dataset: Optional[str] = None):
     if missing:
         raise ConfigError(f"the dataset has no sample {missing[0]!r} of the run ({len(missing)} missing): is it the "
                           "run's dataset? Pass --dataset with where it is now.")
+    recorded = (run["run"].get("inputs") or {}) if isinstance(run["run"].get("inputs"), dict) else {}
+    now = input_digests([s for s in (samples[r["id"]] for r in rows)  # a file gone since: an empty image below
+                         if all(ref is None or ref.path is None or not_regular(ref.path) is None
+                                for ref in (s.source_image, s.reference_image))])
+    replaced = [i for i, digest in now.items() if recorded.get(i, digest) != digest]
+    if replaced:  # the data file names its images by path: the same file, other images
+        raise ConfigError(f"the image files of {len(replaced)} sample(s) of the dataset at {where} are not the ones "
+                          f"the run judged (e.g. {replaced[0]!r}): they were replaced since. Pass --dataset with the "
+                          "data the run used.")
     results = datasets.Features.from_dict(report["results_features"])
     if not results["extras"]:  # no format fields: Parquet (push_to_hub) cannot store an empty struct
         del results["extras"]

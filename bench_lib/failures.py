@@ -17,7 +17,8 @@ Two rules (the command line maps `RunFailed` to one line on stderr and exit code
   or at the stage's last barrier when it has fewer (all of them decide); it is taken once, and every rank takes
   it from the same gathered outcomes, so no rank waits at a barrier the others left.
 - **Nothing scored.** A run that finishes with no editor sample scored (status ok; baselines don't count), for
-  any reason, writes its whole report set and then raises `RunFailed`. A sweep writes every variant's reports
+  any reason, writes its whole report set and then raises `RunFailed`; so does one whose every ok row is only
+  `failure_policy: reference`'s fill-in (no answer of its judgement parsed). A sweep writes every variant's reports
   and the sweep report, then raises if any variant scored nothing, naming those variants.
 """
 

@@ -197,7 +197,7 @@ def parse_answer(text: str, questions: Sequence[Question]) -> tuple[dict[str, fl
             if end == len(body):
                 value = candidate
                 break
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply to be an answer
             pass
         start = body.rfind("{", 0, start)
     if not isinstance(value, dict):
@@ -244,7 +244,7 @@ def _answer_objects(text: str, names: list[str]) -> bool:
             candidate, _ = decoder.raw_decode(text, start)
             if isinstance(candidate, dict) and set(candidate) & set(names):
                 return True
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             pass
         start = text.find("{", start + 1)
     return False
@@ -281,6 +281,8 @@ def _json_object(text: str, delimiter: Optional[str] = None) -> dict:
         value = json.loads(body.strip().replace("\n", ""), object_pairs_hook=_Pairs)
     except json.JSONDecodeError as err:
         raise AnswerFormatError(f"the answer's JSON object does not parse: {err.msg}") from None
+    except RecursionError:
+        raise AnswerFormatError("the answer's JSON object is nested too deeply") from None
     if not isinstance(value, dict):
         raise AnswerFormatError("the answer's JSON is not an object")
     if value.repeated:

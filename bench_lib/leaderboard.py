@@ -359,21 +359,27 @@ def _samples(entry: Entry) -> dict[str, Any]:
     """id -> Sample of the reference's dataset, as its run read it (for the source images); {} where the dataset
     can't be read here any more (the page then says "no image")."""
     import dataclasses
+    import logging
 
     from .config import DataConfig
-    from .data import load_samples
+    from .data import load_benchmark
 
     config, meta = entry.config, entry.report["meta"]
     names = {f.name for f in dataclasses.fields(DataConfig)}
     values = {k: v for k, v in config.items() if k in names}
     values["dataset"] = meta.get("dataset_path") or config.get("dataset")
     try:
-        return {s.id: s for s in load_samples(DataConfig(**values))}
+        samples, identity = load_benchmark(DataConfig(**values))
     except (ConfigError, OSError, TypeError, ValueError) as err:
-        import logging
-
         logging.getLogger(__name__).warning("side by side: the sources can't be shown (%s)", err)
         return {}
+    expected = (entry.run["fingerprint"].get("data") or {}).get("dataset_content")
+    if identity != expected:  # the same ids are not the same data: the sources would be other samples' images
+        logging.getLogger(__name__).warning("side by side: the sources can't be shown (the data at %s is not the "
+                                            "reference run's: its content is %s, the run's was %s)",
+                                            values["dataset"], identity, expected)
+        return {}
+    return {s.id: s for s in samples}
 
 
 def check_side_by_side(board: dict[str, Any], *, limit: Optional[int] = None) -> None:

@@ -72,7 +72,11 @@ def build_tiny(name: str) -> str:
     if not target.is_dir():
         from filelock import FileLock
 
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a file in its place, no permission: the user's setting to fix, in one line
+            raise ConfigError(f"the tiny models' cache {target.parent} (${TINY_CACHE_ENV}) can't be a folder: "
+                              f"{err.strerror or err}.") from None
         with FileLock(f"{target}.lock"):
             if not target.is_dir():
                 _build_atomically(name, target)

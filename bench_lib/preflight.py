@@ -39,6 +39,10 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
     if not cfg.sweep.sweep and (output / SWEEP_JSON).exists():
         raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} holds a sweep: give a variant's subfolder, or "
                           "another folder, for a single run.")
+    logs = output / "logs"  # the trackers' default folder: they write through a link in its place
+    if cfg.tracking.names() and not cfg.tracking.logging_dir and logs.is_symlink():
+        raise ConfigError(f"{logs} is a symbolic link: the trackers' files (`log_with`) would be written through it, "
+                          "out of output_dir. Remove it, or name the folder with `logging_dir`.")
     dataset = Path(cfg.data.dataset)
     if dataset.is_dir() and output.resolve().is_relative_to(dataset.resolve()):
         raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is inside the dataset folder {cfg.data.dataset!r}: "

@@ -175,7 +175,8 @@ def load_prompt_file(source: str, sha256: str = "", *, member: Optional[str] = N
                 raise ConfigError(f"`judge_prompts` {source!r} is a folder, and this protocol names no file in it.")
             local = local / member
         if not local.is_file():
-            raise ConfigError(f"`judge_prompts` {source!r}: {local} does not exist.")
+            what = "is not a regular file (a folder, FIFO or device)" if local.exists() else "does not exist"
+            raise ConfigError(f"`judge_prompts` {source!r}: {local} {what}.")
         if local.stat().st_size > MAX_BYTES:
             raise ConfigError(f"`judge_prompts` {source!r}: {local} is larger than {MAX_BYTES // 2**20} MiB, too large "
                               "for a prompt file.")

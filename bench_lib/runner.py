@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 from .backends import Editor
 from .config import BenchmarkConfig, ConfigError, section_fingerprint
-from .data import ImageRef, Sample, load_benchmark
+from .data import ImageRef, Sample, input_digests, load_benchmark
 from .distributed import Distributed
 from .edit_stage import EditJob, EditStage
 from .failures import RunFailed, nothing_scored
@@ -41,7 +41,14 @@ from .provenance import backend_models, device_name, harness_commit, package_ver
 from .registry import EDITORS, JUDGES
 from .results import baseline_edit
 from .store import RUN_FILE, FolderLock, RunFolder, load_png, sample_seed
-from .sweep import check_variant_folders, checkpoint_step, discard_sweep_report, expand, write_sweep_report
+from .sweep import (
+    check_variant_folders,
+    checkpoint_step,
+    discard_sweep_report,
+    expand,
+    variant_specs,
+    write_sweep_report,
+)
 
 SCORING_VERSION = 4  # bump when a change to the harness changes scores: old run folders then refuse to resume
 
@@ -144,10 +151,12 @@ def run(cfg: BenchmarkConfig, *, loaded: Optional[tuple[list[Sample], str]] = No
     if loaded is None:
         loaded = preflight(cfg, editor=pipeline is None)
     top = Path(cfg.run.output_dir)
-    variants = expand(cfg) if cfg.sweep.sweep else None
     logging_dir = cfg.tracking.logging_folder(cfg.run.output_dir)
     dist = Distributed(timeout_s=cfg.run.process_group_timeout, accelerator=accelerator,  # first: its timeout wins
                        log_with=cfg.tracking.names() if accelerator is None else None, logging_dir=logging_dir)
+    # The main process lists a folder sweep's checkpoints, once, for every rank: a training job that saves one
+    # while the processes start must not give two ranks two lists (their units would pair other variants' edits).
+    variants = expand(cfg, specs=dist.on_main(lambda: variant_specs(cfg))) if cfg.sweep.sweep else None
     given = EDITORS.get(cfg.editor.editor).wrap(cfg.editor_backend, pipeline, device=dist.device) \
         if pipeline is not None else None
     if variants is None:
@@ -272,6 +281,8 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     download_models_on_each_node(dist, cfg, [u.cfg for u in units], editor=editor is None)
     rubrics = Rubrics(cfg.judge.prompts_dir)
     protocol = make_protocol(cfg.judge, rubrics)
+    check_same_inputs(dist, {"dataset": dataset_identity, "samples": len(samples), "rubrics": rubrics.hashes(),
+                             "judge prompts": protocol.digest()})
     _log_input_problems(samples, protocol, cfg.judge.category_map, logger)
     facts = {s.id: protocol.facts(s, cfg.judge.category_map) for s in samples}  # each sample's view and questions
     # The main process reads the folders and shares one plan per unit, so every rank (every node, whatever its
@@ -280,12 +291,17 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
         prints = [run_fingerprint(u.cfg, dataset_identity, rubrics, protocol) for u in units]
         if editor is not None:  # the caller's object: recorded as such (never resumed by another call)
             prints[0]["editor"]["in_memory"] = editor.in_memory()
-        for unit, fingerprint in zip(units, prints):  # all before any is changed: a refusal leaves them as they were
-            unit.folder.check(fingerprint, overwrite=unit.cfg.run.overwrite)
+        models = [backend_models(u.cfg) for u in units]  # where the weights come from, as this attempt finds them
+        for unit, fingerprint, found in zip(units, prints, models):  # all before any is changed: a refusal leaves
+            unit.folder.check(fingerprint, overwrite=unit.cfg.run.overwrite)  # them as they were
+            if not unit.cfg.run.overwrite:
+                check_same_weights(unit.folder, found, editor=editor is None)
         if on_start is not None:
             on_start()
-        return [_plan(u.cfg, u.folder, fp, samples, dist.world_size, logger,
-                      in_memory=editor.in_memory() if editor is not None else None) for u, fp in zip(units, prints)]
+        inputs = input_digests(samples)
+        return [_plan(u.cfg, u.folder, fp, samples, dist.world_size, logger, models=found, inputs=inputs,
+                      in_memory=editor.in_memory() if editor is not None else None)
+                for u, fp, found in zip(units, prints, models)]
 
     plans = dist.on_main(plan_units)
     for unit, plan in zip(units, plans):
@@ -332,17 +348,34 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
                                                                                  gathered[len(units):])}
         share_baseline_records(units, shared, fresh)
         for unit, todo, job, per_rank in zip(units, to_edit, jobs, per_unit):
-            statuses = _write_unit(unit, samples, protocol, facts, rubrics, per_rank, started, dist.world_size,
-                                   edited_now=len(todo), judged_now=len(job.samples) - len(job.on_source),
-                                   logger=logger)
+            statuses, filled = _write_unit(unit, samples, protocol, facts, rubrics, per_rank, started,
+                                           dist.world_size, edited_now=len(todo),
+                                           judged_now=len(job.samples) - len(job.on_source), logger=logger)
             if not statuses["ok"]:
                 unscored.append((unit.label, f"none of the {sum(statuses.values())} samples is ok "
                                              f"({', '.join(f'{n} {k}' for k, n in sorted(statuses.items()))}); the "
                                              f"reports are written in {unit.folder.root} (see each row's error)"))
+            elif filled == statuses["ok"]:  # every "ok" is failure_policy reference's fill-in: the judge said nothing
+                unscored.append((unit.label, f"no answer of the judge parsed for any of the {sum(statuses.values())} "
+                                             f"samples: the {filled} ok row(s) hold only the values failure_policy "
+                                             "reference fills in for unparsed answers; the reports are written in "
+                                             f"{unit.folder.root} (see each row's judge_raw)"))
     unscored = dist.all_gather([unscored] if dist.is_main else [])[0]  # also the barrier after the reports
     # main process: each unit's per-rank timings; every rank: the folders that scored nothing (exit code 1)
     return {"per_unit": per_unit, "unscored": unscored, "budget_reached": judge_stage.budget_reached,
             "samples": samples, "judge_loads": judge_stage.timings.loads}
+
+
+def check_same_inputs(dist: Distributed, found: dict[str, Any]) -> None:
+    """Every process read the local dataset, the rubrics and the judge's prompt file itself, and the fingerprint
+    (and every row's rubric hash) is the main process's reading: files rewritten while the processes started (a
+    preparation job still writing them, a rubric being edited) would have some ranks edit or judge other samples
+    or with other prompts than the run records. ConfigError on every rank, naming what differs."""
+    seen = dist.all_gather([found])
+    differ = [name for name in found if any(other[name] != seen[0][name] for other in seen)]
+    if differ:
+        raise ConfigError(f"the {' and the '.join(differ)} changed while the processes read them (the ranks read "
+                          "different files): rerun once they are written.")
 
 
 def not_judged(job: JudgeJob, judged: set[str], why: str) -> list[dict[str, Any]]:
@@ -355,7 +388,7 @@ def not_judged(job: JudgeJob, judged: set[str], why: str) -> list[dict[str, Any]
 
 def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: dict[str, SampleFacts],
                 rubrics: Rubrics, per_rank: list[dict], started: dt.datetime, world_size: int, *, edited_now: int,
-                judged_now: int, logger) -> Counter:
+                judged_now: int, logger) -> tuple[Counter, int]:
     cfg, plan = unit.cfg, unit.plan
     edits, judgements = plan.edits, plan.judgements
     rows, baseline_rows = build_rows(samples, edits, judgements, plan.baseline_records, protocol, facts,
@@ -377,7 +410,10 @@ def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: di
     log = logger.info if statuses["ok"] == len(rows) else logger.warning
     log("%sstatuses: %s; wrote %s", f"{unit.label}: " if unit.label else "", dict(statuses),
         unit.folder.root / "report.md")
-    return statuses
+    # ok only by the failure policy: no answer of the judgement parsed, and the benchmark's rules filled them all in
+    filled = sum(row["status"] == "ok" and row.get("judge_parse") == "failed"
+                 and not (judgements.get(row["id"]) or {}).get("partial_answers") for row in rows)
+    return statuses, filled
 
 
 def editor_job(unit: Unit, samples: list[Sample], *, on_source: bool = False) -> JudgeJob:
@@ -472,30 +508,70 @@ def _slurm_restarts() -> int:
     return int(value) if value.isdigit() else 0
 
 
+MODEL_IDENTITY = ("config_sha256", "weights_sha256", "resolved_revision")  # what tells two weights of one name apart
+
+
+def check_same_weights(folder: RunFolder, models: dict[str, Any], *, editor: bool = True) -> None:
+    """Main process, before a resume changes anything: the editor's and the judge's weights must be those of the
+    folder's previous attempt. A local model folder is named in the fingerprint by its path, so weights saved again
+    in place (a training job's output, a re-converted judge) would otherwise edit and judge the rest of the run
+    while the kept edits and judgements came from the old ones. Compared where both attempts recorded them: a local
+    folder's config and sampled weights hashes, a hub model's resolved commit. `editor=False`: the caller's
+    pipeline in memory (such a folder is never resumed)."""
+    previous = next((h["models"] for h in reversed(folder.history())
+                     if isinstance(h, dict) and isinstance(h.get("models"), dict)), None)
+    if not previous:
+        return
+    changed = []
+    for role in ("editor", "judge") if editor else ("judge",):
+        old, new = previous.get(role) or {}, models.get(role) or {}
+        if not isinstance(old, dict) or old.get("id") != new.get("id"):
+            continue  # another model is another fingerprint: `check` named it
+        for key in MODEL_IDENTITY:
+            if isinstance(old.get(key), str) and isinstance(new.get(key), str) and old[key] != new[key]:
+                changed.append(f"{role} {new.get('id')!r} {key} {old[key][:12]}… -> {new[key][:12]}…")
+                break
+    if changed:
+        raise ConfigError(f"{folder.root}: the model weights changed since the previous attempt "
+                          f"({'; '.join(changed)}): its kept edits and judgements were made with the old ones. "
+                          "Resume with the same weights, use another output_dir, or --overwrite to start over.")
+
+
 def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: list[Sample], world_size: int,
-          logger, *, in_memory: Optional[dict] = None) -> Plan:
+          logger, *, models: Optional[dict] = None, inputs: Optional[dict[str, str]] = None,
+          in_memory: Optional[dict] = None) -> Plan:
     """Start the next attempt; return it with the earlier records, the ids whose edits can be reused, and
-    the earlier judgements of each sanity baseline."""
+    the earlier judgements of each sanity baseline. `inputs`: each sample's image files' digest
+    (`data.input_digests`): a sample whose files changed since they were recorded is edited and judged again."""
     versions = package_versions()
     changed = folder.versions_changed(versions) if not cfg.run.overwrite else {}
     if changed:
         logger.warning("library versions differ from the previous attempt's, so redone edits may differ "
                        "slightly from kept ones: %s", changed)
     info = {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "world_size": world_size,
-            "harness": harness_commit(), "models": backend_models(cfg)}
+            "harness": harness_commit(), "models": models if models is not None else backend_models(cfg)}
     if in_memory is not None:  # the caller's pipeline: `editor_model` names no weights of its own
         info["models"]["editor"] = {"backend": cfg.editor.editor, "id": cfg.editor_backend.editor_model,
                                     "source": "in memory", "in_memory": in_memory}
-    attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info)
+    inputs = inputs or {}
+    recorded = {} if cfg.run.overwrite else folder.recorded_inputs()
+    replaced = {i for i, digest in inputs.items() if recorded.get(i, digest) != digest}
+    attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info, inputs=inputs)
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
     for record in edits.values():  # an edit recorded before edit records carried their seed
         record.setdefault("seed", seed_of(cfg)(record["id"]))
     stale = EDITORS.get(cfg.editor.editor).stale_edits(cfg.editor_backend, samples, edits)
+    stale.update({i: "its source or reference image file changed since it was edited and judged"
+                  for i in sorted(replaced) if edits.get(i, {}).get("status") == "ok" and i not in stale})
     if stale:
         first = next(iter(stale))
         logger.warning("%d kept edit(s) are done again: %r: %s", len(stale), first, stale[first])
     reusable = {s.id for s in samples if s.id not in stale and folder.edit_is_reusable(edits.get(s.id))}
     baselines = {name: folder.read_baseline_records(name) for name in cfg.editor.baseline_names()}
+    for sample_id in replaced:  # the baselines' images are made from the source, and the judge sees both
+        judgements.pop(sample_id, None)
+        for records in baselines.values():
+            records.pop(sample_id, None)
     return Plan(attempt, edits, judgements, reusable, baselines)
 
 

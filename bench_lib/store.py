@@ -232,8 +232,8 @@ class FolderLock:
     implement `flock` with the server's byte-range locks, so it holds across nodes (NFSv4, or NFSv3 with
     lockd). Such a lock is lost when the holding process closes ANY descriptor of the file, so nothing else
     in the harness opens it. A filesystem without locks at all (Lustre mounted without `-o flock`) gets a
-    warning and no lock. A `.lock` that is a link, a folder or anything but a plain file is refused (exit 2):
-    the lock is never taken (nor written) through a link.
+    warning and no lock. A `.lock` that is a link (symbolic or hard), a folder or anything but a plain file is
+    refused (exit 2): the lock is never taken (nor written) through a link.
 
     `acquire` makes the folder if it is missing; `release` removes what `acquire` made when nothing else was
     written beside the lock file (a run refused before it wrote anything leaves the folders as they were).
@@ -263,8 +263,8 @@ class FolderLock:
             if err.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENOTDIR):
                 raise ConfigError(self._not_a_lock()) from None
             raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_nlink > 1:
+            os.close(fd)  # a hard link: truncating it would truncate the file of its other name
             raise ConfigError(self._not_a_lock())
         if not existed:
             self._made.append(self.path)
@@ -290,7 +290,7 @@ class FolderLock:
 
     def _not_a_lock(self) -> str:
         kind = ("a symbolic link" if self.path.is_symlink() else "a folder" if self.path.is_dir()
-                else "not a plain file")
+                else "a hard link (one more name of another file)" if self.path.is_file() else "not a plain file")
         return (f"{self.path} is {kind}: the harness locks output_dir with a plain file and never follows a link. "
                 "Remove it, or use another output_dir.")
 
@@ -352,7 +352,7 @@ class RunFolder:
                               "anything but a folder it made. Remove it, or use another output_dir.")
 
     def prepare(self, fingerprint: dict[str, Any], *, overwrite: bool, versions: Optional[dict] = None,
-                info: Optional[dict] = None) -> int:
+                info: Optional[dict] = None, inputs: Optional[dict[str, str]] = None) -> int:
         """Main process only: check that the folder belongs to this run, start the next attempt.
 
         Returns the attempt number (1 for a fresh run). Raises `ConfigError` naming what differs when the
@@ -370,8 +370,15 @@ class RunFolder:
         history.append({"attempt": attempt, "versions": versions, **(info or {})})
         # `outputs` (the stamp of the last finished reporting pass) stays until this attempt writes its own
         write_json(run_file, {"fingerprint": fingerprint, "attempts": attempt, "versions": versions,
-                              "history": history, "outputs": (previous or {}).get("outputs")})
+                              "history": history, "outputs": (previous or {}).get("outputs"),
+                              "inputs": {**self.recorded_inputs(previous), **(inputs or {})}})
         return attempt
+
+    def recorded_inputs(self, data: Optional[dict[str, Any]] = None) -> dict[str, str]:
+        """sample id -> the digest of its image files as the attempts so far found them (`data.input_digests`)."""
+        data = self._read_run_file() if data is None else data
+        found = (data or {}).get("inputs")
+        return {k: v for k, v in found.items() if isinstance(v, str)} if isinstance(found, dict) else {}
 
     def remove_temporary_files(self) -> list[Path]:
         """Delete every temporary file an interrupted atomic write can leave in the folders the harness owns."""
@@ -419,7 +426,7 @@ class RunFolder:
             if isinstance(data, dict) and isinstance(data.get("fingerprint"), dict) and \
                     isinstance(data.get("attempts"), int):
                 return data
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
             pass
         raise ConfigError(f"{path} is not this harness's run file (unreadable or foreign). "
                           "Use another output_dir, or --overwrite to discard the folder's results.")
@@ -434,8 +441,8 @@ class RunFolder:
 
     def _attempts_on_disk(self) -> list[int]:
         """Attempt numbers that have record files, in order."""
-        return sorted({int(p.name.split(".")[0].removeprefix("attempt-"))
-                       for p in (self.root / RECORDS_DIR).glob("attempt-*.jsonl")})
+        return sorted({int(match.group(1)) for p in (self.root / RECORDS_DIR).glob("attempt-*.jsonl")
+                       if (match := _RECORD_NAME.fullmatch(p.name))})  # a file of another name is not a record
 
     def versions_changed(self, versions: dict[str, str]) -> dict[str, tuple]:
         """Library versions that differ from the previous attempt's (edits may differ slightly)."""
@@ -497,6 +504,18 @@ class RunFolder:
                             root=self.root)
 
 
+_RECORD_NAME = re.compile(r"attempt-(\d+)\..+\.rank-\d+\.jsonl")
+
+
+def _read_all(fd: int) -> bytes:
+    """Every byte of an open file, whatever its position."""
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     """Records of one file. A line that doesn't parse (torn by a kill or a crash) is skipped: its sample
     simply has no record and is redone."""
@@ -513,7 +532,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 class RecordWriter:
     """Append-only JSONL; `write` returns once the lines are on disk (flush + fsync). Never through a link: the
-    file is opened with O_NOFOLLOW, its folders below `root` as in `_open_folder`."""
+    file is opened with O_NOFOLLOW, its folders below `root` as in `_open_folder`; a file with a second (hard)
+    name is copied and renamed into place before the lines are added, so the other name keeps its content."""
 
     def __init__(self, path: Path, *, root: Optional[Path] = None):
         self.path = Path(path)
@@ -526,7 +546,7 @@ class RecordWriter:
         text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records)
         fd_dir = _open_folder(self.root, self.path.parent.relative_to(self.root))
         try:
-            fd = os.open(self.path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+            fd = os.open(self.path.name, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
                          | os.O_CLOEXEC, 0o666, dir_fd=fd_dir)  # O_NONBLOCK: a FIFO in its place can't block
         except OSError as err:
             if err.errno == errno.ELOOP:
@@ -538,9 +558,14 @@ class RecordWriter:
         finally:
             os.close(fd_dir)
         with os.fdopen(fd, "a", encoding="utf-8") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
                 raise OSError(errno.EINVAL, f"{self.path} is not a plain file: records are appended to files only",
                               str(self.path))
+            if info.st_nlink > 1:  # a hard link (a snapshot made with `cp -al`): appending would change its other name
+                kept = _read_all(f.fileno())
+                _atomic_write(self.path, lambda g: g.write(kept + text.encode("utf-8")), root=self.root)
+                return
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -615,6 +640,8 @@ def _read_json_file(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not readable JSON: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not this harness's file (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not this harness's file (not a JSON object)")
     return data

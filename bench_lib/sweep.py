@@ -189,10 +189,13 @@ def selection(sweep: Any) -> str:
     return " ".join(parts) or "no selection"
 
 
-def expand(cfg: BenchmarkConfig, *, announce: bool = False) -> list[Variant]:
+def expand(cfg: BenchmarkConfig, *, announce: bool = False,
+           specs: Optional[list[tuple[str, dict[str, Any]]]] = None) -> list[Variant]:
     """The sweep's variants as plain runs' configs. Raises ConfigError for a bad name or a key a variant may not
-    set (only the editor backend's own keys vary: the data, the judge and the seed are the sweep's)."""
-    specs = variant_specs(cfg, announce=announce)
+    set (only the editor backend's own keys vary: the data, the judge and the seed are the sweep's). `specs`:
+    `variant_specs` as one process found them (the run's main process: a training job may add a checkpoint to the
+    folder while the processes start, and every rank must run the same variants)."""
+    specs = variant_specs(cfg, announce=announce) if specs is None else specs
     names = [name for name, _ in specs]
     bad = [n for n in names if not _NAME.fullmatch(n) or n in _RESERVED]
     if bad:

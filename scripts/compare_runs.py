@@ -4,8 +4,9 @@
 
 Only sample ids that both runs scored are compared, as pairs: per category and overall, the two means, the
 difference B - A with a 95% paired-bootstrap interval and the two-sided p-value of a paired permutation test
-(exact for few pairs, else Monte Carlo). Runs on other data, rubrics, protocol, scoring version or score
-formula are refused (exit code 2); another judge is allowed and printed as a warning. See bench_lib/compare.py.
+(exact for few pairs, else Monte Carlo). Runs on other data, rubrics, protocol, scoring version, score
+formula or failure policy are refused (exit code 2); another judge is allowed and printed as a warning. See
+bench_lib/compare.py.
 """
 
 from __future__ import annotations

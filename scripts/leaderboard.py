@@ -41,6 +41,8 @@ def main(argv=None) -> int:
             raise ConfigError(f"`--gallery_limit` must be >= 0, got {args.gallery_limit}")
         if args.gallery:  # before anything is written
             check_side_by_side(board, limit=args.gallery_limit)
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError(f"`--out` {args.out} is a file: give a folder for the leaderboard's files")
         write_leaderboard(board, args.out)
         if args.gallery:
             write_side_by_side(board, args.out, limit=args.gallery_limit)

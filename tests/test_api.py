@@ -149,3 +149,11 @@ def test_a_step_or_output_dir_of_the_wrong_type_is_a_config_error(arguments, tmp
     with pytest.raises(bench_lib.ConfigError, match="`step`|`output_dir`"):
         bench_lib.evaluate("configs/smoke.yaml", **FAST, **arguments)
     assert not (tmp_path / "out").exists() and not (tmp_path / "123").exists()
+
+
+def test_a_sweep_is_refused_before_anything_runs(tmp_path):
+    """A sweep writes one folder per variant and a sweep report, no report.json where evaluate() reads its result:
+    it would run every variant, then fail reading a file that is not there."""
+    with pytest.raises(bench_lib.ConfigError, match="`sweep` is not for evaluate"):
+        bench_lib.evaluate("configs/smoke.yaml", output_dir=str(tmp_path / "out"), sweep="a=none,b=none", **FAST)
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,8 @@ FINGERPRINT = {"data": {"dataset_content": "sha256:abc", "dataset_split": "train
                "judge": {"judge": "qwen_vl", "judge_mode": "logits", "qwen_vl": {"judge_model": "j"}}}
 
 
-def make_run(folder: Path, scores: dict[str, float], *, fingerprint=None, failed=(), formula="viescore"):
+def make_run(folder: Path, scores: dict[str, float], *, fingerprint=None, failed=(), formula="viescore",
+             config=None):
     folder.mkdir(parents=True)
     rows = [{"id": i, "category": "physics" if n % 2 else "social",
              "status": "judge_failed" if i in failed else "ok", "score": None if i in failed else s}
@@ -25,7 +26,8 @@ def make_run(folder: Path, scores: dict[str, float], *, fingerprint=None, failed
     results = jsonl_text(rows)
     stamp = {"attempt": 1, "results_sha256": sha256_text(results), "baselines_sha256": {}}
     (folder / "results.jsonl").write_text(results)
-    (folder / "report.json").write_text(json.dumps({"meta": {"score_formula": formula, "score_weights": None},
+    (folder / "report.json").write_text(json.dumps({"meta": {"score_formula": formula, "score_weights": None,
+                                                             **({"config": config} if config else {})},
                                                     "stamp": stamp}))
     (folder / "run.json").write_text(json.dumps({"fingerprint": fingerprint or FINGERPRINT, "attempts": 1,
                                                  "outputs": stamp}))
@@ -90,6 +92,20 @@ def test_other_score_formula_is_refused_and_another_judge_is_a_warning(tmp_path,
     assert "Warning: judge.qwen_vl.judge_model differs: 'j' (A) vs 'k' (B)" in capsys.readouterr().out
     assert compare_runs.main([str(run_a), str(tmp_path / "missing")]) == 2
     assert "not a finished run" in capsys.readouterr().err
+
+
+def test_runs_counted_under_another_failure_policy_are_refused(tmp_path, capsys):
+    """failure_policy is applied when rows are written, so it is in no fingerprint: under `reference` an unparsed
+    answer is a filled-in score, under `strict` no score at all. Their difference is the policy's, not the editors'."""
+    data = {f"s{i}": float(i) for i in range(6)}
+    strict = make_run(tmp_path / "a", data, config={"failure_policy": "strict"})
+    reference = make_run(tmp_path / "b", data, config={"failure_policy": "reference"})
+    assert compare_runs.main([str(strict), str(reference)]) == 2
+    err = capsys.readouterr().err
+    assert "not comparable" in err and "failure_policy (strict vs reference)" in err
+    assert compare_runs.main([str(reference), str(make_run(tmp_path / "c", data,
+                                                           config={"failure_policy": "reference"}))]) == 0
+    assert compare_runs.main([str(strict), str(make_run(tmp_path / "d", data))]) == 0  # a run without the key: strict
 
 
 def test_every_option_has_help(capsys):

@@ -4,6 +4,7 @@ run's own data, with every row exported whatever became of its images."""
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,23 @@ def test_export_with_another_dataset_of_the_same_ids_is_refused(run_with_bad_sou
     other.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = export(run, tmp_path / "export", "--dataset", str(other))
     assert_one_line(result, "is not the run's data", str(other))
+    assert not (tmp_path / "export").exists()
+
+
+def test_export_with_image_files_replaced_since_the_run_is_refused(run_with_bad_sources, tmp_path):
+    """A manifest names its images by path: the same manifest beside other image files has the run's identity, but
+    the export would pair the run's scores with images the run never judged."""
+    from bench_lib.config import ConfigError
+    from bench_lib.export import export_run
+
+    manifest, run = run_with_bad_sources
+    copy = tmp_path / "data"
+    shutil.copytree(manifest.parent, copy, ignore=shutil.ignore_patterns("run"))
+    rows = [json.loads(line) for line in (copy / "manifest.jsonl").read_text().splitlines()]
+    shutil.copy(copy / rows[0]["source_image"], copy / rows[3]["source_image"])  # sample 3 shows sample 0's image
+    expected = rf"image files of 1 sample.*{re.escape(repr(rows[3]['id']))}.*replaced since"
+    with pytest.raises(ConfigError, match=expected):
+        export_run(run, tmp_path / "export", dataset=str(copy / "manifest.jsonl"))
     assert not (tmp_path / "export").exists()
 
 

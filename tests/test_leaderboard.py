@@ -126,6 +126,14 @@ def test_a_folder_that_is_no_run_is_one_line_and_exit_2(runs, tmp_path):
         leaderboard([])
 
 
+def test_out_that_is_a_file_is_one_line_and_exit_2(runs, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = subprocess.run([sys.executable, "scripts/leaderboard.py", str(runs["identity"]), "--out",
+                             str(tmp_path / "file")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "is a file" in result.stderr
+    assert (tmp_path / "file").read_text() == "x"
+
+
 def test_side_by_side_shows_each_runs_edit_with_its_scale_and_the_baselines(runs, tmp_path):
     from bench_lib.leaderboard import write_side_by_side
 
@@ -208,3 +216,16 @@ def test_gallery_limit_below_0_and_a_gallery_of_one_run_write_nothing_and_exit_2
         assert result.returncode == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr
         assert not out.exists()
+
+
+def test_side_by_side_shows_no_sources_from_data_that_is_not_the_runs(runs, caplog):
+    """The page reads the sources from where the reference run's dataset was: data changed there since (the same
+    ids, other images) would put other samples' images beside the edits. Compared by content, as export does."""
+    from bench_lib.leaderboard import _samples
+
+    entry = load_entries([runs["identity"]])[0]
+    assert len(_samples(entry)) == 3  # the run's own data: its sources are shown
+    moved = copy.deepcopy(entry)
+    moved.run["fingerprint"]["data"]["dataset_content"] = "sha256:" + "0" * 64  # as if the file changed since
+    assert _samples(moved) == {}
+    assert "is not the reference run's" in caplog.text

@@ -169,3 +169,12 @@ def test_gated_private_and_missing_repositories_are_told_apart(monkeypatch, tmp_
     problem = hub_problem("someorg/model", repo_type="model", revision="v9", key="editor_model")
     assert fragment in problem and "someorg/model" in problem
     assert calls == ["someorg/model"]  # one request, no retries
+
+
+def test_a_tiny_cache_that_cannot_be_a_folder_is_one_line(tmp_path, monkeypatch):
+    """$BENCH_TINY_CACHE naming a file was a FileExistsError traceback in the middle of the run's model checks."""
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("BENCH_TINY_CACHE", str(tmp_path / "file"))
+    with pytest.raises(ConfigError, match=r"tiny models' cache .*file \(\$BENCH_TINY_CACHE\) can't be a folder"):
+        resolve_model("tiny:qwen3-vl")
+    assert (tmp_path / "file").read_text() == "x"

@@ -81,6 +81,21 @@ def test_an_edit_replaced_between_a_run_and_its_resume_is_read_and_judged_again(
     assert [r["status"] for r in rows] == ["edit_failed", "ok", "ok"] and "no edit for this sample" in rows[0]["error"]
 
 
+def test_edits_inside_the_output_folder_are_refused_before_anything_is_deleted(tmp_path, capsys):
+    """Judging a run's own edits again in its folder (`--edits_dir run/edits --output_dir run --overwrite`) would
+    have --overwrite delete the very edits the run reads: the edits are inputs, refused inside output_dir."""
+    manifest = make_manifest(tmp_path, 2)
+    out = tmp_path / "run"
+    out.mkdir()
+    edits = source_copies(out, manifest, name="edits")
+    before = {p.name: p.read_bytes() for p in edits.iterdir()}
+    for extra in (["--overwrite"], []):
+        assert cli.main([*precomputed(manifest, edits, out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is inside `output_dir`" in err
+        assert {p.name: p.read_bytes() for p in edits.iterdir()} == before
+
+
 def test_a_fifo_in_edits_dir_is_that_sample_edit_failed_not_a_hang(tmp_path):
     manifest = make_manifest(tmp_path, 3)
     ids = [json.loads(line)["id"] for line in manifest.read_text().splitlines()]

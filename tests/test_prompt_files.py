@@ -120,6 +120,14 @@ def test_a_folder_holds_the_protocols_file_and_missing_files_are_named(tmp_path)
         load_prompt_file(str(tmp_path / "p.txt")).text("x")
 
 
+def test_a_prompt_file_that_is_a_fifo_is_named_as_one_not_as_missing(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "prompts.py")
+    with pytest.raises(ConfigError, match="prompts.py is not a regular file"):
+        load_prompt_file(str(tmp_path / "prompts.py"))
+
+
 class _Server:
     def __init__(self, body: bytes, *, redirect: str = ""):
         self.hits = 0

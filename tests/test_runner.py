@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from test_data import write_images
 from test_edit_stage import FakeCudaMemory, SlowLoadEditor, slow_editor  # noqa: F401  (a fixture)
+from test_judge_stage import scripted_judge  # noqa: F401  (a fixture)
 
 import bench_lib.edit_stage as edit_stage
 import bench_lib.judge_stage as judge_stage
@@ -16,6 +17,7 @@ import bench_lib.runner as runner
 from bench_lib import config_from_dict
 from bench_lib.backends import EditResult, Judge
 from bench_lib.config import ConfigError, JudgeConfig
+from bench_lib.failures import RunFailed
 from bench_lib.judges import Rubrics
 from bench_lib.judging import Completion, TextPart
 from bench_lib.preflight import preflight
@@ -392,3 +394,132 @@ def test_hostile_ids_and_fields_end_to_end(tmp_path):
         assert path.parent == (out / "edits").resolve() and path.is_file()
     report = json.loads((out / "report.json").read_text())
     assert report["overall"]["failed_by_status"] == {"invalid_input": 8}
+
+
+@pytest.mark.usefixtures("scripted_judge")
+def test_a_run_whose_every_ok_row_is_a_failure_policy_fill_in_scored_nothing(tmp_path):
+    """failure_policy reference fills in the answers of a judgement that did not parse (RE-Edit: no / 5 / [5, 5]),
+    which makes the row `ok`: a judge whose every answer failed to parse would pass for a finished run with a
+    headline made only of fill-ins. Such a run scored nothing: its reports are written, then it fails (exit 1)."""
+    from test_judge_stage import ScriptedJudge, write_manifest
+
+    judge = ScriptedJudge
+    out = tmp_path / "out"
+    cfg = {"dataset": str(write_manifest(tmp_path / "data", 3)), "output_dir": str(out), "editor": "identity",
+           "judge": "test-scripted", "baselines": "", "protocol": "re_edit", "failure_policy": "reference"}
+    judge.mode = "unparsed"
+    with pytest.raises(RunFailed, match=r"nothing was scored: no answer of the judge parsed for any of the 3 "
+                                        r"samples: the 3 ok row\(s\) hold only the values failure_policy reference"):
+        runner.run(config_from_dict(cfg))
+    rows = read_results(out / "results.jsonl")  # the whole report set is written first
+    assert [r["status"] for r in rows] == ["ok"] * 3 and all(r["fills"]["filled"] for r in rows)
+    judge.mode = "answer"  # answers that parse: the same settings score
+    runner.run(config_from_dict({**cfg, "output_dir": str(tmp_path / "answered")}))
+    assert {r["judge_parse"] for r in read_results(tmp_path / "answered" / "results.jsonl")} == {"ok"}
+
+
+def test_a_resume_after_the_judge_s_weights_were_saved_again_in_place_is_refused(tmp_path, capsys):
+    """A local model folder is in the fingerprint by its path: weights saved again in place (a judge converted anew,
+    a training job's output) would judge the rest of a resumed run while its kept judgements came from the old
+    ones. The attempt records each model's hashes; a resume compares them, names the model and refuses (exit 2)."""
+    import shutil
+
+    from conftest import copy_demo, identity_run
+
+    from bench_lib.models import resolve_model
+
+    judge = tmp_path / "judge"
+    shutil.copytree(resolve_model("tiny:qwen3-vl"), judge)
+    rows = copy_demo(tmp_path / "data", 2)
+    manifest = tmp_path / "data" / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out"
+    args = ["--config", "configs/smoke.yaml", "--judge_model", str(judge), "--judge_dtype", "float32",
+            "--judge_min_digit_mass", "0", "--limit", "1"]
+    assert identity_run(manifest, out, *args) == 0
+    kept = (out / "results.jsonl").read_bytes()
+    weights = next(judge.glob("*.safetensors"))
+    changed = bytearray(weights.read_bytes())
+    changed[-1] ^= 1  # one bit of the last tensor: the same file layout, other weights
+    weights.write_bytes(bytes(changed))
+    capsys.readouterr()
+    assert identity_run(manifest, out, *args[:-2], "--limit", "2") == 2  # a resume that would judge one more
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model weights changed" in err and f"judge {str(judge)!r} weights_sha256" in err
+    assert (out / "results.jsonl").read_bytes() == kept and len(json.loads((out / "run.json").read_text())[
+        "history"]) == 1  # nothing changed
+
+
+def test_a_source_image_replaced_in_place_is_edited_and_judged_again_on_resume(tmp_path):
+    """A manifest is identified by its own bytes, which name image files by path: a source image replaced in place
+    left the manifest's identity as it was, and a resume kept the edit and the judgements of the old image. Each
+    attempt records the digest of every sample's image files; a changed one is redone (its baselines too)."""
+    from conftest import copy_demo, identity_run
+
+    def run(folder, out):
+        return identity_run(folder / "manifest.jsonl", out, "--judge_model", "tiny:qwen3-vl", "--judge_dtype",
+                            "float32", "--judge_min_digit_mass", "0", "--baselines", "identity", "--gallery",
+                            "false")
+
+    rows = copy_demo(tmp_path / "data", 2)
+    (tmp_path / "data" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert run(tmp_path / "data", out) == 0
+    first = read_results(out / "results.jsonl")
+    replaced = tmp_path / "data" / rows[0]["source_image"]
+    with Image.open(replaced) as image:
+        image.transpose(Image.Transpose.ROTATE_180).resize((40, 56)).save(replaced)
+    assert run(tmp_path / "data", out) == 0
+    resumed = read_results(out / "results.jsonl")
+    assert [r["attempts"] for r in resumed] == [{"edit": 2, "judge": 2}, {"edit": 1, "judge": 1}]
+    assert abs(resumed[0]["score"] - first[0]["score"]) > 1e-3 and resumed[1] == first[1]  # the new image's score
+    with Image.open(out / resumed[0]["edited_image"]) as image:
+        assert image.size == (40, 56)  # the identity editor's copy of the new source
+    baseline = read_results(out / "baselines" / "identity.jsonl")
+    assert [r["attempts"]["judge"] for r in baseline] == [2, 1]
+
+
+def test_every_rank_runs_the_variants_the_main_process_listed(tmp_path, monkeypatch):
+    """Each process expanded the sweep itself: a training job that saved a checkpoint while they started gave two
+    ranks two variant lists, and units were paired by position (one variant's edits recorded as another's). The
+    main process lists them once; here this process gets the main process's list (a, b) while its own reading of
+    the sweep (a, b, c) has one more."""
+    from conftest import DEMO
+
+    from bench_lib.distributed import Distributed
+
+    listed = [("a", {}), ("b", {})]  # what the main process found
+
+    class ThisRank(Distributed):
+        calls = 0
+
+        def on_main(self, fn):
+            type(self).calls += 1
+            return listed if type(self).calls == 1 else super().on_main(fn)
+
+    monkeypatch.setattr(runner, "Distributed", ThisRank)
+    cfg = config_from_dict({"dataset": str(DEMO / "manifest.jsonl"), "limit": 1, "output_dir": str(tmp_path / "out"),
+                            "editor": "identity", "baselines": "", "gallery": False, "judge_model": "tiny:qwen3-vl",
+                            "judge_dtype": "float32", "judge_min_digit_mass": 0.0,
+                            "sweep": [{"name": "a"}, {"name": "b"}, {"name": "c"}]})
+    runner.run(cfg)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["a", "b"]
+    assert [v["name"] for v in json.loads((tmp_path / "out" / "sweep.json").read_text())["variants"]] == ["a", "b"]
+
+
+def test_ranks_that_read_different_data_or_rubrics_stop_together():
+    """Each process reads a local dataset and the rubrics itself: one rewritten while they started gives ranks
+    other samples or other prompts than the fingerprint (the main process's reading) records."""
+    class Ranks:
+        def __init__(self, *seen):
+            self.seen = list(seen)
+
+        def all_gather(self, items):
+            return self.seen
+
+    found = {"dataset": "sha256:a", "samples": 3, "rubrics": {"default": "r1"}, "judge prompts": "p"}
+    runner.check_same_inputs(Ranks(found, dict(found)), found)
+    with pytest.raises(ConfigError, match="the dataset changed while the processes read them"):
+        runner.check_same_inputs(Ranks(found, {**found, "dataset": "sha256:b"}), found)
+    with pytest.raises(ConfigError, match="the rubrics changed while"):
+        runner.check_same_inputs(Ranks(found, {**found, "rubrics": {"default": "r2"}}), found)

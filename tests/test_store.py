@@ -85,6 +85,39 @@ def test_a_folder_with_results_but_no_run_file_is_refused(tmp_path):
         RunFolder(tmp_path).prepare({"seed": 0}, overwrite=False)
 
 
+def test_json_nested_too_deeply_is_a_foreign_file_not_a_traceback(tmp_path):
+    """run.json, report.json or sweep.json nested past Python's recursion limit: one line, as any foreign file."""
+    from bench_lib.store import RunFolder
+    from bench_lib.sweep import read_sweep
+
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "run.json").write_text(deep)
+    with pytest.raises(ConfigError, match="not this harness's run file"):
+        RunFolder(tmp_path).prepare({"seed": 0}, overwrite=False)
+    (tmp_path / "run.json").write_text('{"fingerprint": {}, "attempts": 1}')
+    (tmp_path / "results.jsonl").write_text("")
+    (tmp_path / "report.json").write_text(deep)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_run(tmp_path)
+    (tmp_path / "sweep.json").write_text(deep)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_sweep(tmp_path)
+
+
+def test_a_file_of_another_name_in_records_is_not_an_attempt(tmp_path):
+    """A copy a file manager made (`attempt-0001 copy.edit...`) or any other file in records/ was a ValueError
+    traceback at the next start; it is no attempt's record (and the attempt count goes on from the real ones)."""
+    from bench_lib.store import RunFolder
+
+    folder = RunFolder(tmp_path)
+    assert folder.prepare({"seed": 0}, overwrite=False) == 1
+    folder.record_writer(1, "edit", 0).write([{"id": "a", "status": "edit_failed"}])
+    for name in ("attempt-0001 copy.edit.rank-00000.jsonl", "attempt-x.edit.rank-00000.jsonl", "attempt-.jsonl"):
+        (tmp_path / "records" / name).write_text("")
+    assert folder.prepare({"seed": 0}, overwrite=False) == 2
+    assert list(folder.read_records()[0]) == ["a"]
+
+
 def test_overwrite_and_rollback_of_the_run_file(tmp_path):
     import pytest
 
@@ -142,7 +175,12 @@ def _fifo(lock, outside):
     os.mkfifo(lock)
 
 
-@pytest.mark.parametrize("make", [_link_to_file, _dangling_link, _link_to_folder, _folder, _fifo])
+def _hard_link(lock, outside):
+    outside.write_text("precious\n")
+    os.link(outside, lock)  # the same file under a second name: truncating the lock would truncate it
+
+
+@pytest.mark.parametrize("make", [_link_to_file, _dangling_link, _link_to_folder, _folder, _fifo, _hard_link])
 def test_a_lock_that_is_not_a_plain_file_is_one_line_and_exit_2(tmp_path, capsys, make):
     from bench_lib import cli
 
@@ -175,6 +213,25 @@ def test_record_files_are_never_appended_through_a_link(tmp_path):
     with pytest.raises(OSError, match="link"):
         folder.record_writer(1, "edit", 1).write([{"id": "a", "status": "edit_failed"}])
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_hard_linked_record_file_is_copied_before_it_is_appended_to(tmp_path):
+    """A folder snapshot made with `cp -al` (or rsync --link-dest) shares its record files' inodes with the run:
+    appending in place would change the snapshot (a file outside the output folder) too."""
+    from bench_lib.store import RunFolder
+
+    folder = RunFolder(tmp_path / "out")
+    folder.prepare({"seed": 0}, overwrite=False)
+    writer = folder.record_writer(1, "edit", 0)
+    writer.write([{"id": "a", "status": "edit_failed"}])
+    snapshot = tmp_path / "snapshot.jsonl"
+    os.link(writer.path, snapshot)
+    before = snapshot.read_bytes()
+    writer.write([{"id": "b", "status": "edit_failed"}])
+    writer.write([{"id": "c", "status": "edit_failed"}])
+    assert snapshot.read_bytes() == before  # the snapshot is as it was
+    assert [json.loads(line)["id"] for line in writer.path.read_text().splitlines()] == ["a", "b", "c"]
+    assert os.stat(writer.path).st_nlink == 1
 
 
 @pytest.mark.parametrize("overwrite", [True, False])

@@ -41,6 +41,18 @@ class PrecomputedEditor(Editor):
     needs_model = False
 
     @classmethod
+    def preflight(cls, cfg: PrecomputedConfig, bench) -> None:
+        """The edits are inputs: never inside the output folder, whose `edits/` the run writes (and `--overwrite`
+        deletes)."""
+        if cfg.edits_dir is None:
+            return
+        edits, output = Path(cfg.edits_dir).expanduser().resolve(), Path(bench.run.output_dir).expanduser().resolve()
+        if edits.is_relative_to(output):
+            raise ConfigError(f"`edits_dir` {cfg.edits_dir!r} is inside `output_dir` {bench.run.output_dir!r}, whose "
+                              "files the run writes (and --overwrite deletes): move the edits out of it, or use "
+                              "another output_dir.")
+
+    @classmethod
     def check(cls, cfg: PrecomputedConfig, bench) -> None:
         if cfg.edits_dir is None and "edited_image" not in bench.data.columns:
             raise ConfigError("editor `precomputed` needs the edits: --edits_dir DIR (one image per sample id) or "

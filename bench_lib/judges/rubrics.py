@@ -4,6 +4,8 @@ a file uses `default.txt`. Templates hold `{instruction}` and `{reference}`, fil
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 from typing import Optional
 
@@ -30,7 +32,7 @@ class Rubrics:
             raise ConfigError(f"`prompts_dir` {str(folder)!r} has rubric files that differ only by case: {clashes}; "
                               "keep one of each.")
         try:
-            self.templates = {name: paths[0].read_text(encoding="utf-8") for name, paths in sorted(by_name.items())}
+            self.templates = {name: _read_rubric(paths[0]) for name, paths in sorted(by_name.items())}
         except UnicodeDecodeError as err:
             raise ConfigError(f"a rubric in `prompts_dir` {str(folder)!r} is not UTF-8 text: {err}") from None
         if DEFAULT_RUBRIC not in self.templates:
@@ -55,6 +57,22 @@ class Rubrics:
         template = self.templates[name if name in self.templates else DEFAULT_RUBRIC]
         return template.replace("{instruction}", instruction).replace(
             "{reference}", reference_block(reference_text, has_image))
+
+
+def _read_rubric(path: Path) -> str:
+    """A rubric file's text: a regular file only (opened non-blocking, so a FIFO named `x.txt` can't hang the run, and
+    a folder named so is one line, not a traceback)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise ConfigError(f"rubric {str(path)!r} cannot be read: {err.strerror or err}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"rubric {str(path)!r} is not a regular file (a folder, FIFO or device): a rubric is a "
+                          "text file.")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
+        return f.read().decode("utf-8")
 
 
 def reference_block(text: Optional[str], has_image: bool) -> str:
