@@ -11,9 +11,9 @@ two tiny LoRA adapters over a base, edits made elsewhere (`precomputed`), and ea
 protocol: RE-Edit (the demo file), RISEBench (`../shared/data/risebench`, when present), KRIS-Bench and
 GEdit-Bench (look-alike files this script writes). Each run is a plain command line of the checkout under test.
 
-`diff` compares every file each run wrote: PNGs bitwise, JSON and JSONL after dropping what says when or how
-fast (timings, dates, attempt stamps, the harness's commit, the command line) and after replacing the output
-folder's and the checkout's paths with placeholders; Markdown and HTML the same way, line by line, without the
+`diff` compares every file each run wrote: PNGs by their pixels and text chunks, other images bitwise, JSON and
+JSONL after dropping what says when or how fast (timings, dates, attempt stamps, the harness's commit, the command
+line) and after replacing the output folder's and the checkout's paths with placeholders; Markdown and HTML the same way, line by line, without the
 timing tables. Exit code 0 when everything matches, 1 with the differences listed.
 """
 
@@ -180,7 +180,13 @@ def _text_lines(text: str, roots) -> list[str]:
 
 def compare_file(a: Path, b: Path, roots_a, roots_b) -> str | None:
     """None when the two files match, else what differs."""
-    if a.suffix in (".png", ".jpg", ".safetensors", ".exit"):
+    if a.suffix == ".png":  # the image, not its encoding (zlib level and version change the bytes, not the pixels)
+        from PIL import Image
+
+        with Image.open(a) as x, Image.open(b) as y:
+            same = (x.mode, x.size, x.text) == (y.mode, y.size, y.text) and x.tobytes() == y.tobytes()
+        return None if same else "pixels or text chunks differ"
+    if a.suffix in (".jpg", ".safetensors", ".exit"):
         return None if a.read_bytes() == b.read_bytes() else "bytes differ"
     if a.suffix == ".log":
         return None
