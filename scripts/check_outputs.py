@@ -13,8 +13,9 @@ GEdit-Bench (look-alike files this script writes). Each run is a plain command l
 
 `diff` compares every file each run wrote: PNGs by their pixels and text chunks, other images bitwise, JSON and
 JSONL after dropping what says when or how fast (timings, dates, attempt stamps, the harness's commit, the command
-line) and after replacing the output folder's and the checkout's paths with placeholders; Markdown and HTML the same way, line by line, without the
-timing tables. Exit code 0 when everything matches, 1 with the differences listed.
+line) and after replacing the output folder's and the checkout's paths with placeholders; Markdown and HTML the
+same way, line by line, without the timing tables. Exit code 0 when everything matches, 1 with the differences
+listed.
 """
 
 from __future__ import annotations
