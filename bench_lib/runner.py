@@ -116,6 +116,7 @@ class Plan:
     judgements: dict[str, dict]
     reusable: set[str]  # ids whose ok edit (PNG on disk) is kept
     baseline_records: dict[str, dict[str, dict]] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # this attempt's image digests, recorded once it finished
 
 
 @dataclass
@@ -351,6 +352,8 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
             statuses, filled = _write_unit(unit, samples, protocol, facts, rubrics, per_rank, started,
                                            dist.world_size, edited_now=len(todo),
                                            judged_now=len(job.samples) - len(job.on_source), logger=logger)
+            if not judge_stage.budget_reached:  # every sample was edited and judged from the images read now
+                unit.folder.record_inputs(unit.plan.inputs)
             if not statuses["ok"]:
                 unscored.append((unit.label, f"none of the {sum(statuses.values())} samples is ok "
                                              f"({', '.join(f'{n} {k}' for k, n in sorted(statuses.items()))}); the "
@@ -556,7 +559,10 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
     inputs = inputs or {}
     recorded = {} if cfg.run.overwrite else folder.recorded_inputs()
     replaced = {i for i, digest in inputs.items() if recorded.get(i, digest) != digest}
-    attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info, inputs=inputs)
+    # A replaced sample keeps its old digest in run.json until an attempt has finished redoing it (the unit's
+    # reports written, no judge budget cut): an attempt killed before that leaves it replaced for the next one.
+    attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info,
+                             inputs={i: d for i, d in inputs.items() if i not in replaced})
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
     for record in edits.values():  # an edit recorded before edit records carried their seed
         record.setdefault("seed", seed_of(cfg)(record["id"]))
@@ -572,7 +578,7 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
         judgements.pop(sample_id, None)
         for records in baselines.values():
             records.pop(sample_id, None)
-    return Plan(attempt, edits, judgements, reusable, baselines)
+    return Plan(attempt, edits, judgements, reusable, baselines, inputs)
 
 
 def _check_shared_folder(dist: Distributed, folder: RunFolder, attempt: int, wait_s: float = 10.0) -> None:

@@ -479,6 +479,43 @@ def test_a_source_image_replaced_in_place_is_edited_and_judged_again_on_resume(t
     assert [r["attempts"]["judge"] for r in baseline] == [2, 1]
 
 
+def test_a_replaced_source_stays_replaced_until_an_attempt_has_redone_it(tmp_path, monkeypatch):
+    """run.json recorded the new image's digest when the attempt started: an attempt killed before redoing the
+    sample left the folder saying "up to date", and the next one kept the old image's edit and judgements. The
+    old digest now stays until an attempt has written its reports."""
+    from conftest import copy_demo, identity_run
+
+    import bench_lib.edit_stage as edit_stage
+
+    def run(out):
+        return identity_run(tmp_path / "data" / "manifest.jsonl", out, "--judge_model", "tiny:qwen3-vl",
+                            "--judge_dtype", "float32", "--judge_min_digit_mass", "0", "--gallery", "false")
+
+    rows = copy_demo(tmp_path / "data", 2)
+    (tmp_path / "data" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert run(out) == 0
+    old_digest = json.loads((out / "run.json").read_text())["inputs"][rows[0]["id"]]
+    replaced = tmp_path / "data" / rows[0]["source_image"]
+    with Image.open(replaced) as image:
+        image.transpose(Image.Transpose.ROTATE_180).resize((40, 56)).save(replaced)
+
+    def killed(*args, **kwargs):  # the attempt dies (preempted) before it redoes anything
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(edit_stage, "edit_sample", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(out)
+    assert json.loads((out / "run.json").read_text())["inputs"][rows[0]["id"]] == old_digest
+    assert run(out) == 0
+    resumed = read_results(out / "results.jsonl")
+    assert [r["attempts"] for r in resumed] == [{"edit": 3, "judge": 3}, {"edit": 1, "judge": 1}]
+    with Image.open(out / resumed[0]["edited_image"]) as image:
+        assert image.size == (40, 56)  # the new source's edit, not the old one's
+    assert json.loads((out / "run.json").read_text())["inputs"][rows[0]["id"]] != old_digest  # recorded now
+
+
 def test_every_rank_runs_the_variants_the_main_process_listed(tmp_path, monkeypatch):
     """Each process expanded the sweep itself: a training job that saved a checkpoint while they started gave two
     ranks two variant lists, and units were paired by position (one variant's edits recorded as another's). The
