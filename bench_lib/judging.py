@@ -306,10 +306,12 @@ class Written:
 
     marker: str
     fallback: str
+    # the marker as judges write it (spacing, quotes, case), a regular expression; "" = the marker exactly
+    pattern: str = field(default="", compare=False)
 
     def through(self, text: str) -> str:
-        at = text.find(self.marker)
-        return text[:at + len(self.marker)] if at != -1 else text.rstrip() + self.fallback
+        found = re.search(self.pattern or re.escape(self.marker), text)
+        return text[:found.end()] if found else text.rstrip() + self.fallback
 
 
 @dataclass(frozen=True)
@@ -442,7 +444,8 @@ class NamedScoresJSON(VerbatimFormat):
             q = by_key[key]
             if free:
                 marker = f'"{key}":'
-                segments += [*([Supplied(last + ",")] if opened else []), Written(marker, "\n" + marker),
+                segments += [*([Supplied(last + ",")] if opened else []),
+                             Written(marker, "\n" + marker, rf"""["']{re.escape(key)}["']\s*:"""),
                              Supplied(" " + _opening(q))]
             else:
                 segments.append(Supplied((last + ", " if opened else "{") + f'"{key}": ' + _opening(q)))
@@ -476,7 +479,8 @@ class FinalScoreLine(VerbatimFormat):
         "**Final Score" is supplied after its text), then ":** **" is supplied and the score read."""
         if len(questions) != 1:
             raise ValueError("a final-score line answers one question")
-        return (Written("Final Score", "\n\n**Final Score"), Supplied(":** **"), Slot(questions[0].name))
+        return (Written("Final Score", "\n\n**Final Score", r"(?i)final\s+score"), Supplied(":** **"),
+                Slot(questions[0].name))
 
 
 # --- requests and answers ------------------------------------------------------------------------------------

@@ -189,6 +189,15 @@ def test_the_reply_keeps_the_judges_text_through_the_marker_else_supplies_it():
     step = Written('"knowledge_score":', '\n"knowledge_score":')
     assert step.through(' fine",\n"knowledge_score": 4, "more": 1}') == ' fine",\n"knowledge_score":'
     assert step.through("no key at all  \n") == 'no key at all\n"knowledge_score":'
+    # the layouts' own markers take the key as judges write it: other spacing or quotes, and RISEBench's line in
+    # any case (the reply keeps the judge's own spelling)
+    (kris_step,) = [s for s in kris.FORMATS["consistency"].reply_layout([Question("consistency", ONE_TO_FIVE, "")])
+                    if isinstance(s, Written)]
+    assert kris_step.through('ok. {"reasoning": "x", "consistency_score" : 4}') == \
+        'ok. {"reasoning": "x", "consistency_score" :'
+    assert kris_step.through("{'consistency_score': 4}") == "{'consistency_score':"
+    rise = FinalScoreLine().reply_layout([Question("consistency", ONE_TO_FIVE, "")])[0]
+    assert rise.through("Reasoning done. final score: 3") == "Reasoning done. final score"
     # the next value follows the answer of highest probability (the lower one on a tie)
     assert written_answer(ZERO_TO_TEN, [0.0] * 9 + [0.3, 0.7]) == "10"
     assert written_answer(ONE_TO_FIVE, [0.1, 0.4, 0.4, 0.1, 0.0]) == "2"
