@@ -149,18 +149,29 @@ class Distributed:
                     RuntimeError(f"another node's local main process failed: {text}")
 
     def on_main(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the main process only; every rank gets its result, or raises its `ConfigError`."""
+        """Run `fn` on the main process only; every rank gets its result, or raises its `ConfigError`. Any other
+        error of `fn` reaches every rank too (the main process raises it, the others a `RunFailed` naming it), so no
+        rank waits for the process-group timeout at the gather."""
         from .config import ConfigError
+        from .failures import RunFailed
 
-        outcome: list[tuple[Any, Optional[str]]] = []
+        outcome: list[tuple[Any, Optional[str], Optional[str]]] = []
+        failure: Optional[Exception] = None
         if self.is_main:
             try:
-                outcome = [(fn(), None)]
+                outcome = [(fn(), None, None)]
             except ConfigError as err:
-                outcome = [(None, str(err))]
-        result, error = self.all_gather(outcome)[0]
-        if error is not None:
+                outcome = [(None, str(err), "config")]
+            except Exception as err:  # re-raised below, after every rank has heard of it
+                failure = err
+                outcome = [(None, f"{type(err).__name__}: {err}", "error")]
+        result, error, kind = self.all_gather(outcome)[0]
+        if kind == "config":
             raise ConfigError(error)
+        if kind == "error":
+            if failure is not None:
+                raise failure
+            raise RunFailed(f"the main process failed: {error}")
         return result
 
     def shard(self, items: list[T]) -> list[T]:

@@ -64,3 +64,32 @@ def test_weights_download_once_per_node_before_the_edit_stage(tmp_path):
     for node in (0, 1):
         assert sorted((c["call"], c["name"], c["revision"]) for c in calls if c["node"] == node) == [
             ("DiffusionPipeline.download", "org/editor", "v2"), ("snapshot_download", "org/judge", None)]
+
+
+def test_an_error_of_the_main_process_in_on_main_reaches_every_rank_at_once():
+    """Only a ConfigError was passed on: any other error on the main process (an OSError listing a checkpoint folder
+    on a network file system) left the other ranks at the gather until the process-group timeout."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from bench_lib.distributed import Distributed
+    from bench_lib.failures import RunFailed
+
+    def on_rank(main: bool, gathered=None):
+        dist = object.__new__(Distributed)
+        dist.state = SimpleNamespace(is_main_process=main, num_processes=2, process_index=0 if main else 1)
+        sent = []
+        dist.all_gather = lambda items: sent.extend(items) or (gathered if gathered is not None else list(items))
+        return dist, sent
+
+    def listing():
+        raise PermissionError("[Errno 13] Permission denied: 'ckpts'")
+
+    main, sent = on_rank(True)
+    with pytest.raises(PermissionError):
+        main.on_main(listing)
+    other, _ = on_rank(False, gathered=sent)
+    with pytest.raises(RunFailed, match="the main process failed: PermissionError: .*Permission denied"):
+        other.on_main(listing)
+    assert on_rank(True)[0].on_main(lambda: [1, 2]) == [1, 2]
