@@ -220,6 +220,7 @@ LOCK_FILE = ".lock"
 _OWNED = (RUN_FILE, RECORDS_DIR, EDITS_DIR, RESULTS_FILE, REPORT_FILE, "report.md", BASELINES_DIR, "gallery.html",
           "report_chart.png", JUDGE_INPUTS_FILE)
 _FOLDERS = (RECORDS_DIR, EDITS_DIR, BASELINES_DIR)
+OWNED = _OWNED  # what a run writes in its folder (and --overwrite deletes)
 _TMP_FOLDERS = (".", EDITS_DIR, BASELINES_DIR, RECORDS_DIR)  # where _atomic_write may have left a temporary file
 
 
