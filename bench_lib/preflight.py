@@ -21,7 +21,7 @@ from .data import Sample, check_dataset_name, load_benchmark
 from .judges import Rubrics
 from .protocols import make_protocol, resolve_protocol
 from .registry import EDITORS, JUDGES
-from .store import RUN_FILE
+from .store import OWNED, RUN_FILE
 from .sweep import SWEEP_JSON, expand
 from .tracking import check_trackers
 
@@ -49,6 +49,27 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
                           "put it somewhere else (the run's files would change the dataset).")
 
 
+def check_inputs_outside_outputs(cfg: BenchmarkConfig, samples: list[Sample]) -> None:
+    """No image file the data names (a source, a reference, a pre-computed edit of the `edited_image` column) lies
+    among what the run writes in output_dir (edits/, baselines/, ...; a sweep: in each variant's folder): the run
+    would write its PNGs over them, and --overwrite delete them before they are read (a run re-judged in place
+    from a manifest that names its own edits)."""
+    output = Path(cfg.run.output_dir).expanduser().resolve()
+    for sample in samples:
+        for ref in (*sample.sources, sample.reference_image, sample.edited_image):
+            path = getattr(ref, "path", None)
+            if path is None:
+                continue
+            try:
+                parts = Path(path).expanduser().resolve().relative_to(output).parts
+            except ValueError:
+                continue
+            if parts and (parts[0] in OWNED or (cfg.sweep.sweep and len(parts) > 1 and parts[1] in OWNED)):
+                raise ConfigError(f"sample {sample.id!r}: the image {str(path)!r} is inside `output_dir` "
+                                  f"{cfg.run.output_dir!r}, among the files the run writes (and --overwrite "
+                                  "deletes): copy the images out of it, or use another output_dir.")
+
+
 def preflight(cfg: BenchmarkConfig, *, editor: bool = True) -> Optional[tuple[list[Sample], str]]:
     """Run the checks; returns (samples, dataset identity) of a local dataset, or None for a hub dataset (the
     run loads it on the main process first, so one process downloads it). `editor=False`: the editor is an
@@ -67,6 +88,7 @@ def preflight(cfg: BenchmarkConfig, *, editor: bool = True) -> Optional[tuple[li
     check_dataset_name(cfg.data)
     loaded = load_benchmark(cfg.data) if Path(cfg.data.dataset).expanduser().exists() else None
     if loaded is not None:
+        check_inputs_outside_outputs(cfg, loaded[0])
         resolve_protocol(cfg.judge, loaded.format)  # `protocol: auto`: the data's format's protocol
     if cfg.judge.protocol != "auto":  # (a hub dataset with `auto`: checked when the run has read it)
         # the rubrics read, `category_map` names dimensions, the benchmark's prompt file read and pinned

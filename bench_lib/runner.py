@@ -36,10 +36,10 @@ from .judges import Rubrics
 from .outputs import build_rows, rank_timings, write_outputs
 from .preflight import preflight
 from .protocols import Protocol, make_protocol, resolve_protocol, unmapped_categories
-from .protocols.base import SampleFacts
+from .protocols.base import SampleFacts, one_source_only
 from .provenance import backend_models, device_name, harness_commit, package_versions
 from .registry import EDITORS, JUDGES
-from .results import baseline_edit
+from .results import ON_SOURCE, baseline_edit
 from .store import RUN_FILE, FolderLock, RunFolder, load_png, sample_seed
 from .sweep import (
     check_variant_folders,
@@ -116,7 +116,6 @@ class Plan:
     judgements: dict[str, dict]
     reusable: set[str]  # ids whose ok edit (PNG on disk) is kept
     baseline_records: dict[str, dict[str, dict]] = field(default_factory=dict)
-    inputs: dict[str, str] = field(default_factory=dict)  # this attempt's image digests, recorded once it finished
 
 
 @dataclass
@@ -284,6 +283,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     protocol = make_protocol(cfg.judge, rubrics)
     check_same_inputs(dist, {"dataset": dataset_identity, "samples": len(samples), "rubrics": rubrics.hashes(),
                              "judge prompts": protocol.digest()})
+    samples = one_source_only(samples, protocol)  # several sources under a protocol that shows one: invalid_input
     _log_input_problems(samples, protocol, cfg.judge.category_map, logger)
     facts = {s.id: protocol.facts(s, cfg.judge.category_map) for s in samples}  # each sample's view and questions
     # The main process reads the folders and shares one plan per unit, so every rank (every node, whatever its
@@ -349,11 +349,9 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
                                                                                  gathered[len(units):])}
         share_baseline_records(units, shared, fresh)
         for unit, todo, job, per_rank in zip(units, to_edit, jobs, per_unit):
-            statuses, filled = _write_unit(unit, samples, protocol, facts, rubrics, per_rank, started,
-                                           dist.world_size, edited_now=len(todo),
-                                           judged_now=len(job.samples) - len(job.on_source), logger=logger)
-            if not judge_stage.budget_reached:  # every sample was edited and judged from the images read now
-                unit.folder.record_inputs(unit.plan.inputs)
+            statuses, filled, hollow = _write_unit(unit, samples, protocol, facts, rubrics, per_rank, started,
+                                                   dist.world_size, edited_now=len(todo),
+                                                   judged_now=len(job.samples) - len(job.on_source), logger=logger)
             if not statuses["ok"]:
                 unscored.append((unit.label, f"none of the {sum(statuses.values())} samples is ok "
                                              f"({', '.join(f'{n} {k}' for k, n in sorted(statuses.items()))}); the "
@@ -363,6 +361,12 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
                                              f"samples: the {filled} ok row(s) hold only the values failure_policy "
                                              "reference fills in for unparsed answers; the reports are written in "
                                              f"{unit.folder.root} (see each row's judge_raw)"))
+            elif hollow == statuses["ok"]:  # every "ok" is a source scored in place of a failed edit (or a fill-in)
+                unscored.append((unit.label, f"no edit was scored in any of the {sum(statuses.values())} samples: the "
+                                             f"{statuses['ok']} ok row(s) are source images that failure_policy "
+                                             "reference scores in place of edits that failed (as the benchmark "
+                                             "does), or values it fills in for unparsed answers; the reports are "
+                                             f"written in {unit.folder.root} (see each row's error)"))
     unscored = dist.all_gather([unscored] if dist.is_main else [])[0]  # also the barrier after the reports
     # main process: each unit's per-rank timings; every rank: the folders that scored nothing (exit code 1)
     return {"per_unit": per_unit, "unscored": unscored, "budget_reached": judge_stage.budget_reached,
@@ -391,7 +395,7 @@ def not_judged(job: JudgeJob, judged: set[str], why: str) -> list[dict[str, Any]
 
 def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: dict[str, SampleFacts],
                 rubrics: Rubrics, per_rank: list[dict], started: dt.datetime, world_size: int, *, edited_now: int,
-                judged_now: int, logger) -> tuple[Counter, int]:
+                judged_now: int, logger) -> tuple[Counter, int, int]:
     cfg, plan = unit.cfg, unit.plan
     edits, judgements = plan.edits, plan.judgements
     rows, baseline_rows = build_rows(samples, edits, judgements, plan.baseline_records, protocol, facts,
@@ -414,9 +418,11 @@ def _write_unit(unit: Unit, samples: list[Sample], protocol: Protocol, facts: di
     log("%sstatuses: %s; wrote %s", f"{unit.label}: " if unit.label else "", dict(statuses),
         unit.folder.root / "report.md")
     # ok only by the failure policy: no answer of the judgement parsed, and the benchmark's rules filled them all in
-    filled = sum(row["status"] == "ok" and row.get("judge_parse") == "failed"
-                 and not (judgements.get(row["id"]) or {}).get("partial_answers") for row in rows)
-    return statuses, filled
+    filled = {row["id"] for row in rows if row["status"] == "ok" and row.get("judge_parse") == "failed"
+              and not (judgements.get(row["id"]) or {}).get("partial_answers")}
+    # ok only by the failure policy: a source image scored in place of an edit that failed (RE-Edit's rule)
+    on_source = {row["id"] for row in rows if row["status"] == "ok" and ON_SOURCE in (row.get("flags") or [])}
+    return statuses, len(filled), len(filled | on_source)
 
 
 def editor_job(unit: Unit, samples: list[Sample], *, on_source: bool = False) -> JudgeJob:
@@ -516,23 +522,22 @@ MODEL_IDENTITY = ("config_sha256", "weights_sha256", "resolved_revision")  # wha
 
 def check_same_weights(folder: RunFolder, models: dict[str, Any], *, editor: bool = True) -> None:
     """Main process, before a resume changes anything: the editor's and the judge's weights must be those of the
-    folder's previous attempt. A local model folder is named in the fingerprint by its path, so weights saved again
+    folder's earlier attempts. A local model folder is named in the fingerprint by its path, so weights saved again
     in place (a training job's output, a re-converted judge) would otherwise edit and judge the rest of the run
-    while the kept edits and judgements came from the old ones. Compared where both attempts recorded them: a local
-    folder's config and sampled weights hashes, a hub model's resolved commit. `editor=False`: the caller's
-    pipeline in memory (such a folder is never resumed)."""
-    previous = next((h["models"] for h in reversed(folder.history())
-                     if isinstance(h, dict) and isinstance(h.get("models"), dict)), None)
-    if not previous:
-        return
+    while the kept edits and judgements came from the old ones. Each of a local folder's config and sampled weights
+    hashes, and a hub model's resolved commit, is compared with the latest earlier attempt that recorded it.
+    `editor=False`: the caller's pipeline in memory (such a folder is never resumed)."""
+    history = [h["models"] for h in folder.history() if isinstance(h, dict) and isinstance(h.get("models"), dict)]
     changed = []
     for role in ("editor", "judge") if editor else ("judge",):
-        old, new = previous.get(role) or {}, models.get(role) or {}
-        if not isinstance(old, dict) or old.get("id") != new.get("id"):
-            continue  # another model is another fingerprint: `check` named it
+        new = models.get(role) or {}
         for key in MODEL_IDENTITY:
-            if isinstance(old.get(key), str) and isinstance(new.get(key), str) and old[key] != new[key]:
-                changed.append(f"{role} {new.get('id')!r} {key} {old[key][:12]}… -> {new[key][:12]}…")
+            # the latest attempt that recorded it: one that could not (a hub model outside that machine's cache)
+            # must not hide a change from the attempts before it
+            old = next((m[role][key] for m in reversed(history) if isinstance(m.get(role), dict)
+                        and m[role].get("id") == new.get("id") and isinstance(m[role].get(key), str)), None)
+            if old is not None and isinstance(new.get(key), str) and old != new[key]:
+                changed.append(f"{role} {new.get('id')!r} {key} {old[:12]}… -> {new[key][:12]}…")
                 break
     if changed:
         raise ConfigError(f"{folder.root}: the model weights changed since the previous attempt "
@@ -559,10 +564,7 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
     inputs = inputs or {}
     recorded = {} if cfg.run.overwrite else folder.recorded_inputs()
     replaced = {i for i, digest in inputs.items() if recorded.get(i, digest) != digest}
-    # A replaced sample keeps its old digest in run.json until an attempt has finished redoing it (the unit's
-    # reports written, no judge budget cut): an attempt killed before that leaves it replaced for the next one.
-    attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info,
-                             inputs={i: d for i, d in inputs.items() if i not in replaced})
+    attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info, inputs=inputs)
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
     for record in edits.values():  # an edit recorded before edit records carried their seed
         record.setdefault("seed", seed_of(cfg)(record["id"]))
@@ -572,13 +574,36 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
     if stale:
         first = next(iter(stale))
         logger.warning("%d kept edit(s) are done again: %r: %s", len(stale), first, stale[first])
-    reusable = {s.id for s in samples if s.id not in stale and folder.edit_is_reusable(edits.get(s.id))}
+    # a sample invalid now (its files gone, or several sources under a protocol that shows one) is recorded so again
+    reusable = {s.id for s in samples
+                if s.id not in stale and not s.problem and folder.edit_is_reusable(edits.get(s.id))}
     baselines = {name: folder.read_baseline_records(name) for name in cfg.editor.baseline_names()}
     for sample_id in replaced:  # the baselines' images are made from the source, and the judge sees both
         judgements.pop(sample_id, None)
         for records in baselines.values():
             records.pop(sample_id, None)
-    return Plan(attempt, edits, judgements, reusable, baselines, inputs)
+    forget_replaced(folder, attempt, replaced, edits, baselines, seed_of(cfg))
+    return Plan(attempt, edits, judgements, reusable, baselines)
+
+
+REPLACED = "its source or reference image file changed since it was edited and judged: to be done again"
+
+
+def forget_replaced(folder: RunFolder, attempt: int, replaced: set[str], edits: dict[str, dict],
+                    baselines: dict[str, dict[str, dict]], seed: Callable[[str], int]) -> None:
+    """Main process: records that supersede, on disk, the kept edits and baseline judgements of samples whose image
+    files changed. This attempt has recorded the new files' digests already, so an attempt stopped before it redid
+    them (a kill, an early stop, the judge's budget) would leave the next one nothing to compare: it would keep
+    the old image's edit and judgements. The edit stage and the judge stage write the new records after these."""
+    ids = sorted(i for i in replaced if edits.get(i, {}).get("status") == "ok")
+    folder.record_writer(attempt, "edit", 0).write(
+        [{"id": i, "status": "edit_failed", "edited_image": None, "error": REPLACED, "flags": [], "seed": seed(i),
+          "attempt": attempt} for i in ids])
+    for name in baselines:
+        folder.record_writer(attempt, f"baseline-{name}", 0).write(
+            [{"id": i, "status": "judge_failed", "error": REPLACED, "answers": None, "distributions": None,
+              "rationale": None, "parse": None, "raw": [], "digit_mass": None, "tokens": None, "attempt": attempt}
+             for i in sorted(replaced)])
 
 
 def _check_shared_folder(dist: Distributed, folder: RunFolder, attempt: int, wait_s: float = 10.0) -> None:

@@ -220,6 +220,7 @@ LOCK_FILE = ".lock"
 _OWNED = (RUN_FILE, RECORDS_DIR, EDITS_DIR, RESULTS_FILE, REPORT_FILE, "report.md", BASELINES_DIR, "gallery.html",
           "report_chart.png", JUDGE_INPUTS_FILE)
 _FOLDERS = (RECORDS_DIR, EDITS_DIR, BASELINES_DIR)
+OWNED = _OWNED  # what a run writes in its folder (and --overwrite deletes)
 _TMP_FOLDERS = (".", EDITS_DIR, BASELINES_DIR, RECORDS_DIR)  # where _atomic_write may have left a temporary file
 
 
@@ -373,17 +374,6 @@ class RunFolder:
                               "history": history, "outputs": (previous or {}).get("outputs"),
                               "inputs": {**self.recorded_inputs(previous), **(inputs or {})}})
         return attempt
-
-    def record_inputs(self, inputs: dict[str, str]) -> None:
-        """Main process, after an attempt redid every sample: `inputs` (sample id -> image digest) become the
-        recorded ones (`prepare` keeps the old digest of a sample whose images were replaced until then)."""
-        data = self._read_run_file()
-        if data is None or not inputs:
-            return
-        recorded = self.recorded_inputs(data)
-        if all(recorded.get(i) == d for i, d in inputs.items()):
-            return
-        write_json(self.root / RUN_FILE, {**data, "inputs": {**recorded, **inputs}})
 
     def recorded_inputs(self, data: Optional[dict[str, Any]] = None) -> dict[str, str]:
         """sample id -> the digest of its image files as the attempts so far found them (`data.input_digests`)."""

@@ -166,3 +166,64 @@ def test_a_backend_that_loses_answers_is_an_error_never_a_judgement():
         judge(silent, [[request("a")], [request("b")]], mode="logits")
     with pytest.raises(ValueError, match="judge mode 'sampled'"):
         judge(short, [[request("a")]], mode="sampled")
+
+
+class SequenceReader(ScriptedBackend):
+    """Logits mode along a reply layout: `readings[sample]` is that sample's list of (value, mass) readings, one per
+    score read, in the order the views and their scores are read."""
+
+    def read_scales(self, requests):
+        backend = self
+
+        class Reader(ScaleReader):
+            def read(self, prompt, rows):
+                out = []
+                for r in requests:
+                    value, mass = backend.readings[sample_of(r.content)].pop(0)
+                    dist = [float(v == value) for v in prompt.scale.values]
+                    out.append(Reading(value, dist, mass, instead=lambda: "'x'"))
+                return out
+
+        return Reader()
+
+
+def test_a_failed_view_leaves_the_other_views_answers_for_failure_policy_reference_as_in_generate_mode():
+    """One view whose answer is off the scale fails the sample, whatever the mode; the answers the judge gave in
+    its other views stay the failed judgement's partial answers (failure_policy reference counts them: RE-Edit
+    fills only what was missing, KRIS-Bench drops only that dimension). In generate mode each view parses on its
+    own; logits mode is the same: a later view is still read and kept. Along a reply layout (a benchmark's JSON)
+    a view with one value off the scale counts as a whole answer that did not parse. Non-finite logits in any view
+    make the judgement no parse failure."""
+    from bench_lib.judging import ScoreJSON
+
+    yes = Question("yes", YES_NO, "Correct edit?")
+    views = [request("a", "reasoning", (yes,)), request("a", "quality", (QUALITY,)), request("a")]
+    b = ScriptedBackend(readings={("a", "yes"): [(1.0, 0.1), (1.0, 0.1)], ("a", "quality"): [(4.0, 0.9)],
+                                  ("a", "instruction"): [(3.0, 0.1), (3.0, 0.2)], ("a", "consistency"): [(9.0, 0.9)]})
+    (logits,) = judge(b, [views], mode="logits")
+    b = ScriptedBackend(texts={"a": ["nope", "nope again", '{"quality": 4}', '{"instruction": 3}',
+                                     '{"instruction": 3}']})  # each view asked again at once
+    (generate,) = judge(b, [views], mode="generate")
+    for judgement in (logits, generate):
+        assert judgement.parse == "failed" and judgement.answers is None
+        assert judgement.partial_answers == {"quality": 4.0}  # the rubric view's consistency went with its I
+
+    verbatim = ScoreJSON()
+    sc = (Question("editing_success", ZERO_TO_TEN, "Rate ES."), Question("over_editing", ZERO_TO_TEN, "Rate OE."))
+
+    def re_edit_views(sample):
+        return [JudgeRequest(view, None, (ImagePart(None), TextPart(f"sample {sample}")), questions, verbatim)
+                for view, questions in (("reasoning", (yes,)), ("instruction_following", (INSTRUCTION,)),
+                                        ("semantic_consistency", sc))]
+
+    backend = SequenceReader(readings={"a": [(1.0, 0.1), (8.0, 0.9), (3.0, 0.1), (6.0, 0.9)],
+                                       "b": [(0.0, 0.9), (7.0, 0.9), (5.0, 0.9), (4.0, 0.9)],
+                                       "n": [(1.0, 0.1), (math.nan, math.nan), (5.0, 0.9), (4.0, 0.9)]})
+    a, b, n = judge(backend, [re_edit_views(s) for s in "abn"], mode="logits")
+    assert a.parse == "failed" and a.error.startswith("the judge answered off-format (after the reply supplied): "
+                                                      "P(answer on the scale) for yes 0.1")
+    assert a.partial_answers == {"instruction": 8.0}  # the SC pair, one of its values off the scale: neither
+    assert a.reply_prefixes["over_editing"] == '{"score": [3, '  # still read after the answer it continues with
+    assert b.parse == "ok" and b.answers == {"yes": 0.0, "instruction": 7.0, "editing_success": 5.0,
+                                             "over_editing": 4.0}
+    assert n.parse is None and n.answers is None  # NaN after an off-format view: not a parse failure

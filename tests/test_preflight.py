@@ -41,3 +41,38 @@ def test_a_logs_link_in_the_output_folder_is_refused_when_trackers_would_write_t
     check_output_dir(config_from_dict(run))  # no trackers: nothing is written there
     check_output_dir(config_from_dict({**run, "log_with": "tensorboard", "logging_dir": str(elsewhere)}))  # named
     assert list(elsewhere.iterdir()) == []
+
+
+def test_images_the_data_names_inside_the_run_s_own_files_are_refused_before_anything_is_deleted(tmp_path):
+    """Re-judging a run in place from a manifest that names its own edits (the `edited_image` column, as
+    results.jsonl gives them): --overwrite deleted edits/ before the pre-computed editor read them, so every edit
+    failed and the files were gone. Any image the data names among the run's own files is refused first; a file
+    elsewhere in output_dir is not the run's and stays allowed."""
+    import json
+
+    out = tmp_path / "out"
+    (out / "edits").mkdir(parents=True)
+    (out / "mine").mkdir()
+    for name in ("edits/a.png", "mine/src.png"):
+        Image.new("RGB", (16, 16), "red").save(out / name)
+    (out / "run.json").write_text("{}")  # a folder that looks used: nothing in it may go before the refusal
+    manifest = tmp_path / "m.jsonl"
+
+    def write(**images):
+        manifest.write_text(json.dumps({"id": "a", "category": "physics", "instruction": "melt it", **images}) + "\n")
+
+    run = {**IDENTITY_RUN, "dataset": str(manifest), "output_dir": str(out), "editor": "precomputed",
+           "columns": {"edited_image": "edited_image"}, "overwrite": True}
+    write(source_image="out/mine/src.png", edited_image="out/edits/a.png")  # beside the run folder, as a manifest's
+    with pytest.raises(ConfigError, match=r"sample 'a': the image .*edits/a.png' is inside `output_dir`"):
+        runner.run(config_from_dict(run))
+    write(source_image="out/edits/a.png")  # a source among the run's edits: the same
+    with pytest.raises(ConfigError, match="among the files the run writes"):
+        runner.run(config_from_dict({**run, "editor": "identity", "columns": {}}))
+    assert (out / "edits" / "a.png").is_file() and (out / "run.json").is_file()
+    from bench_lib.data import load_samples
+    from bench_lib.preflight import check_inputs_outside_outputs
+
+    write(source_image="out/mine/src.png")  # elsewhere in output_dir: not the run's files
+    cfg = config_from_dict({**run, "editor": "identity", "columns": {}})
+    check_inputs_outside_outputs(cfg, load_samples(cfg.data))

@@ -479,43 +479,6 @@ def test_a_source_image_replaced_in_place_is_edited_and_judged_again_on_resume(t
     assert [r["attempts"]["judge"] for r in baseline] == [2, 1]
 
 
-def test_a_replaced_source_stays_replaced_until_an_attempt_has_redone_it(tmp_path, monkeypatch):
-    """run.json recorded the new image's digest when the attempt started: an attempt killed before redoing the
-    sample left the folder saying "up to date", and the next one kept the old image's edit and judgements. The
-    old digest now stays until an attempt has written its reports."""
-    from conftest import copy_demo, identity_run
-
-    import bench_lib.edit_stage as edit_stage
-
-    def run(out):
-        return identity_run(tmp_path / "data" / "manifest.jsonl", out, "--judge_model", "tiny:qwen3-vl",
-                            "--judge_dtype", "float32", "--judge_min_digit_mass", "0", "--gallery", "false")
-
-    rows = copy_demo(tmp_path / "data", 2)
-    (tmp_path / "data" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "out"
-    assert run(out) == 0
-    old_digest = json.loads((out / "run.json").read_text())["inputs"][rows[0]["id"]]
-    replaced = tmp_path / "data" / rows[0]["source_image"]
-    with Image.open(replaced) as image:
-        image.transpose(Image.Transpose.ROTATE_180).resize((40, 56)).save(replaced)
-
-    def killed(*args, **kwargs):  # the attempt dies (preempted) before it redoes anything
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(edit_stage, "edit_sample", killed)
-        with pytest.raises(KeyboardInterrupt):
-            run(out)
-    assert json.loads((out / "run.json").read_text())["inputs"][rows[0]["id"]] == old_digest
-    assert run(out) == 0
-    resumed = read_results(out / "results.jsonl")
-    assert [r["attempts"] for r in resumed] == [{"edit": 3, "judge": 3}, {"edit": 1, "judge": 1}]
-    with Image.open(out / resumed[0]["edited_image"]) as image:
-        assert image.size == (40, 56)  # the new source's edit, not the old one's
-    assert json.loads((out / "run.json").read_text())["inputs"][rows[0]["id"]] != old_digest  # recorded now
-
-
 def test_every_rank_runs_the_variants_the_main_process_listed(tmp_path, monkeypatch):
     """Each process expanded the sweep itself: a training job that saved a checkpoint while they started gave two
     ranks two variant lists, and units were paired by position (one variant's edits recorded as another's). The
@@ -560,3 +523,110 @@ def test_ranks_that_read_different_data_or_rubrics_stop_together():
         runner.check_same_inputs(Ranks(found, {**found, "dataset": "sha256:b"}), found)
     with pytest.raises(ConfigError, match="the rubrics changed while"):
         runner.check_same_inputs(Ranks(found, {**found, "rubrics": {"default": "r2"}}), found)
+
+
+@pytest.mark.usefixtures("scripted_judge")
+@pytest.mark.parametrize("stage", ["edit", "judge"])
+def test_a_replaced_image_is_redone_even_after_the_resume_that_found_it_was_stopped(tmp_path, monkeypatch, stage):
+    """A resume records the image files' new digests when it starts: stopped before it redid the sample (killed,
+    an early stop, the judge's budget), it left the next resume nothing to compare, which kept the old image's
+    edit, judgement and baseline judgement. Records written at the start supersede them on disk."""
+    folder, out = tmp_path / "data", tmp_path / "out"
+    folder.mkdir()
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (16, 16), colour).save(folder / name)
+    (folder / "m.jsonl").write_text("".join(json.dumps({"id": i, "category": "physics", "instruction": f"do {i}",
+                                                        "source_image": f"{i}.png"}) + "\n" for i in "ab"))
+    cfg = {"dataset": str(folder / "m.jsonl"), "output_dir": str(out), "editor": "identity", "judge": "test-scripted",
+           "baselines": "identity", "gallery": False}
+    runner.run(config_from_dict(cfg))
+    Image.new("RGB", (24, 8), "green").save(folder / "a.png")  # replaced in place: the manifest is unchanged
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(edit_stage.EditStage if stage == "edit" else judge_stage.JudgeStage, "run", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(config_from_dict(cfg))
+    runner.run(config_from_dict(cfg))
+    rows = read_results(out / "results.jsonl")
+    assert [r["attempts"] for r in rows] == [{"edit": 3 if stage == "edit" else 2, "judge": 3}, {"edit": 1, "judge": 1}]
+    with Image.open(out / rows[0]["edited_image"]) as image:
+        assert image.size == (24, 8)  # the identity editor's copy of the new image
+    assert [r["attempts"]["judge"] for r in read_results(out / "baselines" / "identity.jsonl")] == [3, 1]
+
+
+@pytest.mark.usefixtures("scripted_judge")
+def test_a_sample_with_several_sources_is_invalid_input_under_a_protocol_that_shows_one(tmp_path, monkeypatch):
+    """KRIS-Bench's several-source samples through a protocol whose views show one source (default, re_edit, ...):
+    the judge compared the edit, made from every source, with the first alone, and the score counted. Such a
+    sample is invalid_input, saying why, also when a folder that judged it so before is resumed."""
+    from test_kris_multi import SEVERAL, ComposingEditor, kris_folder
+
+    from bench_lib.backends import EDITORS, register_editor
+
+    register_editor("test-composing")(ComposingEditor)
+    try:
+        cfg = {"dataset": str(kris_folder(tmp_path / "KRIS_Bench")), "output_dir": str(tmp_path / "out"),
+               "editor": "test-composing", "judge": "test-scripted", "baselines": "", "protocol": "default",
+               "gallery": False}
+        with monkeypatch.context() as m:  # a folder judged before the check: its several-source rows scored
+            m.setattr(runner, "one_source_only", lambda samples, protocol: samples, raising=False)
+            runner.run(config_from_dict(cfg))
+        assert {r["id"]: r["status"] for r in read_results(tmp_path / "out" / "results.jsonl")}[SEVERAL[0]] == "ok"
+        runner.run(config_from_dict(cfg))
+        rows = {r["id"]: r for r in read_results(tmp_path / "out" / "results.jsonl")}
+        for sample_id in SEVERAL:
+            assert rows[sample_id]["status"] == "invalid_input" and rows[sample_id]["score"] is None
+            assert "3 source images and protocol 'default' shows the judge one" in rows[sample_id]["error"]
+        assert sorted(r["status"] for r in rows.values()) == ["invalid_input"] * 2 + ["ok"] * 3
+        kris = runner.run(config_from_dict({**cfg, "protocol": "kris", "output_dir": str(tmp_path / "kris")}))
+        assert {r["status"] for r in read_results(kris / "results.jsonl")} == {"ok"}  # kris shows every source
+    finally:
+        EDITORS.pop("test-composing")
+
+
+@pytest.mark.usefixtures("scripted_judge")
+def test_a_run_whose_every_ok_row_is_a_source_scored_in_place_of_its_edit_scored_nothing(tmp_path):
+    """failure_policy reference scores a sample whose edit failed on its source image (RE-Edit's rule), which
+    makes the row `ok`: with every edit failed (here missing, and one file that is no image, so the same error does
+    not stop the run early) the run passed for finished with a headline of the sources' scores. It scored no edit:
+    its reports are written, then it fails (exit 1)."""
+    from test_judge_stage import write_manifest
+
+    edits, out = tmp_path / "edits", tmp_path / "out"
+    edits.mkdir()
+    (edits / "s02.png").write_bytes(b"not a png")
+    cfg = {"dataset": str(write_manifest(tmp_path / "data", 3)), "output_dir": str(out), "editor": "precomputed",
+           "edits_dir": str(edits), "judge": "test-scripted", "baselines": "", "protocol": "re_edit",
+           "failure_policy": "reference", "gallery": False}
+    with pytest.raises(RunFailed, match=r"nothing was scored: no edit was scored in any of the 3 samples: the 3 ok "
+                                        r"row\(s\) are source images"):
+        runner.run(config_from_dict(cfg))
+    rows = read_results(out / "results.jsonl")  # the whole report set is written first
+    assert [r["status"] for r in rows] == ["ok"] * 3 and all("edit_missing_scored_on_source" in r["flags"]
+                                                             for r in rows)
+    Image.new("RGB", (16, 16), "red").save(edits / "s01.png")  # one edit: the run scored it
+    runner.run(config_from_dict(cfg))
+    assert "edit_missing_scored_on_source" not in read_results(out / "results.jsonl")[1]["flags"]
+    assert "cannot read the edit" in read_results(out / "results.jsonl")[2]["error"]
+
+
+def test_an_attempt_that_could_not_record_the_weights_does_not_hide_a_change_from_the_ones_before(tmp_path):
+    """A hub model's resolved commit is null when an attempt runs where the model is not in the local hub cache (a
+    node with another HF_HOME): compared with that attempt alone, a resume with another commit passed, keeping the
+    first commit's judgements beside the new one's. Each hash is compared with the latest attempt that has it."""
+    from bench_lib.store import RunFolder, write_json
+
+    def models(commit):
+        return {"editor": {"id": "identity"},
+                "judge": {"id": "org/judge", "source": "hub", "resolved_revision": commit}}
+
+    out = tmp_path / "out"
+    out.mkdir()
+    history = [{"attempt": 1, "models": models("a" * 40)}, {"attempt": 2, "models": models(None)}]
+    write_json(out / "run.json", {"fingerprint": {}, "attempts": 2, "history": history})
+    runner.check_same_weights(RunFolder(out), models("a" * 40))  # the same commit resumes
+    with pytest.raises(ConfigError, match=r"judge 'org/judge' resolved_revision aaaaaaaaaaaa… -> bbbbbbbbbbbb…"):
+        runner.check_same_weights(RunFolder(out), models("b" * 40))

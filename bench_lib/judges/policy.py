@@ -16,6 +16,9 @@ and assembles each sample's `Judgement` from its views.
   (greedy) up to the score's marker, and at each score every request's reading is taken after its own reply so
   far; the reply then continues with the answer of highest probability. The reply each answer was read after is
   kept (`Judgement.reply_prefixes`). No strict form exists to ask again with: off the scale is `judge_failed`.
+- A view with a question that failed (off-format, in either logits path) counts as one answer that did not
+  parse, as in generate mode: the sample is judge_failed, and the answers of its other views are still read
+  and kept as its partial answers (failure_policy reference counts them).
 - A sample's rationale is its view's (several views: each labelled "[view] ..."); `digit_mass` is logits mode's
   only. Nothing unreadable is ever scored 0 or guessed.
 """
@@ -143,6 +146,7 @@ def _logits_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judge
         return
     min_mass = backend.min_scale_mass
     every = list(range(len(members)))
+    failed: set[int] = set()  # rows with a question that failed
     with backend.read_scales(requests) as reader:
         for q in questions:
             readings = _read(reader, answer_format.scale_prompt(q), every)
@@ -162,7 +166,19 @@ def _logits_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judge
                 judgement = judgements[i]
                 if k in off and judgement.parse == "ok":
                     judgement.parse = "reasked"
-                _accept_reading(judgement, q.name, readings[k], min_mass)
+                if not _accept_reading(judgement, q.name, readings[k], min_mass):
+                    failed.add(k)
+    _drop_failed_views(members, judgements, failed)
+
+
+def _drop_failed_views(members: list[tuple[int, JudgeRequest]], judgements: list[Judgement], failed: set[int]) -> None:
+    """A view with a question that failed counts as a whole answer that did not parse (as in generate mode): none
+    of its values is kept for failure_policy reference; the sample's other views keep theirs."""
+    for k in failed:
+        i, request = members[k]
+        for q in request.questions:
+            judgements[i].answers.pop(q.name, None)
+            judgements[i].distributions.pop(q.name, None)
 
 
 def _layout_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judgements: list[Judgement],
@@ -175,6 +191,7 @@ def _layout_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judge
     every = list(range(len(members)))
     replies = [""] * len(members)
     min_mass = backend.min_scale_mass
+    failed: set[int] = set()  # rows whose reply had a value off the scale
     with backend.read_scales(requests) as reader:
         for segment in layout:
             if isinstance(segment, Supplied):
@@ -191,10 +208,12 @@ def _layout_group(backend: Judge, members: list[tuple[int, JudgeRequest]], judge
                     judgement.reply_prefixes = {**(judgement.reply_prefixes or {}), q.name: replies[k]}
                     if off_format(reading.mass, min_mass) and math.isfinite(reading.mass):
                         judgement.raw.append(f"{q.name}: {reading.instead()}")
-                    _accept_reading(judgement, q.name, reading, min_mass, asked="(after the reply supplied)")
+                    if not _accept_reading(judgement, q.name, reading, min_mass, asked="(after the reply supplied)"):
+                        failed.add(k)
                     replies[k] += written_answer(q.scale, reading.distribution)
             else:
                 raise TypeError(f"unknown reply layout segment {segment!r}")
+    _drop_failed_views(members, judgements, failed)
 
 
 def _read(reader, prompt, rows: list[int]) -> list[Reading]:
@@ -212,18 +231,23 @@ def off_format(mass: float, min_mass: float) -> bool:
 
 
 def _accept_reading(judgement: Judgement, name: str, reading: Reading, min_mass: float, *,
-                    asked: str = "twice") -> None:
+                    asked: str = "twice") -> bool:
+    """Take one reading into the sample's judgement; False when it fails the sample. A reading on the scale is taken
+    even after another view failed: as in generate mode, where each view parses on its own, failure_policy
+    reference counts the answers of the views that were read whole (`Judgement.partial_answers`,
+    `_drop_failed_views`). Non-finite logits make the judgement no parse failure, whichever question came first."""
     value, mass = reading.value, reading.mass
     judgement.digit_mass[name] = mass if math.isfinite(mass) else None
-    if judgement.error is not None:
-        return
     if not (math.isfinite(value) and math.isfinite(mass)):
-        judgement.error = "the judge's logits are not finite (NaN/inf)"
+        judgement.error = judgement.error or "the judge's logits are not finite (NaN/inf)"
         judgement.parse = None  # not a format problem: the report counts it under judge_failed only
-    elif off_format(mass, min_mass):
-        judgement.parse = "failed"
-        judgement.error = (f"the judge answered off-format {asked}: P(answer on the scale) for {name} "
-                           f"{float(f'{mass:.4g}')} < {MIN_MASS_OPTION} {min_mass}")
-    else:
-        judgement.answers[name] = value
-        judgement.distributions[name] = reading.distribution
+        return False
+    if off_format(mass, min_mass):
+        if judgement.error is None:
+            judgement.parse = "failed"
+            judgement.error = (f"the judge answered off-format {asked}: P(answer on the scale) for {name} "
+                               f"{float(f'{mass:.4g}')} < {MIN_MASS_OPTION} {min_mass}")
+        return False
+    judgement.answers[name] = value
+    judgement.distributions[name] = reading.distribution
+    return True

@@ -24,6 +24,7 @@ value or a guess, unless `failure_policy: reference` asks for the benchmark's ow
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from abc import ABC, abstractmethod
@@ -218,6 +219,11 @@ class Protocol(ABC):
     # image instead (RE-Edit); the judge is then shown the source as the edit, and the report counts each one.
     missing_edit_on_source: ClassVar[bool] = False
 
+    # Whether the views show the judge every source image of a sample that has several (`images["sources"]`):
+    # under a protocol that shows one, such a sample is invalid_input (`one_source_only`), never judged against
+    # its first source alone.
+    several_sources: ClassVar[bool] = False
+
     def left_out(self, sample: SampleView) -> Optional[str]:
         """failure_policy `reference`: why the benchmark's own loader would not read this sample (its row is then
         invalid_input, saying so, and the report counts it), or None."""
@@ -342,6 +348,18 @@ class Protocol(ABC):
         `sample_metrics`."""
         return {name: Answer(value, questions[name].scale.values, tuple(record["distributions"][name]))
                 for name, value in record["answers"].items()}
+
+
+def one_source_only(samples: list[Any], protocol: Protocol) -> list[Any]:
+    """The samples as `protocol` can judge them: one with several source images is invalid_input, saying why,
+    under a protocol whose views show one source (its consistency and instruction questions would compare the
+    edit, made from all of them, with the first alone)."""
+    if protocol.several_sources:
+        return samples
+    return [dataclasses.replace(s, problem=f"the sample has {len(s.sources)} source images and protocol "
+                                           f"{protocol.name!r} shows the judge one; it is judged only by a protocol "
+                                           "that shows every source (kris)")
+            if len(s.sources) > 1 and not s.problem else s for s in samples]
 
 
 def fit_pixels(image: Any, max_pixels: int) -> Any:

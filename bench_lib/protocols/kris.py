@@ -167,6 +167,7 @@ class KRISProtocol(Protocol):
     """KRIS-Bench: consistency, quality, instruction following and knowledge, 1-5, reported 0-100."""
 
     prompt_file_member = "ReasonEdit/prompts.py"
+    several_sources = True  # multi-element composition and temporal prediction show every source
 
     def verbatim_names(self) -> list[str]:
         return list(VERBATIM.values())
