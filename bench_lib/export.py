@@ -59,7 +59,7 @@ def export_run(run_dir: Path, out_dir: Path, *, dataset: Optional[str] = None):
     recorded = (run["run"].get("inputs") or {}) if isinstance(run["run"].get("inputs"), dict) else {}
     now = input_digests([s for s in (samples[r["id"]] for r in rows)  # a file gone since: an empty image below
                          if all(ref is None or ref.path is None or not_regular(ref.path) is None
-                                for ref in (s.source_image, s.reference_image))])
+                                for ref in (*s.sources, s.reference_image))])
     replaced = [i for i, digest in now.items() if recorded.get(i, digest) != digest]
     if replaced:  # the data file names its images by path: the same file, other images
         raise ConfigError(f"the image files of {len(replaced)} sample(s) of the dataset at {where} are not the ones "
