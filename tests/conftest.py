@@ -98,8 +98,17 @@ def built_once(tmp_path_factory, name: str, build):
     done = folder / "built.json"
     with FileLock(str(folder) + ".lock"):
         if not done.is_file():
-            done.write_text(json.dumps(build(folder)))
-    return json.loads(done.read_text())
+            try:
+                value = {"value": build(folder)}
+            except BaseException as err:  # the other workers fail at once with it, not by building again in a
+                value = {"error": f"{type(err).__name__}: {err}"}  # half-written folder
+                done.write_text(json.dumps(value))
+                raise
+            done.write_text(json.dumps(value))
+    built = json.loads(done.read_text())
+    if "error" in built:
+        pytest.fail(f"building {name!r} failed in another worker: {built['error'][:2000]}")
+    return built["value"]
 
 
 @pytest.fixture(scope="session", autouse=True)
