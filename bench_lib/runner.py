@@ -594,12 +594,14 @@ def forget_replaced(folder: RunFolder, attempt: int, replaced: set[str], edits: 
     """Main process: records that supersede, on disk, the kept edits and baseline judgements of samples whose image
     files changed. This attempt has recorded the new files' digests already, so an attempt stopped before it redid
     them (a kill, an early stop, the judge's budget) would leave the next one nothing to compare: it would keep
-    the old image's edit and judgements. The edit stage and the judge stage write the new records after these."""
+    the old image's edit and judgements. The same holds for a baseline this attempt does not run (baselines may
+    change between attempts): every baseline the folder holds judgements of is superseded. The edit stage and the
+    judge stage write the new records after these."""
     ids = sorted(i for i in replaced if edits.get(i, {}).get("status") == "ok")
     folder.record_writer(attempt, "edit", 0).write(
         [{"id": i, "status": "edit_failed", "edited_image": None, "error": REPLACED, "flags": [], "seed": seed(i),
           "attempt": attempt} for i in ids])
-    for name in baselines:
+    for name in sorted(set(baselines) | folder.recorded_baselines()):
         folder.record_writer(attempt, f"baseline-{name}", 0).write(
             [{"id": i, "status": "judge_failed", "error": REPLACED, "answers": None, "distributions": None,
               "rationale": None, "parse": None, "raw": [], "digit_mass": None, "tokens": None, "attempt": attempt}

@@ -558,6 +558,27 @@ def test_a_replaced_image_is_redone_even_after_the_resume_that_found_it_was_stop
 
 
 @pytest.mark.usefixtures("scripted_judge")
+def test_a_replaced_image_is_judged_anew_by_a_baseline_the_resume_that_found_it_did_not_run(tmp_path):
+    """Baselines may change between attempts: the resume that found the image replaced (and recorded its new
+    digest) superseded only the baselines it ran, so a later attempt that ran the others again kept their
+    judgements of the old image."""
+    folder, out = tmp_path / "data", tmp_path / "out"
+    folder.mkdir()
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (16, 16), colour).save(folder / name)
+    (folder / "m.jsonl").write_text("".join(json.dumps({"id": i, "category": "physics", "instruction": f"do {i}",
+                                                        "source_image": f"{i}.png"}) + "\n" for i in "ab"))
+    cfg = {"dataset": str(folder / "m.jsonl"), "output_dir": str(out), "editor": "identity", "judge": "test-scripted",
+           "baselines": "identity,blank", "gallery": False}
+    runner.run(config_from_dict(cfg))
+    Image.new("RGB", (24, 8), "green").save(folder / "a.png")  # replaced in place: the manifest is unchanged
+    runner.run(config_from_dict({**cfg, "baselines": "blank"}))
+    runner.run(config_from_dict(cfg))
+    for name, attempts in (("identity", [3, 1]), ("blank", [2, 1])):
+        assert [r["attempts"]["judge"] for r in read_results(out / "baselines" / f"{name}.jsonl")] == attempts, name
+
+
+@pytest.mark.usefixtures("scripted_judge")
 def test_a_sample_with_several_sources_is_invalid_input_under_a_protocol_that_shows_one(tmp_path, monkeypatch):
     """KRIS-Bench's several-source samples through a protocol whose views show one source (default, re_edit, ...):
     the judge compared the edit, made from every source, with the first alone, and the score counted. Such a
