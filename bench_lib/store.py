@@ -375,6 +375,12 @@ class RunFolder:
                               "inputs": {**self.recorded_inputs(previous), **(inputs or {})}})
         return attempt
 
+    def record_inputs(self, inputs: dict[str, str]) -> None:
+        """Main process: add image files' digests to run.json (`prepare` records the others)."""
+        data = self._read_run_file()
+        assert data is not None, "record_inputs before prepare"
+        write_json(self.root / RUN_FILE, {**data, "inputs": {**self.recorded_inputs(data), **inputs}})
+
     def recorded_inputs(self, data: Optional[dict[str, Any]] = None) -> dict[str, str]:
         """sample id -> the digest of its image files as the attempts so far found them (`data.input_digests`)."""
         data = self._read_run_file() if data is None else data
