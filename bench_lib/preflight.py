@@ -22,7 +22,7 @@ from .judges import Rubrics
 from .protocols import make_protocol, resolve_protocol
 from .registry import EDITORS, JUDGES
 from .store import OWNED, RUN_FILE
-from .sweep import SWEEP_JSON, expand
+from .sweep import SWEEP_CHART, SWEEP_JSON, SWEEP_MD, expand
 from .tracking import check_trackers
 
 
@@ -51,9 +51,9 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
 
 def check_inputs_outside_outputs(cfg: BenchmarkConfig, samples: list[Sample]) -> None:
     """No image file the data names (a source, a reference, a pre-computed edit of the `edited_image` column) lies
-    among what the run writes in output_dir (edits/, baselines/, ...; a sweep: in each variant's folder): the run
-    would write its PNGs over them, and --overwrite delete them before they are read (a run re-judged in place
-    from a manifest that names its own edits)."""
+    among what the run writes in output_dir (edits/, baselines/, ...; a sweep: in each variant's folder, and its
+    report and chart at the top): the run would write its PNGs over them, and --overwrite delete them before they
+    are read (a run re-judged in place from a manifest that names its own edits)."""
     output = Path(cfg.run.output_dir).expanduser().resolve()
     for sample in samples:
         for ref in (*sample.sources, sample.reference_image, sample.edited_image):
@@ -64,7 +64,8 @@ def check_inputs_outside_outputs(cfg: BenchmarkConfig, samples: list[Sample]) ->
                 parts = Path(path).expanduser().resolve().relative_to(output).parts
             except ValueError:
                 continue
-            if parts and (parts[0] in OWNED or (cfg.sweep.sweep and len(parts) > 1 and parts[1] in OWNED)):
+            if parts and (parts[0] in OWNED or (cfg.sweep.sweep and (parts[0] in (SWEEP_JSON, SWEEP_MD, SWEEP_CHART)
+                                                                     or len(parts) > 1 and parts[1] in OWNED))):
                 raise ConfigError(f"sample {sample.id!r}: the image {str(path)!r} is inside `output_dir` "
                                   f"{cfg.run.output_dir!r}, among the files the run writes (and --overwrite "
                                   "deletes): copy the images out of it, or use another output_dir.")

@@ -564,7 +564,10 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
     inputs = inputs or {}
     recorded = {} if cfg.run.overwrite else folder.recorded_inputs()
     replaced = {i for i, digest in inputs.items() if recorded.get(i, digest) != digest}
-    attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info, inputs=inputs)
+    # a replaced sample's new digest is recorded once the records that supersede its old ones are on disk: an
+    # attempt stopped before that finds it replaced again
+    attempt = folder.prepare(fingerprint, overwrite=cfg.run.overwrite, versions=versions, info=info,
+                             inputs={i: digest for i, digest in inputs.items() if i not in replaced})
     edits, judgements = folder.read_records()  # earlier attempts only: this one has written nothing yet
     for record in edits.values():  # an edit recorded before edit records carried their seed
         record.setdefault("seed", seed_of(cfg)(record["id"]))
@@ -583,6 +586,8 @@ def _plan(cfg: BenchmarkConfig, folder: RunFolder, fingerprint: dict, samples: l
         for records in baselines.values():
             records.pop(sample_id, None)
     forget_replaced(folder, attempt, replaced, edits, baselines, seed_of(cfg))
+    if replaced:
+        folder.record_inputs({i: inputs[i] for i in replaced})
     return Plan(attempt, edits, judgements, reusable, baselines)
 
 
@@ -592,14 +597,16 @@ REPLACED = "its source or reference image file changed since it was edited and j
 def forget_replaced(folder: RunFolder, attempt: int, replaced: set[str], edits: dict[str, dict],
                     baselines: dict[str, dict[str, dict]], seed: Callable[[str], int]) -> None:
     """Main process: records that supersede, on disk, the kept edits and baseline judgements of samples whose image
-    files changed. This attempt has recorded the new files' digests already, so an attempt stopped before it redid
-    them (a kill, an early stop, the judge's budget) would leave the next one nothing to compare: it would keep
-    the old image's edit and judgements. The edit stage and the judge stage write the new records after these."""
+    files changed. Once they are written, this attempt records the new files' digests (`_plan`), so an attempt
+    stopped before it redid the samples (a kill, an early stop, the judge's budget) leaves the next one nothing to
+    compare: without these records it would keep the old image's edit and judgements. The same holds for a
+    baseline this attempt does not run (baselines may change between attempts): every baseline the folder holds
+    judgements of is superseded. The edit stage and the judge stage write the new records after these."""
     ids = sorted(i for i in replaced if edits.get(i, {}).get("status") == "ok")
     folder.record_writer(attempt, "edit", 0).write(
         [{"id": i, "status": "edit_failed", "edited_image": None, "error": REPLACED, "flags": [], "seed": seed(i),
           "attempt": attempt} for i in ids])
-    for name in baselines:
+    for name in sorted(set(baselines) | folder.recorded_baselines()):
         folder.record_writer(attempt, f"baseline-{name}", 0).write(
             [{"id": i, "status": "judge_failed", "error": REPLACED, "answers": None, "distributions": None,
               "rationale": None, "parse": None, "raw": [], "digit_mass": None, "tokens": None, "attempt": attempt}

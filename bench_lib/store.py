@@ -375,6 +375,12 @@ class RunFolder:
                               "inputs": {**self.recorded_inputs(previous), **(inputs or {})}})
         return attempt
 
+    def record_inputs(self, inputs: dict[str, str]) -> None:
+        """Main process: add image files' digests to run.json (`prepare` records the others)."""
+        data = self._read_run_file()
+        assert data is not None, "record_inputs before prepare"
+        write_json(self.root / RUN_FILE, {**data, "inputs": {**self.recorded_inputs(data), **inputs}})
+
     def recorded_inputs(self, data: Optional[dict[str, Any]] = None) -> dict[str, str]:
         """sample id -> the digest of its image files as the attempts so far found them (`data.input_digests`)."""
         data = self._read_run_file() if data is None else data
@@ -488,6 +494,11 @@ class RunFolder:
             records.update((record["id"], record) for record in self._records(attempt, f"baseline-{name}"))
         return records
 
+    def recorded_baselines(self) -> set[str]:
+        """The sanity baselines any attempt recorded judgements of (a resume may run other ones)."""
+        return {match.group(1) for p in (self.root / RECORDS_DIR).glob("attempt-*.baseline-*.jsonl")
+                if _RECORD_NAME.fullmatch(p.name) and (match := _BASELINE_KIND.fullmatch(p.name))}
+
     def _records(self, attempt: int, kind: str) -> list[dict]:
         """Every rank's records of one kind (edit, judge, baseline-<name>) from one attempt."""
         return [record for path in sorted((self.root / RECORDS_DIR).glob(f"attempt-{attempt:04d}.{kind}.*.jsonl"))
@@ -506,6 +517,7 @@ class RunFolder:
 
 
 _RECORD_NAME = re.compile(r"attempt-(\d+)\..+\.rank-\d+\.jsonl")
+_BASELINE_KIND = re.compile(r"attempt-\d+\.baseline-(.+)\.rank-\d+\.jsonl")
 
 
 def _read_all(fd: int) -> bytes:

@@ -76,3 +76,12 @@ def test_images_the_data_names_inside_the_run_s_own_files_are_refused_before_any
     write(source_image="out/mine/src.png")  # elsewhere in output_dir: not the run's files
     cfg = config_from_dict({**run, "editor": "identity", "columns": {}})
     check_inputs_outside_outputs(cfg, load_samples(cfg.data))
+    sweep = tmp_path / "sweep"  # a sweep's own chart: its --overwrite deletes it, and the sweep writes it anew
+    sweep.mkdir()
+    Image.new("RGB", (16, 16), "red").save(sweep / "sweep_chart.png")
+    write(source_image="sweep/sweep_chart.png")
+    check_inputs_outside_outputs(config_from_dict({**run, "output_dir": str(sweep)}), load_samples(cfg.data))
+    with pytest.raises(ConfigError, match=r"sample 'a': the image .*sweep_chart.png' is inside `output_dir`"):
+        runner.run(config_from_dict({**run, "editor": "identity", "columns": {}, "output_dir": str(sweep),
+                                     "sweep": [{"name": "x"}]}))
+    assert (sweep / "sweep_chart.png").is_file()

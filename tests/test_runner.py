@@ -526,11 +526,12 @@ def test_ranks_that_read_different_data_or_rubrics_stop_together():
 
 
 @pytest.mark.usefixtures("scripted_judge")
-@pytest.mark.parametrize("stage", ["edit", "judge"])
+@pytest.mark.parametrize("stage", ["edit", "judge", "plan"])
 def test_a_replaced_image_is_redone_even_after_the_resume_that_found_it_was_stopped(tmp_path, monkeypatch, stage):
     """A resume records the image files' new digests when it starts: stopped before it redid the sample (killed,
     an early stop, the judge's budget), it left the next resume nothing to compare, which kept the old image's
-    edit, judgement and baseline judgement. Records written at the start supersede them on disk."""
+    edit, judgement and baseline judgement. Records written at the start supersede them on disk; `plan`: stopped
+    before those are written (the new digests are recorded only after them)."""
     folder, out = tmp_path / "data", tmp_path / "out"
     folder.mkdir()
     for name, colour in (("a.png", "red"), ("b.png", "blue")):
@@ -546,15 +547,40 @@ def test_a_replaced_image_is_redone_even_after_the_resume_that_found_it_was_stop
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(edit_stage.EditStage if stage == "edit" else judge_stage.JudgeStage, "run", stopped)
+        if stage == "plan":
+            m.setattr(runner, "forget_replaced", stopped)
+        else:
+            m.setattr(edit_stage.EditStage if stage == "edit" else judge_stage.JudgeStage, "run", stopped)
         with pytest.raises(KeyboardInterrupt):
             runner.run(config_from_dict(cfg))
     runner.run(config_from_dict(cfg))
     rows = read_results(out / "results.jsonl")
-    assert [r["attempts"] for r in rows] == [{"edit": 3 if stage == "edit" else 2, "judge": 3}, {"edit": 1, "judge": 1}]
+    redone = {"edit": 2 if stage == "judge" else 3, "judge": 3}
+    assert [r["attempts"] for r in rows] == [redone, {"edit": 1, "judge": 1}]
     with Image.open(out / rows[0]["edited_image"]) as image:
         assert image.size == (24, 8)  # the identity editor's copy of the new image
     assert [r["attempts"]["judge"] for r in read_results(out / "baselines" / "identity.jsonl")] == [3, 1]
+
+
+@pytest.mark.usefixtures("scripted_judge")
+def test_a_replaced_image_is_judged_anew_by_a_baseline_the_resume_that_found_it_did_not_run(tmp_path):
+    """Baselines may change between attempts: the resume that found the image replaced (and recorded its new
+    digest) superseded only the baselines it ran, so a later attempt that ran the others again kept their
+    judgements of the old image."""
+    folder, out = tmp_path / "data", tmp_path / "out"
+    folder.mkdir()
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (16, 16), colour).save(folder / name)
+    (folder / "m.jsonl").write_text("".join(json.dumps({"id": i, "category": "physics", "instruction": f"do {i}",
+                                                        "source_image": f"{i}.png"}) + "\n" for i in "ab"))
+    cfg = {"dataset": str(folder / "m.jsonl"), "output_dir": str(out), "editor": "identity", "judge": "test-scripted",
+           "baselines": "identity,blank", "gallery": False}
+    runner.run(config_from_dict(cfg))
+    Image.new("RGB", (24, 8), "green").save(folder / "a.png")  # replaced in place: the manifest is unchanged
+    runner.run(config_from_dict({**cfg, "baselines": "blank"}))
+    runner.run(config_from_dict(cfg))
+    for name, attempts in (("identity", [3, 1]), ("blank", [2, 1])):
+        assert [r["attempts"]["judge"] for r in read_results(out / "baselines" / f"{name}.jsonl")] == attempts, name
 
 
 @pytest.mark.usefixtures("scripted_judge")
