@@ -525,6 +525,19 @@ def test_ranks_that_read_different_data_or_rubrics_stop_together():
         runner.check_same_inputs(Ranks(found, {**found, "rubrics": {"default": "r2"}}), found)
 
 
+def two_image_run(tmp_path, baselines: str):
+    """A manifest of two samples whose sources are image files (a, b), and the config of an identity-editor run of
+    it with the scripted judge and `baselines`: (data folder, output folder, config mapping)."""
+    folder, out = tmp_path / "data", tmp_path / "out"
+    folder.mkdir()
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        Image.new("RGB", (16, 16), colour).save(folder / name)
+    (folder / "m.jsonl").write_text("".join(json.dumps({"id": i, "category": "physics", "instruction": f"do {i}",
+                                                        "source_image": f"{i}.png"}) + "\n" for i in "ab"))
+    return folder, out, {"dataset": str(folder / "m.jsonl"), "output_dir": str(out), "editor": "identity",
+                         "judge": "test-scripted", "baselines": baselines, "gallery": False}
+
+
 @pytest.mark.usefixtures("scripted_judge")
 @pytest.mark.parametrize("stage", ["edit", "judge", "plan"])
 def test_a_replaced_image_is_redone_even_after_the_resume_that_found_it_was_stopped(tmp_path, monkeypatch, stage):
@@ -532,14 +545,7 @@ def test_a_replaced_image_is_redone_even_after_the_resume_that_found_it_was_stop
     an early stop, the judge's budget), it left the next resume nothing to compare, which kept the old image's
     edit, judgement and baseline judgement. Records written at the start supersede them on disk; `plan`: stopped
     before those are written (the new digests are recorded only after them)."""
-    folder, out = tmp_path / "data", tmp_path / "out"
-    folder.mkdir()
-    for name, colour in (("a.png", "red"), ("b.png", "blue")):
-        Image.new("RGB", (16, 16), colour).save(folder / name)
-    (folder / "m.jsonl").write_text("".join(json.dumps({"id": i, "category": "physics", "instruction": f"do {i}",
-                                                        "source_image": f"{i}.png"}) + "\n" for i in "ab"))
-    cfg = {"dataset": str(folder / "m.jsonl"), "output_dir": str(out), "editor": "identity", "judge": "test-scripted",
-           "baselines": "identity", "gallery": False}
+    folder, out, cfg = two_image_run(tmp_path, "identity")
     runner.run(config_from_dict(cfg))
     Image.new("RGB", (24, 8), "green").save(folder / "a.png")  # replaced in place: the manifest is unchanged
 
@@ -567,14 +573,7 @@ def test_a_replaced_image_is_judged_anew_by_a_baseline_the_resume_that_found_it_
     """Baselines may change between attempts: the resume that found the image replaced (and recorded its new
     digest) superseded only the baselines it ran, so a later attempt that ran the others again kept their
     judgements of the old image."""
-    folder, out = tmp_path / "data", tmp_path / "out"
-    folder.mkdir()
-    for name, colour in (("a.png", "red"), ("b.png", "blue")):
-        Image.new("RGB", (16, 16), colour).save(folder / name)
-    (folder / "m.jsonl").write_text("".join(json.dumps({"id": i, "category": "physics", "instruction": f"do {i}",
-                                                        "source_image": f"{i}.png"}) + "\n" for i in "ab"))
-    cfg = {"dataset": str(folder / "m.jsonl"), "output_dir": str(out), "editor": "identity", "judge": "test-scripted",
-           "baselines": "identity,blank", "gallery": False}
+    folder, out, cfg = two_image_run(tmp_path, "identity,blank")
     runner.run(config_from_dict(cfg))
     Image.new("RGB", (24, 8), "green").save(folder / "a.png")  # replaced in place: the manifest is unchanged
     runner.run(config_from_dict({**cfg, "baselines": "blank"}))
