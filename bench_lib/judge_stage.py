@@ -205,6 +205,8 @@ def judge_record(sample_id: str, outcome: JudgeOutcome, attempt: int) -> dict[st
             "parse": judgement.parse if outcome.judgement is not None else None,
             "raw": judgement.raw, "digit_mass": judgement.digit_mass, "tokens": judgement.tokens, "attempt": attempt,
             **({"partial_answers": judgement.partial_answers} if judgement.partial_answers is not None else {}),
+            **({"partial_distributions": judgement.partial_distributions}
+               if judgement.partial_distributions is not None else {}),
             **({"inputs": outcome.inputs} if outcome.inputs is not None else {})}
 
 

@@ -571,3 +571,4 @@ class Judgement:
     # logits mode along a reply layout: question -> the start of the reply its answer was read after
     reply_prefixes: Optional[dict[str, str]] = None
     partial_answers: Optional[dict[str, float]] = None  # a failed judgement: the answers that did parse
+    partial_distributions: Optional[dict[str, list[float]]] = None  # ... and their distributions

@@ -100,7 +100,12 @@ def reference_fill(sample: Sample, judgement: dict[str, Any], protocol: Protocol
         metrics = protocol.failed_metrics(facts.view)
         return judgement, ({"zeroed": 1} if metrics else {}), metrics
     answers, counts = filled
-    distributions = {name: [float(v == value) for v in facts.questions[name].scale.values]
+    # an answer the judge gave keeps its distribution (logits mode: a metric may read it, as KRIS's knowledge cap
+    # does); a value the benchmark filled in is one-hot
+    kept = judgement.get("partial_distributions") or {}
+    partial = judgement.get("partial_answers") or {}
+    distributions = {name: list(kept[name]) if name in kept and partial.get(name) == value
+                     else [float(v == value) for v in facts.questions[name].scale.values]
                      for name, value in answers.items()}
     ok = {**judgement, "status": "ok", "error": None, "answers": answers, "distributions": distributions}
     return ok, counts, None

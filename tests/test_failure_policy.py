@@ -88,3 +88,60 @@ def test_a_resume_with_another_failure_policy_rebuilds_every_row_under_it(tmp_pa
     assert len(rows) == 2 and all("fills" in r for r in rows)  # every row written under the new policy
     report = json.loads((out / "report.json").read_text())
     assert report["meta"]["config"]["failure_policy"] == "reference" and report["meta"]["reused_edits"] == 2
+
+
+def test_a_filled_logits_judgement_keeps_the_distributions_its_metrics_read():
+    """Logits mode: the answers a failed judgement kept (failure_policy reference counts them) keep their
+    distributions, so a metric that reads one (KRIS's knowledge cap: P(instruction <= 2)) is what it is in an ok
+    judgement with the same answers, not the cap of a one-hot at the expected value."""
+    from bench_lib.backends import Judge
+    from bench_lib.judge_stage import JudgeOutcome, judge_record
+    from bench_lib.judges.policy import judge
+    from bench_lib.judging import Reading, ScaleReader
+
+    protocol = PROTOCOLS.get("kris")(SimpleNamespace(**{**vars(CFG), "judge_mode": "logits"}))
+    sample = Sample(index=0, id="s", category="chemistry", instruction="do it", source_image=None)
+    facts = protocol.facts(sample, {})
+    requests = protocol.requests(facts.view, {"source": None, "edited": None, "reference": None, "sources": (None,)})
+
+    class Backend(Judge):  # instruction P(2) = P(4) = 0.5, every other answer 5; the consistency view off or not
+        min_scale_mass = 0.5
+
+        def __init__(self, consistency_off: bool):
+            super().__init__(None, judge=None, device=None)
+            self.off = consistency_off
+
+        def generate(self, prompts):
+            raise AssertionError("logits mode generates nothing here")
+
+        def read_scales(self, batch):
+            off = self.off
+
+            class Reader(ScaleReader):
+                def read(self, prompt, rows):
+                    out = []
+                    for r in batch:
+                        name = next(q.name for q in r.questions if q.text in prompt.text)
+                        if off and name == "consistency":
+                            out.append(Reading(3.0, [0.0, 0.0, 1.0, 0.0, 0.0], 0.01))
+                        elif name == "instruction":
+                            out.append(Reading(3.0, [0.0, 0.5, 0.0, 0.5, 0.0], 0.9))
+                        else:
+                            out.append(Reading(5.0, [0.0, 0.0, 0.0, 0.0, 1.0], 0.9))
+                    return out
+
+            return Reader()
+
+    rows = []
+    for off in (False, True):
+        (judgement,) = judge(Backend(off), [requests], mode="logits")
+        outcome = JudgeOutcome(judgement=judgement, status="judge_failed" if judgement.error else "ok",
+                               error=judgement.error)
+        rows.append(build_row(sample, edit={"status": "ok", "edited_image": "edits/s.png", "seed": 1, "attempt": 1},
+                              judgement=judge_record("s", outcome, 1), protocol=protocol, facts=facts,
+                              failure_policy="reference"))
+    ok, filled = rows
+    assert ok["status"] == filled["status"] == "ok" and filled["fills"]["dropped"] == 1
+    assert ok["metrics"]["knowledge"] == pytest.approx(0.5 * 1 + 0.5 * 5)  # the cap, in expectation
+    assert filled["metrics"]["knowledge"] == pytest.approx(ok["metrics"]["knowledge"])
+    assert filled["metrics"]["instruction"] == ok["metrics"]["instruction"] == 3.0

@@ -71,6 +71,7 @@ def judge(backend: Judge, samples: Sequence[Sequence[JudgeRequest]], *, mode: st
             judgement.digit_mass = None
         if judgement.error is not None:
             judgement.partial_answers = dict(judgement.answers or {})  # failure_policy reference counts them
+            judgement.partial_distributions = dict(judgement.distributions or {})  # with what their metrics read
             judgement.answers = judgement.distributions = None
     return judgements
 
