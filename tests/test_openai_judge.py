@@ -89,6 +89,20 @@ def test_a_completion_without_logprobs_has_no_steps():
     assert response_steps(ChatCompletion.model_validate(fixture)) == []
 
 
+def test_a_token_without_top_logprobs_keeps_its_place_and_the_answer_is_never_read_from_the_next_token():
+    # a server that sends fewer top_logprobs than asked, down to none for one token: a "10" whose "1" came back
+    # with none is not read as "0" (the next token's top-k moved into the answer's place)
+    fixture = completion([[("1", 0.9)], [("0", 0.9), ("5", 0.1)]])
+    fixture["choices"][0]["logprobs"]["content"][0]["top_logprobs"] = []
+    from openai.types.chat import ChatCompletion
+
+    steps = response_steps(ChatCompletion.model_validate(fixture))
+    assert len(steps) == 2 and steps[0] == []
+    assert read(fixture, ZERO_TO_TEN).mass == 0.0  # nothing read: off-format, asked again
+    fewer = read(completion([[("4", 0.6)]]), ONE_TO_FIVE)  # one entry of the 20 asked for
+    assert fewer.value == 4.0 and fewer.mass == pytest.approx(0.6)
+
+
 def test_retry_after_takes_seconds_milliseconds_or_a_date():
     assert retry_after_s({"retry-after": "3"}) == 3.0
     assert retry_after_s({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5

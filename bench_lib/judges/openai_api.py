@@ -348,12 +348,12 @@ def _greedy_token(top: Sequence[tuple[str, float]]) -> Optional[str]:
 
 def response_steps(response: Any) -> list[list[tuple[str, float]]]:
     """The (token, logprob) top-k of each generated token of a chat completion (OpenAI's `choices[0].logprobs
-    .content[t].top_logprobs`), or [] when the server returned none."""
+    .content[t].top_logprobs`), or [] when the server returned none. A token the server sent no top-k for keeps
+    its place (an empty list): the answer is never read from the token after it."""
     choices = getattr(response, "choices", None) or []
     logprobs = getattr(choices[0], "logprobs", None) if choices else None
     content = getattr(logprobs, "content", None) or []
-    return [[(entry.token, float(entry.logprob)) for entry in (step.top_logprobs or [])] for step in content
-            if step.top_logprobs]
+    return [[(entry.token, float(entry.logprob)) for entry in (step.top_logprobs or [])] for step in content]
 
 
 # --- the backend ---------------------------------------------------------------------------------------
@@ -507,7 +507,7 @@ class OpenAIJudge(Judge):
                                       f"{cfg.judge_model!r}{f' after {retry + 1} tries' if retryable else ''}: "
                                       f"{why}") from None
                 time.sleep(min(wait, MAX_WAIT_S) if wait is not None else backoff_s(retry, rng))
-        if logits and not response_steps(response):
+        if logits and not any(response_steps(response)):
             raise ConfigError(f"judge_mode logits needs log-probabilities, and the judge server at {where} returned "
                               f"no top_logprobs for {cfg.judge_model!r}: use --judge_mode generate with this server "
                               "(or a server that returns them: the OpenAI API, vLLM, SGLang).")
@@ -728,8 +728,9 @@ class _LogprobReader(ScaleReader):
             def parse(response):
                 found = [[(judge._scrub(token), logprob) for token, logprob in step]
                          for step in response_steps(response)]
-                if not found:
-                    raise BadResponse("the server returned no top_logprobs")
+                if not found or not found[0]:  # a server's failure, not an answer off the scale
+                    raise BadResponse("the server returned no top_logprobs" + (" for the answer's token" if found
+                                                                               else ""))
                 usage = getattr(response, "usage", None)
                 return found, getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
 
