@@ -197,7 +197,7 @@ def parse_answer(text: str, questions: Sequence[Question]) -> tuple[dict[str, fl
             if end == len(body):
                 value = candidate
                 break
-        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply to be an answer
+        except (ValueError, RecursionError):  # nested too deeply, or a number too long, to be an answer
             pass
         start = body.rfind("{", 0, start)
     if not isinstance(value, dict):
@@ -244,7 +244,7 @@ def _answer_objects(text: str, names: list[str]) -> bool:
             candidate, _ = decoder.raw_decode(text, start)
             if isinstance(candidate, dict) and set(candidate) & set(names):
                 return True
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError, or a number too long to read
             pass
         start = text.find("{", start + 1)
     return False
@@ -255,16 +255,16 @@ def _answer_objects(text: str, names: list[str]) -> bool:
 
 def _integer_on(value: Any, question: Question) -> float:
     """A JSON value as an answer on `question`'s scale: "yes"/"no" (any case) for a yes/no question, else a whole
-    number in the scale's range (7.0 is 7; 7.5, "7" and 11 fail)."""
+    number in the scale's range (7.0 is 7; 7.5, "7", 11, NaN and Infinity fail)."""
     if question.scale is YES_NO:
         if not isinstance(value, str) or value.strip().lower() not in ("yes", "no"):
             raise AnswerFormatError(f"{question.name} is {value!r}, not yes or no")
         return 1.0 if value.strip().lower() == "yes" else 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
-            or not question.scale.low <= value <= question.scale.high:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not question.scale.low <= value <= question.scale.high or value != int(value):  # NaN: out of range
         raise AnswerFormatError(f"{question.name} is {value!r}, not an integer from {question.scale.low:g} to "
                                 f"{question.scale.high:g}")
-    return float(value)
+    return float(int(value))  # -0.0 is 0
 
 
 def _json_object(text: str, delimiter: Optional[str] = None) -> dict:
@@ -281,6 +281,8 @@ def _json_object(text: str, delimiter: Optional[str] = None) -> dict:
         value = json.loads(body.strip().replace("\n", ""), object_pairs_hook=_Pairs)
     except json.JSONDecodeError as err:
         raise AnswerFormatError(f"the answer's JSON object does not parse: {err.msg}") from None
+    except ValueError as err:  # a number too long to read (Python's limit on integer digits)
+        raise AnswerFormatError(f"the answer's JSON object does not parse: {err}") from None
     except RecursionError:
         raise AnswerFormatError("the answer's JSON object is nested too deeply") from None
     if not isinstance(value, dict):
@@ -302,16 +304,25 @@ class Written:
     """Reply layout: free text the judge writes itself (greedily) before a score, up to `marker`, the text that
     introduces the score. The reply keeps what the judge wrote up to the end of the marker's first occurrence;
     where the judge never writes the marker (its answer ends, or reaches `judge_max_new_tokens`, first), the reply
-    keeps all it wrote, then `fallback` is supplied (the marker on a new line)."""
+    keeps all it wrote, then `fallback` is supplied (the marker on a new line).
+
+    With `answered` (a format whose marker may also be mentioned in free text, as RISEBench's "final score"), an
+    occurrence counts only where the format's reader would take it: followed by an answer (`answered` matches
+    right after it), or at the end of the judge's text (its number cut off); the first such one is kept."""
 
     marker: str
     fallback: str
     # the marker as judges write it (spacing, quotes, case), a regular expression; "" = the marker exactly
     pattern: str = field(default="", compare=False)
+    # what follows an occurrence that introduces the answer, a regular expression; "" = every occurrence does
+    answered: str = field(default="", compare=False)
 
     def through(self, text: str) -> str:
-        found = re.search(self.pattern or re.escape(self.marker), text)
-        return text[:found.end()] if found else text.rstrip() + self.fallback
+        for found in re.finditer(self.pattern or re.escape(self.marker), text):
+            rest = text[found.end():]
+            if not self.answered or re.match(self.answered, rest) or re.fullmatch(r"[\s*:]*", rest):
+                return text[:found.end()]
+        return text.rstrip() + self.fallback
 
 
 @dataclass(frozen=True)
@@ -454,7 +465,11 @@ class NamedScoresJSON(VerbatimFormat):
         return tuple(segments)
 
 
+# gpt_eval.py `extract`: the first "Final Score" label followed by digits, else the first "Final Scores" one
 FINAL_SCORE = re.compile(r"\*?\*?Final Score\*?\*?:?\s*([\d*\s,\n]*)", re.IGNORECASE)
+FINAL_SCORES = re.compile(r"\*?\*?Final Scores\*?\*?:?\s*([\d*\s,\n]*)", re.IGNORECASE)
+# logits mode: what follows a "Final Score(s)" label the reader takes (its digits, after markup and a colon)
+FINAL_SCORE_ANSWERED = r"s?\*?\*?:?\s*[*\s,]*\d"
 
 
 @dataclass(frozen=True)
@@ -466,21 +481,25 @@ class FinalScoreLine(VerbatimFormat):
     def parse(self, text: str, questions: Sequence[Question]) -> tuple[dict[str, float], str]:
         if len(questions) != 1:
             raise ValueError("a final-score line answers one question")
-        for match in FINAL_SCORE.finditer(text):
-            numbers = re.findall(r"\d+", match.group(1))
-            if numbers:
-                if len(numbers) != 1:
-                    raise AnswerFormatError(f"the final score line holds {len(numbers)} numbers: {numbers}")
-                return {questions[0].name: _integer_on(int(numbers[0]), questions[0])}, text[:match.start()].strip()
+        for label in (FINAL_SCORE, FINAL_SCORES):
+            for match in label.finditer(text):
+                numbers = re.findall(r"\d+", match.group(1))
+                if numbers:
+                    if len(numbers) != 1:
+                        raise AnswerFormatError(f"the final score line holds {len(numbers)} numbers: {numbers}")
+                    return ({questions[0].name: _integer_on(int(numbers[0]), questions[0])},
+                            text[:match.start()].strip())
         raise AnswerFormatError("the answer has no final score line")
 
     def reply_layout(self, questions: Sequence[Question]) -> tuple[Segment, ...]:
-        """The judge writes its reasoning up to "Final Score" (`Written`; where it never writes it, a new paragraph
-        "**Final Score" is supplied after its text), then ":** **" is supplied and the score read."""
+        """The judge writes its reasoning up to its final-score line's label (`Written`: the first "Final Score"
+        followed by digits, as `parse` reads it, or one its text ends with; a mention of the final score in its
+        reasoning is not the line; where there is no line, a new paragraph "**Final Score" is supplied after its
+        text), then ":** **" is supplied and the score read."""
         if len(questions) != 1:
             raise ValueError("a final-score line answers one question")
-        return (Written("Final Score", "\n\n**Final Score", r"(?i)final\s+score"), Supplied(":** **"),
-                Slot(questions[0].name))
+        return (Written("Final Score", "\n\n**Final Score", r"(?i)final\s+scores?", r"(?i)" + FINAL_SCORE_ANSWERED),
+                Supplied(":** **"), Slot(questions[0].name))
 
 
 # --- requests and answers ------------------------------------------------------------------------------------

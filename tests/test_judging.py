@@ -27,3 +27,15 @@ def test_an_answer_nested_too_deeply_does_not_parse_and_raises_nothing_else(text
 def test_the_benchmarks_own_format_reads_a_deep_answer_as_unparsed():
     with pytest.raises(AnswerFormatError, match="nested too deeply"):
         ScoreJSON().parse('{"score": ' + DEEP + "}", QUESTIONS)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 400, "1" + "0" * 5000])
+def test_an_answer_that_is_not_a_finite_number_of_readable_size_is_unparsed_not_an_error(value):
+    """JSON's NaN and Infinity (Python's reader takes them), and integers too long to compare with a float or to
+    read at all (Python's limit on integer digits), are no answer on a scale: unparsed, so the judge is asked again
+    and the answer counts as any unparsed one, instead of an exception failing the judge's whole batch."""
+    question = Question("instruction_following", ZERO_TO_TEN, "")
+    with pytest.raises(AnswerFormatError):
+        ScoreJSON().parse(f'{{"score": {value}, "reasoning": "x"}}', [question])
+    with pytest.raises(AnswerFormatError):
+        parse_answer(f'Fine. {{"instruction_following": {value}}}', [question])

@@ -204,6 +204,24 @@ def test_the_reply_keeps_the_judges_text_through_the_marker_else_supplies_it():
     assert written_answer(YES_NO, [float("nan"), float("nan")]) == "no"
 
 
+def test_risebench_s_reply_is_cut_at_the_final_score_line_generate_mode_reads():
+    """RISEBench's score is the number after the first "Final Score" label followed by digits: a mention of the
+    final score in the judge's reasoning is not its score line, so logits mode reads after the line generate mode
+    reads (a label the judge's text ends with, its number cut off, is one too; else the line is supplied)."""
+    rise = FinalScoreLine().reply_layout([Question("reasoning", ONE_TO_FIVE, "")])[0]
+    line = "**Final Score:** 2"
+    mention = "Before I give the final score, compare the images: the cup did not fall.\n\n"
+    for text, read_after in ((mention + line, mention + "**Final Score"),
+                             (mention + "**Final Score:**", mention + "**Final Score"),  # the number cut off
+                             ("The final score is low: the cup did not fall.",
+                              "The final score is low: the cup did not fall.\n\n**Final Score"),
+                             ("Final Scores: 4", "Final Scores")):
+        assert rise.through(text) == read_after
+    for text in (mention + line, "Final Scores: 4", "the final score follows.\nFinal Score: 4 (of 5)"):
+        value = FinalScoreLine().parse(text, [Question("reasoning", ONE_TO_FIVE, "")])[0]["reasoning"]
+        assert re.match(r"\D*(\d)", text[len(rise.through(text)):]).group(1) == str(int(value))  # read there
+
+
 def test_a_view_whose_format_cannot_be_read_is_refused_by_name_before_any_model(tmp_path, monkeypatch):
     cfg = config_from_dict(logits_config(tmp_path, "kris", judge_model="tiny:qwen3-vl"))
     make_protocol(cfg.judge, None)  # every KRIS view has its layout
