@@ -103,6 +103,16 @@ def test_a_token_without_top_logprobs_keeps_its_place_and_the_answer_is_never_re
     assert fewer.value == 4.0 and fewer.mass == pytest.approx(0.6)
 
 
+def test_log_probabilities_that_are_no_probabilities_give_no_reading():
+    # a broken server: NaN, or a log-probability above 0, in the answer's token or in the "0" after a "1" is not a
+    # finite reading (judge_failed, never filled in), never a confident 10
+    for steps in ([[("4", math.nan), ("5", -1.0)]], [[("4", 0.7), ("5", -1.0)]],
+                  [[("1", -0.1), ("2", -3.0)], [("0", math.nan)]], [[("1", -0.1)], [("0", 0.5), ("5", -2.0)]]):
+        scale = ZERO_TO_TEN if len(steps) == 2 else ONE_TO_FIVE
+        reading = scale_reading(steps, scale)
+        assert not math.isfinite(reading.value) and not math.isfinite(reading.mass)
+
+
 def test_retry_after_takes_seconds_milliseconds_or_a_date():
     assert retry_after_s({"retry-after": "3"}) == 3.0
     assert retry_after_s({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5

@@ -312,10 +312,13 @@ def scale_reading(steps: Sequence[Sequence[tuple[str, float]]], scale: Scale) ->
     outside the top-k is unknown and not counted. On a 0-10 scale a tokenizer may write "10" as one token (OpenAI's)
     or as "1" + "0" (Qwen's): a one-token "10" counts as 10; a "1" counts as 1, except for the share the second
     step gives to "0" after it, which is only known when the greedy answer began with "1" (otherwise all of it
-    counts as 1)."""
+    counts as 1). A log-probability that is NaN or above 0 (a broken server) gives no finite reading."""
     if not steps:
         return Reading(0.0, [0.0] * len(scale.values), 0.0, instead=lambda: "no log-probabilities")
     first = steps[0]
+    if any(not lp <= 1e-6 for step in steps[:2] for _, lp in step):  # as NaN logits: the sample fails, unfilled
+        nan = math.nan
+        return Reading(nan, [nan] * len(scale.values), nan, instead=lambda: "log-probabilities that are not <= 0")
     probs = [0.0] * len(scale.values)
     for token, logprob in first:
         value = _answer_value(token, scale)
