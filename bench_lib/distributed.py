@@ -136,7 +136,7 @@ class Distributed:
         if self.is_local_main:
             try:
                 fn()
-            except Exception as err:
+            except BaseException as err:  # a Ctrl-C too: re-raised below, after every rank has heard of it
                 failure = err
         problems = self.all_gather([None if failure is None else (isinstance(failure, ConfigError),
                                                                   f"{type(failure).__name__}: {failure}")])
@@ -150,21 +150,22 @@ class Distributed:
 
     def on_main(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the main process only; every rank gets its result, or raises its `ConfigError`. Any other
-        error of `fn` reaches every rank too (the main process raises it, the others a `RunFailed` naming it), so no
-        rank waits for the process-group timeout at the gather."""
+        error of `fn` reaches every rank too (the main process raises it, the others a `RunFailed` naming it), a
+        KeyboardInterrupt on the main process included, so no rank waits for the process-group timeout at the
+        gather."""
         from .config import ConfigError
         from .failures import RunFailed
 
         outcome: list[tuple[Any, Optional[str], Optional[str]]] = []
-        failure: Optional[Exception] = None
+        failure: Optional[BaseException] = None
         if self.is_main:
             try:
                 outcome = [(fn(), None, None)]
             except ConfigError as err:
                 outcome = [(None, str(err), "config")]
-            except Exception as err:  # re-raised below, after every rank has heard of it
+            except BaseException as err:  # a Ctrl-C too: re-raised below, after every rank has heard of it
                 failure = err
-                outcome = [(None, f"{type(err).__name__}: {err}", "error")]
+                outcome = [(None, f"{type(err).__name__}: {err}" if str(err) else type(err).__name__, "error")]
         result, error, kind = self.all_gather(outcome)[0]
         if kind == "config":
             raise ConfigError(error)

@@ -223,11 +223,13 @@ class EditStage:
         watch = RepeatedFailure(self.dist, f"edited{f' for variant {job.label}' if job.label else ''}",
                                 done_ok=job.done_ok)
         refused: Optional[str] = None  # why this job's loaded editor may not edit ("": it may)
+        # each rank's shard starts at this position of job.samples (accelerate splits them in contiguous blocks)
+        starts = [sum(shard_sizes[:r]) for r in range(len(shard_sizes))]
         for b in range(num_batches):
             started = time.perf_counter()
             loading = self.timings.load_editor + self.timings.swap  # counted there, not in `edit` as well
             batch_records, attempts = [], []
-            for sample in shard[b * self.batch_size:(b + 1) * self.batch_size]:
+            for k, sample in enumerate(shard[b * self.batch_size:(b + 1) * self.batch_size]):
                 seed = self.seed_of(sample.id)
                 if not sample.problem:
                     self._editor_for(job)  # loads or switches only on a rank that has something to edit
@@ -239,11 +241,16 @@ class EditStage:
                     outcome = edit_sample(self.editor, sample, seed=seed, output_dir=job.folder.root)
                 batch_records.append(edit_record(sample.id, outcome, job.folder.root, job.attempt, seed))
                 if outcome.status != "invalid_input" and outcome.counted:
-                    attempts.append(((sample.index,), outcome.exception, sample.id, outcome.error))
+                    position = starts[self.dist.rank] + b * self.batch_size + k  # its place in job.samples
+                    attempts.append(((position,), outcome.exception, sample.id, outcome.error))
             writer.write(batch_records)  # on disk before the barrier: a crash after it loses nothing
             records += batch_records
             waited = time.perf_counter()
-            stop = watch.barrier(attempts, last=b == num_batches - 1)  # every rank's outcomes, on every rank
+            # every rank's outcomes, on every rank; those before the first sample a rank has yet to edit decide
+            done = (b + 1) * self.batch_size
+            pending = [start + done for start, size in zip(starts, shard_sizes) if size > done]
+            stop = watch.barrier(attempts, last=b == num_batches - 1,
+                                 settled=(min(pending),) if pending else None)
             self.timings.barrier_wait += time.perf_counter() - waited
             loading = self.timings.load_editor + self.timings.swap - loading  # this batch's loads and swaps
             self.timings.edit += time.perf_counter() - started - loading

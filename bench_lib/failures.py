@@ -13,9 +13,10 @@ Two rules (the command line maps `RunFailed` to one line on stderr and exit code
   earlier attempt already did successfully come first (so a resumed run that did real work before is not
   stopped), then the stage's own order: dataset order for edits, the judge plan's batch order for judgements
   (the same plan whatever the number of processes). The decision is taken at the first per-batch barrier at
-  which at least `EARLY_STOP_SAMPLES` counted outcomes are known over all ranks (the earliest of them decide),
-  or at the stage's last barrier when it has fewer (all of them decide); it is taken once, and every rank takes
-  it from the same gathered outcomes, so no rank waits at a barrier the others left.
+  which the first `EARLY_STOP_SAMPLES` counted outcomes in that order are known over all ranks (the edit stage's
+  ranks edit contiguous shards, so a rank's later samples can be known before another's earlier ones: those
+  wait), or at the stage's last barrier when it has fewer (all of them decide); it is taken once, and every rank
+  takes it from the same gathered outcomes, so no rank waits at a barrier the others left.
 - **Nothing scored.** A run that finishes with no editor sample scored (status ok; baselines don't count), for
   any reason, writes its whole report set and then raises `RunFailed`; so does one whose every ok row is only
   `failure_policy: reference`'s fill-in (no answer of its judgement parsed). A sweep writes every variant's reports
@@ -64,18 +65,23 @@ class RepeatedFailure:
         self.known: list[Attempt] = [((-1, i), None, "", None) for i in range(min(done_ok, EARLY_STOP_SAMPLES))]
         self.decided = False
 
-    def barrier(self, attempts: Sequence[Attempt], *, last: bool) -> Optional[str]:
+    def barrier(self, attempts: Sequence[Attempt], *, last: bool,
+                settled: Optional[tuple[int, ...]] = None) -> Optional[str]:
         """The per-batch barrier. While the rule is undecided every rank's outcomes of this round are gathered on
-        every rank (the gather is the barrier); after that, a plain barrier. Returns the reason to stop, the same
-        on every rank, or None."""
+        every rank (the gather is the barrier); after that, a plain barrier. `settled`: every outcome of an order
+        below it is known (None: every order below the known ones is, as when each round's batches are the plan's
+        next ones); only those decide, so the first samples in the stage's order decide whatever the number of
+        processes. Returns the reason to stop, the same on every rank, or None."""
         if self.decided:
             self.dist.barrier()
             return None
         self.known += self.dist.all_gather(list(attempts))
-        if len(self.known) < EARLY_STOP_SAMPLES and not last:
+        ready = sorted((attempt for attempt in self.known if last or settled is None or attempt[0] < settled),
+                       key=lambda attempt: attempt[0])
+        if len(ready) < EARLY_STOP_SAMPLES and not last:
             return None
         self.decided = True
-        first = sorted(self.known, key=lambda attempt: attempt[0])[:EARLY_STOP_SAMPLES]
+        first = ready[:EARLY_STOP_SAMPLES]
         kinds = {kind for _, kind, _, _ in first}
         if not first or kinds != {first[0][1]} or first[0][1] is None:
             return None

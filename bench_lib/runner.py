@@ -224,10 +224,14 @@ def log_to_trackers(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], 
             return
     if not dist.accelerator.trackers:
         return
-    for unit in units:
-        at = step if not unit.label else (checkpoint_step(unit.label) or 0)
+    def at(unit: Unit) -> int:
+        return (step or 0) if not unit.label else (checkpoint_step(unit.label) or 0)
+
+    # in step order: a tracker drops a log at a step below one it has logged (W&B), and a sweep lists the variants
+    # whose names carry no step after the checkpoints
+    for unit in sorted(units, key=at):
         try:
-            log_folder(dist.accelerator, unit.folder.root, step=at if at is not None else 0, samples=samples)
+            log_folder(dist.accelerator, unit.folder.root, step=at(unit), samples=samples)
         except Exception as err:  # reading the reports back: the trackers' own failures are warned per tracker
             logger.warning("logging %s to the trackers failed (%s: %s)", unit.folder.root, type(err).__name__,
                            " ".join(str(err).split())[:300])

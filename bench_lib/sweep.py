@@ -204,7 +204,7 @@ def expand(cfg: BenchmarkConfig, *, announce: bool = False,
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"sweep variant names must be unique; repeated: {repeated}.")
-    check_steps(names)
+    check_steps(names, tracked=bool(cfg.tracking.names()))
     allowed = {f.name for f in fields(cfg.editor_backend)}
     flat = {**cfg.to_dict(), "sweep": None}
     variants = []
@@ -224,19 +224,29 @@ def expand(cfg: BenchmarkConfig, *, announce: bool = False,
 MAX_STEP = 2**63 - 1  # the trackers' step is a signed 64-bit integer
 
 
-def check_steps(names: list[str]) -> None:
+def check_steps(names: list[str], *, tracked: bool = False) -> None:
     """ConfigError for variants whose step (`checkpoint_step`) a tracker can't take or that share one step
-    (`checkpoint-100`, `checkpoint-00100`): their reports, chart and tracker logs would not tell them apart."""
+    (`checkpoint-100`, `checkpoint-00100`): their reports, chart and tracker logs would not tell them apart.
+    `tracked` (the run logs to trackers): a name without a step logs at 0, so two such variants (`base` and
+    `step-100`, or `a` and `b`), or one and `checkpoint-0`, are refused too: a tracker would keep one variant's
+    values at that step (W&B merges the two logs into one row), or both under one name."""
     steps: dict[int, list[str]] = {}
     for name in names:
         step = checkpoint_step(name)
         if step is None:
+            if tracked:
+                steps.setdefault(0, []).append(name)
             continue
         if step > MAX_STEP:
             raise ConfigError(f"sweep variant {name!r}: its step {step} is above {MAX_STEP} (2**63-1), the largest a "
                               "tracker can log: rename the checkpoint.")
         steps.setdefault(step, []).append(name)
     shared = next((group for group in steps.values() if len(group) > 1), None)
+    if shared and any(checkpoint_step(name) is None for name in shared):
+        raise ConfigError(f"sweep variants {', '.join(shared)} would log at the same tracker step 0 (`log_with`: a "
+                          "variant logs at the step its checkpoint-N name carries, a name without one at 0), where "
+                          "the trackers can't tell them apart: name the variants checkpoint-N, or sweep without "
+                          "`log_with` and compare them in the sweep report.")
     if shared:
         raise ConfigError(f"sweep variants {', '.join(shared)} have the same step {checkpoint_step(shared[0])}: "
                           "keep one of them (or select with --sweep_glob).")

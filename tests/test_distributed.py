@@ -93,3 +93,38 @@ def test_an_error_of_the_main_process_in_on_main_reaches_every_rank_at_once():
     with pytest.raises(RunFailed, match="the main process failed: PermissionError: .*Permission denied"):
         other.on_main(listing)
     assert on_rank(True)[0].on_main(lambda: [1, 2]) == [1, 2]
+
+
+def test_a_ctrl_c_on_the_main_process_reaches_every_rank_at_once():
+    """A KeyboardInterrupt (a BaseException) on the main process inside `on_main` or `on_local_main` (listing the
+    checkpoints, locking, planning, downloading) left the other ranks at the gather until the process-group
+    timeout: the main process now tells them before it raises it."""
+    import pytest
+
+    from bench_lib.failures import RunFailed
+
+    def on_rank(main: bool, gathered=None):
+        dist = object.__new__(Distributed)
+        dist.state = SimpleNamespace(is_main_process=main, is_local_main_process=main, num_processes=2,
+                                     process_index=0 if main else 1)
+        sent = []
+        dist.all_gather = lambda items: sent.extend(items) or (gathered + items if gathered is not None
+                                                              else list(items))
+        return dist, sent
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    main, sent = on_rank(True)
+    with pytest.raises(KeyboardInterrupt):
+        main.on_main(interrupted)
+    other, _ = on_rank(False, gathered=sent)
+    with pytest.raises(RunFailed, match=r"^the main process failed: KeyboardInterrupt$"):
+        other.on_main(interrupted)
+
+    main, sent = on_rank(True)
+    with pytest.raises(KeyboardInterrupt):
+        main.on_local_main(interrupted)
+    other, _ = on_rank(False, gathered=sent)
+    with pytest.raises(RuntimeError, match="another node's local main process failed: KeyboardInterrupt"):
+        other.on_local_main(interrupted)

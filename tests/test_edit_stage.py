@@ -29,6 +29,8 @@ from bench_lib.store import RunFolder, read_results, read_run, save_png
 class BrokenConfig:
     mixed: bool = option(False, result=True, help="Fail every sample, with errors of two types (a sweep variant's "
                                                   "setting); else as the class's `mode` says.")
+    ok_from: int = option(0, result=True, help="With `mode` raise: the samples from this dataset index on are "
+                                               "edited (0: none is).")
 
 
 class BrokenEditor(Editor):
@@ -42,7 +44,8 @@ class BrokenEditor(Editor):
 
     def edit(self, sample, source, *, seed):
         mode = "mixed" if self.cfg.mixed else self.mode
-        if mode == "raise" or (mode == "mixed" and sample.index % 2 == 0):
+        edited = 0 < self.cfg.ok_from <= sample.index
+        if (mode == "raise" and not edited) or (mode == "mixed" and sample.index % 2 == 0):
             raise IndexError("list index out of range")
         if mode == "mixed":
             raise ValueError("a different error")
@@ -114,13 +117,19 @@ def test_a_resumed_run_counts_its_earlier_successes_first(broken_editor, tmp_pat
     assert statuses == ["ok"] * 4 + ["edit_failed"] * 8
 
 
-def test_every_rank_stops_at_the_same_barrier_and_exits_1(tmp_path):
-    """Two real processes, shards s00-s04 and s05-s09, batches of 2: after the second barrier 8 failures are
-    known (4 per rank), so both ranks stop there, with their records on disk, and the error is printed once."""
+def test_every_rank_stops_at_the_same_barrier_and_exits_1(broken_editor, tmp_path):
+    """Two real processes, shards s00-s04 and s05-s09, batches of 2; s00-s07 fail, s08 and s09 are edited. After
+    the second barrier 8 outcomes are known (s00-s03, s05-s08), but the first 8 in dataset order are not: they
+    decide at the third (last) barrier, as on one process, where the run stops too. Both ranks stop there, with
+    their records on disk, and the error is printed once."""
     manifest = write_manifest(tmp_path / "data", 10)
     out = tmp_path / "out"
+    with pytest.raises(RunFailed, match="stopped early: the first 8 samples edited all failed with IndexError"):
+        runner.run(config_from_dict(config(tmp_path, 10, ok_from=8, edit_batch_size=2,
+                                           output_dir=str(tmp_path / "one"))))
     result = accelerate_launch(2, ["--dataset", str(manifest), "--output_dir", str(out), "--editor", "test-broken",
-                                   "--judge", "test-scripted", "--baselines", "", "--edit_batch_size", "2"],
+                                   "--judge", "test-scripted", "--baselines", "", "--edit_batch_size", "2",
+                                   "--ok_from", "8"],
                                timeout=300, check=False,
                                env={"BENCH_TEST_REGISTER": "test_edit_stage:register_backends"})
     output = result.stdout + result.stderr
@@ -130,7 +139,7 @@ def test_every_rank_stops_at_the_same_barrier_and_exits_1(tmp_path):
     assert markers[0]["failed"] == markers[1]["failed"] and "the first 8 samples edited" in markers[0]["failed"]
     assert output.count("stopped early: the first 8 samples edited all failed with IndexError") == 1
     assert "RunFailed" not in output  # one line, no traceback
-    for rank, ids in ((0, ["s00", "s01", "s02", "s03"]), (1, ["s05", "s06", "s07", "s08"])):
+    for rank, ids in ((0, ["s00", "s01", "s02", "s03", "s04"]), (1, ["s05", "s06", "s07", "s08", "s09"])):
         path = out / "records" / f"attempt-0001.edit.rank-{rank:05d}.jsonl"
         assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ids
     assert not list((out / "records").glob("*.judge.*")) and not (out / "results.jsonl").exists()

@@ -447,3 +447,23 @@ def test_the_best_variant_of_a_lower_is_better_metric_has_the_lowest_mean():
 
 class JudgeConfigStub:
     category_map: dict = {}
+
+
+def test_variants_that_would_log_at_one_tracker_step_are_refused_with_trackers(tmp_path):
+    """A name without a checkpoint-N step logs at 0: with trackers, two such variants (base and step-30) went into
+    one step, where W&B merged them into one row (the last variant's score under eval/score, the first's other
+    keys kept beside it) and TensorBoard held two points under one name."""
+    for name in ("step-30", "step-200"):
+        adapter_folder(tmp_path / "a" / name)
+    args = ["--sweep", str(tmp_path / "a"), "--output_dir", str(tmp_path / "o")]
+    assert [v.name for v in expand(parse_config(args))] == ["base", "step-30", "step-200"]  # no trackers: fine
+    with pytest.raises(ConfigError, match=r"sweep variants base, step-30, step-200 would log at the same tracker "
+                                          r"step 0 .*name the variants checkpoint-N"):
+        expand(parse_config([*args, "--log_with", "tensorboard"]))
+    for name in ("checkpoint-30", "checkpoint-200"):
+        adapter_folder(tmp_path / "c" / name)
+    tracked = ["--sweep", str(tmp_path / "c"), "--output_dir", str(tmp_path / "o"), "--log_with", "tensorboard"]
+    assert [v.step for v in expand(parse_config(tracked))] == [None, 30, 200]  # base alone at 0
+    adapter_folder(tmp_path / "c" / "checkpoint-0")
+    with pytest.raises(ConfigError, match=r"sweep variants base, checkpoint-0 would log at the same tracker step 0"):
+        expand(parse_config(tracked))

@@ -186,6 +186,35 @@ def test_a_sweep_variant_logs_at_the_step_its_name_carries(tracked_run, tmp_path
     assert not (tmp_path / "unused").exists()  # the caller's trackers: none started
 
 
+def test_a_sweep_logs_its_variants_in_step_order(tracked_run, tmp_path):
+    """Units in the sweep's order (checkpoints first, then names without a step): `final` (step 0) was logged
+    after checkpoint-500, and W&B drops a log at a step below the current one (its values were lost)."""
+    from accelerate import Accelerator
+
+    from bench_lib.distributed import Distributed
+    from bench_lib.runner import Unit, log_to_trackers
+    from bench_lib.store import RunFolder
+
+    class Recorder:
+        name = "recorder"
+        steps: list = []
+
+        def log(self, values, step):
+            self.steps.append((step, values["eval/score"]))
+
+    result, _ = tracked_run
+    names = ("checkpoint-500", "final")
+    for name in names:
+        shutil.copytree(result.output_dir, tmp_path / "sweep" / name)
+    accelerator = Accelerator()
+    accelerator.trackers = [Recorder()]
+    cfg = resolve_config("configs/smoke.yaml", {"output_dir": str(tmp_path / "sweep")})
+    units = [Unit(cfg, RunFolder(tmp_path / "sweep" / name), label=name) for name in names]
+    log_to_trackers(cfg, Distributed(timeout_s=60, accelerator=accelerator), units, _samples(result), step=None,
+                    logging_dir=str(tmp_path / "unused"))
+    assert [step for step, _ in Recorder.steps] == [0, 500]
+
+
 def test_an_unknown_tracker_is_one_line_and_exit_code_2():
     code = ("import sys; from bench_lib.cli import main; rc = main(['--log_with', 'tensorbord', '--limit', '1']); "
             "print('torch' in sys.modules); sys.exit(rc)")
