@@ -50,7 +50,7 @@ from .sweep import (
     write_sweep_report,
 )
 
-SCORING_VERSION = 4  # bump when a change to the harness changes scores: old run folders then refuse to resume
+SCORING_VERSION = 5  # bump when a change to the harness changes scores: old run folders then refuse to resume
 
 
 def _logger():
