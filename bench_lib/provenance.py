@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as metadata
+import os
 import platform
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -52,7 +54,7 @@ def harness_commit(root: Path = REPO_ROOT) -> dict[str, Any]:
 
 CONFIG_SUFFIXES = (".json", ".txt", ".model", ".jinja")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-SAMPLE_BYTES, SAMPLES = 1 << 20, 16
+PIECE_BYTES = 16 << 20  # weights are hashed in pieces of this size, several at once
 
 
 def config_files_sha256(folder: Path) -> str:
@@ -65,28 +67,35 @@ def config_files_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def _piece_sha256(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return hashlib.sha256(f.read(size)).digest()
+
+
 def weights_sha256(folder: Path) -> str:
-    """sha256 over every weight file's path and size, and its bytes: all of a file up to 16 MiB, else 16
-    evenly spaced 1 MiB samples. Two checkpoints of one architecture (a base model and its fine-tune)
-    share their configs but not their weights: this tells them apart without reading tens of GB."""
+    """sha256 over every weight file's path and size and the sha256 of each 16 MiB piece of its bytes, all of
+    them: a fine-tune saved in place that changed a few tensors is another model, and a copy (new time
+    stamps, another node's disk) is the same one. The pieces are hashed on up to 16 threads (hashlib releases
+    the GIL while it hashes), so reading the files is the cost (docs/PERFORMANCE.md)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    sizes = [path.stat().st_size for path in files]
+    pieces = [(path, offset, min(PIECE_BYTES, size - offset))
+              for path, size in zip(files, sizes) for offset in range(0, size, PIECE_BYTES)]
+    with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1, len(pieces)))) as pool:
+        hashed = iter(pool.map(lambda piece: _piece_sha256(*piece), pieces))
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES):
-        size = path.stat().st_size
+    for path, size in zip(files, sizes):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
-        with open(path, "rb") as f:
-            if size <= SAMPLES * SAMPLE_BYTES:
-                digest.update(f.read())
-                continue
-            for i in range(SAMPLES):
-                f.seek((size - SAMPLE_BYTES) * i // (SAMPLES - 1))
-                digest.update(f.read(SAMPLE_BYTES))
+        for _ in range(0, size, PIECE_BYTES):
+            digest.update(next(hashed))
     return digest.hexdigest()
 
 
 def model_source(name_or_path: str, revision: Optional[str], marker: str,
                  cache_dir: Optional[str] = None) -> dict[str, Any]:
     """Where a model came from. A local folder (tiny models included) is identified by hashes of its config
-    files and of its weights (sampled, see `weights_sha256`); a hub id by the commit its cached files
+    files and of all of its weights (see `weights_sha256`); a hub id by the commit its cached files
     resolve to (after the pre-flight check downloaded `marker`), or null if it is not in the local hub
     cache. Called when an attempt starts, so a branch that moves later can't change what is recorded."""
     local = Path(resolve_model(name_or_path)) if is_tiny(name_or_path) else Path(name_or_path).expanduser()

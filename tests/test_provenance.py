@@ -85,16 +85,23 @@ def test_a_run_records_its_provenance(tmp_path):
     assert rows[0]["rubric_sha256"] == prov["rubrics"]["physics"] == blank[0]["rubric_sha256"]
 
 
-def test_large_weight_files_are_sampled_across_their_length(tmp_path, monkeypatch):
-    monkeypatch.setattr(provenance, "SAMPLE_BYTES", 4)
-    monkeypatch.setattr(provenance, "SAMPLES", 3)  # files over 12 bytes: 3 samples of 4 bytes
+def test_a_change_anywhere_in_a_large_weight_file_changes_its_digest_and_a_copy_keeps_it(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(provenance, "PIECE_BYTES", 4)  # 100 bytes: 25 pieces hashed on several threads
     data = bytearray(range(100))
-    (tmp_path / "w.safetensors").write_bytes(bytes(data))
-    before = provenance.weights_sha256(tmp_path)
-    data[50] ^= 1  # inside the middle sample, (100 - 4) * 1 // 2 = 48 .. 52
-    (tmp_path / "w.safetensors").write_bytes(bytes(data))
-    assert provenance.weights_sha256(tmp_path) != before
-    data[20] ^= 1  # between samples: not read (the price of not reading tens of GB)
-    middle = provenance.weights_sha256(tmp_path)
-    (tmp_path / "w.safetensors").write_bytes(bytes(data))
-    assert provenance.weights_sha256(tmp_path) == middle
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "w.safetensors").write_bytes(bytes(data))
+    first = provenance.weights_sha256(tmp_path / "model")
+    shutil.copytree(tmp_path / "model", tmp_path / "copy")  # new time stamps, same bytes
+    assert provenance.weights_sha256(tmp_path / "copy") == first
+    seen = {first}
+    for at in (0, 21, 50, 99):  # a byte in the first, a middle and the last piece, one a sampled digest missed
+        changed = bytearray(data)
+        changed[at] ^= 1
+        (tmp_path / "model" / "w.safetensors").write_bytes(bytes(changed))
+        seen.add(provenance.weights_sha256(tmp_path / "model"))
+    swapped = data[4:8] + data[:4] + data[8:]  # two pieces in another order
+    (tmp_path / "model" / "w.safetensors").write_bytes(bytes(swapped))
+    seen.add(provenance.weights_sha256(tmp_path / "model"))
+    assert len(seen) == 6
