@@ -29,7 +29,8 @@ from .tracking import check_trackers
 def check_output_dir(cfg: BenchmarkConfig) -> None:
     """The output folder can be one: not an existing file, and not inside a local dataset folder (the run's
     own files would change the data's identity, so the run could never resume, and an imagefolder would
-    even read them as samples). A manifest's folder is fine: a manifest is identified by its own content."""
+    even read them as samples). A manifest's folder is fine: a manifest is identified by its own content. Nor is
+    the dataset among the files the run writes there (the run would replace it, and --overwrite delete it)."""
     output = Path(cfg.run.output_dir)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is a file, not a folder.")
@@ -47,6 +48,21 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
     if dataset.is_dir() and output.resolve().is_relative_to(dataset.resolve()):
         raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is inside the dataset folder {cfg.data.dataset!r}: "
                           "put it somewhere else (the run's files would change the dataset).")
+    if dataset.exists() and among_run_files(cfg, dataset):
+        raise ConfigError(f"`dataset` {cfg.data.dataset!r} is inside `output_dir` {cfg.run.output_dir!r}, among the "
+                          "files the run writes (and --overwrite deletes): move it out, or use another output_dir.")
+
+
+def among_run_files(cfg: BenchmarkConfig, path: Path) -> bool:
+    """Whether `path` (links resolved) lies among what the run writes in output_dir, and --overwrite deletes: its
+    files and folders (edits/, records/, results.jsonl, ...); a sweep's: those of each variant's folder, and its
+    report and chart at the top."""
+    try:
+        parts = path.expanduser().resolve().relative_to(Path(cfg.run.output_dir).expanduser().resolve()).parts
+    except ValueError:
+        return False
+    return bool(parts) and (parts[0] in OWNED or bool(cfg.sweep.sweep) and (
+        parts[0] in (SWEEP_JSON, SWEEP_MD, SWEEP_CHART) or len(parts) > 1 and parts[1] in OWNED))
 
 
 def check_inputs_outside_outputs(cfg: BenchmarkConfig, samples: list[Sample]) -> None:
@@ -54,18 +70,10 @@ def check_inputs_outside_outputs(cfg: BenchmarkConfig, samples: list[Sample]) ->
     among what the run writes in output_dir (edits/, baselines/, ...; a sweep: in each variant's folder, and its
     report and chart at the top): the run would write its PNGs over them, and --overwrite delete them before they
     are read (a run re-judged in place from a manifest that names its own edits)."""
-    output = Path(cfg.run.output_dir).expanduser().resolve()
     for sample in samples:
         for ref in (*sample.sources, sample.reference_image, sample.edited_image):
             path = getattr(ref, "path", None)
-            if path is None:
-                continue
-            try:
-                parts = Path(path).expanduser().resolve().relative_to(output).parts
-            except ValueError:
-                continue
-            if parts and (parts[0] in OWNED or (cfg.sweep.sweep and (parts[0] in (SWEEP_JSON, SWEEP_MD, SWEEP_CHART)
-                                                                     or len(parts) > 1 and parts[1] in OWNED))):
+            if path is not None and among_run_files(cfg, Path(path)):
                 raise ConfigError(f"sample {sample.id!r}: the image {str(path)!r} is inside `output_dir` "
                                   f"{cfg.run.output_dir!r}, among the files the run writes (and --overwrite "
                                   "deletes): copy the images out of it, or use another output_dir.")

@@ -328,7 +328,7 @@ def run_units(cfg: BenchmarkConfig, dist: Distributed, units: list[Unit], loaded
     # Stage 2: judge every ok edit without an ok judgement, every unit's, and the sanity baselines' images once.
     jobs = [editor_job(u, samples, on_source=cfg.judge.failure_policy == "reference"
                        and protocol.missing_edit_on_source) for u in units]
-    shared = shared_baseline_records(units)
+    shared = shared_baseline_records(units, samples)
     jobs += baseline_jobs(cfg, units[0], shared, samples)
     batches = dist.on_main(lambda: plan_judge_batches(jobs, protocol, facts,
                                                       batch_size=cfg.judge.judge_batch_size,
@@ -451,13 +451,16 @@ def editor_job(unit: Unit, samples: list[Sample], *, on_source: bool = False) ->
                     on_source={s.id for s in todo if failed(s)})
 
 
-def shared_baseline_records(units: list[Unit]) -> dict[str, dict[str, dict]]:
-    """Each baseline's records over all units (the first unit's win): the baseline's images and the judge are
-    the same for every unit, so a judgement made for one is every unit's."""
+def shared_baseline_records(units: list[Unit], samples: list[Sample]) -> dict[str, dict[str, dict]]:
+    """Each baseline's records of the run's samples over all units (the first unit's win): the baseline's images and
+    the judge are the same for every unit, so a judgement made for one is every unit's. Only the samples loaded now:
+    a folder that gets a copy records the image files' digests of these alone (one left out by `limit` would keep
+    a copied judgement of an image replaced since)."""
+    ids = {s.id for s in samples}
     shared: dict[str, dict[str, dict]] = {}
     for unit in reversed(units):
         for name, records in unit.plan.baseline_records.items():
-            shared.setdefault(name, {}).update(records)
+            shared.setdefault(name, {}).update((i, r) for i, r in records.items() if i in ids)
     return shared
 
 

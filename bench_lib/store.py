@@ -335,8 +335,9 @@ class RunFolder:
 
     def _check_entries(self) -> None:
         """Nothing the harness writes or deletes may be a link (it would write, or with --overwrite delete, through
-        it, out of the folder): not its files and folders, nor anything inside those folders. The harness never
-        makes a link, so one found here is someone else's: it is named, never removed."""
+        it, out of the folder): not its files and folders, nor anything inside those folders; and records/ holds
+        plain files only (a FIFO there would block the resume that reads it). The harness never makes a link, so
+        one found here is someone else's: it is named, never removed."""
         bad = []
         for name in _OWNED:
             path = self.root / name
@@ -346,7 +347,11 @@ class RunFolder:
                 bad.append(f"{path} is not a folder")
             elif name in _FOLDERS and path.is_dir():
                 with os.scandir(path) as entries:
-                    bad += [f"{entry.path} is a symbolic link" for entry in entries if entry.is_symlink()]
+                    for entry in entries:
+                        if entry.is_symlink():
+                            bad.append(f"{entry.path} is a symbolic link")
+                        elif name == RECORDS_DIR and not entry.is_file(follow_symlinks=False):
+                            bad.append(f"{entry.path} is not a plain file")  # a FIFO would block the reading of records
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             raise ConfigError(f"{bad[0]}{more}: the harness never writes or deletes through a link, nor into "

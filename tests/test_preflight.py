@@ -28,6 +28,27 @@ def test_output_dir_inside_a_local_dataset_folder_is_refused(tmp_path):
                                               "output_dir": "data/demo/out"}))
 
 
+def test_a_data_file_among_the_run_s_own_files_is_refused_before_anything_is_deleted(tmp_path):
+    """A manifest the user named results.jsonl in the folder then given as output_dir: --overwrite deleted it (the
+    run had read it already) and the run's results took its name. The data, file or folder, may not be among the
+    files the run writes (nor its sweep's); elsewhere in output_dir it stays allowed."""
+    import json
+
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    Image.new("RGB", (16, 16), "red").save(out / "images" / "a.png")
+    text = json.dumps({"id": "a", "category": "physics", "instruction": "melt it", "source_image": "images/a.png"})
+    for name in ("results.jsonl", "mine.jsonl"):
+        (out / name).write_text(text + "\n")
+    run = {**IDENTITY_RUN, "dataset": str(out / "results.jsonl"), "output_dir": str(out), "overwrite": True}
+    with pytest.raises(ConfigError, match=r"`dataset` .*results.jsonl' is inside `output_dir` .*among the files"):
+        runner.run(config_from_dict(run))
+    assert (out / "results.jsonl").read_text() == text + "\n" and not (out / "run.json").exists()
+    check_output_dir(config_from_dict({**run, "dataset": str(out / "mine.jsonl")}))  # not one of the run's files
+    with pytest.raises(ConfigError, match="among the files"):  # a sweep's variant folder is the run's too
+        check_output_dir(config_from_dict({**run, "output_dir": str(tmp_path), "sweep": [{"name": "out"}]}))
+
+
 def test_a_logs_link_in_the_output_folder_is_refused_when_trackers_would_write_through_it(tmp_path):
     """`<output_dir>/logs` is the trackers' default folder; a link there had tensorboard write its files through
     it, out of output_dir (a shared runs folder)."""

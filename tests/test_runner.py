@@ -655,3 +655,21 @@ def test_an_attempt_that_could_not_record_the_weights_does_not_hide_a_change_fro
     runner.check_same_weights(RunFolder(out), models("a" * 40))  # the same commit resumes
     with pytest.raises(ConfigError, match=r"judge 'org/judge' resolved_revision aaaaaaaaaaaa… -> bbbbbbbbbbbb…"):
         runner.check_same_weights(RunFolder(out), models("b" * 40))
+
+
+@pytest.mark.usefixtures("scripted_judge")
+def test_a_variant_added_under_a_lower_limit_gets_no_baseline_judgements_of_samples_it_did_not_load(tmp_path):
+    """A sweep copies the baselines' judgements between its variant folders. It copied them for every sample any
+    folder held, also those `limit` left out now: the new variant folder then held a judgement of an image whose
+    digest it never recorded, so once the image was replaced and the limit raised, that folder found nothing
+    replaced, kept the old image's judgement and gave it to the other folder too. Only the run's samples are copied."""
+    folder, out, cfg = two_image_run(tmp_path, "identity")
+    runner.run(config_from_dict({**cfg, "sweep": [{"name": "A"}]}))
+    Image.new("RGB", (24, 8), "green").save(folder / "b.png")  # replaced in place: the manifest is unchanged
+    both = {**cfg, "sweep": [{"name": "A"}, {"name": "B"}]}
+    runner.run(config_from_dict({**both, "limit": 1}))  # B is new, and loads only `a`
+    assert [r["id"] for r in read_results(out / "B" / "baselines" / "identity.jsonl")] == ["a"]
+    assert not any('"id": "b"' in path.read_text() for path in (out / "B" / "records").glob("*.baseline-*"))
+    runner.run(config_from_dict(both))  # the new image of `b` is judged once (in A, attempt 3) and copied to B
+    assert [r["attempts"]["judge"] for r in read_results(out / "A" / "baselines" / "identity.jsonl")] == [1, 3]
+    assert [r["attempts"]["judge"] for r in read_results(out / "B" / "baselines" / "identity.jsonl")] == [1, 2]

@@ -282,6 +282,25 @@ def test_a_link_inside_an_owned_folder_is_refused(tmp_path):
     assert json.loads((out / "run.json").read_text())["attempts"] == 1
 
 
+@pytest.mark.parametrize("make", ["fifo", "folder"])
+def test_a_record_that_is_not_a_plain_file_is_refused_not_read(tmp_path, make):
+    """A FIFO named like a record file blocked the resume that read the records forever; a folder so named was an
+    IsADirectoryError traceback. Either is one line, with or without --overwrite, before anything is changed."""
+    import os
+
+    from bench_lib.store import RunFolder
+
+    out = tmp_path / "out"
+    RunFolder(out).prepare({"seed": 0}, overwrite=False)
+    (out / "records").mkdir()
+    odd = out / "records" / "attempt-0001.edit.rank-00001.jsonl"
+    os.mkfifo(odd) if make == "fifo" else odd.mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match="attempt-0001.edit.rank-00001.jsonl is not a plain file"):
+            RunFolder(out).prepare({"seed": 0}, overwrite=overwrite)
+    assert os.path.lexists(odd) and json.loads((out / "run.json").read_text())["attempts"] == 1
+
+
 def test_atomic_writes_replace_a_link_instead_of_writing_through_it(tmp_path):
     from bench_lib.store import write_text
 
