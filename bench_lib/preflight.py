@@ -13,8 +13,10 @@ user's mistake is one line and exit code 2 within a second or two:
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .config import BenchmarkConfig, ConfigError
 from .data import Sample, check_dataset_name, load_benchmark
@@ -48,9 +50,34 @@ def check_output_dir(cfg: BenchmarkConfig) -> None:
     if dataset.is_dir() and output.resolve().is_relative_to(dataset.resolve()):
         raise ConfigError(f"`output_dir` {cfg.run.output_dir!r} is inside the dataset folder {cfg.data.dataset!r}: "
                           "put it somewhere else (the run's files would change the dataset).")
-    if dataset.exists() and among_run_files(cfg, dataset):
-        raise ConfigError(f"`dataset` {cfg.data.dataset!r} is inside `output_dir` {cfg.run.output_dir!r}, among the "
-                          "files the run writes (and --overwrite deletes): move it out, or use another output_dir.")
+    for key, path in _named_paths(cfg):  # the data, an adapter, a model or rubric folder, pre-computed edits ...
+        if among_run_files(cfg, path):
+            raise ConfigError(f"`{key}` {str(path)!r} is inside `output_dir` {cfg.run.output_dir!r}, among the files "
+                              "the run writes (and --overwrite deletes): move it out, or use another output_dir.")
+
+
+def _named_paths(cfg: BenchmarkConfig) -> Iterator[tuple[str, Path]]:
+    """(key, path) for every option value that names an existing file or folder (in a list or mapping too, and a
+    sweep's NAME=PATH), except the output and tracker folders themselves."""
+    def paths(value: Any) -> Iterator[Path]:
+        if isinstance(value, str):
+            for text in dict.fromkeys((value, value.partition("=")[2])):
+                try:
+                    if text and Path(text).expanduser().exists():
+                        yield Path(text)
+                except (OSError, ValueError):  # not a path this system can name (too long, a NUL)
+                    continue
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                yield from paths(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from paths(item)
+
+    for section in cfg.sections().values():
+        for field in dataclasses.fields(section):
+            if field.name not in ("output_dir", "logging_dir"):
+                yield from ((field.name, path) for path in paths(getattr(section, field.name)))
 
 
 def among_run_files(cfg: BenchmarkConfig, path: Path) -> bool:

@@ -47,6 +47,12 @@ def test_a_data_file_among_the_run_s_own_files_is_refused_before_anything_is_del
     check_output_dir(config_from_dict({**run, "dataset": str(out / "mine.jsonl")}))  # not one of the run's files
     with pytest.raises(ConfigError, match="among the files"):  # a sweep's variant folder is the run's too
         check_output_dir(config_from_dict({**run, "output_dir": str(tmp_path), "sweep": [{"name": "out"}]}))
+    (out / "edits").mkdir()
+    (out / "edits" / "adapter.safetensors").write_bytes(b"weights")  # any path option: an adapter deleted too
+    with pytest.raises(ConfigError, match=r"`lora` .*adapter.safetensors' is inside `output_dir`"):
+        check_output_dir(config_from_dict({**run, "dataset": str(out / "mine.jsonl"), "editor": "diffusers",
+                                           "editor_model": "tiny:flux-kontext",
+                                           "lora": str(out / "edits" / "adapter.safetensors")}))
 
 
 def test_a_logs_link_in_the_output_folder_is_refused_when_trackers_would_write_through_it(tmp_path):
