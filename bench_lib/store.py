@@ -250,13 +250,38 @@ class FolderLock:
         `ConfigError` naming the holder when another run holds it, or when `.lock` is not a plain file."""
         import datetime as dt
         import fcntl
-        import logging
         import socket
 
         folder = self.path.parent
         missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
         folder.mkdir(parents=True, exist_ok=True)
         self._made = [p for p in missing if p.is_dir()]
+        for _ in range(10):  # a lock on a file another run unlinked meanwhile locks nothing: take it again
+            folder.mkdir(parents=True, exist_ok=True)  # (that run may have removed the folder it made, too)
+            fd = self._lock_file(fcntl)
+            if fd is None:
+                return False
+            try:
+                now = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+                break
+            os.close(fd)
+            self._made = [p for p in self._made if p != self.path]
+        else:
+            raise ConfigError(f"{self.path} keeps being replaced while this run locks it: another run is starting "
+                              "on the same output_dir. Wait for it, or use another output_dir.")
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}, since {started}\n".encode(), 0)
+        self._fd = fd
+        return True
+
+    def _lock_file(self, fcntl) -> Optional[int]:
+        """Open `.lock` (made if missing) and lock it: its descriptor, or None where the filesystem has no locks."""
+        import logging
+
         existed = os.path.lexists(self.path)
         try:  # O_NONBLOCK: a FIFO planted as .lock can't block the open
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
@@ -282,12 +307,8 @@ class FolderLock:
             logging.getLogger(__name__).warning(
                 "cannot lock %s (%s): this filesystem has no file locks, so nothing stops a second run from "
                 "using the same output_dir at the same time", self.path, err)
-            return False
-        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}, since {started}\n".encode(), 0)
-        self._fd = fd
-        return True
+            return None
+        return fd
 
     def _not_a_lock(self) -> str:
         kind = ("a symbolic link" if self.path.is_symlink() else "a folder" if self.path.is_dir()

@@ -400,6 +400,32 @@ def test_a_second_run_on_a_busy_folder_exits_at_once_and_a_killed_run_leaves_no_
     assert [r["status"] for r in read_results(out / "results.jsonl")] == ["ok"] * 2
 
 
+def test_a_lock_taken_on_a_file_another_run_unlinked_meanwhile_is_taken_again_on_the_folder_s_lock(
+        tmp_path, monkeypatch):
+    """A run refused after making the folder removes its lock file while a second run may hold it open: that
+    second run's flock then locked a file no other run can find, and a third made a new .lock and ran beside
+    it. The lock is only taken when the path still names the locked file."""
+    import fcntl
+
+    from bench_lib.store import FolderLock
+
+    real, calls = fcntl.flock, []
+
+    def flock(fd, operation):
+        calls.append(fd)
+        if len(calls) == 1:
+            os.unlink(tmp_path / "out" / ".lock")  # the refused run's release, between our open and our flock
+        return real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    lock = FolderLock(tmp_path / "out")
+    assert lock.acquire() and len(calls) == 2
+    held = os.fstat(lock._fd)
+    assert (os.stat(tmp_path / "out" / ".lock").st_ino, os.stat(tmp_path / "out" / ".lock").st_dev) == \
+        (held.st_ino, held.st_dev)
+    lock.release()
+
+
 def test_an_id_shaped_like_a_hashed_name_gets_its_own_hash():
     from bench_lib.store import safe_stem
 
